@@ -1,0 +1,28 @@
+/* cli.h - shared pieces of the kfac command-line program: exit statuses,
+ * strict number parsing, error printing. */
+#ifndef KFAC_CLI_H
+#define KFAC_CLI_H
+
+#include "kfac.h"
+
+/* Exit statuses (documented in `kfac --help` and the README). */
+enum {
+    EXIT_OK = 0,
+    EXIT_RUNTIME = 1, /* I/O while writing, out of memory, ... */
+    EXIT_USAGE = 2,   /* unknown flag, missing or bad value */
+    EXIT_INPUT = 3,   /* unreadable or malformed net file or data */
+    EXIT_DIVERGED = 4 /* training produced NaN/Inf */
+};
+
+/* Strict parsers: the whole string must be a number. 0 on success. */
+int cli_parse_int(const char *s, long lo, long hi, long *out);
+int cli_parse_u64(const char *s, uint64_t *out);
+int cli_parse_float(const char *s, float *out);
+
+/* "kfac: <what>: <library detail or strerror>" on stderr */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_status_exit(kfac_status st);
+
+int cmd_train(int argc, char **argv);
+
+#endif

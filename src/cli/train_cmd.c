@@ -1,0 +1,283 @@
+/* train_cmd.c - `kfac train`: load a net file and the data, apply flag
+ * overrides, train, and print (and optionally log) one line per epoch. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static void train_usage(FILE *f)
+{
+    kfac_train_params d;
+    kfac_train_params_init(&d);
+    fprintf(f,
+            "usage: kfac train NETFILE [options]\n"
+            "\n"
+            "Trains the network described in NETFILE on an MNIST-format data set and\n"
+            "prints, after each epoch: epoch, training seconds so far (evaluation\n"
+            "excluded), mean training loss, test loss and test accuracy (or, for the\n"
+            "autoencoder, the test reconstruction error: squared error per image).\n"
+            "Flags override the [train] section of NETFILE.\n"
+            "\n"
+            "options:\n"
+            "  --data DIR          directory with train-images-idx3-ubyte, ... (gzipped\n"
+            "                      or not) [%s]\n"
+            "  --optimizer NAME    sgd | momentum | nesterov | adam [net file, else %s]\n"
+            "  --epochs N          passes over the training set, 1..100000 [else %d]\n"
+            "  --batch N           minibatch size, 1..training set size [else %d]\n"
+            "  --lr X              learning rate, (0, 1000] [else %g]\n"
+            "  --momentum X        momentum for momentum/nesterov, [0, 1) [else %g]\n"
+            "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
+            "  --seed N            seed for weights and data order [else %llu]\n"
+            "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
+            "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
+            "  --quiet             no progress bar\n"
+            "  --help              this text\n"
+            "\n"
+            "A run is reproducible for a given seed and thread count.\n",
+            KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
+            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.weight_decay,
+            (unsigned long long)d.seed);
+}
+
+/* Progress bar on a terminal: redrawn when the percentage changes. */
+typedef struct progress {
+    int epoch;
+    int last_pct;
+} progress;
+
+static int show_progress(void *user, long step, long steps)
+{
+    progress *pr = user;
+    int pct = (int)(100 * step / steps);
+    if (pct == pr->last_pct)
+        return 0;
+    pr->last_pct = pct;
+    char bar[31];
+    int fill = pct * 30 / 100;
+    memset(bar, '#', (size_t)fill);
+    memset(bar + fill, '.', (size_t)(30 - fill));
+    bar[30] = '\0';
+    fprintf(stderr, "\r  epoch %d [%s] %3d%%  step %ld/%ld", pr->epoch, bar, pct, step, steps);
+    fflush(stderr);
+    return 0;
+}
+
+/* The CSV log is rewritten whole after every epoch into a temporary file
+ * that is then renamed over FILE: a reader never sees half a file. */
+static int write_log(const char *path, const char *text)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path) >= (int)sizeof tmp)
+        return -1;
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    int ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+static void describe(const char *netfile, const kfac_net_spec *s, const kfac_train_params *p)
+{
+    printf("# %s: %d", netfile, s->inputs);
+    for (int l = 0; l < s->n_layers; l++)
+        printf("-%d", s->layers[l].units);
+    printf(", %s loss, %s init\n", kfac_loss_name(s->loss), kfac_init_name(s->init));
+    printf("# %s lr %g", kfac_optimizer_name(p->optimizer), (double)p->optim.lr);
+    if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV)
+        printf(" momentum %g", (double)p->optim.momentum);
+    if (p->optim.weight_decay > 0)
+        printf(" weight_decay %g", (double)p->optim.weight_decay);
+    printf(", batch %d, %d epochs, seed %llu, %d threads\n", p->batch, p->epochs,
+           (unsigned long long)p->seed, kfac_get_threads());
+}
+
+int cmd_train(int argc, char **argv)
+{
+    const char *netfile = NULL, *data = KFAC_DEFAULT_DATA_DIR, *log_path = NULL;
+    int quiet = 0;
+    long threads = 0;
+    /* flags are applied after the net file is read, in order */
+    const char *flag_name[32], *flag_value[32];
+    int n_flags = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            train_usage(stdout);
+            return EXIT_OK;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            if (netfile) {
+                cli_error("train: unexpected argument '%s' (one NETFILE only)", a);
+                return EXIT_USAGE;
+            }
+            netfile = a;
+            continue;
+        }
+        static const char *const known[] = {"--data", "--optimizer", "--epochs", "--batch",
+                                            "--lr", "--momentum", "--weight-decay", "--seed",
+                                            "--threads", "--log"};
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const char *name = NULL;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+            if (strlen(known[k]) == len && !strncmp(a, known[k], len))
+                name = known[k];
+        if (!name) {
+            cli_error("train: unknown option '%.*s' (try 'kfac train --help')", (int)len, a);
+            return EXIT_USAGE;
+        }
+        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!value || !*value) {
+            cli_error("train: %s needs a value", name);
+            return EXIT_USAGE;
+        }
+        if (!strcmp(name, "--data"))
+            data = value;
+        else if (!strcmp(name, "--log"))
+            log_path = value;
+        else if (!strcmp(name, "--threads")) {
+            if (cli_parse_int(value, 1, 1024, &threads)) {
+                cli_error("train: --threads '%s': expected an integer in [1, 1024]", value);
+                return EXIT_USAGE;
+            }
+        } else if (n_flags < 32) {
+            flag_name[n_flags] = name;
+            flag_value[n_flags++] = value;
+        }
+    }
+    if (!netfile) {
+        cli_error("train: no NETFILE given (try 'kfac train --help')");
+        return EXIT_USAGE;
+    }
+
+    kfac_net_spec spec;
+    kfac_train_params p;
+    kfac_status st = kfac_netfile_load(netfile, &spec, &p);
+    if (st != KFAC_OK) {
+        cli_error("%s", kfac_last_error());
+        return cli_status_exit(st);
+    }
+    for (int k = 0; k < n_flags; k++) {
+        const char *name = flag_name[k], *v = flag_value[k];
+        long iv = 0;
+        int bad = 0;
+        if (!strcmp(name, "--optimizer"))
+            bad = kfac_optimizer_from_name(v, &p.optimizer) != KFAC_OK;
+        else if (!strcmp(name, "--epochs"))
+            bad = cli_parse_int(v, 1, 100000, &iv) || (p.epochs = (int)iv, 0);
+        else if (!strcmp(name, "--batch"))
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.batch = (int)iv, 0);
+        else if (!strcmp(name, "--lr"))
+            bad = cli_parse_float(v, &p.optim.lr);
+        else if (!strcmp(name, "--momentum"))
+            bad = cli_parse_float(v, &p.optim.momentum);
+        else if (!strcmp(name, "--weight-decay"))
+            bad = cli_parse_float(v, &p.optim.weight_decay);
+        else if (!strcmp(name, "--seed"))
+            bad = cli_parse_u64(v, &p.seed);
+        if (bad) {
+            cli_error("train: %s '%s': %s", name, v,
+                      !strcmp(name, "--optimizer") ? kfac_last_error() : "not a valid number in range");
+            return EXIT_USAGE;
+        }
+        /* ranges live in the library: blame the flag that broke them */
+        if (kfac_train_params_validate(&p) != KFAC_OK) {
+            cli_error("train: %s '%s': %s", name, v, kfac_last_error());
+            return EXIT_USAGE;
+        }
+    }
+    if (threads > 0)
+        kfac_set_threads((int)threads);
+
+    kfac_dataset train = {0}, test = {0};
+    if ((st = kfac_mnist_load(data, "train", &train)) != KFAC_OK ||
+        (st = kfac_mnist_load(data, "t10k", &test)) != KFAC_OK) {
+        cli_error("%s", kfac_last_error());
+        kfac_dataset_free(&train);
+        return cli_status_exit(st);
+    }
+
+    int code = EXIT_OK;
+    char *log_text = NULL;
+    size_t log_cap = 0;
+    kfac_trainer *tr = NULL;
+    if ((st = kfac_trainer_new(&spec, &p, &train, &tr)) != KFAC_OK) {
+        cli_error("%s: %s", netfile, kfac_last_error());
+        code = cli_status_exit(st);
+        goto done;
+    }
+    int classify = spec.loss == KFAC_LOSS_SOFTMAX_XENT;
+    if (log_path) {
+        log_cap = 64 + 80 * (size_t)p.epochs;
+        log_text = malloc(log_cap);
+        if (!log_text) {
+            cli_error("out of memory");
+            code = EXIT_RUNTIME;
+            goto done;
+        }
+        strcpy(log_text, "epoch,seconds,train_loss,test_loss,test_acc\n");
+        if (write_log(log_path, log_text) != 0) { /* fail before training, not after */
+            cli_error("%s: cannot write: %s", log_path, strerror(errno));
+            code = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    describe(netfile, &spec, &p);
+    printf("# data %s: %d training, %d test examples\n", data, train.n, test.n);
+    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
+           classify ? "test_acc" : "recon_err");
+    fflush(stdout);
+    int bar = !quiet && isatty(STDERR_FILENO);
+    for (int e = 1; e <= p.epochs; e++) {
+        kfac_epoch_stats s;
+        progress pr = {e, -1};
+        st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
+        if (bar)
+            fputs("\r\033[K", stderr);
+        if (st != KFAC_OK) {
+            cli_error("%s", kfac_last_error());
+            code = cli_status_exit(st);
+            goto done;
+        }
+        if ((st = kfac_evaluate(kfac_trainer_net(tr), &test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
+            cli_error("evaluation: %s", kfac_last_error());
+            code = cli_status_exit(st);
+            goto done;
+        }
+        printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss,
+               s.test_acc);
+        fflush(stdout);
+        if (log_text) {
+            size_t used = strlen(log_text);
+            snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds,
+                     s.train_loss, s.test_loss, s.test_acc);
+            if (write_log(log_path, log_text) != 0) {
+                cli_error("%s: cannot write: %s", log_path, strerror(errno));
+                code = EXIT_RUNTIME;
+                goto done;
+            }
+        }
+    }
+done:
+    free(log_text);
+    kfac_trainer_free(tr);
+    kfac_dataset_free(&train);
+    kfac_dataset_free(&test);
+    return code;
+}

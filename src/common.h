@@ -1,0 +1,29 @@
+/* common.h - private helpers shared by every library source file: error
+ * reporting and small utilities. Not installed. */
+#ifndef KFAC_COMMON_H
+#define KFAC_COMMON_H
+
+#include "kfac.h"
+
+#if defined(__GNUC__)
+#define KFAC_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define KFAC_PRINTF(a, b)
+#endif
+
+/* Record the detail of a failure for kfac_last_error() and return `s`, so
+ * call sites read `return kfac_fail(KFAC_ERR_IO, "%s: cannot open", path);` */
+kfac_status kfac_fail(kfac_status s, const char *fmt, ...) KFAC_PRINTF(2, 3);
+
+/* Clear the detail (called on entry by functions that may fail). */
+void kfac_clear_error(void);
+
+/* 64-byte aligned float buffers (cache lines, AVX-512 loads); NULL on
+ * failure or overflow. Free with kfac_free_floats. */
+float *kfac_alloc_floats(size_t n);
+void kfac_free_floats(float *p);
+
+#define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif

@@ -1,0 +1,225 @@
+/* loss.c - softmax cross-entropy, sigmoid (Bernoulli) cross-entropy and
+ * squared error: values, gradients, metrics, sampling from the model and
+ * output Hessian-vector products. All stable for large |z|. */
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "loss.h"
+
+#define PAR_MIN 4096 /* rows x cols below which a loop stays serial */
+
+/* p <- softmax(z) for one row; returns log-sum-exp of z */
+static double softmax_row(const float *z, float *p, int d)
+{
+    float m = z[0];
+    for (int j = 1; j < d; j++)
+        m = z[j] > m ? z[j] : m;
+    double s = 0.0;
+    for (int j = 0; j < d; j++) {
+        float e = expf(z[j] - m);
+        if (p)
+            p[j] = e;
+        s += e;
+    }
+    if (p)
+        for (int j = 0; j < d; j++)
+            p[j] = (float)(p[j] / s);
+    return m + log(s);
+}
+
+static int argmax(const float *v, int d)
+{
+    int k = 0;
+    for (int j = 1; j < d; j++)
+        if (v[j] > v[k])
+            k = j;
+    return k;
+}
+
+/* ---- softmax cross-entropy: l = sum_j y_j (lse(z) - z_j) */
+static double softmax_value(const float *z, const float *y, int n, int d)
+{
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
+        double lse = softmax_row(zr, NULL, d), l = 0.0;
+        for (int j = 0; j < d; j++)
+            l += (double)yr[j] * (lse - zr[j]);
+        total += l;
+    }
+    return total;
+}
+static void softmax_grad(const float *z, const float *y, float *dz, int n, int d)
+{
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
+        float *g = dz + (size_t)i * d;
+        float ysum = 0.0f;
+        for (int j = 0; j < d; j++)
+            ysum += yr[j];
+        softmax_row(zr, g, d);
+        for (int j = 0; j < d; j++)
+            g[j] = g[j] * ysum - yr[j]; /* p sum(y) - y: p - y for a distribution */
+    }
+}
+static double argmax_metric(const float *z, const float *y, int n, int d)
+{
+    double correct = 0.0;
+    for (int i = 0; i < n; i++)
+        correct += argmax(z + (size_t)i * d, d) == argmax(y + (size_t)i * d, d);
+    return correct;
+}
+static void softmax_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+{
+    for (int i = 0; i < n; i++) {
+        float *yr = y + (size_t)i * d;
+        softmax_row(z + (size_t)i * d, yr, d);
+        double u = kfac_rng_uniform(rng), c = 0.0;
+        int k = d - 1; /* rounding leaves the last class if u passes the sum */
+        for (int j = 0; j < d; j++) {
+            c += yr[j];
+            if (u < c) {
+                k = j;
+                break;
+            }
+        }
+        memset(yr, 0, sizeof *yr * (size_t)d);
+        yr[k] = 1.0f;
+    }
+}
+static void softmax_hess_vec(const float *z, const float *v, float *hv, int n, int d)
+{
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *vr = v + (size_t)i * d;
+        float *h = hv + (size_t)i * d; /* holds p until overwritten */
+        softmax_row(z + (size_t)i * d, h, d);
+        double pv = 0.0;
+        for (int j = 0; j < d; j++)
+            pv += (double)h[j] * vr[j];
+        for (int j = 0; j < d; j++)
+            h[j] = (float)(h[j] * (vr[j] - pv)); /* (diag(p) - p p^T) v */
+    }
+}
+
+/* ---- sigmoid cross-entropy: l = sum_j softplus(z_j) - y_j z_j */
+static inline float sigmoidf(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+static double sigmoid_value(const float *z, const float *y, int n, int d)
+{
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
+        double l = 0.0;
+        for (int j = 0; j < d; j++) {
+            float x = zr[j];
+            double softplus = (x > 0.0f ? x : 0.0f) + log1p(exp(-fabs((double)x)));
+            l += softplus - (double)yr[j] * x;
+        }
+        total += l;
+    }
+    return total;
+}
+static void sigmoid_grad(const float *z, const float *y, float *dz, int n, int d)
+{
+    long nd = (long)n * d;
+#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++)
+        dz[k] = sigmoidf(z[k]) - y[k];
+}
+static double sigmoid_metric(const float *z, const float *y, int n, int d)
+{
+    long nd = (long)n * d;
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++) {
+        double e = (double)sigmoidf(z[k]) - y[k];
+        total += e * e;
+    }
+    return total;
+}
+static void sigmoid_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+{
+    long nd = (long)n * d;
+    for (long k = 0; k < nd; k++)
+        y[k] = kfac_rng_uniform(rng) < sigmoidf(z[k]) ? 1.0f : 0.0f;
+}
+static void sigmoid_hess_vec(const float *z, const float *v, float *hv, int n, int d)
+{
+    long nd = (long)n * d;
+#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++) {
+        float p = sigmoidf(z[k]);
+        hv[k] = p * (1.0f - p) * v[k];
+    }
+}
+
+/* ---- squared error: l = 1/2 |z - y|^2 */
+static double squared_value(const float *z, const float *y, int n, int d)
+{
+    long nd = (long)n * d;
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++) {
+        double e = (double)z[k] - y[k];
+        total += 0.5 * e * e;
+    }
+    return total;
+}
+static void squared_grad(const float *z, const float *y, float *dz, int n, int d)
+{
+    long nd = (long)n * d;
+#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++)
+        dz[k] = z[k] - y[k];
+}
+static double squared_metric(const float *z, const float *y, int n, int d)
+{
+    return 2.0 * squared_value(z, y, n, d);
+}
+static void squared_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+{
+    long nd = (long)n * d;
+    for (long k = 0; k < nd; k++)
+        y[k] = z[k] + (float)kfac_rng_normal(rng);
+}
+static void squared_hess_vec(const float *z, const float *v, float *hv, int n, int d)
+{
+    (void)z;
+    memcpy(hv, v, sizeof *hv * (size_t)n * (size_t)d);
+}
+
+const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT] = {
+    [KFAC_LOSS_SOFTMAX_XENT] = {"softmax_xent", softmax_value, softmax_grad, argmax_metric,
+                                softmax_sample, softmax_hess_vec},
+    [KFAC_LOSS_SIGMOID_XENT] = {"sigmoid_xent", sigmoid_value, sigmoid_grad, sigmoid_metric,
+                                sigmoid_sample, sigmoid_hess_vec},
+    [KFAC_LOSS_SQUARED] = {"squared", squared_value, squared_grad, squared_metric, squared_sample,
+                           squared_hess_vec},
+};
+
+const char *kfac_loss_name(kfac_loss l)
+{
+    return (unsigned)l < KFAC_LOSS_COUNT ? kfac_loss_types[l].name : NULL;
+}
+
+kfac_status kfac_loss_from_name(const char *name, kfac_loss *out)
+{
+    for (int i = 0; name && i < KFAC_LOSS_COUNT; i++)
+        if (strcmp(name, kfac_loss_types[i].name) == 0) {
+            *out = (kfac_loss)i;
+            return KFAC_OK;
+        }
+    return kfac_fail(KFAC_ERR_INVALID_ARG,
+                     "unknown loss '%s' (softmax_xent, sigmoid_xent, squared)",
+                     name ? name : "(null)");
+}

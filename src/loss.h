@@ -1,0 +1,30 @@
+/* loss.h - output losses as a const table indexed by kfac_loss. Every
+ * function works on n rows of width d: z the network output, y dense
+ * targets, both row-major n x d. */
+#ifndef KFAC_LOSS_H
+#define KFAC_LOSS_H
+
+#include "kfac.h"
+
+typedef struct kfac_loss_type {
+    const char *name;
+    /* sum over rows of l(z_n, y_n), accumulated in double */
+    double (*value)(const float *z, const float *y, int n, int d);
+    /* dz_n = dl(z_n, y_n)/dz_n per row (not divided by n) */
+    void (*grad)(const float *z, const float *y, float *dz, int n, int d);
+    /* sum over rows of the metric: 1 per row whose argmax(z) = argmax(y)
+     * for classification; else |prediction - y|^2, the prediction being
+     * the model's mean (softmax / sigmoid of z, or z itself) */
+    double (*metric)(const float *z, const float *y, int n, int d);
+    /* y ~ p(y | z): targets sampled from the model's predictive
+     * distribution (KFAC.md 3): categorical one-hot, per-unit Bernoulli,
+     * or z + N(0, I). Serial, so a seed fixes the draw. */
+    void (*sample)(const float *z, float *y, int n, int d, kfac_rng *rng);
+    /* hv_n = H_out(z_n) v_n, H_out the Hessian of l in z (KFAC.md 1):
+     * diag(p) - p p^T, diag(p (1-p)), or I */
+    void (*hess_vec)(const float *z, const float *v, float *hv, int n, int d);
+} kfac_loss_type;
+
+extern const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT];
+
+#endif

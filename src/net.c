@@ -1,0 +1,240 @@
+/* net.c - dense networks: creation, forward (recording abar) and backward
+ * (recording per-example g and the mean gradient). KFAC.md section 2. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "activation.h"
+#include "common.h"
+#include "loss.h"
+#include "net.h"
+
+void kfac_net_spec_init(kfac_net_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->loss = KFAC_LOSS_SOFTMAX_XENT;
+    spec->init = KFAC_INIT_GLOROT;
+    spec->init_sigma = 0.03f;
+    spec->sparse_count = 15;
+    for (int l = 0; l < KFAC_MAX_LAYERS; l++)
+        spec->layers[l].activation = KFAC_ACT_RELU;
+}
+
+kfac_status kfac_net_spec_validate(const kfac_net_spec *spec)
+{
+    if (!spec)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "network spec is NULL");
+    if (spec->inputs < 1 || spec->inputs > 10000000)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "inputs %d outside [1, 10000000]", spec->inputs);
+    if (spec->n_layers < 1 || spec->n_layers > KFAC_MAX_LAYERS)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%d layers outside [1, %d]", spec->n_layers,
+                         KFAC_MAX_LAYERS);
+    size_t params = 0;
+    int fan_in = spec->inputs;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const kfac_layer_spec *ls = &spec->layers[l];
+        if (ls->units < 1 || ls->units > 1000000)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: units %d outside [1, 1000000]",
+                             l + 1, ls->units);
+        if ((unsigned)ls->activation >= KFAC_ACT_COUNT)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: unknown activation %d", l + 1,
+                             (int)ls->activation);
+        params += (size_t)ls->units * (size_t)(fan_in + 1);
+        fan_in = ls->units;
+    }
+    /* theta, gradient and optimizer state must fit comfortably in memory */
+    if (params > (size_t)1 << 30)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%zu parameters: more than 2^30", params);
+    if ((unsigned)spec->loss >= KFAC_LOSS_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown loss %d", (int)spec->loss);
+    if ((unsigned)spec->init >= KFAC_INIT_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown init %d", (int)spec->init);
+    if (!(spec->init_sigma > 0.0f && spec->init_sigma <= 100.0f))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "init_sigma %g outside (0, 100]", spec->init_sigma);
+    if (spec->sparse_count < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d < 1", spec->sparse_count);
+    kfac_activation last = spec->layers[spec->n_layers - 1].activation;
+    if (spec->loss != KFAC_LOSS_SQUARED && last != KFAC_ACT_LINEAR)
+        return kfac_fail(KFAC_ERR_INVALID_ARG,
+                         "loss %s applies its own %s: the last layer must be linear, not %s",
+                         kfac_loss_name(spec->loss),
+                         spec->loss == KFAC_LOSS_SOFTMAX_XENT ? "softmax" : "sigmoid",
+                         kfac_activation_name(last));
+    return KFAC_OK;
+}
+
+void kfac_net_free(kfac_net *net)
+{
+    if (!net)
+        return;
+    kfac_free_floats(net->theta);
+    for (int l = 0; l < net->n_layers; l++) {
+        kfac_free_floats(net->abar[l]);
+        kfac_free_floats(net->g[l]);
+    }
+    kfac_free_floats(net->z);
+    free(net);
+}
+
+kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **out)
+{
+    kfac_clear_error();
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_new: out is NULL");
+    *out = NULL;
+    kfac_status st = kfac_net_spec_validate(spec);
+    if (st != KFAC_OK)
+        return st;
+    if (max_batch < 1 || max_batch > 1000000)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "max_batch %d outside [1, 1000000]", max_batch);
+
+    kfac_net *net = calloc(1, sizeof *net);
+    if (!net)
+        return kfac_fail(KFAC_ERR_NOMEM, "network: out of memory");
+    net->spec = *spec;
+    net->n_layers = spec->n_layers;
+    net->max_batch = max_batch;
+    net->dims[0] = spec->inputs;
+    for (int l = 0; l < net->n_layers; l++) {
+        net->dims[l + 1] = spec->layers[l].units;
+        net->offset[l + 1] = net->offset[l] + (size_t)net->dims[l + 1] * (size_t)(net->dims[l] + 1);
+    }
+    net->n_params = net->offset[net->n_layers];
+
+    int ok = (net->theta = kfac_alloc_floats(net->n_params)) != NULL;
+    for (int l = 0; ok && l < net->n_layers; l++) {
+        size_t in = (size_t)net->dims[l] + 1;
+        ok = (net->abar[l] = kfac_alloc_floats((size_t)max_batch * in)) &&
+             (net->g[l] = kfac_alloc_floats((size_t)max_batch * (size_t)net->dims[l + 1]));
+        if (ok) {
+            /* the homogeneous coordinate: set once, never overwritten */
+            memset(net->abar[l], 0, sizeof(float) * (size_t)max_batch * in);
+            for (int b = 0; b < max_batch; b++)
+                net->abar[l][(size_t)b * in + in - 1] = 1.0f;
+        }
+    }
+    ok = ok && (net->z = kfac_alloc_floats((size_t)max_batch * (size_t)net->dims[net->n_layers]));
+    if (!ok) {
+        size_t n_params = net->n_params;
+        kfac_net_free(net);
+        return kfac_fail(KFAC_ERR_NOMEM, "network with %zu parameters and batch %d: out of memory",
+                         n_params, max_batch);
+    }
+    memset(net->theta, 0, sizeof(float) * net->n_params);
+    *out = net;
+    return KFAC_OK;
+}
+
+const kfac_net_spec *kfac_net_get_spec(const kfac_net *net) { return &net->spec; }
+int kfac_net_max_batch(const kfac_net *net) { return net->max_batch; }
+int kfac_net_inputs(const kfac_net *net) { return net->dims[0]; }
+int kfac_net_outputs(const kfac_net *net) { return net->dims[net->n_layers]; }
+int kfac_net_n_layers(const kfac_net *net) { return net->n_layers; }
+size_t kfac_net_n_params(const kfac_net *net) { return net->n_params; }
+float *kfac_net_params(kfac_net *net) { return net->theta; }
+int kfac_net_batch(const kfac_net *net) { return net->batch; }
+const float *kfac_net_output(const kfac_net *net) { return net->z; }
+
+size_t kfac_net_layer_offset(const kfac_net *net, int l)
+{
+    return (l >= 0 && l <= net->n_layers) ? net->offset[l] : 0;
+}
+
+float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols)
+{
+    if (l < 0 || l >= net->n_layers)
+        return NULL;
+    if (rows)
+        *rows = net->dims[l + 1];
+    if (cols)
+        *cols = net->dims[l] + 1;
+    return net->theta + net->offset[l];
+}
+
+const float *kfac_net_layer_input(const kfac_net *net, int l)
+{
+    return (l >= 0 && l < net->n_layers) ? net->abar[l] : NULL;
+}
+
+const float *kfac_net_layer_pregrad(const kfac_net *net, int l)
+{
+    return (l >= 0 && l < net->n_layers) ? net->g[l] : NULL;
+}
+
+kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
+{
+    if (!net || !x)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_forward: NULL argument");
+    if (batch < 1 || batch > net->max_batch)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
+    net->batch = batch;
+    int d0 = net->dims[0];
+    float *a0 = net->abar[0];
+#pragma omp parallel for schedule(static) if ((long)batch * d0 > 65536)
+    for (int b = 0; b < batch; b++)
+        memcpy(a0 + (size_t)b * (d0 + 1), x + (size_t)b * d0, sizeof(float) * (size_t)d0);
+
+    for (int l = 0; l < net->n_layers; l++) {
+        int in = net->dims[l] + 1, d = net->dims[l + 1];
+        int last = l == net->n_layers - 1;
+        /* the next layer's abar takes the output in place: its ones column
+         * lies outside the d columns sgemm writes */
+        float *s = last ? net->z : net->abar[l + 1];
+        int lds = last ? d : d + 1;
+        /* S (batch x d) <- abar_l (batch x in) * W_l^T (in x d) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, d, in, 1.0f, net->abar[l], in,
+                    net->theta + net->offset[l], in, 0.0f, s, lds);
+        kfac_activation_types[net->spec.layers[l].activation].forward(s, batch, d, lds);
+    }
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, double *metric)
+{
+    if (!net || !y)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_loss: NULL argument");
+    if (net->batch < 1)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_net_loss before any forward pass");
+    const kfac_loss_type *lt = &kfac_loss_types[net->spec.loss];
+    int n = net->batch, d = net->dims[net->n_layers];
+    if (loss)
+        *loss = lt->value(net->z, y, n, d) / n;
+    if (metric)
+        *metric = lt->metric(net->z, y, n, d) / n;
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
+{
+    if (!net || !y)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward: NULL argument");
+    if (net->batch < 1)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_net_backward before any forward pass");
+    int batch = net->batch, L = net->n_layers;
+    int dL = net->dims[L];
+
+    /* g_L = phi'(s_L) * dl_n/dz, per example */
+    kfac_loss_types[net->spec.loss].grad(net->z, y, net->g[L - 1], batch, dL);
+    kfac_activation_types[net->spec.layers[L - 1].activation].backward(net->g[L - 1], dL, net->z,
+                                                                         dL, batch, dL);
+    for (int l = L - 1; l >= 0; l--) {
+        int in = net->dims[l] + 1, d = net->dims[l + 1];
+        const float *w = net->theta + net->offset[l];
+        if (grad) {
+            /* dW_l (d x in) <- (1/B) g_l^T (d x batch) * abar_l (batch x in):
+             * the one place the batch mean is taken (KFAC.md 2) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, batch, 1.0f / batch,
+                        net->g[l], d, net->abar[l], in, 0.0f, grad + net->offset[l], in);
+        }
+        if (l > 0) {
+            /* g_{l-1} (batch x d_l) <- g_l (batch x d) * W_l[:, :d_l] (d x d_l);
+             * lda = in skips the bias column */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, in - 1, d, 1.0f,
+                        net->g[l], d, w, in, 0.0f, net->g[l - 1], in - 1);
+            kfac_activation_types[net->spec.layers[l - 1].activation].backward(
+                net->g[l - 1], in - 1, net->abar[l], in, batch, in - 1);
+        }
+    }
+    return KFAC_OK;
+}

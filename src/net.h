@@ -1,0 +1,22 @@
+/* net.h - the network's private layout, shared by net.c, init.c, the
+ * trainer and (later) K-FAC. */
+#ifndef KFAC_NET_H
+#define KFAC_NET_H
+
+#include "kfac.h"
+
+struct kfac_net {
+    kfac_net_spec spec;
+    int n_layers;                        /* L */
+    int dims[KFAC_MAX_LAYERS + 1];       /* d_0 = inputs, d_{l+1} = layer l's units */
+    size_t offset[KFAC_MAX_LAYERS + 1];  /* layer l's W in theta; offset[L] = n_params */
+    size_t n_params;
+    int max_batch;
+    int batch;                           /* rows of the last forward pass */
+    float *theta;                        /* n_params: W_0, W_1, ... each d_{l+1} x (d_l + 1) */
+    float *abar[KFAC_MAX_LAYERS];        /* layer l's input: max_batch x (d_l + 1), last column 1 */
+    float *g[KFAC_MAX_LAYERS];           /* layer l's dl_n/ds: max_batch x d_{l+1} */
+    float *z;                            /* output: max_batch x d_L */
+};
+
+#endif

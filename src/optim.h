@@ -1,0 +1,48 @@
+/* optim.h - the optimizer interface: each algorithm is a const type table
+ * (as GSL multimin's), indexed by kfac_optimizer_kind, so tests and
+ * benchmarks loop over all of them. K-FAC joins the table: its step also
+ * gets the network and the batch through kfac_step_ctx. */
+#ifndef KFAC_OPTIM_H
+#define KFAC_OPTIM_H
+
+#include "kfac.h"
+
+/* What a curvature-aware step may need besides theta and the gradient: the
+ * network right after forward + backward on the batch (abar and g
+ * recorded), the batch itself for extra passes, and the generator for
+ * sampled targets. First-order methods ignore it (it may be NULL). */
+typedef struct kfac_step_ctx {
+    kfac_net *net;
+    const float *x; /* batch x inputs */
+    const float *y; /* batch x outputs, the training targets */
+    int batch;
+    kfac_rng *rng;
+} kfac_step_ctx;
+
+typedef struct kfac_optimizer_type {
+    const char *name;
+    /* Per-parameter state vectors of n_params floats this algorithm keeps
+     * (momentum 1, Adam 2); allocated and zeroed by kfac_optimizer_new. */
+    int state_vectors;
+    /* theta <- update(theta, grad); t is the 1-based step number; grad
+     * already includes weight decay. */
+    kfac_status (*step)(kfac_optimizer *opt, float *theta, const float *grad, long t,
+                        const kfac_step_ctx *ctx);
+} kfac_optimizer_type;
+
+extern const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT];
+
+struct kfac_optimizer {
+    const kfac_optimizer_type *type;
+    kfac_optimizer_kind kind;
+    kfac_optim_params p;
+    size_t n;       /* parameters */
+    long t;         /* steps taken */
+    float *state[2]; /* state_vectors vectors of n floats (v; Adam: m, v) */
+};
+
+/* The step the trainer takes: weight decay, then the algorithm's update. */
+kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *grad,
+                                    const kfac_step_ctx *ctx);
+
+#endif

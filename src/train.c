@@ -1,0 +1,224 @@
+/* train.c - the trainer: shuffled minibatches from a dataset, forward,
+ * backward, optimizer step, timing; and evaluation on a dataset. All
+ * buffers are allocated by kfac_trainer_new: an epoch allocates nothing. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "net.h"
+#include "optim.h"
+
+struct kfac_trainer {
+    kfac_train_params p;
+    const kfac_dataset *train;
+    kfac_net *net;
+    kfac_optimizer *opt;
+    kfac_rng rng;     /* data order (weights are drawn from it first) */
+    uint32_t *order;  /* n: permutation of the training set */
+    float *bx;        /* batch x inputs */
+    float *by;        /* batch x outputs: one-hot labels or the images */
+    float *grad;      /* n_params */
+    int epoch;        /* epochs completed */
+    double seconds;   /* training time so far */
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Classifiers learn labels; every other loss reconstructs its input (the
+ * autoencoder). Checks that the data fits the network. */
+static kfac_status check_fit(const kfac_net *net, const kfac_dataset *d)
+{
+    if (!d || !d->x || d->n < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "empty dataset");
+    if (d->features != net->dims[0])
+        return kfac_fail(KFAC_ERR_SHAPE, "the data has %d features per example (%dx%d) but the network takes %d inputs",
+                         d->features, d->rows, d->cols, net->dims[0]);
+    int outputs = net->dims[net->n_layers];
+    if (net->spec.loss == KFAC_LOSS_SOFTMAX_XENT) {
+        if (!d->labels)
+            return kfac_fail(KFAC_ERR_SHAPE, "a classifier needs labels");
+        if (outputs != d->classes)
+            return kfac_fail(KFAC_ERR_SHAPE, "the data has %d classes but the network has %d outputs",
+                             d->classes, outputs);
+    } else if (outputs != d->features) {
+        return kfac_fail(KFAC_ERR_SHAPE,
+                         "loss %s reconstructs the input: %d outputs needed, the network has %d",
+                         kfac_loss_name(net->spec.loss), d->features, outputs);
+    }
+    return KFAC_OK;
+}
+
+/* Gather rows idx[0..n) of d into x and the targets y. */
+static void gather(const kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n,
+                   float *x, float *y)
+{
+    int f = d->features, outputs = net->dims[net->n_layers];
+    int classify = net->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
+#pragma omp parallel for schedule(static) if ((long)n * f > 65536)
+    for (int i = 0; i < n; i++) {
+        size_t row = idx ? idx[first + i] : (size_t)(first + i);
+        const float *src = d->x + row * f;
+        memcpy(x + (size_t)i * f, src, sizeof(float) * (size_t)f);
+        float *t = y + (size_t)i * outputs;
+        if (classify) {
+            memset(t, 0, sizeof(float) * (size_t)outputs);
+            t[d->labels[row]] = 1.0f;
+        } else {
+            memcpy(t, src, sizeof(float) * (size_t)f);
+        }
+    }
+}
+
+void kfac_trainer_free(kfac_trainer *t)
+{
+    if (!t)
+        return;
+    kfac_net_free(t->net);
+    kfac_optimizer_free(t->opt);
+    free(t->order);
+    kfac_free_floats(t->bx);
+    kfac_free_floats(t->by);
+    kfac_free_floats(t->grad);
+    free(t);
+}
+
+kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params *p,
+                             const kfac_dataset *train, kfac_trainer **out)
+{
+    kfac_clear_error();
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_new: out is NULL");
+    *out = NULL;
+    kfac_train_params defaults;
+    if (!p) {
+        kfac_train_params_init(&defaults);
+        p = &defaults;
+    }
+    kfac_status st;
+    if ((st = kfac_net_spec_validate(spec)) != KFAC_OK || (st = kfac_train_params_validate(p)) != KFAC_OK)
+        return st;
+    if (!train || train->n < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "no training data");
+    if (p->batch > train->n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d examples)",
+                         p->batch, train->n);
+
+    kfac_trainer *t = calloc(1, sizeof *t);
+    if (!t)
+        return kfac_fail(KFAC_ERR_NOMEM, "trainer: out of memory");
+    t->p = *p;
+    t->train = train;
+    kfac_rng_seed(&t->rng, p->seed);
+    if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK || (st = check_fit(t->net, train)) != KFAC_OK ||
+        (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
+        (st = kfac_optimizer_new(p->optimizer, &p->optim, t->net->n_params, &t->opt)) != KFAC_OK)
+        goto fail;
+    t->order = malloc(sizeof *t->order * (size_t)train->n);
+    t->bx = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[0]);
+    t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[t->net->n_layers]);
+    t->grad = kfac_alloc_floats(t->net->n_params);
+    if (!t->order || !t->bx || !t->by || !t->grad) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "trainer buffers: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < train->n; i++)
+        t->order[i] = (uint32_t)i;
+    *out = t;
+    return KFAC_OK;
+fail:
+    kfac_trainer_free(t);
+    return st;
+}
+
+kfac_net *kfac_trainer_net(kfac_trainer *t) { return t ? t->net : NULL; }
+
+kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
+                               kfac_epoch_stats *stats)
+{
+    if (!t)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_epoch: trainer is NULL");
+    double start = now_seconds();
+    int n = t->train->n, batch = t->p.batch;
+    /* Fisher-Yates on the running order: each epoch a fresh permutation */
+    for (int i = n - 1; i > 0; i--) {
+        uint32_t j = kfac_rng_below(&t->rng, (uint32_t)i + 1), tmp = t->order[i];
+        t->order[i] = t->order[j];
+        t->order[j] = tmp;
+    }
+    long steps = (n + batch - 1) / batch; /* the last batch may be smaller */
+    double loss_sum = 0.0;
+    kfac_status st = KFAC_OK;
+    long s;
+    for (s = 0; s < steps; s++) {
+        int first = (int)(s * batch), rows = KFAC_MIN(batch, n - first);
+        gather(t->net, t->train, t->order, first, rows, t->bx, t->by);
+        double loss;
+        if ((st = kfac_net_forward(t->net, t->bx, rows)) != KFAC_OK ||
+            (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
+            break;
+        if (!isfinite(loss)) {
+            st = kfac_fail(KFAC_ERR_NUMERIC, "training diverged: loss is %g at epoch %d, step %ld", loss,
+                           t->epoch + 1, s + 1);
+            break;
+        }
+        loss_sum += loss * rows;
+        kfac_step_ctx ctx = {t->net, t->bx, t->by, rows, &t->rng};
+        if ((st = kfac_net_backward(t->net, t->by, t->grad)) != KFAC_OK ||
+            (st = kfac_optimizer_step_ctx(t->opt, t->net->theta, t->grad, &ctx)) != KFAC_OK)
+            break;
+        if (progress && progress(user, s + 1, steps))
+            break;
+    }
+    t->seconds += now_seconds() - start;
+    t->epoch++;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->epoch = t->epoch;
+        stats->seconds = t->seconds;
+        long seen = KFAC_MIN((long)n, s * (long)batch);
+        stats->train_loss = seen > 0 ? loss_sum / (double)seen : NAN;
+    }
+    return st;
+}
+
+kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric)
+{
+    kfac_clear_error();
+    if (!net || !d)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_evaluate: NULL argument");
+    kfac_status st = check_fit(net, d);
+    if (st != KFAC_OK)
+        return st;
+    int chunk = net->max_batch, outputs = net->dims[net->n_layers];
+    float *x = kfac_alloc_floats((size_t)chunk * (size_t)d->features);
+    float *y = kfac_alloc_floats((size_t)chunk * (size_t)outputs);
+    double loss_sum = 0.0, metric_sum = 0.0;
+    if (!x || !y) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "evaluation buffers: out of memory");
+        goto done;
+    }
+    for (int first = 0; first < d->n; first += chunk) {
+        int rows = KFAC_MIN(chunk, d->n - first);
+        double l, m;
+        gather(net, d, NULL, first, rows, x, y);
+        if ((st = kfac_net_forward(net, x, rows)) != KFAC_OK || (st = kfac_net_loss(net, y, &l, &m)) != KFAC_OK)
+            goto done;
+        loss_sum += l * rows;
+        metric_sum += m * rows;
+    }
+    if (loss)
+        *loss = loss_sum / d->n;
+    if (metric)
+        *metric = metric_sum / d->n;
+done:
+    kfac_free_floats(x);
+    kfac_free_floats(y);
+    return st;
+}

@@ -1,0 +1,58 @@
+/* test_main.c - runs every suite. Check forks a child per test; this
+ * process never enters OpenMP itself, so the children start with a clean
+ * libgomp (a fork after OpenMP was used can hang). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+const char *test_data_dir(void)
+{
+    const char *d = getenv("KFAC_DATA");
+    return d && *d ? d : "/usr/share/datasets/fashion-mnist";
+}
+
+const char *test_root(void)
+{
+    const char *d = getenv("KFAC_ROOT");
+    return d && *d ? d : "..";
+}
+
+static char tmpdir[256];
+
+static void remove_tmpdir(void)
+{
+    char cmd[600];
+    if (tmpdir[0] && getpid() == (pid_t)atol(strrchr(tmpdir, '.') + 1)) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", tmpdir);
+    }
+}
+
+const char *test_tmpdir(void) { return tmpdir; }
+
+int main(void)
+{
+    /* the pid suffix lets only the parent (not forked children) clean up */
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/kfac_tests.%ld", (long)getpid());
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", tmpdir, tmpdir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot create %s\n", tmpdir);
+        return 1;
+    }
+    atexit(remove_tmpdir);
+
+    Suite *(*suites[])(void) = {rng_suite,  net_suite,   idx_suite, netfile_suite,
+                                optim_suite, train_suite, cli_suite};
+    SRunner *sr = srunner_create(suites[0]());
+    for (size_t i = 1; i < sizeof suites / sizeof *suites; i++)
+        srunner_add_suite(sr, suites[i]());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,213 @@
+/* test_train.c - the trainer end to end on a slice of the real
+ * Fashion-MNIST: every optimizer reaches a stated test accuracy, runs are
+ * reproducible, the autoencoder's reconstruction error falls, and bad
+ * set-ups are refused. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kfac.h"
+#include "tests.h"
+
+enum { TRAIN_N = 6000, TEST_N = 2000 };
+
+static kfac_dataset train_all, test_all;
+
+static void load_data(void)
+{
+    ck_assert_msg(kfac_mnist_load(test_data_dir(), "train", &train_all) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_msg(kfac_mnist_load(test_data_dir(), "t10k", &test_all) == KFAC_OK, "%s", kfac_last_error());
+}
+
+static void free_data(void)
+{
+    kfac_dataset_free(&train_all);
+    kfac_dataset_free(&test_all);
+}
+
+/* the first n examples, sharing the buffers */
+static kfac_dataset slice(const kfac_dataset *d, int n)
+{
+    kfac_dataset s = *d;
+    s.n = n;
+    return s;
+}
+
+static void tiny_spec(kfac_net_spec *s, kfac_train_params *p)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/nets/tiny.net", test_root());
+    ck_assert_msg(kfac_netfile_load(path, s, p) == KFAC_OK, "%s", kfac_last_error());
+}
+
+/* Each optimizer, with a learning rate suited to it, trains nets/tiny.net
+ * for 3 epochs on 6000 images to at least 78% test accuracy (an untrained
+ * net scores about 10%). */
+START_TEST(test_every_optimizer_learns)
+{
+    static const float lr[KFAC_OPT_COUNT] = {
+        [KFAC_OPT_SGD] = 0.2f, [KFAC_OPT_MOMENTUM] = 0.02f, [KFAC_OPT_NESTEROV] = 0.02f,
+        [KFAC_OPT_ADAM] = 0.002f};
+    kfac_set_threads(2);
+    load_data();
+    kfac_dataset tr = slice(&train_all, TRAIN_N), te = slice(&test_all, TEST_N);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_spec(&s, &p);
+    p.optimizer = (kfac_optimizer_kind)_i;
+    p.optim.lr = lr[_i];
+    p.epochs = 3;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &tr, &t) == KFAC_OK, "%s", kfac_last_error());
+    double loss0, acc0, loss, acc;
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &te, &loss0, &acc0), KFAC_OK);
+    kfac_epoch_stats st = {0};
+    for (int e = 0; e < p.epochs; e++)
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, &st) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &te, &loss, &acc), KFAC_OK);
+    fprintf(stderr, "  %-9s test loss %.4f -> %.4f, accuracy %.4f -> %.4f, train loss %.4f, %.2f s\n",
+            kfac_optimizer_name(p.optimizer), loss0, loss, acc0, acc, st.train_loss, st.seconds);
+    ck_assert_int_eq(st.epoch, 3);
+    ck_assert(st.seconds > 0.0);
+    ck_assert_msg(acc >= 0.78, "%s: test accuracy %.4f < 0.78", kfac_optimizer_name(p.optimizer), acc);
+    ck_assert_msg(loss < 0.7 * loss0, "%s: test loss %.4f from %.4f", kfac_optimizer_name(p.optimizer), loss,
+                  loss0);
+    kfac_trainer_free(t);
+    free_data();
+}
+END_TEST
+
+/* Same seed and thread count: bit-identical weights; another seed: not. */
+START_TEST(test_reproducible)
+{
+    kfac_set_threads(2);
+    load_data();
+    kfac_dataset tr = slice(&train_all, 2000);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_spec(&s, &p);
+    kfac_trainer *a, *b, *c;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &a), KFAC_OK);
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &b), KFAC_OK);
+    p.seed = 2;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &c), KFAC_OK);
+    for (int e = 0; e < 2; e++) {
+        ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, NULL), KFAC_OK);
+        ck_assert_int_eq(kfac_trainer_epoch(b, NULL, NULL, NULL), KFAC_OK);
+        ck_assert_int_eq(kfac_trainer_epoch(c, NULL, NULL, NULL), KFAC_OK);
+    }
+    kfac_net *na = kfac_trainer_net(a), *nb = kfac_trainer_net(b), *nc = kfac_trainer_net(c);
+    size_t bytes = sizeof(float) * kfac_net_n_params(na);
+    ck_assert_int_eq(memcmp(kfac_net_params(na), kfac_net_params(nb), bytes), 0);
+    ck_assert_int_ne(memcmp(kfac_net_params(na), kfac_net_params(nc), bytes), 0);
+    kfac_trainer_free(a);
+    kfac_trainer_free(b);
+    kfac_trainer_free(c);
+    free_data();
+}
+END_TEST
+
+/* A small sigmoid autoencoder (the images are the targets): its training
+ * and test reconstruction errors fall. */
+START_TEST(test_autoencoder_learns)
+{
+    kfac_set_threads(2);
+    load_data();
+    kfac_dataset tr = slice(&train_all, 3000), te = slice(&test_all, 1000);
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = 784;
+    s.n_layers = 3;
+    s.layers[0] = (kfac_layer_spec){64, KFAC_ACT_SIGMOID};
+    s.layers[1] = (kfac_layer_spec){16, KFAC_ACT_LINEAR};
+    s.layers[2] = (kfac_layer_spec){784, KFAC_ACT_LINEAR};
+    s.loss = KFAC_LOSS_SIGMOID_XENT;
+    s.init = KFAC_INIT_SPARSE;
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = KFAC_OPT_ADAM;
+    p.optim.lr = 0.003f;
+    p.batch = 100;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &tr, &t) == KFAC_OK, "%s", kfac_last_error());
+    double loss0, err0, loss, err;
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &te, &loss0, &err0), KFAC_OK);
+    kfac_epoch_stats first, last;
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, &first), KFAC_OK);
+    for (int e = 0; e < 4; e++)
+        ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, &last), KFAC_OK);
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &te, &loss, &err), KFAC_OK);
+    fprintf(stderr, "  autoencoder: test loss %.2f -> %.2f, squared error %.2f -> %.2f\n", loss0, loss, err0,
+            err);
+    ck_assert(last.train_loss < first.train_loss);
+    ck_assert_msg(err < 0.6 * err0, "reconstruction error %.3f from %.3f", err, err0);
+    kfac_trainer_free(t);
+    free_data();
+}
+END_TEST
+
+START_TEST(test_trainer_refuses_bad_setups)
+{
+    load_data();
+    kfac_dataset tr = slice(&train_all, 500);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_spec(&s, &p);
+    kfac_trainer *t = NULL;
+    p.batch = 501; /* larger than the data */
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "larger"));
+    p.batch = 64;
+    s.inputs = 100; /* images of 784 pixels */
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "784"));
+    s.inputs = 784;
+    s.layers[1].units = 7; /* 10 classes */
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_ERR_SHAPE);
+    s.layers[1].units = 10;
+    p.optim.lr = -1.0f;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(t);
+    free_data();
+}
+END_TEST
+
+/* An absurd learning rate on a linear hidden layer makes the weights grow
+ * geometrically until the loss overflows: the epoch stops with
+ * KFAC_ERR_NUMERIC rather than carrying NaN on. (ReLU units would just die
+ * and keep the loss finite.) */
+START_TEST(test_divergence_detected)
+{
+    load_data();
+    kfac_dataset tr = slice(&train_all, 2000);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_spec(&s, &p);
+    s.layers[0].activation = KFAC_ACT_LINEAR;
+    p.optimizer = KFAC_OPT_SGD;
+    p.optim.lr = 900.0f;
+    kfac_trainer *t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_OK);
+    kfac_status st = KFAC_OK;
+    for (int e = 0; e < 3 && st == KFAC_OK; e++)
+        st = kfac_trainer_epoch(t, NULL, NULL, NULL);
+    ck_assert_int_eq(st, KFAC_ERR_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "diverged"));
+    kfac_trainer_free(t);
+    free_data();
+}
+END_TEST
+
+Suite *train_suite(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_every_optimizer_learns, 0, KFAC_OPT_COUNT);
+    tcase_add_test(tc, test_reproducible);
+    tcase_add_test(tc, test_autoencoder_learns);
+    tcase_add_test(tc, test_trainer_refuses_bad_setups);
+    tcase_add_test(tc, test_divergence_detected);
+    suite_add_tcase(s, tc);
+    return s;
+}

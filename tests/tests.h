@@ -1,0 +1,22 @@
+/* tests.h - the Check suites, one per module, and helpers they share. */
+#ifndef KFAC_TESTS_H
+#define KFAC_TESTS_H
+
+#include <check.h>
+
+Suite *rng_suite(void);
+Suite *net_suite(void);
+Suite *idx_suite(void);
+Suite *netfile_suite(void);
+Suite *optim_suite(void);
+Suite *train_suite(void);
+Suite *cli_suite(void);
+
+/* Directory of the real data set ($KFAC_DATA, else the Debian default). */
+const char *test_data_dir(void);
+/* Project root ($KFAC_ROOT, else ".."), for nets/ and build/kfac. */
+const char *test_root(void);
+/* A fresh empty directory for files a test makes; removed at exit. */
+const char *test_tmpdir(void);
+
+#endif
