@@ -9,7 +9,7 @@ B       ?= build
 # share one libgomp thread pool whatever the BLAS alternative points to.
 BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wstrict-prototypes \
+override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wstrict-prototypes \
            -fopenmp -fPIC -Iinclude -Isrc
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm -fopenmp
 

@@ -77,6 +77,7 @@ int cli_status_exit(kfac_status st)
     switch (st) {
     case KFAC_OK:
         return EXIT_OK;
+    case KFAC_ERR_IO: /* reading: writes map their own failures */
     case KFAC_ERR_PARSE:
     case KFAC_ERR_FORMAT:
     case KFAC_ERR_SHAPE:

@@ -1,0 +1,381 @@
+/* idx.c - reader of (Fashion-)MNIST IDX files, gzipped or plain, into a
+ * kfac_dataset; every malformed input is a status with "<path>: problem". */
+/* madvise(MADV_HUGEPAGE) is outside POSIX */
+#define _DEFAULT_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "common.h"
+
+/* Limits that reject absurd headers before anything large is allocated. */
+#define IDX_MAX_EXAMPLES 100000000u
+#define IDX_MAX_FEATURES 1000000u
+#define IDX_MAX_BYTES (1ull << 31)
+
+#define IDX_TYPE_UBYTE 0x08
+#define IDX_CHUNK (4u << 20)      /* bytes per gzread call */
+#define IDX_GZ_BUFFER (1u << 18)  /* zlib's own input buffer */
+#define IDX_PATH_MAX 4096
+
+typedef struct idx_file {
+    const char *path;
+    gzFile gz;
+    int ndims;
+    uint32_t dims[3];
+    size_t count; /* dims[0] */
+    size_t item;  /* bytes per example: product of the other dims */
+} idx_file;
+
+/* zlib's messages start with "<path>: "; ours already do. */
+static const char *gz_message(const idx_file *f, int *errnum)
+{
+    const char *msg = gzerror(f->gz, errnum);
+    size_t n = strlen(f->path);
+    if (msg && strncmp(msg, f->path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+        msg += n + 2;
+    return msg ? msg : "";
+}
+
+/* Status for a gzread that returned -1. */
+static kfac_status gz_failure(const idx_file *f)
+{
+    int err;
+    const char *msg = gz_message(f, &err);
+    if (err == Z_ERRNO)
+        return kfac_fail(KFAC_ERR_IO, "%s: read error: %s", f->path, msg);
+    if (err == Z_MEM_ERROR)
+        return kfac_fail(KFAC_ERR_NOMEM, "%s: out of memory in zlib", f->path);
+    return kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt gzip stream (%s)", f->path, msg);
+}
+
+/* Read up to len bytes; *got < len only at the end of the data. gzread
+ * takes an unsigned length, hence the loop over bounded pieces. */
+static kfac_status read_full(const idx_file *f, void *buf, size_t len, size_t *got)
+{
+    unsigned char *p = buf;
+    *got = 0;
+    while (*got < len) {
+        size_t want = KFAC_MIN(len - *got, (size_t)INT_MAX / 2);
+        int r = gzread(f->gz, p + *got, (unsigned)want);
+        if (r < 0)
+            return gz_failure(f);
+        if (r == 0)
+            break;
+        *got += (size_t)r;
+    }
+    return KFAC_OK;
+}
+
+/* " (gzip stream ends early)" when zlib saw a cut compressed stream. */
+static const char *truncation_note(const idx_file *f)
+{
+    int err;
+    gz_message(f, &err);
+    return err == Z_BUF_ERROR ? " (gzip stream ends early)" : "";
+}
+
+static void dims_string(const idx_file *f, char *buf, size_t size)
+{
+    if (f->ndims == 3)
+        snprintf(buf, size, "%u x %u x %u", f->dims[0], f->dims[1], f->dims[2]);
+    else
+        snprintf(buf, size, "%u", f->dims[0]);
+}
+
+/* Open `path` and validate its header as an unsigned-byte IDX file with
+ * `ndims` dimensions. On failure the file is closed. */
+static kfac_status idx_open(idx_file *f, const char *path, int ndims)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->ndims = ndims;
+    errno = 0;
+    f->gz = gzopen(path, "rb");
+    if (!f->gz)
+        return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path,
+                         errno ? strerror(errno) : "out of memory");
+    gzbuffer(f->gz, IDX_GZ_BUFFER);
+
+    unsigned char head[4 + 4 * 3];
+    size_t want = 4 + 4 * (size_t)ndims, got;
+    kfac_status st = read_full(f, head, 4, &got);
+    if (st)
+        goto fail;
+    if (got == 0) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: empty file", path);
+        goto fail;
+    }
+    if (got < 4) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated header (%zu of %zu bytes)%s", path, got,
+                       want, truncation_note(f));
+        goto fail;
+    }
+    if (head[0] != 0 || head[1] != 0) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: bad magic 0x%02x%02x%02x%02x (not an IDX file)", path,
+                       head[0], head[1], head[2], head[3]);
+        goto fail;
+    }
+    if (head[2] != IDX_TYPE_UBYTE) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: element type 0x%02x is not unsigned byte (0x08)", path,
+                       head[2]);
+        goto fail;
+    }
+    if (head[3] != ndims) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %d dimension(s), expected %d for %s", path, head[3],
+                       ndims, ndims == 3 ? "images" : "labels");
+        goto fail;
+    }
+    st = read_full(f, head + 4, want - 4, &got);
+    if (st)
+        goto fail;
+    if (got < want - 4) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated header (%zu of %zu bytes)%s", path, 4 + got,
+                       want, truncation_note(f));
+        goto fail;
+    }
+    for (int i = 0; i < ndims; i++) {
+        const unsigned char *b = head + 4 + 4 * i;
+        f->dims[i] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    }
+
+    char ds[64];
+    dims_string(f, ds, sizeof ds);
+    for (int i = 0; i < ndims; i++) {
+        if (f->dims[i] == 0) {
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: zero dimension in %s", path, ds);
+            goto fail;
+        }
+    }
+    /* Each factor is bounded before multiplying, so nothing overflows. */
+    if (f->dims[0] > IDX_MAX_EXAMPLES) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: dimensions %s too large (more than %u examples)", path,
+                       ds, IDX_MAX_EXAMPLES);
+        goto fail;
+    }
+    uint64_t item = 1;
+    for (int i = 1; i < ndims; i++) {
+        if (f->dims[i] > IDX_MAX_FEATURES || item * f->dims[i] > IDX_MAX_FEATURES) {
+            st = kfac_fail(KFAC_ERR_FORMAT,
+                           "%s: dimensions %s too large (more than %u features per image)", path,
+                           ds, IDX_MAX_FEATURES);
+            goto fail;
+        }
+        item *= f->dims[i];
+    }
+    if ((uint64_t)f->dims[0] * item > IDX_MAX_BYTES) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: dimensions %s too large (%llu bytes, more than 2^31)",
+                       path, ds, (unsigned long long)f->dims[0] * item);
+        goto fail;
+    }
+    f->count = f->dims[0];
+    f->item = (size_t)item;
+    return KFAC_OK;
+
+fail:
+    gzclose(f->gz);
+    f->gz = NULL;
+    return st;
+}
+
+static void idx_close(idx_file *f)
+{
+    if (f->gz)
+        gzclose(f->gz);
+    f->gz = NULL;
+}
+
+/* Read the count*item data bytes into a new buffer that grows only as
+ * data arrives, so a header promising far more than the file holds costs
+ * little memory. Then require the end of the file. */
+static kfac_status idx_read_data(const idx_file *f, unsigned char **out)
+{
+    size_t total = f->count * f->item, have = 0, cap = 0;
+    unsigned char *buf = NULL;
+    kfac_status st = KFAC_OK;
+
+    while (have < total) {
+        size_t got, want = KFAC_MIN(total - have, (size_t)IDX_CHUNK);
+        if (have + want > cap) {
+            size_t ncap = KFAC_MIN(total, KFAC_MAX(2 * cap, have + want));
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb) {
+                st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu bytes", f->path, ncap);
+                goto fail;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        st = read_full(f, buf + have, want, &got);
+        if (st)
+            goto fail;
+        have += got;
+        if (got < want) {
+            char ds[64];
+            dims_string(f, ds, sizeof ds);
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated data (%zu of %zu bytes for %s)%s",
+                           f->path, have, total, ds, truncation_note(f));
+            goto fail;
+        }
+    }
+
+    /* Read to the end: counts the extra bytes and, for gzip, reaches the
+     * CRC check, so a corrupt stream is reported as such. */
+    unsigned char scratch[4096];
+    size_t extra = 0, got;
+    do {
+        st = read_full(f, scratch, sizeof scratch, &got);
+        if (st)
+            goto fail;
+        extra += got;
+    } while (got == sizeof scratch);
+    if (extra) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %zu trailing byte(s) after the %zu bytes of data%s",
+                       f->path, extra, total, truncation_note(f));
+        goto fail;
+    }
+    *out = buf;
+    return KFAC_OK;
+
+fail:
+    free(buf);
+    return st;
+}
+
+/* n floats, on transparent huge pages when big: first touching 188 MB
+ * 4 KiB at a time costs more than decompressing it. Freed by free(). */
+static float *alloc_floats(size_t n)
+{
+    size_t size = n * sizeof(float);
+#ifdef MADV_HUGEPAGE
+    const size_t huge = (size_t)2 << 20;
+    if (size >= 4 * huge) {
+        size_t rounded = (size + huge - 1) / huge * huge;
+        float *x = aligned_alloc(huge, rounded);
+        if (x)
+            madvise(x, rounded, MADV_HUGEPAGE); /* advice only; may fail */
+        return x;
+    }
+#endif
+    return malloc(size);
+}
+
+kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
+                          kfac_dataset *out)
+{
+    kfac_clear_error();
+    if (!images_path || !labels_path || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_idx_load: NULL argument");
+    if (classes < 1 || classes > 256)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_idx_load: classes %d outside [1, 256]",
+                         classes);
+
+    idx_file im = {0}, lb = {0};
+    float *x = NULL;
+    unsigned char *pixels = NULL;
+    uint8_t *labels = NULL;
+    kfac_status st = idx_open(&im, images_path, 3);
+    if (st)
+        goto done;
+    st = idx_open(&lb, labels_path, 1);
+    if (st)
+        goto done;
+    /* Both headers agree before any data is read. */
+    if (im.count != lb.count) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %zu labels but %s has %zu images", labels_path,
+                       lb.count, images_path, im.count);
+        goto done;
+    }
+    st = idx_read_data(&im, &pixels);
+    if (st)
+        goto done;
+    st = idx_read_data(&lb, &labels);
+    if (st)
+        goto done;
+    for (size_t i = 0; i < lb.count; i++) {
+        if (labels[i] >= classes) {
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: label %u at index %zu outside [0, %d)",
+                           labels_path, (unsigned)labels[i], i, classes);
+            goto done;
+        }
+    }
+    /* The pixels are all there: now the float array can take its size. */
+    size_t total = im.count * im.item;
+    x = alloc_floats(total);
+    if (!x) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu floats", images_path, total);
+        goto done;
+    }
+    float scale[256]; /* a table: as exact as x / 255.0f, and cheaper */
+    for (int v = 0; v < 256; v++)
+        scale[v] = v / 255.0f;
+    for (size_t i = 0; i < total; i++)
+        x[i] = scale[pixels[i]];
+
+    out->n = (int)im.count;
+    out->rows = (int)im.dims[1];
+    out->cols = (int)im.dims[2];
+    out->features = (int)im.item;
+    out->classes = classes;
+    out->x = x;
+    out->labels = labels;
+    x = NULL;
+    labels = NULL;
+
+done:
+    idx_close(&im);
+    idx_close(&lb);
+    free(pixels);
+    free(x);
+    free(labels);
+    return st;
+}
+
+/* `<dir>/<set>-<name>`, or with `.gz` if only that exists. */
+static kfac_status find_file(const char *dir, const char *set, const char *name, char *path)
+{
+    int n = snprintf(path, IDX_PATH_MAX, "%s/%s-%s", dir, set, name);
+    if (n < 0 || n + 4 > IDX_PATH_MAX)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: path too long", dir);
+    if (access(path, F_OK) == 0)
+        return KFAC_OK;
+    int plain_errno = errno;
+    strcat(path, ".gz");
+    if (access(path, F_OK) == 0)
+        return KFAC_OK;
+    path[n] = '\0';
+    return kfac_fail(KFAC_ERR_IO, "%s: %s (also tried %s.gz)", path, strerror(plain_errno), path);
+}
+
+kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out)
+{
+    kfac_clear_error();
+    if (!dir || !set || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_mnist_load: NULL argument");
+    if (strcmp(set, "train") != 0 && strcmp(set, "t10k") != 0)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_mnist_load: set '%s' is not train or t10k",
+                         set);
+    char images[IDX_PATH_MAX], labels[IDX_PATH_MAX];
+    kfac_status st = find_file(dir, set, "images-idx3-ubyte", images);
+    if (st)
+        return st;
+    st = find_file(dir, set, "labels-idx1-ubyte", labels);
+    if (st)
+        return st;
+    return kfac_idx_load(images, labels, 10, out);
+}
+
+void kfac_dataset_free(kfac_dataset *d)
+{
+    if (!d)
+        return;
+    free(d->x);
+    free(d->labels);
+    memset(d, 0, sizeof *d);
+}

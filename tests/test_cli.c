@@ -1,0 +1,205 @@
+/* test_cli.c - the kfac program as a user meets it: help texts, one clear
+ * line and the documented exit status for every kind of bad command line
+ * or input, and a real run whose CSV log is complete and atomic. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "kfac.h"
+#include "tests.h"
+
+static char out_path[512], err_path[512];
+
+/* Run `kfac ARGS` from the project root; returns the exit status and leaves
+ * stdout/stderr in out_path/err_path. */
+static int run_kfac(const char *args)
+{
+    snprintf(out_path, sizeof out_path, "%s/cli.out", test_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/cli.err", test_tmpdir());
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && build/kfac %s >'%s' 2>'%s' </dev/null", test_root(), args, out_path,
+             err_path);
+    int st = system(cmd);
+    ck_assert_msg(st != -1 && WIFEXITED(st), "could not run: %s", cmd);
+    return WEXITSTATUS(st);
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* stderr is exactly one line that contains `what` */
+static void expect_error(const char *args, int status, const char *what)
+{
+    int got = run_kfac(args);
+    char *err = slurp(err_path);
+    ck_assert_msg(got == status, "kfac %s: exit %d, expected %d; stderr: %s", args, got, status, err);
+    ck_assert_msg(strstr(err, what) != NULL, "kfac %s: stderr lacks '%s': %s", args, what, err);
+    ck_assert_msg(count_lines(err) == 1, "kfac %s: expected one line on stderr, got: %s", args, err);
+}
+
+static void write_be32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
+}
+
+/* A small MNIST-format data set in DIR: n train and n/4 test 28x28 images
+ * whose class sets one bright row, so it is learnable. */
+static void write_small_data(const char *dir, int n)
+{
+    kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    const char *sets[2] = {"train", "t10k"};
+    for (int s = 0; s < 2; s++) {
+        int count = s == 0 ? n : n / 4;
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, sets[s]);
+        FILE *fi = fopen(path, "wb");
+        snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, sets[s]);
+        FILE *fl = fopen(path, "wb");
+        ck_assert(fi && fl);
+        write_be32(fi, 0x803);
+        write_be32(fi, (uint32_t)count);
+        write_be32(fi, 28);
+        write_be32(fi, 28);
+        write_be32(fl, 0x801);
+        write_be32(fl, (uint32_t)count);
+        for (int i = 0; i < count; i++) {
+            unsigned char label = (unsigned char)kfac_rng_below(&r, 10), img[784];
+            for (int k = 0; k < 784; k++)
+                img[k] = (unsigned char)kfac_rng_below(&r, 60);
+            memset(img + 28 * (2 + 2 * label), 255, 28);
+            fwrite(img, 1, sizeof img, fi);
+            fputc(label, fl);
+        }
+        fclose(fi);
+        fclose(fl);
+    }
+}
+
+static const char *small_data(void)
+{
+    static char dir[512];
+    snprintf(dir, sizeof dir, "%s/small", test_tmpdir());
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    write_small_data(dir, 400);
+    return dir;
+}
+
+START_TEST(test_help)
+{
+    ck_assert_int_eq(run_kfac("--help"), 0);
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), "train NETFILE"));
+    ck_assert_int_eq(run_kfac("train --help"), 0);
+    const char *out = slurp(out_path);
+    const char *flags[] = {"--data", "--optimizer", "--epochs", "--batch", "--lr", "--seed", "--threads", "--log"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        ck_assert_msg(strstr(out, flags[i]) != NULL, "train --help lacks %s", flags[i]);
+    ck_assert_int_eq(run_kfac(""), 2);
+    expect_error("frobnicate", 2, "unknown command 'frobnicate'");
+}
+END_TEST
+
+START_TEST(test_bad_flags)
+{
+    expect_error("train nets/tiny.net --frobnicate 3", 2, "--frobnicate");
+    expect_error("train nets/tiny.net --lr", 2, "--lr needs a value");
+    expect_error("train nets/tiny.net --lr -1", 2, "--lr");
+    expect_error("train nets/tiny.net --lr abc", 2, "--lr 'abc'");
+    expect_error("train nets/tiny.net --lr=5000", 2, "learning rate");
+    expect_error("train nets/tiny.net --batch 0", 2, "--batch");
+    expect_error("train nets/tiny.net --epochs 2x", 2, "--epochs");
+    expect_error("train nets/tiny.net --threads 0", 2, "--threads");
+    expect_error("train nets/tiny.net --momentum 1", 2, "momentum");
+    expect_error("train nets/tiny.net --optimizer lbfgs", 2, "lbfgs");
+    expect_error("train", 2, "no NETFILE");
+    expect_error("train nets/tiny.net nets/tiny.net", 2, "one NETFILE");
+}
+END_TEST
+
+START_TEST(test_bad_inputs)
+{
+    char args[1024], net[600];
+    expect_error("train nets/no-such.net", 3, "nets/no-such.net");
+    snprintf(net, sizeof net, "%s/bad.net", test_tmpdir());
+    FILE *f = fopen(net, "w");
+    fputs("[net]\ninputs = 784\n\n[dense]\nunits = ten\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "train '%s'", net);
+    expect_error(args, 3, "bad.net:5:");
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s/nowhere'", test_tmpdir());
+    expect_error(args, 3, "nowhere");
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --batch 500", small_data());
+    expect_error(args, 2, "larger than the training set");
+}
+END_TEST
+
+/* A real (small) run: one line per epoch on stdout, a complete CSV log, no
+ * temporary files left beside it. */
+START_TEST(test_run_and_log)
+{
+    const char *data = small_data();
+    char args[1024], log[600];
+    snprintf(log, sizeof log, "%s/logs/run.csv", test_tmpdir());
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/logs'", test_tmpdir());
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 3 --batch 20 --threads 1 --log '%s'",
+             data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_ptr_nonnull(strstr(out, "test_acc"));
+    char *csv = slurp(log);
+    ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc\n", 44) == 0, "header: %s", csv);
+    ck_assert_int_eq(count_lines(csv), 4);
+    int epoch = 0;
+    double secs, tl, vl, acc = 0, prev_secs = 0;
+    char *line = strchr(csv, '\n') + 1;
+    for (int e = 1; e <= 3; e++) {
+        ck_assert_int_eq(sscanf(line, "%d,%lf,%lf,%lf,%lf", &epoch, &secs, &tl, &vl, &acc), 5);
+        ck_assert_int_eq(epoch, e);
+        ck_assert(secs > prev_secs);
+        prev_secs = secs;
+        line = strchr(line, '\n') + 1;
+    }
+    ck_assert_msg(acc > 0.5, "the bright-row data is easy: accuracy %g", acc);
+    snprintf(cmd, sizeof cmd, "test $(ls '%s/logs' | wc -l) -eq 1", test_tmpdir());
+    ck_assert_msg(system(cmd) == 0, "temporary files left beside the log");
+    /* a log that cannot be written fails before training, leaving nothing */
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --log '%s/missing/dir/run.csv'", data,
+             test_tmpdir());
+    expect_error(args, 1, "missing/dir/run.csv");
+}
+END_TEST
+
+Suite *cli_suite(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_help);
+    tcase_add_test(tc, test_bad_flags);
+    tcase_add_test(tc, test_bad_inputs);
+    tcase_add_test(tc, test_run_and_log);
+    suite_add_tcase(s, tc);
+    return s;
+}
