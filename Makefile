@@ -8,8 +8,8 @@ B       ?= build
 # OpenBLAS's OpenMP build, linked by path so that BLAS and our OpenMP regions
 # share one libgomp thread pool whatever the BLAS alternative points to.
 BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
-CFLAGS  ?= -O2 -g
-override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wstrict-prototypes \
+CFLAGS  ?= -O3 -g
+override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wextra -Wshadow -Wstrict-prototypes \
            -fopenmp -fPIC -Iinclude -Isrc
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm -fopenmp
 

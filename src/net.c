@@ -162,19 +162,13 @@ const float *kfac_net_layer_pregrad(const kfac_net *net, int l)
     return (l >= 0 && l < net->n_layers) ? net->g[l] : NULL;
 }
 
-kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
+kfac_status kfac_net_forward_in_place(kfac_net *net, int batch)
 {
-    if (!net || !x)
+    if (!net)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_forward: NULL argument");
     if (batch < 1 || batch > net->max_batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
     net->batch = batch;
-    int d0 = net->dims[0];
-    float *a0 = net->abar[0];
-#pragma omp parallel for schedule(static) if ((long)batch * d0 > 65536)
-    for (int b = 0; b < batch; b++)
-        memcpy(a0 + (size_t)b * (d0 + 1), x + (size_t)b * d0, sizeof(float) * (size_t)d0);
-
     for (int l = 0; l < net->n_layers; l++) {
         int in = net->dims[l] + 1, d = net->dims[l + 1];
         int last = l == net->n_layers - 1;
@@ -188,6 +182,20 @@ kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
         kfac_activation_types[net->spec.layers[l].activation].forward(s, batch, d, lds);
     }
     return KFAC_OK;
+}
+
+kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
+{
+    if (!net || !x)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_forward: NULL argument");
+    if (batch < 1 || batch > net->max_batch)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
+    int d0 = net->dims[0];
+    float *a0 = net->abar[0];
+#pragma omp parallel for schedule(static) if ((long)batch * d0 > 65536)
+    for (int b = 0; b < batch; b++)
+        memcpy(a0 + (size_t)b * (d0 + 1), x + (size_t)b * d0, sizeof(float) * (size_t)d0);
+    return kfac_net_forward_in_place(net, batch);
 }
 
 kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, double *metric)

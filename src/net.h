@@ -19,4 +19,8 @@ struct kfac_net {
     float *z;                            /* output: max_batch x d_L */
 };
 
+/* Forward from rows already written into abar[0] (batch x (d_0 + 1)): the
+ * trainer gathers its minibatch there directly, saving a copy per step. */
+kfac_status kfac_net_forward_in_place(kfac_net *net, int batch);
+
 #endif

@@ -8,12 +8,11 @@
 #include "kfac.h"
 
 /* What a curvature-aware step may need besides theta and the gradient: the
- * network right after forward + backward on the batch (abar and g
- * recorded), the batch itself for extra passes, and the generator for
- * sampled targets. First-order methods ignore it (it may be NULL). */
+ * network right after forward + backward on the batch (abar, including the
+ * input abar_0, and g recorded), the targets, and the generator for sampled
+ * targets. First-order methods ignore it (it may be NULL). */
 typedef struct kfac_step_ctx {
     kfac_net *net;
-    const float *x; /* batch x inputs */
     const float *y; /* batch x outputs, the training targets */
     int batch;
     kfac_rng *rng;

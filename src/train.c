@@ -17,7 +17,6 @@ struct kfac_trainer {
     kfac_optimizer *opt;
     kfac_rng rng;     /* data order (weights are drawn from it first) */
     uint32_t *order;  /* n: permutation of the training set */
-    float *bx;        /* batch x inputs */
     float *by;        /* batch x outputs: one-hot labels or the images */
     float *grad;      /* n_params */
     int epoch;        /* epochs completed */
@@ -55,17 +54,20 @@ static kfac_status check_fit(const kfac_net *net, const kfac_dataset *d)
     return KFAC_OK;
 }
 
-/* Gather rows idx[0..n) of d into x and the targets y. */
-static void gather(const kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n,
-                   float *x, float *y)
+/* Gather rows idx[first..first+n) of d (or rows first.. if idx is NULL)
+ * into the network's input abar_0 (leading dimension inputs + 1, whose ones
+ * column stays) and the targets y. */
+static void gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n, float *y)
 {
+    float *x = net->abar[0];
+    int ldx = net->dims[0] + 1;
     int f = d->features, outputs = net->dims[net->n_layers];
     int classify = net->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
 #pragma omp parallel for schedule(static) if ((long)n * f > 65536)
     for (int i = 0; i < n; i++) {
         size_t row = idx ? idx[first + i] : (size_t)(first + i);
         const float *src = d->x + row * f;
-        memcpy(x + (size_t)i * f, src, sizeof(float) * (size_t)f);
+        memcpy(x + (size_t)i * ldx, src, sizeof(float) * (size_t)f);
         float *t = y + (size_t)i * outputs;
         if (classify) {
             memset(t, 0, sizeof(float) * (size_t)outputs);
@@ -83,7 +85,6 @@ void kfac_trainer_free(kfac_trainer *t)
     kfac_net_free(t->net);
     kfac_optimizer_free(t->opt);
     free(t->order);
-    kfac_free_floats(t->bx);
     kfac_free_floats(t->by);
     kfac_free_floats(t->grad);
     free(t);
@@ -121,10 +122,9 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         (st = kfac_optimizer_new(p->optimizer, &p->optim, t->net->n_params, &t->opt)) != KFAC_OK)
         goto fail;
     t->order = malloc(sizeof *t->order * (size_t)train->n);
-    t->bx = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[0]);
     t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[t->net->n_layers]);
     t->grad = kfac_alloc_floats(t->net->n_params);
-    if (!t->order || !t->bx || !t->by || !t->grad) {
+    if (!t->order || !t->by || !t->grad) {
         st = kfac_fail(KFAC_ERR_NOMEM, "trainer buffers: out of memory");
         goto fail;
     }
@@ -158,9 +158,9 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
     long s;
     for (s = 0; s < steps; s++) {
         int first = (int)(s * batch), rows = KFAC_MIN(batch, n - first);
-        gather(t->net, t->train, t->order, first, rows, t->bx, t->by);
+        gather(t->net, t->train, t->order, first, rows, t->by);
         double loss;
-        if ((st = kfac_net_forward(t->net, t->bx, rows)) != KFAC_OK ||
+        if ((st = kfac_net_forward_in_place(t->net, rows)) != KFAC_OK ||
             (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
             break;
         if (!isfinite(loss)) {
@@ -169,7 +169,7 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
             break;
         }
         loss_sum += loss * rows;
-        kfac_step_ctx ctx = {t->net, t->bx, t->by, rows, &t->rng};
+        kfac_step_ctx ctx = {t->net, t->by, rows, &t->rng};
         if ((st = kfac_net_backward(t->net, t->by, t->grad)) != KFAC_OK ||
             (st = kfac_optimizer_step_ctx(t->opt, t->net->theta, t->grad, &ctx)) != KFAC_OK)
             break;
@@ -197,18 +197,17 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     if (st != KFAC_OK)
         return st;
     int chunk = net->max_batch, outputs = net->dims[net->n_layers];
-    float *x = kfac_alloc_floats((size_t)chunk * (size_t)d->features);
     float *y = kfac_alloc_floats((size_t)chunk * (size_t)outputs);
     double loss_sum = 0.0, metric_sum = 0.0;
-    if (!x || !y) {
+    if (!y) {
         st = kfac_fail(KFAC_ERR_NOMEM, "evaluation buffers: out of memory");
         goto done;
     }
     for (int first = 0; first < d->n; first += chunk) {
         int rows = KFAC_MIN(chunk, d->n - first);
         double l, m;
-        gather(net, d, NULL, first, rows, x, y);
-        if ((st = kfac_net_forward(net, x, rows)) != KFAC_OK || (st = kfac_net_loss(net, y, &l, &m)) != KFAC_OK)
+        gather(net, d, NULL, first, rows, y);
+        if ((st = kfac_net_forward_in_place(net, rows)) != KFAC_OK || (st = kfac_net_loss(net, y, &l, &m)) != KFAC_OK)
             goto done;
         loss_sum += l * rows;
         metric_sum += m * rows;
@@ -218,7 +217,6 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     if (metric)
         *metric = metric_sum / d->n;
 done:
-    kfac_free_floats(x);
     kfac_free_floats(y);
     return st;
 }
