@@ -132,6 +132,9 @@ typedef struct kfac_net_spec {
     float init_sigma;  /* TRUNC_NORMAL sigma; default 0.03 (DeepOBS), > 0 */
     int sparse_count;  /* SPARSE: non-zero weights per unit; default 15
                           (Martens 2010), >= 1 */
+    int input_pool;    /* the images reach the network average-pooled in
+                          input_pool x input_pool blocks (kfac_dataset_pool;
+                          the command line applies it); default 1; [1, 64] */
 } kfac_net_spec;
 
 /* Fill defaults: no layers, inputs 0 (to be set). */
@@ -227,6 +230,11 @@ kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out)
 
 void kfac_dataset_free(kfac_dataset *d); /* frees the buffers, zeroes *d */
 
+/* out <- `in` with each image averaged over factor x factor blocks
+ * (28x28 by 4: 7x7). The factor must divide rows and cols (else
+ * KFAC_ERR_SHAPE); factor 1 copies. Labels are copied. */
+kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out);
+
 #define KFAC_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
 /* ---------------------------------------------------------- optimizers */
@@ -236,6 +244,7 @@ typedef enum kfac_optimizer_kind {
     KFAC_OPT_MOMENTUM,  /* heavy ball: v = mu v + g; theta -= lr v */
     KFAC_OPT_NESTEROV,  /* v = mu v + g; theta -= lr (g + mu v) */
     KFAC_OPT_ADAM,      /* Kingma & Ba 2015 with bias correction */
+    KFAC_OPT_KFAC,      /* K-FAC (Martens & Grosse 2015): see kfac_kfac_params */
     KFAC_OPT_COUNT
 } kfac_optimizer_kind;
 
@@ -270,11 +279,100 @@ kfac_status kfac_optimizer_step(kfac_optimizer *opt, float *theta, float *grad);
 long kfac_optimizer_steps(const kfac_optimizer *opt);
 kfac_optimizer_kind kfac_optimizer_get_kind(const kfac_optimizer *opt);
 
+/* ---------------------------------------------------------------- K-FAC */
+
+/* Which targets the G factor's gradients come from (KFAC.md 1, 3). */
+typedef enum kfac_fisher_kind {
+    KFAC_FISHER_SAMPLED = 0, /* y ~ p(y|x, theta): the Fisher (default) */
+    KFAC_FISHER_EMPIRICAL,   /* the training labels: NOT the Fisher (Martens
+                                2020 sec. 11), for comparison only */
+    KFAC_FISHER_COUNT
+} kfac_fisher_kind;
+
+/* How the damped factors are inverted (KFAC.md 4). */
+typedef enum kfac_inversion {
+    KFAC_INV_CHOLESKY = 0, /* (A + pi sqrt(l) I)^-1, (G + sqrt(l)/pi I)^-1,
+                              pi by the trace norm: factored Tikhonov */
+    KFAC_INV_EIGEN,        /* eigendecompositions; exact Tikhonov
+                              (A (x) G + l I)^-1 in the eigenbasis */
+    KFAC_INV_COUNT
+} kfac_inversion;
+
+/* How the preconditioned direction becomes an update (KFAC.md 5). */
+typedef enum kfac_step_rule {
+    KFAC_RULE_KL_CLIP = 0, /* lr and momentum, the step scaled down so that
+                              lr^2 <Delta, grad> <= kl_clip (Ba et al.) */
+    KFAC_RULE_QUADRATIC,   /* alpha, mu minimising the quadratic model with
+                              exact Fisher-vector products, Levenberg-
+                              Marquardt adaptation of the damping */
+    KFAC_RULE_COUNT
+} kfac_step_rule;
+
+const char *kfac_fisher_name(kfac_fisher_kind k);
+const char *kfac_inversion_name(kfac_inversion k);
+const char *kfac_step_rule_name(kfac_step_rule k);
+kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out);
+kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out);
+kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out);
+
+/* K-FAC's hyper-parameters. The learning rate and momentum of the KL_CLIP
+ * rule, and weight decay, come from kfac_optim_params. */
+typedef struct kfac_kfac_params {
+    float damping;     /* lambda, Tikhonov damping; default 1e-3; (0, 1e6].
+                          The QUADRATIC rule adapts it from here, slowly:
+                          start it high (0.1 to 150, the paper's value). */
+    float decay;       /* running-average decay of A and G; default 0.95;
+                          [0, 1). epsilon = min(1 - 1/k, decay) */
+    int cov_every;     /* T_cov: factor statistics every T_cov steps;
+                          default 10; [1, 1000000] */
+    int inv_every;     /* T_inv: inverses every T_inv steps, and at each
+                          statistics update during the first T_inv steps;
+                          default 100; [1, 1000000] */
+    float stat_fraction; /* fraction of the batch used for statistics (the
+                          paper: 1/8); default 1; (0, 1] */
+    kfac_fisher_kind fisher;  /* default SAMPLED */
+    kfac_inversion inversion; /* default CHOLESKY */
+    kfac_step_rule rule;      /* default KL_CLIP */
+    float kl_clip;     /* c of KL_CLIP; default 1e-3 (KFAC-Pytorch); (0, 1e6] */
+    int lm_every;      /* T1 of the QUADRATIC rule's damping adaptation;
+                          default 5; [1, 1000000] */
+} kfac_kfac_params;
+
+void kfac_kfac_params_init(kfac_kfac_params *p);
+/* kfac_kfac_params_validate is below. */
+
+/* What an inversion needed beyond the plain float Cholesky (bits). */
+enum {
+    KFAC_FALLBACK_DOUBLE = 1,     /* factorisation redone in double */
+    KFAC_FALLBACK_DAMPING = 2,    /* damping raised (x10 at a time) */
+    KFAC_FALLBACK_EIGEN_CLIP = 4, /* eigendecomposition, eigenvalues clipped at 0 */
+};
+
+/* What K-FAC has done so far in a trainer: cumulative seconds per part of
+ * the step, counts, and the state of its step rule. */
+typedef struct kfac_kfac_stats {
+    double seconds_stats;   /* sampled targets, extra backward, A and G */
+    double seconds_invert;  /* damped inverses or eigendecompositions */
+    double seconds_precond; /* preconditioned direction and the update */
+    double seconds_fvp;     /* exact Fisher-vector products (QUADRATIC) */
+    long stats_rounds;      /* factor statistics taken */
+    long inversions;        /* inversions done */
+    int fallbacks;          /* OR of every inversion's KFAC_FALLBACK_* bits */
+    long damping_retries;   /* directions recomputed with 10x damping after a
+                               non-finite value */
+    double damping;         /* current lambda (adapted by QUADRATIC) */
+    double nu;              /* last KL-clip factor in (0, 1] (KL_CLIP) */
+    double alpha, mu;       /* last step's coefficients (QUADRATIC) */
+    double rho;             /* last reduction ratio (QUADRATIC) */
+} kfac_kfac_stats;
+kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
+
 /* ------------------------------------------------------------- training */
 
 typedef struct kfac_train_params {
     kfac_optimizer_kind optimizer; /* default MOMENTUM */
     kfac_optim_params optim;       /* see kfac_optim_params_init */
+    kfac_kfac_params kfac;         /* used when optimizer is KFAC */
     int batch;                     /* default 128; 1..max_batch of the net */
     int epochs;                    /* default 10; 1..100000 */
     uint64_t seed;                 /* default 1: weights and data order */
@@ -312,6 +410,32 @@ kfac_net *kfac_trainer_net(kfac_trainer *t);
  * are left zero; use kfac_trainer_evaluate. */
 kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats);
+/* How good K-FAC is on a tiny network (KFAC.md 7): measured against the
+ * exact Fisher F = (1/N) sum_n J_n^T H_n J_n of N examples and the exact
+ * natural gradient d = (F + lambda I)^-1 grad. */
+typedef struct kfac_check_report {
+    int n_params;          /* P: F is P x P */
+    int examples;          /* N */
+    double damping;        /* lambda, for both K-FAC and the exact solve */
+    double cos_kfac;       /* cosine(K-FAC direction, d) */
+    double cos_grad;       /* cosine(gradient, d) */
+    double kl_quadratic;   /* 1/2 s^T F s for the step s = -eps d */
+    double kl_measured;    /* mean KL(p_theta || p_{theta + s}) */
+    double grad_rel_err;   /* |grad - central differences| / |grad| */
+    double fvp_rel_err;    /* |R-op F v - F v| / |F v| for a random v */
+    double warmup_loss;    /* training loss at the checked point */
+} kfac_check_report;
+
+/* Train `warmup_epochs` epochs with p (any optimizer) so the check runs at
+ * a representative point, then measure on the first `examples` training
+ * examples. The network must be tiny (P <= 20000: F is P^2 doubles). */
+kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *train,
+                       int warmup_epochs, int examples, kfac_check_report *out);
+
+/* K-FAC's counters and timings; KFAC_ERR_STATE if the trainer's optimizer
+ * is not K-FAC. */
+kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out);
+
 /* Mean loss and accuracy (or reconstruction error) on a dataset. */
 kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric);
 
@@ -319,10 +443,14 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
 
 /* A net file is INI-like text; `#` or `;` start a comment:
  *
- *   [net]                 inputs, loss, init, init_sigma, sparse_count
+ *   [net]                 inputs, loss, init, init_sigma, sparse_count,
+ *                         pool (the field input_pool)
  *   [dense]               one per layer, in order: units, activation
  *   [train]               optimizer, lr, momentum, beta1, beta2, eps,
  *                         weight_decay, batch, epochs, seed
+ *   [kfac]                damping, decay, cov_every, inv_every,
+ *                         stat_fraction, fisher, inversion, rule, kl_clip,
+ *                         lm_every (the fields of kfac_kfac_params)
  *
  * Keys take the names of the fields above and the enum names of
  * kfac_*_name(). Unknown sections or keys, duplicated keys, missing

@@ -1,6 +1,7 @@
 /* loss.c - softmax cross-entropy, sigmoid (Bernoulli) cross-entropy and
- * squared error: values, gradients, metrics, sampling from the model and
- * output Hessian-vector products. All stable for large |z|. */
+ * squared error: values, gradients, metrics, sampling from the model,
+ * output Hessian-vector products and KL divergences between the predictive
+ * distributions of two outputs. All stable for large |z|. */
 #include <math.h>
 #include <string.h>
 
@@ -105,6 +106,34 @@ static void softmax_hess_vec(const float *z, const float *v, float *hv, int n, i
     }
 }
 
+/* log-sum-exp of one row, in double */
+static double lse_row(const float *z, int d)
+{
+    double m = z[0], s = 0.0;
+    for (int j = 1; j < d; j++)
+        m = z[j] > m ? z[j] : m;
+    for (int j = 0; j < d; j++)
+        s += exp((double)z[j] - m);
+    return m + log(s);
+}
+/* KL(p || q) = sum_j p_j (log p_j - log q_j), log p = zp - lse(zp): written
+ * as lse(zq) - lse(zp) - p^T (zq - zp), the Bregman divergence of lse, so
+ * no log of an underflowed p is ever taken */
+static double softmax_kl(const float *zp, const float *zq, int n, int d)
+{
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *pr = zp + (size_t)i * d, *qr = zq + (size_t)i * d;
+        double lp = lse_row(pr, d), lq = lse_row(qr, d), dot = 0.0;
+        for (int j = 0; j < d; j++)
+            dot += exp((double)pr[j] - lp) * ((double)qr[j] - pr[j]);
+        double kl = lq - lp - dot;
+        total += kl > 0.0 ? kl : 0.0; /* >= 0 exactly; rounding may dip below */
+    }
+    return total;
+}
+
 /* ---- sigmoid cross-entropy: l = sum_j softplus(z_j) - y_j z_j */
 static inline float sigmoidf(float x)
 {
@@ -163,6 +192,24 @@ static void sigmoid_hess_vec(const float *z, const float *v, float *hv, int n, i
     }
 }
 
+static inline double softplus(double x) { return (x > 0.0 ? x : 0.0) + log1p(exp(-fabs(x))); }
+/* Bernoulli KL per unit, p = s(a), q = s(b): log p = -softplus(-a) and
+ * log(1-p) = -softplus(a) reduce it to softplus(b) - softplus(a) - p (b - a),
+ * the Bregman divergence of softplus: finite for any |a|, |b| */
+static double sigmoid_kl(const float *zp, const float *zq, int n, int d)
+{
+    long nd = (long)n * d;
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++) {
+        double a = zp[k], b = zq[k];
+        double p = a >= 0.0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a));
+        double kl = softplus(b) - softplus(a) - p * (b - a);
+        total += kl > 0.0 ? kl : 0.0;
+    }
+    return total;
+}
+
 /* ---- squared error: l = 1/2 |z - y|^2 */
 static double squared_value(const float *z, const float *y, int n, int d)
 {
@@ -198,13 +245,19 @@ static void squared_hess_vec(const float *z, const float *v, float *hv, int n, i
     memcpy(hv, v, sizeof *hv * (size_t)n * (size_t)d);
 }
 
+/* unit-variance Gaussians: KL = 1/2 |zp - zq|^2 */
+static double squared_kl(const float *zp, const float *zq, int n, int d)
+{
+    return squared_value(zp, zq, n, d);
+}
+
 const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT] = {
     [KFAC_LOSS_SOFTMAX_XENT] = {"softmax_xent", softmax_value, softmax_grad, argmax_metric,
-                                softmax_sample, softmax_hess_vec},
+                                softmax_sample, softmax_hess_vec, softmax_kl},
     [KFAC_LOSS_SIGMOID_XENT] = {"sigmoid_xent", sigmoid_value, sigmoid_grad, sigmoid_metric,
-                                sigmoid_sample, sigmoid_hess_vec},
+                                sigmoid_sample, sigmoid_hess_vec, sigmoid_kl},
     [KFAC_LOSS_SQUARED] = {"squared", squared_value, squared_grad, squared_metric, squared_sample,
-                           squared_hess_vec},
+                           squared_hess_vec, squared_kl},
 };
 
 const char *kfac_loss_name(kfac_loss l)

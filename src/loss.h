@@ -23,6 +23,8 @@ typedef struct kfac_loss_type {
     /* hv_n = H_out(z_n) v_n, H_out the Hessian of l in z (KFAC.md 1):
      * diag(p) - p p^T, diag(p (1-p)), or I */
     void (*hess_vec)(const float *z, const float *v, float *hv, int n, int d);
+    /* sum over rows of KL(p(y|zp_n) || p(y|zq_n)), in double */
+    double (*kl)(const float *zp, const float *zq, int n, int d);
 } kfac_loss_type;
 
 extern const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT];

@@ -17,6 +17,7 @@ void kfac_net_spec_init(kfac_net_spec *spec)
     spec->init = KFAC_INIT_GLOROT;
     spec->init_sigma = 0.03f;
     spec->sparse_count = 15;
+    spec->input_pool = 1;
     for (int l = 0; l < KFAC_MAX_LAYERS; l++)
         spec->layers[l].activation = KFAC_ACT_RELU;
 }
@@ -54,6 +55,8 @@ kfac_status kfac_net_spec_validate(const kfac_net_spec *spec)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "init_sigma %g outside (0, 100]", spec->init_sigma);
     if (spec->sparse_count < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d < 1", spec->sparse_count);
+    if (spec->input_pool < 1 || spec->input_pool > 64)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "pool %d outside [1, 64]", spec->input_pool);
     kfac_activation last = spec->layers[spec->n_layers - 1].activation;
     if (spec->loss != KFAC_LOSS_SQUARED && last != KFAC_ACT_LINEAR)
         return kfac_fail(KFAC_ERR_INVALID_ARG,

@@ -1,4 +1,4 @@
-/* netfile.c - reads the INI-like net files ([net], [dense], [train]) into a
+/* netfile.c - reads the INI-like net files ([net], [dense], [train], [kfac]) into a
  * kfac_net_spec and kfac_train_params. Every key is one row of a table, so
  * a new section is a row in `sections` plus its rows in `keys`. */
 #include <ctype.h>
@@ -38,12 +38,15 @@ ENUM_DEF(act_enum, "activation", kfac_activation, kfac_activation, KFAC_ACT_COUN
 ENUM_DEF(loss_enum, "loss", kfac_loss, kfac_loss, KFAC_LOSS_COUNT)
 ENUM_DEF(init_enum, "init", kfac_init, kfac_init, KFAC_INIT_COUNT)
 ENUM_DEF(opt_enum, "optimizer", kfac_optimizer_kind, kfac_optimizer, KFAC_OPT_COUNT)
+ENUM_DEF(fisher_enum, "fisher", kfac_fisher_kind, kfac_fisher, KFAC_FISHER_COUNT)
+ENUM_DEF(inversion_enum, "inversion", kfac_inversion, kfac_inversion, KFAC_INV_COUNT)
+ENUM_DEF(rule_enum, "rule", kfac_step_rule, kfac_step_rule, KFAC_RULE_COUNT)
 
 /* ---------------------------------------------------------- sections */
 
 typedef struct parser parser;
 
-enum { SEC_NET, SEC_DENSE, SEC_TRAIN, SEC_COUNT };
+enum { SEC_NET, SEC_DENSE, SEC_TRAIN, SEC_KFAC, SEC_COUNT };
 
 typedef struct section_def {
     const char *name;
@@ -77,6 +80,12 @@ static void *enter_train(parser *p, int index)
     return p->train;
 }
 
+static void *enter_kfac(parser *p, int index)
+{
+    (void)index;
+    return &p->train->kfac;
+}
+
 /* A new section (the coming [kfac]) is an id in the enum above, a row here
  * whose enter() returns its target struct (add a pointer to `parser`), and
  * its key rows below. */
@@ -84,6 +93,7 @@ static const section_def sections[SEC_COUNT] = {
     [SEC_NET] = {"net", 1, 1, enter_net},
     [SEC_DENSE] = {"dense", 1, KFAC_MAX_LAYERS, enter_dense},
     [SEC_TRAIN] = {"train", 0, 1, enter_train},
+    [SEC_KFAC] = {"kfac", 0, 1, enter_kfac},
 };
 
 /* -------------------------------------------------------------- keys */
@@ -112,6 +122,7 @@ typedef struct key_def {
 #define NET(f) offsetof(kfac_net_spec, f)
 #define LAYER(f) offsetof(kfac_layer_spec, f)
 #define TRAIN(f) offsetof(kfac_train_params, f)
+#define KFAC(f) offsetof(kfac_kfac_params, f)
 
 /* Ranges mirror the documented ones in kfac.h, so a value is rejected with
  * its line rather than later by a *_validate without one. */
@@ -122,6 +133,7 @@ static const key_def keys[] = {
     {SEC_NET,   "init",         T_ENUM,  NET(init),                 0, 0,        CLOSED,  0, &init_enum},
     {SEC_NET,   "init_sigma",   T_FLOAT, NET(init_sigma),           0, 100,      OPEN_LO, 0, NULL},
     {SEC_NET,   "sparse_count", T_INT,   NET(sparse_count),         1, 100000,   CLOSED,  0, NULL},
+    {SEC_NET,   "pool",         T_INT,   NET(input_pool),           1, 64,       CLOSED,  0, NULL},
 
     {SEC_DENSE, "units",        T_INT,   LAYER(units),              1, 1000000,  CLOSED,  1, NULL},
     {SEC_DENSE, "activation",   T_ENUM,  LAYER(activation),         0, 0,        CLOSED,  0, &act_enum},
@@ -136,6 +148,17 @@ static const key_def keys[] = {
     {SEC_TRAIN, "batch",        T_INT,   TRAIN(batch),              1, 1000000,  CLOSED,  0, NULL},
     {SEC_TRAIN, "epochs",       T_INT,   TRAIN(epochs),             1, 100000,   CLOSED,  0, NULL},
     {SEC_TRAIN, "seed",         T_U64,   TRAIN(seed),               0, 0,        CLOSED,  0, NULL},
+
+    {SEC_KFAC,  "damping",      T_FLOAT, KFAC(damping),             0, 1e6,      OPEN_LO, 0, NULL},
+    {SEC_KFAC,  "decay",        T_FLOAT, KFAC(decay),               0, 1,        OPEN_HI, 0, NULL},
+    {SEC_KFAC,  "cov_every",    T_INT,   KFAC(cov_every),           1, 1000000,  CLOSED,  0, NULL},
+    {SEC_KFAC,  "inv_every",    T_INT,   KFAC(inv_every),           1, 1000000,  CLOSED,  0, NULL},
+    {SEC_KFAC,  "stat_fraction", T_FLOAT, KFAC(stat_fraction),      0, 1,        OPEN_LO, 0, NULL},
+    {SEC_KFAC,  "fisher",       T_ENUM,  KFAC(fisher),              0, 0,        CLOSED,  0, &fisher_enum},
+    {SEC_KFAC,  "inversion",    T_ENUM,  KFAC(inversion),           0, 0,        CLOSED,  0, &inversion_enum},
+    {SEC_KFAC,  "rule",         T_ENUM,  KFAC(rule),                0, 0,        CLOSED,  0, &rule_enum},
+    {SEC_KFAC,  "kl_clip",      T_FLOAT, KFAC(kl_clip),             0, 1e6,      OPEN_LO, 0, NULL},
+    {SEC_KFAC,  "lm_every",     T_INT,   KFAC(lm_every),            1, 1000000,  CLOSED,  0, NULL},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "kfac_opt.h"
 #include "optim.h"
 
 /* The update loops stream 2-5 float vectors once and do a few flops per
@@ -108,10 +109,12 @@ static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
 }
 
 const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT] = {
-    [KFAC_OPT_SGD] = {"sgd", 0, sgd_step},
-    [KFAC_OPT_MOMENTUM] = {"momentum", 1, momentum_step},
-    [KFAC_OPT_NESTEROV] = {"nesterov", 1, nesterov_step},
-    [KFAC_OPT_ADAM] = {"adam", 2, adam_step},
+    [KFAC_OPT_SGD] = {"sgd", 0, 1, NULL, NULL, sgd_step},
+    [KFAC_OPT_MOMENTUM] = {"momentum", 1, 1, NULL, NULL, momentum_step},
+    [KFAC_OPT_NESTEROV] = {"nesterov", 1, 1, NULL, NULL, nesterov_step},
+    [KFAC_OPT_ADAM] = {"adam", 2, 1, NULL, NULL, adam_step},
+    /* v is K-FAC's momentum (KL_CLIP) or its previous update (QUADRATIC) */
+    [KFAC_OPT_KFAC] = {"kfac", 1, 0, kfac_opt_attach, kfac_opt_detach, kfac_opt_step},
 };
 
 /* A kind whose row was not filled in (an enum value added without its
@@ -160,20 +163,17 @@ void kfac_optimizer_free(kfac_optimizer *opt)
 {
     if (!opt)
         return;
+    if (opt->ext && opt->type->detach)
+        opt->type->detach(opt);
     for (int i = 0; i < 2; i++)
         free(opt->state[i]);
     free(opt);
 }
 
-kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params *p,
-                               size_t n_params, kfac_optimizer **out)
+static kfac_status optimizer_alloc(kfac_optimizer_kind kind, const kfac_optim_params *p, size_t n_params,
+                                   kfac_optimizer **out)
 {
-    kfac_clear_error();
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_optimizer_new: out is NULL");
     const kfac_optimizer_type *type = type_of(kind);
-    if (!type)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)kind);
     kfac_optim_params defaults;
     if (!p) {
         kfac_optim_params_init(&defaults);
@@ -209,18 +209,52 @@ kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params
     return KFAC_OK;
 }
 
+kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params *p,
+                               size_t n_params, kfac_optimizer **out)
+{
+    kfac_clear_error();
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_optimizer_new: out is NULL");
+    const kfac_optimizer_type *type = type_of(kind);
+    if (!type)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)kind);
+    if (type->attach)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer %s needs a network: use a kfac_trainer",
+                         type->name);
+    return optimizer_alloc(kind, p, n_params, out);
+}
+
+kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_net *net,
+                                       kfac_optimizer **out)
+{
+    kfac_clear_error();
+    if (!out || !tp || !net)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_optimizer_new_for_net: NULL argument");
+    const kfac_optimizer_type *type = type_of(tp->optimizer);
+    if (!type)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)tp->optimizer);
+    kfac_status s = optimizer_alloc(tp->optimizer, &tp->optim, kfac_net_n_params(net), out);
+    if (s == KFAC_OK && type->attach && (s = type->attach(*out, net, &tp->kfac)) != KFAC_OK) {
+        kfac_optimizer_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *grad,
                                     const kfac_step_ctx *ctx)
 {
-    if (!opt || !theta || !grad)
+    if (!opt || !theta || (!grad && opt->type->flat_gradient))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer step: NULL argument");
+    if (opt->type->attach && (!opt->ext || !ctx))
+        return kfac_fail(KFAC_ERR_STATE, "optimizer %s steps need its network", opt->type->name);
     const size_t n = opt->n;
     const float wd = opt->p.weight_decay;
     /* Coupled L2 (PyTorch's weight_decay): g <- g + wd theta, in place so
      * a curvature-aware step sees the same gradient. A separate pass only
      * when decay is on; it cannot be folded into the rows' loops because
      * they take grad as already decayed. */
-    if (wd != 0.0f) {
+    if (wd != 0.0f && grad) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             grad[i] += wd * theta[i];

@@ -23,8 +23,17 @@ typedef struct kfac_optimizer_type {
     /* Per-parameter state vectors of n_params floats this algorithm keeps
      * (momentum 1, Adam 2); allocated and zeroed by kfac_optimizer_new. */
     int state_vectors;
+    /* 1: step reads the flat mean gradient; 0: the trainer may skip
+     * computing it (K-FAC works from the recorded abar and g). */
+    int flat_gradient;
+    /* Curvature-aware algorithms hold per-network state in opt->ext:
+     * attach sizes it for a network, detach frees it. NULL for first-order
+     * methods, which then need no network. */
+    kfac_status (*attach)(kfac_optimizer *opt, const kfac_net *net, const kfac_kfac_params *kp);
+    void (*detach)(kfac_optimizer *opt);
     /* theta <- update(theta, grad); t is the 1-based step number; grad
-     * already includes weight decay. */
+     * already includes weight decay (grad is NULL when flat_gradient is 0:
+     * the algorithm applies weight decay itself). */
     kfac_status (*step)(kfac_optimizer *opt, float *theta, const float *grad, long t,
                         const kfac_step_ctx *ctx);
 } kfac_optimizer_type;
@@ -38,9 +47,16 @@ struct kfac_optimizer {
     size_t n;       /* parameters */
     long t;         /* steps taken */
     float *state[2]; /* state_vectors vectors of n floats (v; Adam: m, v) */
+    void *ext;      /* attach's state (K-FAC) */
 };
 
-/* The step the trainer takes: weight decay, then the algorithm's update. */
+/* An optimizer for a network: the only way to create one whose type has
+ * attach (K-FAC); first-order kinds work too. */
+kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_net *net,
+                                       kfac_optimizer **out);
+
+/* The step the trainer takes: weight decay (when grad is given), then the
+ * algorithm's update. */
 kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *grad,
                                     const kfac_step_ctx *ctx);
 

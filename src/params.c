@@ -1,6 +1,7 @@
 /* params.c - defaults and validation of the plain parameter structs. Each
  * field is checked before any work starts, with a message naming it. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common.h"
@@ -52,6 +53,7 @@ void kfac_train_params_init(kfac_train_params *p)
     p->batch = 128;
     p->epochs = 10;
     p->seed = 1;
+    kfac_kfac_params_init(&p->kfac);
 }
 
 kfac_status kfac_train_params_validate(const kfac_train_params *p)
@@ -64,5 +66,102 @@ kfac_status kfac_train_params_validate(const kfac_train_params *p)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch size %d outside [1, 1000000]", p->batch);
     if (p->epochs < 1 || p->epochs > 100000)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "epochs %d outside [1, 100000]", p->epochs);
-    return kfac_optim_params_validate(&p->optim);
+    kfac_status st = kfac_optim_params_validate(&p->optim);
+    return st != KFAC_OK ? st : kfac_kfac_params_validate(&p->kfac);
+}
+
+/* ---- K-FAC (defaults: KFAC.md 3-5 and KFAC-Pytorch's T_cov, T_inv, c) */
+
+void kfac_kfac_params_init(kfac_kfac_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->damping = 1e-3f;
+    p->decay = 0.95f;
+    p->cov_every = 10;
+    p->inv_every = 100;
+    p->stat_fraction = 1.0f;
+    p->fisher = KFAC_FISHER_SAMPLED;
+    p->inversion = KFAC_INV_CHOLESKY;
+    p->rule = KFAC_RULE_KL_CLIP;
+    p->kl_clip = 1e-3f;
+    p->lm_every = 5;
+}
+
+kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
+{
+    if (!p)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC parameters are NULL");
+    if (!in_range(p->damping, 0.0f, 1e6f, 1))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "damping %g outside (0, 1e6]", p->damping);
+    if (!in_range(p->decay, 0.0f, 1.0f, 0) || p->decay >= 1.0f)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "decay %g outside [0, 1)", p->decay);
+    if (p->cov_every < 1 || p->cov_every > 1000000)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "cov_every %d outside [1, 1000000]", p->cov_every);
+    if (p->inv_every < 1 || p->inv_every > 1000000)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "inv_every %d outside [1, 1000000]", p->inv_every);
+    if (!in_range(p->stat_fraction, 0.0f, 1.0f, 1))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "stat_fraction %g outside (0, 1]", p->stat_fraction);
+    if ((unsigned)p->fisher >= KFAC_FISHER_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown Fisher kind %d", (int)p->fisher);
+    if ((unsigned)p->inversion >= KFAC_INV_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown inversion %d", (int)p->inversion);
+    if ((unsigned)p->rule >= KFAC_RULE_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown step rule %d", (int)p->rule);
+    if (!in_range(p->kl_clip, 0.0f, 1e6f, 1))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kl_clip %g outside (0, 1e6]", p->kl_clip);
+    if (p->lm_every < 1 || p->lm_every > 1000000)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "lm_every %d outside [1, 1000000]", p->lm_every);
+    return KFAC_OK;
+}
+
+/* Name tables of the K-FAC enums, shared by the net-file parser, the
+ * command line and messages. */
+static const char *const fisher_names[KFAC_FISHER_COUNT] = {"sampled", "empirical"};
+static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen"};
+static const char *const rule_names[KFAC_RULE_COUNT] = {"kl_clip", "quadratic"};
+
+static kfac_status lookup(const char *const *names, int count, const char *what, const char *name, int *out)
+{
+    for (int i = 0; name && i < count; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *out = i;
+            return KFAC_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < count; i++) {
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
+    }
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown %s '%s' (%s)", what, name ? name : "(null)", list);
+}
+
+const char *kfac_fisher_name(kfac_fisher_kind k) { return (unsigned)k < KFAC_FISHER_COUNT ? fisher_names[k] : NULL; }
+const char *kfac_inversion_name(kfac_inversion k) { return (unsigned)k < KFAC_INV_COUNT ? inversion_names[k] : NULL; }
+const char *kfac_step_rule_name(kfac_step_rule k) { return (unsigned)k < KFAC_RULE_COUNT ? rule_names[k] : NULL; }
+
+kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out)
+{
+    int v = 0;
+    kfac_status st = lookup(fisher_names, KFAC_FISHER_COUNT, "Fisher kind", name, &v);
+    if (st == KFAC_OK)
+        *out = (kfac_fisher_kind)v;
+    return st;
+}
+
+kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out)
+{
+    int v = 0;
+    kfac_status st = lookup(inversion_names, KFAC_INV_COUNT, "inversion", name, &v);
+    if (st == KFAC_OK)
+        *out = (kfac_inversion)v;
+    return st;
+}
+
+kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out)
+{
+    int v = 0;
+    kfac_status st = lookup(rule_names, KFAC_RULE_COUNT, "step rule", name, &v);
+    if (st == KFAC_OK)
+        *out = (kfac_step_rule)v;
+    return st;
 }

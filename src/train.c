@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "kfac_opt.h"
 #include "net.h"
 #include "optim.h"
 
@@ -119,7 +120,7 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     kfac_rng_seed(&t->rng, p->seed);
     if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK || (st = check_fit(t->net, train)) != KFAC_OK ||
         (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
-        (st = kfac_optimizer_new(p->optimizer, &p->optim, t->net->n_params, &t->opt)) != KFAC_OK)
+        (st = kfac_optimizer_new_for_net(p, t->net, &t->opt)) != KFAC_OK)
         goto fail;
     t->order = malloc(sizeof *t->order * (size_t)train->n);
     t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[t->net->n_layers]);
@@ -138,6 +139,16 @@ fail:
 }
 
 kfac_net *kfac_trainer_net(kfac_trainer *t) { return t ? t->net : NULL; }
+
+kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out)
+{
+    if (!t || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_kfac_stats: NULL argument");
+    if (t->opt->kind != KFAC_OPT_KFAC)
+        return kfac_fail(KFAC_ERR_STATE, "the trainer's optimizer is %s, not kfac", t->opt->type->name);
+    kfac_opt_stats(t->opt, out);
+    return KFAC_OK;
+}
 
 kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats)
@@ -170,8 +181,10 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
         }
         loss_sum += loss * rows;
         kfac_step_ctx ctx = {t->net, t->by, rows, &t->rng};
-        if ((st = kfac_net_backward(t->net, t->by, t->grad)) != KFAC_OK ||
-            (st = kfac_optimizer_step_ctx(t->opt, t->net->theta, t->grad, &ctx)) != KFAC_OK)
+        /* K-FAC forms what it needs of the gradient from abar and g */
+        float *grad = t->opt->type->flat_gradient ? t->grad : NULL;
+        if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK ||
+            (st = kfac_optimizer_step_ctx(t->opt, t->net->theta, grad, &ctx)) != KFAC_OK)
             break;
         if (progress && progress(user, s + 1, steps))
             break;

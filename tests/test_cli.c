@@ -121,18 +121,18 @@ END_TEST
 
 START_TEST(test_bad_flags)
 {
-    expect_error("train nets/tiny.net --frobnicate 3", 2, "--frobnicate");
-    expect_error("train nets/tiny.net --lr", 2, "--lr needs a value");
-    expect_error("train nets/tiny.net --lr -1", 2, "--lr");
-    expect_error("train nets/tiny.net --lr abc", 2, "--lr 'abc'");
-    expect_error("train nets/tiny.net --lr=5000", 2, "learning rate");
-    expect_error("train nets/tiny.net --batch 0", 2, "--batch");
-    expect_error("train nets/tiny.net --epochs 2x", 2, "--epochs");
-    expect_error("train nets/tiny.net --threads 0", 2, "--threads");
-    expect_error("train nets/tiny.net --momentum 1", 2, "momentum");
-    expect_error("train nets/tiny.net --optimizer lbfgs", 2, "lbfgs");
+    expect_error("train nets/small.net --frobnicate 3", 2, "--frobnicate");
+    expect_error("train nets/small.net --lr", 2, "--lr needs a value");
+    expect_error("train nets/small.net --lr -1", 2, "--lr");
+    expect_error("train nets/small.net --lr abc", 2, "--lr 'abc'");
+    expect_error("train nets/small.net --lr=5000", 2, "learning rate");
+    expect_error("train nets/small.net --batch 0", 2, "--batch");
+    expect_error("train nets/small.net --epochs 2x", 2, "--epochs");
+    expect_error("train nets/small.net --threads 0", 2, "--threads");
+    expect_error("train nets/small.net --momentum 1", 2, "momentum");
+    expect_error("train nets/small.net --optimizer lbfgs", 2, "lbfgs");
     expect_error("train", 2, "no NETFILE");
-    expect_error("train nets/tiny.net nets/tiny.net", 2, "one NETFILE");
+    expect_error("train nets/small.net nets/small.net", 2, "one NETFILE");
 }
 END_TEST
 
@@ -146,9 +146,9 @@ START_TEST(test_bad_inputs)
     fclose(f);
     snprintf(args, sizeof args, "train '%s'", net);
     expect_error(args, 3, "bad.net:5:");
-    snprintf(args, sizeof args, "train nets/tiny.net --data '%s/nowhere'", test_tmpdir());
+    snprintf(args, sizeof args, "train nets/small.net --data '%s/nowhere'", test_tmpdir());
     expect_error(args, 3, "nowhere");
-    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --batch 500", small_data());
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --batch 500", small_data());
     expect_error(args, 2, "larger than the training set");
 }
 END_TEST
@@ -163,7 +163,7 @@ START_TEST(test_run_and_log)
     char cmd[700];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s/logs'", test_tmpdir());
     ck_assert_int_eq(system(cmd), 0);
-    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 3 --batch 20 --threads 1 --log '%s'",
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --epochs 3 --batch 20 --threads 1 --log '%s'",
              data, log);
     ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
     const char *out = slurp(out_path);
@@ -185,7 +185,7 @@ START_TEST(test_run_and_log)
     snprintf(cmd, sizeof cmd, "test $(ls '%s/logs' | wc -l) -eq 1", test_tmpdir());
     ck_assert_msg(system(cmd) == 0, "temporary files left beside the log");
     /* a log that cannot be written fails before training, leaving nothing */
-    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --log '%s/missing/dir/run.csv'", data,
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --log '%s/missing/dir/run.csv'", data,
              test_tmpdir());
     expect_error(args, 1, "missing/dir/run.csv");
 }

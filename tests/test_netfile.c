@@ -90,11 +90,11 @@ START_TEST(test_mnist_autoencoder)
 }
 END_TEST
 
-START_TEST(test_tiny)
+START_TEST(test_small)
 {
     kfac_net_spec s;
     kfac_train_params t;
-    load_net("tiny.net", &s, &t);
+    load_net("small.net", &s, &t);
     const int units[] = {32, 10};
     const kfac_activation act[] = {KFAC_ACT_RELU, KFAC_ACT_LINEAR};
     ck_assert_int_eq(s.inputs, 784);
@@ -251,7 +251,7 @@ typedef struct bad_case {
 
 static const bad_case bad[] = {
     /* line-level */
-    {NET_OK "[conv]\n", "t.net:6:", "unknown section [conv] (net, dense, train)"},
+    {NET_OK "[conv]\n", "t.net:6:", "unknown section [conv] (net, dense, train, kfac)"},
     {"[net]\ninputs = 4\n[dense]\nsise = 3\n", "t.net:4:",
      "unknown key 'sise' in [dense] (units, activation)"},
     {"[net]\ninputs = 4\ninputs = 5\n[dense]\nunits = 2\nactivation = linear\n", "t.net:3:",
@@ -296,7 +296,7 @@ static const bad_case bad[] = {
      "unknown loss 'hinge' (softmax_xent, sigmoid_xent, squared)"},
     {"[net]\ninputs = 4\ninit = Glorot\n", "t.net:3:", "unknown init 'Glorot'"},
     {NET_OK "[train]\noptimizer = lbfgs\n", "t.net:7:",
-     "unknown optimizer 'lbfgs' (sgd, momentum, nesterov, adam)"},
+     "unknown optimizer 'lbfgs' (sgd, momentum, nesterov, adam, kfac)"},
     /* whole file */
     {"", "t.net: ", "no [net] section"},
     {"[dense]\nunits = 3\n", "t.net: ", "no [net] section"},
@@ -434,7 +434,7 @@ Suite *netfile_suite(void)
     TCase *tc = tcase_create("shipped");
     tcase_add_test(tc, test_fmnist_mlp);
     tcase_add_test(tc, test_mnist_autoencoder);
-    tcase_add_test(tc, test_tiny);
+    tcase_add_test(tc, test_small);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("syntax");

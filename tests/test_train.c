@@ -33,14 +33,14 @@ static kfac_dataset slice(const kfac_dataset *d, int n)
     return s;
 }
 
-static void tiny_spec(kfac_net_spec *s, kfac_train_params *p)
+static void small_spec(kfac_net_spec *s, kfac_train_params *p)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/nets/tiny.net", test_root());
+    snprintf(path, sizeof path, "%s/nets/small.net", test_root());
     ck_assert_msg(kfac_netfile_load(path, s, p) == KFAC_OK, "%s", kfac_last_error());
 }
 
-/* Each optimizer, with a learning rate suited to it, trains nets/tiny.net
+/* Each optimizer, with a learning rate suited to it, trains nets/small.net
  * for 3 epochs on 6000 images to at least 78% test accuracy (an untrained
  * net scores about 10%). */
 START_TEST(test_every_optimizer_learns)
@@ -53,7 +53,7 @@ START_TEST(test_every_optimizer_learns)
     kfac_dataset tr = slice(&train_all, TRAIN_N), te = slice(&test_all, TEST_N);
     kfac_net_spec s;
     kfac_train_params p;
-    tiny_spec(&s, &p);
+    small_spec(&s, &p);
     p.optimizer = (kfac_optimizer_kind)_i;
     p.optim.lr = lr[_i];
     p.epochs = 3;
@@ -85,7 +85,7 @@ START_TEST(test_reproducible)
     kfac_dataset tr = slice(&train_all, 2000);
     kfac_net_spec s;
     kfac_train_params p;
-    tiny_spec(&s, &p);
+    small_spec(&s, &p);
     kfac_trainer *a, *b, *c;
     ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &a), KFAC_OK);
     ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &b), KFAC_OK);
@@ -152,7 +152,7 @@ START_TEST(test_trainer_refuses_bad_setups)
     kfac_dataset tr = slice(&train_all, 500);
     kfac_net_spec s;
     kfac_train_params p;
-    tiny_spec(&s, &p);
+    small_spec(&s, &p);
     kfac_trainer *t = NULL;
     p.batch = 501; /* larger than the data */
     ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_ERR_INVALID_ARG);
@@ -182,7 +182,7 @@ START_TEST(test_divergence_detected)
     kfac_dataset tr = slice(&train_all, 2000);
     kfac_net_spec s;
     kfac_train_params p;
-    tiny_spec(&s, &p);
+    small_spec(&s, &p);
     s.layers[0].activation = KFAC_ACT_LINEAR;
     p.optimizer = KFAC_OPT_SGD;
     p.optim.lr = 900.0f;

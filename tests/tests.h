@@ -11,6 +11,9 @@ Suite *netfile_suite(void);
 Suite *optim_suite(void);
 Suite *train_suite(void);
 Suite *cli_suite(void);
+Suite *linalg_suite(void);
+Suite *fisher_suite(void);
+Suite *kfac_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);

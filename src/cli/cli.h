@@ -11,7 +11,8 @@ enum {
     EXIT_RUNTIME = 1, /* I/O while writing, out of memory, ... */
     EXIT_USAGE = 2,   /* unknown flag, missing or bad value */
     EXIT_INPUT = 3,   /* unreadable or malformed net file or data */
-    EXIT_DIVERGED = 4 /* training produced NaN/Inf */
+    EXIT_DIVERGED = 4, /* training produced NaN/Inf */
+    EXIT_CHECK = 5     /* `kfac check`: a measurement outside its tolerance */
 };
 
 /* Strict parsers: the whole string must be a number. 0 on success. */
@@ -23,6 +24,11 @@ int cli_parse_float(const char *s, float *out);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_status_exit(kfac_status st);
 
+/* Load DIR's train and t10k sets, pooled as the net spec asks; prints the
+ * error and returns the exit status on failure, 0 on success. */
+int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test);
+
 int cmd_train(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

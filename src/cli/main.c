@@ -15,16 +15,20 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: kfac COMMAND [ARGS]\n"
             "\n"
-            "Train multi-layer perceptrons with K-FAC-ready recording and first-order\n"
-            "optimizers (sgd, momentum, nesterov, adam), on OpenBLAS.\n"
+            "Train multi-layer perceptrons with K-FAC (Kronecker-factored natural\n"
+            "gradient) or first-order optimizers (sgd, momentum, nesterov, adam), on\n"
+            "OpenBLAS.\n"
             "\n"
             "commands:\n"
             "  train NETFILE [options]   train a network described in NETFILE (see nets/)\n"
+            "  check NETFILE [options]   measure K-FAC against the exact natural gradient\n"
+            "                            on a tiny network (nets/tiny.net) and real data\n"
             "  help, --help, -h          this text; `kfac train --help` for the options\n"
             "  --version                 print the library version\n"
             "\n"
             "exit status: 0 success, 1 runtime failure (writing output, memory),\n"
-            "2 bad command line, 3 bad input file (net file, data), 4 training diverged.\n");
+            "2 bad command line, 3 bad input file (net file, data), 4 training diverged,\n"
+            "5 a `kfac check` measurement outside its tolerance.\n");
 }
 
 int cli_parse_int(const char *s, long lo, long hi, long *out)
@@ -91,6 +95,39 @@ int cli_status_exit(kfac_status st)
     }
 }
 
+/* Replace *d by its pooled copy. */
+static kfac_status pool_in_place(kfac_dataset *d, int factor)
+{
+    kfac_dataset pooled;
+    kfac_status st = kfac_dataset_pool(d, factor, &pooled);
+    if (st == KFAC_OK) {
+        kfac_dataset_free(d);
+        *d = pooled;
+    }
+    return st;
+}
+
+int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test)
+{
+    kfac_status st;
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    if ((st = kfac_mnist_load(dir, "train", train)) != KFAC_OK || (st = kfac_mnist_load(dir, "t10k", test)) != KFAC_OK) {
+        cli_error("%s", kfac_last_error());
+        kfac_dataset_free(train);
+        return cli_status_exit(st);
+    }
+    if (spec->input_pool > 1 &&
+        ((st = pool_in_place(train, spec->input_pool)) != KFAC_OK ||
+         (st = pool_in_place(test, spec->input_pool)) != KFAC_OK)) {
+        cli_error("%s: %s", dir, kfac_last_error());
+        kfac_dataset_free(train);
+        kfac_dataset_free(test);
+        return cli_status_exit(st);
+    }
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -108,6 +145,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "train"))
         return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check"))
+        return cmd_check(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try 'kfac --help')", cmd);
     return EXIT_USAGE;
 }

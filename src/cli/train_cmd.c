@@ -24,11 +24,11 @@ static void train_usage(FILE *f)
             "options:\n"
             "  --data DIR          directory with train-images-idx3-ubyte, ... (gzipped\n"
             "                      or not) [%s]\n"
-            "  --optimizer NAME    sgd | momentum | nesterov | adam [net file, else %s]\n"
+            "  --optimizer NAME    sgd | momentum | nesterov | adam | kfac [else %s]\n"
             "  --epochs N          passes over the training set, 1..100000 [else %d]\n"
             "  --batch N           minibatch size, 1..training set size [else %d]\n"
             "  --lr X              learning rate, (0, 1000] [else %g]\n"
-            "  --momentum X        momentum for momentum/nesterov, [0, 1) [else %g]\n"
+            "  --momentum X        momentum for momentum/nesterov/kfac, [0, 1) [else %g]\n"
             "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
             "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
@@ -36,10 +36,26 @@ static void train_usage(FILE *f)
             "  --quiet             no progress bar\n"
             "  --help              this text\n"
             "\n"
+            "K-FAC (--optimizer kfac; also the [kfac] section of NETFILE):\n"
+            "  --damping X         Tikhonov damping lambda, (0, 1e6] [%g]\n"
+            "  --decay X           running-average decay of the factors, [0, 1) [%g]\n"
+            "  --cov-every N       factor statistics every N steps (T_cov) [%d]\n"
+            "  --inv-every N       inverses every N steps (T_inv) [%d]\n"
+            "  --stat-fraction X   fraction of the batch for statistics, (0, 1] [%g]\n"
+            "  --fisher NAME       sampled (the Fisher) | empirical (not the Fisher) [%s]\n"
+            "  --inversion NAME    cholesky (factored damping) | eigen (exact damping) [%s]\n"
+            "  --rule NAME         kl_clip (lr, momentum, KL clipping) | quadratic\n"
+            "                      (alpha, mu from exact F products, adaptive damping) [%s]\n"
+            "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
+            "  --lm-every N        damping adaptation period of the quadratic rule [%d]\n"
+            "\n"
             "A run is reproducible for a given seed and thread count.\n",
             KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
             (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.weight_decay,
-            (unsigned long long)d.seed);
+            (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
+            d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
+            kfac_inversion_name(d.kfac.inversion), kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
+            d.kfac.lm_every);
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -100,6 +116,35 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
         printf(" weight_decay %g", (double)p->optim.weight_decay);
     printf(", batch %d, %d epochs, seed %llu, %d threads\n", p->batch, p->epochs,
            (unsigned long long)p->seed, kfac_get_threads());
+    if (p->optimizer == KFAC_OPT_KFAC) {
+        const kfac_kfac_params *k = &p->kfac;
+        printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %g of the batch, %s Fisher, "
+               "%s inverses, %s rule",
+               (double)k->damping, (double)k->decay, k->cov_every, k->inv_every, (double)k->stat_fraction,
+               kfac_fisher_name(k->fisher), kfac_inversion_name(k->inversion), kfac_step_rule_name(k->rule));
+        if (k->rule == KFAC_RULE_KL_CLIP)
+            printf(" (kl_clip %g)\n", (double)k->kl_clip);
+        else
+            printf(" (damping adapted every %d steps)\n", k->lm_every);
+    }
+}
+
+/* K-FAC's account of the run: where its time went and what it needed. */
+static void describe_kfac(const kfac_trainer *tr)
+{
+    kfac_kfac_stats k;
+    if (kfac_trainer_kfac_stats(tr, &k) != KFAC_OK)
+        return;
+    printf("# kfac: %ld statistics rounds, %ld inversions", k.stats_rounds, k.inversions);
+    if (k.fallbacks)
+        printf(" (fallbacks:%s%s%s)", k.fallbacks & KFAC_FALLBACK_DOUBLE ? " double" : "",
+               k.fallbacks & KFAC_FALLBACK_DAMPING ? " more damping" : "",
+               k.fallbacks & KFAC_FALLBACK_EIGEN_CLIP ? " eigenvalue clipping" : "");
+    if (k.damping_retries)
+        printf(", %ld directions redone with more damping", k.damping_retries);
+    printf("; seconds: statistics %.2f, inversions %.2f, preconditioning %.2f, F-vector products %.2f; "
+           "damping %g\n",
+           k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
 }
 
 int cmd_train(int argc, char **argv)
@@ -129,9 +174,11 @@ int cmd_train(int argc, char **argv)
             netfile = a;
             continue;
         }
-        static const char *const known[] = {"--data", "--optimizer", "--epochs", "--batch",
-                                            "--lr", "--momentum", "--weight-decay", "--seed",
-                                            "--threads", "--log"};
+        static const char *const known[] = {"--data",      "--optimizer",     "--epochs",   "--batch",
+                                            "--lr",        "--momentum",      "--weight-decay", "--seed",
+                                            "--threads",   "--log",           "--damping",  "--decay",
+                                            "--cov-every", "--inv-every",     "--stat-fraction", "--fisher",
+                                            "--inversion", "--rule",          "--kl-clip",  "--lm-every"};
         const char *eq = strchr(a, '=');
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
         const char *name = NULL;
@@ -177,9 +224,7 @@ int cmd_train(int argc, char **argv)
         const char *name = flag_name[k], *v = flag_value[k];
         long iv = 0;
         int bad = 0;
-        if (!strcmp(name, "--optimizer"))
-            bad = kfac_optimizer_from_name(v, &p.optimizer) != KFAC_OK;
-        else if (!strcmp(name, "--epochs"))
+        if (!strcmp(name, "--epochs"))
             bad = cli_parse_int(v, 1, 100000, &iv) || (p.epochs = (int)iv, 0);
         else if (!strcmp(name, "--batch"))
             bad = cli_parse_int(v, 1, 1000000, &iv) || (p.batch = (int)iv, 0);
@@ -191,9 +236,33 @@ int cmd_train(int argc, char **argv)
             bad = cli_parse_float(v, &p.optim.weight_decay);
         else if (!strcmp(name, "--seed"))
             bad = cli_parse_u64(v, &p.seed);
+        else if (!strcmp(name, "--damping"))
+            bad = cli_parse_float(v, &p.kfac.damping);
+        else if (!strcmp(name, "--decay"))
+            bad = cli_parse_float(v, &p.kfac.decay);
+        else if (!strcmp(name, "--cov-every"))
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.cov_every = (int)iv, 0);
+        else if (!strcmp(name, "--inv-every"))
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.inv_every = (int)iv, 0);
+        else if (!strcmp(name, "--stat-fraction"))
+            bad = cli_parse_float(v, &p.kfac.stat_fraction);
+        else if (!strcmp(name, "--kl-clip"))
+            bad = cli_parse_float(v, &p.kfac.kl_clip);
+        else if (!strcmp(name, "--lm-every"))
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.lm_every = (int)iv, 0);
+        int named = 1; /* an enum: the library's message lists the names */
+        if (!strcmp(name, "--optimizer"))
+            bad = kfac_optimizer_from_name(v, &p.optimizer) != KFAC_OK;
+        else if (!strcmp(name, "--fisher"))
+            bad = kfac_fisher_from_name(v, &p.kfac.fisher) != KFAC_OK;
+        else if (!strcmp(name, "--inversion"))
+            bad = kfac_inversion_from_name(v, &p.kfac.inversion) != KFAC_OK;
+        else if (!strcmp(name, "--rule"))
+            bad = kfac_step_rule_from_name(v, &p.kfac.rule) != KFAC_OK;
+        else
+            named = 0;
         if (bad) {
-            cli_error("train: %s '%s': %s", name, v,
-                      !strcmp(name, "--optimizer") ? kfac_last_error() : "not a valid number in range");
+            cli_error("train: %s '%s': %s", name, v, named ? kfac_last_error() : "not a valid number in range");
             return EXIT_USAGE;
         }
         /* ranges live in the library: blame the flag that broke them */
@@ -205,15 +274,11 @@ int cmd_train(int argc, char **argv)
     if (threads > 0)
         kfac_set_threads((int)threads);
 
-    kfac_dataset train = {0}, test = {0};
-    if ((st = kfac_mnist_load(data, "train", &train)) != KFAC_OK ||
-        (st = kfac_mnist_load(data, "t10k", &test)) != KFAC_OK) {
-        cli_error("%s", kfac_last_error());
-        kfac_dataset_free(&train);
-        return cli_status_exit(st);
-    }
+    kfac_dataset train, test;
+    int code = cli_load_data(data, &spec, &train, &test);
+    if (code != EXIT_OK)
+        return code;
 
-    int code = EXIT_OK;
     char *log_text = NULL;
     size_t log_cap = 0;
     kfac_trainer *tr = NULL;
@@ -274,6 +339,7 @@ int cmd_train(int argc, char **argv)
             }
         }
     }
+    describe_kfac(tr);
 done:
     free(log_text);
     kfac_trainer_free(tr);

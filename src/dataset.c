@@ -1,0 +1,49 @@
+/* dataset.c - transforms of an in-memory dataset: average pooling of the
+ * images, which lets a network of a few hundred parameters (the exact
+ * Fisher checks of KFAC.md 7) see real Fashion-MNIST. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out)
+{
+    kfac_clear_error();
+    if (!in || !out || !in->x || in->n < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_dataset_pool: empty or NULL dataset");
+    if (factor < 1 || factor > 64)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "pool factor %d outside [1, 64]", factor);
+    if (in->rows % factor || in->cols % factor)
+        return kfac_fail(KFAC_ERR_SHAPE, "pool %d does not divide %dx%d images", factor, in->rows, in->cols);
+    int rows = in->rows / factor, cols = in->cols / factor, f = rows * cols;
+    float *x = kfac_alloc_floats((size_t)in->n * (size_t)f);
+    uint8_t *labels = in->labels ? malloc((size_t)in->n) : NULL;
+    if (!x || (in->labels && !labels)) {
+        kfac_free_floats(x);
+        free(labels);
+        return kfac_fail(KFAC_ERR_NOMEM, "pooled dataset: out of memory");
+    }
+    float scale = 1.0f / (float)(factor * factor);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < in->n; n++) {
+        const float *src = in->x + (size_t)n * in->features;
+        float *dst = x + (size_t)n * f;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                float acc = 0.0f;
+                for (int i = 0; i < factor; i++)
+                    for (int j = 0; j < factor; j++)
+                        acc += src[(size_t)(r * factor + i) * in->cols + c * factor + j];
+                dst[r * cols + c] = acc * scale;
+            }
+    }
+    if (labels)
+        memcpy(labels, in->labels, (size_t)in->n);
+    *out = *in;
+    out->x = x;
+    out->labels = labels;
+    out->rows = rows;
+    out->cols = cols;
+    out->features = f;
+    return KFAC_OK;
+}

@@ -1,0 +1,27 @@
+/* fisher.h - exact Fisher products for a kfac_net without forming F
+ * (KFAC.md 6): for our losses F is the generalized Gauss-Newton matrix
+ * (1/B) sum_n J_n^T H_out(z_n) J_n over the batch of the last forward pass.
+ * Also the explicit F of a tiny net (KFAC.md 7), for checks. */
+#ifndef KFAC_FISHER_H
+#define KFAC_FISHER_H
+
+#include "kfac.h"
+
+/* Buffers for the R-op pass, sized for the net's max_batch. */
+typedef struct kfac_fisher kfac_fisher;
+kfac_status kfac_fisher_new(const kfac_net *net, kfac_fisher **out);
+void kfac_fisher_free(kfac_fisher *f);
+
+/* fv = F v over the rows of the net's last forward pass; v and fv are flat
+ * parameter vectors (n_params, theta's layout). One forward-mode (R-op)
+ * pass, H_out at the output, one backward pass. Reads the recorded abar and
+ * output; changes nothing in the net; allocates nothing. */
+kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v, float *fv);
+
+/* The explicit F (n_params x n_params doubles, row-major) over the rows of
+ * the last forward pass, from per-example Jacobians J_n got by
+ * back-propagating each output unit separately. O(B d_L P^2): tiny nets
+ * only. May overwrite the net's recorded g. */
+kfac_status kfac_fisher_explicit(kfac_net *net, double *F);
+
+#endif

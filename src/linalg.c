@@ -1,0 +1,402 @@
+/* linalg.c - damped inverses and eigendecompositions of the Kronecker
+ * factors through LAPACK, with the fallback chain of KFAC.md 4 (double,
+ * more damping, clipped eigenvalues) so that no NaN reaches the update. */
+#include <cblas.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "lapack.h"
+#include "linalg.h"
+
+/* Largest factor: syevd's workspace, 1 + 6n + 2n^2, must fit LAPACK's int. */
+#define MAX_N 32000
+
+/* A Cholesky inverse is trusted only if cond * eps <= 1e-2, i.e. about two
+ * correct digits: beyond that a float factorisation of a nearly singular
+ * factor succeeds on rounding noise and returns large, finite garbage. */
+#define RCOND_MIN_FLOAT (100.0 * FLT_EPSILON)
+#define RCOND_MIN_DOUBLE (100.0 * DBL_EPSILON)
+
+/* Damping raises (x10 each) before the eigenvalue fallback (KFAC.md 4). */
+#define DAMPING_RAISES 4
+
+/* Blocks for the triangle copies and transposes (cache-sized tiles). */
+#define TILE 64
+
+struct kfac_linalg_ws {
+    int max_n;
+    float *f;        /* (max_n, max_n) float matrix: factor, then the result */
+    double *d;       /* (max_n, max_n) double matrix: factor or eigenvectors */
+    double *d2;      /* (max_n, max_n) double product Q diag(1/(e+damping)) Q^T */
+    double *w;       /* (max_n) double eigenvalues */
+    float *wf;       /* (max_n) float eigenvalues */
+    void *work;      /* ssyevd's float work (lwork_s) or dsyevd's double work
+                        (lwork_d), never both at once; also ?pocon's 3n */
+    int lwork_s, lwork_d;
+    int *iwork;      /* (liwork) ?syevd's integer work, ?pocon's n */
+    int liwork;
+};
+
+/* LAPACK's uplo/jobz arguments: "U" of a column-major matrix is the lower
+ * triangle of the same memory read row-major. */
+static const char UPLO = 'U', JOBZ = 'V';
+
+/* ------------------------------------------------------------ helpers */
+
+/* a (n x n, row-major): upper triangle <- lower triangle transposed. */
+static void mirror_lower(float *a, int n)
+{
+    for (int rb = 0; rb < n; rb += TILE)
+        for (int cb = 0; cb <= rb; cb += TILE) {
+            int rend = KFAC_MIN(rb + TILE, n);
+            for (int r = rb; r < rend; r++) {
+                int cend = KFAC_MIN(cb + TILE, r);
+                for (int c = cb; c < cend; c++)
+                    a[(size_t)c * n + r] = a[(size_t)r * n + c];
+            }
+        }
+}
+
+/* dst (n x n) <- src^T (n x n), both row-major. */
+static void transpose(const float *src, float *dst, int n)
+{
+    for (int rb = 0; rb < n; rb += TILE)
+        for (int cb = 0; cb < n; cb += TILE) {
+            int rend = KFAC_MIN(rb + TILE, n), cend = KFAC_MIN(cb + TILE, n);
+            for (int r = rb; r < rend; r++)
+                for (int c = cb; c < cend; c++)
+                    dst[(size_t)c * n + r] = src[(size_t)r * n + c];
+        }
+}
+
+/* Lower triangle (row-major) of d (n x n) into f as float; 0 if a value
+ * does not fit a float. */
+static int lower_to_float(const double *d, float *f, int n)
+{
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c <= r; c++) {
+            float v = (float)d[(size_t)r * n + c];
+            if (!isfinite(v))
+                return 0;
+            f[(size_t)r * n + c] = v;
+        }
+    return 1;
+}
+
+static int all_finite(const float *a, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!isfinite(a[i]))
+            return 0;
+    return 1;
+}
+
+/* kfac_fail for a non-finite S, naming the first bad entry. */
+static kfac_status check_input(const char *fn, const float *S, int n)
+{
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        if (!isfinite(S[i]))
+            return kfac_fail(KFAC_ERR_NUMERIC, "%s: S has a non-finite entry %g at (%zu, %zu) of %d x %d", fn,
+                             (double)S[i], i / (size_t)n, i % (size_t)n, n, n);
+    return KFAC_OK;
+}
+
+/* ------------------------------------------------------------ workspace */
+
+kfac_status kfac_linalg_ws_new(int max_n, kfac_linalg_ws **out)
+{
+    kfac_clear_error();
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_linalg_ws_new: out is NULL");
+    *out = NULL;
+    if (max_n < 1 || max_n > MAX_N)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_linalg_ws_new: max_n %d outside 1..%d", max_n, MAX_N);
+    kfac_linalg_ws *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return kfac_fail(KFAC_ERR_NOMEM, "kfac_linalg_ws_new: workspace struct");
+    kfac_status st = KFAC_OK;
+    size_t nn = (size_t)max_n * max_n;
+    ws->max_n = max_n;
+    ws->f = kfac_alloc_floats(nn);
+    ws->d = malloc(nn * sizeof *ws->d);
+    ws->d2 = malloc(nn * sizeof *ws->d2);
+    ws->w = malloc((size_t)max_n * sizeof *ws->w);
+    ws->wf = kfac_alloc_floats((size_t)max_n);
+    if (!ws->f || !ws->d || !ws->d2 || !ws->w || !ws->wf) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "kfac_linalg_ws_new: %d x %d matrices", max_n, max_n);
+        goto fail;
+    }
+
+    /* Optimal syevd sizes for max_n, asked once (lwork = liwork = -1); the
+     * documented minimum (1 + 6n + 2n^2, 3 + 5n) guards against a float
+     * query rounded down, and covers every smaller n. */
+    int query = -1, info_s = 0, info_d = 0, iq_s = 0, iq_d = 0;
+    float wq_s = 0.0f;
+    double wq_d = 0.0;
+    ssyevd_(&JOBZ, &UPLO, &max_n, ws->f, &max_n, ws->wf, &wq_s, &query, &iq_s, &query, &info_s, 1, 1);
+    dsyevd_(&JOBZ, &UPLO, &max_n, ws->d, &max_n, ws->w, &wq_d, &query, &iq_d, &query, &info_d, 1, 1);
+    if (info_s != 0 || info_d != 0) {
+        st = kfac_fail(KFAC_ERR_NUMERIC, "kfac_linalg_ws_new: syevd workspace query failed (info %d, %d)",
+                       info_s, info_d);
+        goto fail;
+    }
+    int64_t n64 = max_n, min_lwork = max_n > 1 ? 1 + 6 * n64 + 2 * n64 * n64 : 1;
+    int64_t lw_s = KFAC_MAX((int64_t)ceil(wq_s), min_lwork), lw_d = KFAC_MAX((int64_t)ceil(wq_d), min_lwork);
+    /* ?pocon: 3n reals, n ints */
+    lw_s = KFAC_MAX(lw_s, 3 * n64);
+    lw_d = KFAC_MAX(lw_d, 3 * n64);
+    int64_t liw = KFAC_MAX(KFAC_MAX((int64_t)iq_s, (int64_t)iq_d), KFAC_MAX(3 + 5 * n64, n64));
+    if (lw_s > INT_MAX || lw_d > INT_MAX || liw > INT_MAX) {
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_linalg_ws_new: max_n %d too large for LAPACK", max_n);
+        goto fail;
+    }
+    ws->lwork_s = (int)lw_s;
+    ws->lwork_d = (int)lw_d;
+    ws->liwork = (int)liw;
+    ws->work = malloc((size_t)KFAC_MAX(lw_s * (int64_t)sizeof(float), lw_d * (int64_t)sizeof(double)));
+    ws->iwork = malloc((size_t)liw * sizeof *ws->iwork);
+    if (!ws->work || !ws->iwork) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "kfac_linalg_ws_new: eigensolver workspace for n = %d", max_n);
+        goto fail;
+    }
+    *out = ws;
+    return KFAC_OK;
+fail:
+    kfac_linalg_ws_free(ws);
+    return st;
+}
+
+void kfac_linalg_ws_free(kfac_linalg_ws *ws)
+{
+    if (!ws)
+        return;
+    kfac_free_floats(ws->f);
+    free(ws->d);
+    free(ws->d2);
+    free(ws->w);
+    kfac_free_floats(ws->wf);
+    free(ws->work);
+    free(ws->iwork);
+    free(ws);
+}
+
+/* ---------------------------------------------------- damped inverse */
+
+/* Step 1 (KFAC.md 4, Cholesky is cheapest): ws->f <- (S + damping I)^-1 in
+ * float. 1 on success, 0 if the factorisation fails, is too ill-conditioned
+ * to trust, or gives a non-finite value. */
+static int inverse_float(const float *S, int n, double damping, kfac_linalg_ws *ws)
+{
+    float *a = ws->f; /* (n, n) */
+    if (!isfinite((float)damping))
+        return 0;
+    /* a <- S + damping I; anorm <- ||a||_1 (row sums: a is symmetric) */
+    double anorm = 0.0;
+    for (int r = 0; r < n; r++) {
+        double rs = 0.0;
+        for (int c = 0; c < n; c++) {
+            size_t i = (size_t)r * n + c;
+            a[i] = r == c ? (float)((double)S[i] + damping) : S[i];
+            rs += fabs((double)a[i]);
+        }
+        anorm = fmax(anorm, rs);
+    }
+    float anorm_f = (float)anorm, rcond = 0.0f;
+    int info = 0;
+    /* a <- U with a = U^T U */
+    spotrf_(&UPLO, &n, a, &n, &info, 1);
+    if (info != 0)
+        return 0;
+    /* rcond ~ 1 / (||a||_1 ||a^-1||_1) */
+    spocon_(&UPLO, &n, a, &n, &anorm_f, &rcond, (float *)ws->work, ws->iwork, &info, 1);
+    if (info != 0 || !(rcond >= RCOND_MIN_FLOAT))
+        return 0;
+    /* a <- (U^T U)^-1, one triangle */
+    spotri_(&UPLO, &n, a, &n, &info, 1);
+    if (info != 0)
+        return 0;
+    mirror_lower(a, n);
+    return all_finite(a, (size_t)n * n);
+}
+
+/* Steps 2 and 3: the same in double; the result lands in ws->f as float. */
+static int inverse_double(const float *S, int n, double damping, kfac_linalg_ws *ws)
+{
+    double *a = ws->d; /* (n, n) */
+    double anorm = 0.0, rcond = 0.0;
+    for (int r = 0; r < n; r++) {
+        double rs = 0.0;
+        for (int c = 0; c < n; c++) {
+            size_t i = (size_t)r * n + c;
+            a[i] = r == c ? (double)S[i] + damping : (double)S[i];
+            rs += fabs(a[i]);
+        }
+        anorm = fmax(anorm, rs);
+    }
+    if (!isfinite(anorm))
+        return 0;
+    int info = 0;
+    /* a <- U with a = U^T U */
+    dpotrf_(&UPLO, &n, a, &n, &info, 1);
+    if (info != 0)
+        return 0;
+    /* rcond ~ 1 / (||a||_1 ||a^-1||_1) */
+    dpocon_(&UPLO, &n, a, &n, &anorm, &rcond, (double *)ws->work, ws->iwork, &info, 1);
+    if (info != 0 || !(rcond >= RCOND_MIN_DOUBLE))
+        return 0;
+    /* a <- (U^T U)^-1, one triangle */
+    dpotri_(&UPLO, &n, a, &n, &info, 1);
+    if (info != 0 || !lower_to_float(a, ws->f, n))
+        return 0;
+    mirror_lower(ws->f, n);
+    return 1;
+}
+
+/* Step 4 (exact damping in the eigenbasis, KFAC.md 4): S = Q diag(e) Q^T
+ * in double, ws->f <- Q diag(1 / (max(e, 0) + damping)) Q^T, damping > 0. */
+static int inverse_eigen(const float *S, int n, double damping, kfac_linalg_ws *ws)
+{
+    double *q = ws->d; /* (n, n): S, then row k = eigenvector k (LAPACK's column k) */
+    double *inv = ws->d2; /* (n, n) */
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        q[i] = S[i];
+    int info = 0;
+    /* q <- eigenvectors, w <- eigenvalues ascending */
+    dsyevd_(&JOBZ, &UPLO, &n, q, &n, ws->w, (double *)ws->work, &ws->lwork_d, ws->iwork, &ws->liwork, &info, 1, 1);
+    if (info != 0)
+        return 0;
+    /* row k of q <- q_k^T sqrt(1 / (max(e_k, 0) + damping)) */
+    for (int k = 0; k < n; k++) {
+        double s = sqrt(1.0 / (fmax(ws->w[k], 0.0) + damping));
+        if (!isfinite(s))
+            return 0;
+        cblas_dscal(n, s, q + (size_t)k * n, 1);
+    }
+    /* inv (lower) <- q^T q = sum_k q_k q_k^T / (max(e_k, 0) + damping) */
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, n, 1.0, q, n, 0.0, inv, n);
+    if (!lower_to_float(inv, ws->f, n))
+        return 0;
+    mirror_lower(ws->f, n);
+    return 1;
+}
+
+kfac_status kfac_damped_inverse(const float *S, int n, double damping, float *out, kfac_linalg_ws *ws,
+                                int *flags, double *used_damping)
+{
+    kfac_clear_error();
+    if (!S || !out || !ws)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_damped_inverse: NULL argument");
+    if (n < 1 || n > ws->max_n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_damped_inverse: n = %d outside 1..%d (the workspace size)",
+                         n, ws->max_n);
+    if (!(damping >= 0.0) || !isfinite(damping))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_damped_inverse: damping %g must be finite and >= 0", damping);
+    kfac_status st = check_input("kfac_damped_inverse", S, n);
+    if (st != KFAC_OK)
+        return st;
+
+    int used = 0;
+    double d = damping;
+    int ok = inverse_float(S, n, d, ws);
+    if (!ok) {
+        /* KFAC.md 4: NaN or failure with small damping -> retry in double */
+        used |= KFAC_FALLBACK_DOUBLE;
+        ok = inverse_double(S, n, d, ws);
+    }
+    if (!ok) {
+        /* then more damping. Never below 1e-6 of the mean eigenvalue: a
+         * float S is only known to ~1e-7 of its scale, so less damping
+         * than that cannot make it definite. */
+        double scale = 0.0, rowmax = 0.0;
+        for (int r = 0; r < n; r++) {
+            double rs = 0.0;
+            for (int c = 0; c < n; c++)
+                rs += fabs((double)S[(size_t)r * n + c]);
+            rowmax = fmax(rowmax, rs);
+            scale += fabs((double)S[(size_t)r * n + r]);
+        }
+        scale = scale > 0.0 ? scale / n : rowmax / n; /* mean |diagonal|: trace / n for a PSD S */
+        double base = 1e-6 * scale;
+        if (!(base >= 1e-30))
+            base = 1e-12;
+        used |= KFAC_FALLBACK_DAMPING;
+        for (int t = 0; t < DAMPING_RAISES && !ok; t++) {
+            double next = fmax(10.0 * d, base);
+            if (isfinite(next))
+                d = next;
+            ok = inverse_double(S, n, d, ws);
+        }
+    }
+    if (!ok) {
+        /* last resort: S not PSD beyond rounding, or syevd's accuracy
+         * needed; d > 0 here */
+        used |= KFAC_FALLBACK_EIGEN_CLIP;
+        ok = inverse_eigen(S, n, d, ws);
+    }
+    if (flags)
+        *flags = used;
+    if (used_damping)
+        *used_damping = d;
+    if (!ok)
+        return kfac_fail(KFAC_ERR_NUMERIC,
+                         "kfac_damped_inverse: %d x %d factor not invertible in float, double, with damping up to "
+                         "%g or by eigenvalues",
+                         n, n, d);
+    memcpy(out, ws->f, (size_t)n * n * sizeof *out);
+    return KFAC_OK;
+}
+
+/* -------------------------------------------------- eigendecomposition */
+
+kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linalg_ws *ws, int *flags)
+{
+    kfac_clear_error();
+    if (!S || !Q || !e || !ws)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_eigen: NULL argument");
+    if (n < 1 || n > ws->max_n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_eigen: n = %d outside 1..%d (the workspace size)", n,
+                         ws->max_n);
+    kfac_status st = check_input("kfac_sym_eigen", S, n);
+    if (st != KFAC_OK)
+        return st;
+
+    int used = 0;
+    float *v = ws->f; /* (n, n): S, then row k = eigenvector k (LAPACK's column k) */
+    memcpy(v, S, (size_t)n * n * sizeof *v);
+    int info = 0;
+    /* v <- eigenvectors, wf <- eigenvalues ascending */
+    ssyevd_(&JOBZ, &UPLO, &n, v, &n, ws->wf, (float *)ws->work, &ws->lwork_s, ws->iwork, &ws->liwork, &info, 1,
+            1);
+    if (info != 0 || !all_finite(ws->wf, (size_t)n) || !all_finite(v, (size_t)n * n)) {
+        used |= KFAC_FALLBACK_DOUBLE;
+        double *vd = ws->d; /* (n, n) as v */
+        for (size_t i = 0; i < (size_t)n * n; i++)
+            vd[i] = S[i];
+        dsyevd_(&JOBZ, &UPLO, &n, vd, &n, ws->w, (double *)ws->work, &ws->lwork_d, ws->iwork, &ws->liwork, &info,
+                1, 1);
+        if (flags)
+            *flags = used;
+        if (info != 0)
+            return kfac_fail(KFAC_ERR_NUMERIC, "kfac_sym_eigen: %d x %d eigensolver failed in float and double "
+                             "(dsyevd info %d)", n, n, info);
+        for (size_t i = 0; i < (size_t)n * n; i++)
+            v[i] = (float)vd[i];
+        for (int k = 0; k < n; k++)
+            ws->wf[k] = (float)ws->w[k];
+        if (!all_finite(ws->wf, (size_t)n) || !all_finite(v, (size_t)n * n))
+            return kfac_fail(KFAC_ERR_NUMERIC, "kfac_sym_eigen: %d x %d eigendecomposition not finite", n, n);
+    }
+    /* the factors are PSD: a negative eigenvalue is rounding (KFAC.md 4) */
+    for (int k = 0; k < n; k++)
+        e[k] = fmaxf(ws->wf[k], 0.0f);
+    /* Q (row-major, eigenvector k in column k) <- v^T */
+    transpose(v, Q, n);
+    if (flags)
+        *flags = used;
+    return KFAC_OK;
+}

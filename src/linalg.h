@@ -1,0 +1,35 @@
+/* linalg.h - the LAPACK layer of K-FAC: damped inverses of symmetric
+ * positive semi-definite Kronecker factors with a fallback chain that never
+ * hands back NaN, and symmetric eigendecompositions. Matrices are n x n
+ * float, row-major (symmetric, so row- and column-major agree). */
+#ifndef KFAC_LINALG_H
+#define KFAC_LINALG_H
+
+#include "kfac.h"
+
+/* What an inversion or eigendecomposition needed beyond the plain float
+ * path: the KFAC_FALLBACK_* bits of kfac.h (KFAC.md 4). */
+
+/* Workspace for matrices up to max_n: allocated once, reused by every call
+ * (so periodic inversions allocate nothing). One per thread. */
+typedef struct kfac_linalg_ws kfac_linalg_ws;
+kfac_status kfac_linalg_ws_new(int max_n, kfac_linalg_ws **out);
+void kfac_linalg_ws_free(kfac_linalg_ws *ws);
+
+/* out = (S + damping I)^-1 for symmetric PSD S (n x n), damping >= 0.
+ * Chain: float Cholesky (spotrf + spotri); if that fails or yields a
+ * non-finite value, the same in double; then damping x10 (at most 4 times);
+ * then eigendecomposition in double with eigenvalues clipped at 0. *flags
+ * gets the KFAC_FALLBACK_* bits used, *used_damping the damping finally
+ * applied (either may be NULL). Returns KFAC_ERR_NUMERIC (out untouched)
+ * only if S itself has a non-finite entry or every step fails. */
+kfac_status kfac_damped_inverse(const float *S, int n, double damping, float *out, kfac_linalg_ws *ws,
+                                int *flags, double *used_damping);
+
+/* S = Q diag(e) Q^T: e ascending and clipped below at 0 (the factors are
+ * PSD; negative eigenvalues are rounding), Q row-major with eigenvector k in
+ * column k. Float ssyevd, then dsyevd if that fails (KFAC_FALLBACK_DOUBLE
+ * in *flags). KFAC_ERR_NUMERIC if S has a non-finite entry. */
+kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linalg_ws *ws, int *flags);
+
+#endif

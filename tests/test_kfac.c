@@ -1,0 +1,483 @@
+/* test_kfac.c - K-FAC: factors against explicit sums, the single-layer
+ * single-example block against the exact Fisher, the Kronecker identity
+ * against an explicit Kronecker product, exact Tikhonov in the eigenbasis,
+ * the quadratic rule's alpha and mu, robustness to singular factors, and
+ * training that beats SGD on an autoencoder slice. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fisher.h"
+#include "kfac.h"
+#include "net.h"
+#include "optim.h"
+#include "precond.h"
+#include "tests.h"
+
+static void fill(float *v, size_t n, float lo, float hi, kfac_rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = lo + (hi - lo) * (float)kfac_rng_uniform(r);
+}
+
+/* x <- M^-1 b for a dense n x n double matrix (Gaussian elimination with
+ * partial pivoting; M is overwritten): the reference for the Kronecker
+ * identity, independent of LAPACK. */
+static void solve(double *M, double *b, int n)
+{
+    for (int c = 0; c < n; c++) {
+        int piv = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(M[r * n + c]) > fabs(M[piv * n + c]))
+                piv = r;
+        for (int k = 0; k < n; k++) {
+            double t = M[c * n + k];
+            M[c * n + k] = M[piv * n + k];
+            M[piv * n + k] = t;
+        }
+        double t = b[c];
+        b[c] = b[piv];
+        b[piv] = t;
+        for (int r = c + 1; r < n; r++) {
+            double f = M[r * n + c] / M[c * n + c];
+            for (int k = c; k < n; k++)
+                M[r * n + k] -= f * M[c * n + k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int c = n - 1; c >= 0; c--) {
+        for (int k = c + 1; k < n; k++)
+            b[c] -= M[c * n + k] * b[k];
+        b[c] /= M[c * n + c];
+    }
+}
+
+/* Running averages: after rounds with batches X_1, X_2, X_3 the factor is
+ * the epsilon-weighted sum, epsilon_k = min(1 - 1/k, decay) (KFAC.md 3). */
+START_TEST(test_factors_are_running_sums)
+{
+    enum { DIN = 4, DOUT = 3, B = 6, ROUNDS = 4 };
+    int din = DIN, dout = DOUT;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.decay = 0.6f; /* reached at k = 3: both regimes are exercised */
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, &kp, &pc), KFAC_OK);
+    double A[DIN * DIN] = {0}, G[DOUT * DOUT] = {0};
+    kfac_rng r;
+    kfac_rng_seed(&r, 1);
+    for (int k = 1; k <= ROUNDS; k++) {
+        float abar[B * DIN], g[B * DOUT];
+        fill(abar, B * DIN, -1, 1, &r);
+        fill(g, B * DOUT, -2, 2, &r);
+        kfac_precond_begin_stats(pc);
+        ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, DIN, g, B), KFAC_OK);
+        double eps = fmin(1.0 - 1.0 / k, 0.6);
+        for (int i = 0; i < DIN; i++)
+            for (int j = 0; j < DIN; j++) {
+                double s = 0;
+                for (int n = 0; n < B; n++)
+                    s += (double)abar[n * DIN + i] * abar[n * DIN + j];
+                A[i * DIN + j] = eps * A[i * DIN + j] + (1 - eps) * s / B;
+            }
+        for (int i = 0; i < DOUT; i++)
+            for (int j = 0; j < DOUT; j++) {
+                double s = 0;
+                for (int n = 0; n < B; n++)
+                    s += (double)g[n * DOUT + i] * g[n * DOUT + j];
+                G[i * DOUT + j] = eps * G[i * DOUT + j] + (1 - eps) * s / B;
+            }
+    }
+    const float *a = kfac_precond_factor_a(pc, 0), *gg = kfac_precond_factor_g(pc, 0);
+    double norm = 0;
+    for (int i = 0; i < DIN * DIN; i++) {
+        ck_assert_double_eq_tol(a[i], A[i], 1e-5);
+        norm += fabs(A[i]);
+    }
+    for (int i = 0; i < DOUT * DOUT; i++)
+        ck_assert_double_eq_tol(gg[i], G[i], 1e-5);
+    ck_assert(norm > 0.1);
+    ck_assert_int_eq(kfac_precond_stats_rounds(pc), ROUNDS);
+    kfac_precond_free(pc);
+}
+END_TEST
+
+/* KFAC.md 3: for one example and one layer, with the expectation over the
+ * model's targets taken exactly, A (x) G is the exact Fisher block. The
+ * expectation sum_k p_k g_k g_k^T is fed as rows sqrt(d p_k) g_k, g_k the
+ * recorded g for target class k. Row-major vec: F[(i,j),(k,l)] = G_ik A_jl. */
+START_TEST(test_single_layer_block_is_exact)
+{
+    enum { IN = 4, D = 3, P = D * (IN + 1) };
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = IN;
+    s.n_layers = 1;
+    s.layers[0] = (kfac_layer_spec){D, KFAC_ACT_LINEAR};
+    kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(&s, D, &net), KFAC_OK);
+    kfac_rng r;
+    kfac_rng_seed(&r, 4);
+    kfac_net_init_weights(net, &r);
+    fill(kfac_net_params(net), P, -1, 1, &r);
+    float x[IN];
+    fill(x, IN, -1, 1, &r);
+
+    /* the exact Fisher of this one example */
+    static double F[P * P];
+    ck_assert_int_eq(kfac_net_forward(net, x, 1), KFAC_OK);
+    ck_assert_int_eq(kfac_fisher_explicit(net, F), KFAC_OK);
+
+    /* D copies of the example, one per target class, weighted by p */
+    float xs[D * IN], y[D * D] = {0}, abar[D * (IN + 1)], g[D * D];
+    double p[D], m = -INFINITY, z = 0;
+    for (int k = 0; k < D; k++)
+        memcpy(xs + k * IN, x, sizeof x);
+    ck_assert_int_eq(kfac_net_forward(net, xs, D), KFAC_OK);
+    const float *out = kfac_net_output(net);
+    for (int k = 0; k < D; k++)
+        m = fmax(m, out[k]);
+    for (int k = 0; k < D; k++)
+        z += exp(out[k] - m);
+    for (int k = 0; k < D; k++) {
+        p[k] = exp(out[k] - m) / z;
+        y[k * D + k] = 1.0f;
+    }
+    ck_assert_int_eq(kfac_net_backward(net, y, NULL), KFAC_OK);
+    memcpy(abar, kfac_net_layer_input(net, 0), sizeof abar);
+    memcpy(g, kfac_net_layer_pregrad(net, 0), sizeof g);
+    for (int k = 0; k < D; k++)
+        for (int i = 0; i < D; i++)
+            g[k * D + i] *= (float)sqrt(D * p[k]);
+    int din = IN + 1, dout = D;
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, D, NULL, &pc), KFAC_OK);
+    kfac_precond_begin_stats(pc);
+    ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, din, g, D), KFAC_OK);
+    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    double fnorm = 0;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < din; j++)
+            for (int k = 0; k < D; k++)
+                for (int l = 0; l < din; l++) {
+                    double exact = F[(i * din + j) * P + k * din + l];
+                    ck_assert_msg(fabs(exact - (double)G[i * D + k] * A[j * din + l]) < 1e-5,
+                                  "F[(%d,%d),(%d,%d)] = %g, K-FAC %g", i, j, k, l, exact,
+                                  (double)G[i * D + k] * A[j * din + l]);
+                    fnorm += fabs(exact);
+                }
+    ck_assert(fnorm > 1e-2);
+    kfac_precond_free(pc);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* (G_d (x) A_d)^-1 vec(V) = vec(G_d^-1 V A_d^-1) with the factored damping
+ * of KFAC.md 4, against an explicit Kronecker product solved directly; and
+ * the low-rank form gives the same delta and <delta, grad>. */
+START_TEST(test_kronecker_identity)
+{
+    enum { DIN = 5, DOUT = 4, B = 3, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, 8, &kp, &pc), KFAC_OK);
+    float abar[8 * DIN], g[8 * DOUT];
+    fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
+    fill(g, sizeof g / sizeof *g, -1, 1, &r);
+    kfac_precond_begin_stats(pc);
+    ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, DIN, g, 8), KFAC_OK);
+    double lambda = 0.05;
+    ck_assert_int_eq(kfac_precond_invert(pc, lambda, NULL), KFAC_OK);
+    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    double ta = 0, tg = 0;
+    for (int i = 0; i < DIN; i++)
+        ta += A[i * DIN + i];
+    for (int i = 0; i < DOUT; i++)
+        tg += G[i * DOUT + i];
+    double pi = sqrt((ta / DIN) / (tg / DOUT)), ga = pi * sqrt(lambda), gg = sqrt(lambda) / pi;
+
+    /* V: a gradient (1/B) g^T abar from the first B rows */
+    float V[N], delta[N], delta_lr[N];
+    for (int i = 0; i < DOUT; i++)
+        for (int j = 0; j < DIN; j++) {
+            double s = 0;
+            for (int n = 0; n < B; n++)
+                s += (double)g[n * DOUT + i] * abar[n * DIN + j];
+            V[i * DIN + j] = (float)(s / B);
+        }
+    ck_assert_int_eq(kfac_precond_apply(pc, 0, V, delta), KFAC_OK);
+    static double K[N * N];
+    double x[N];
+    for (int i = 0; i < DOUT; i++)
+        for (int j = 0; j < DIN; j++)
+            for (int k = 0; k < DOUT; k++)
+                for (int l = 0; l < DIN; l++)
+                    K[(i * DIN + j) * N + k * DIN + l] =
+                        (G[i * DOUT + k] + (i == k) * gg) * (A[j * DIN + l] + (j == l) * ga);
+    for (int i = 0; i < N; i++)
+        x[i] = V[i];
+    solve(K, x, N);
+    double err = 0, norm = 0, dot = 0;
+    for (int i = 0; i < N; i++) {
+        err += (delta[i] - x[i]) * (delta[i] - x[i]);
+        norm += x[i] * x[i];
+        dot += x[i] * V[i];
+    }
+    ck_assert(norm > 1e-6);
+    ck_assert_msg(sqrt(err / norm) < 1e-4, "relative error %g", sqrt(err / norm));
+
+    double got_dot;
+    ck_assert_int_eq(kfac_precond_apply_lowrank(pc, 0, abar, DIN, g, B, delta_lr, &got_dot), KFAC_OK);
+    for (int i = 0; i < N; i++)
+        ck_assert_double_eq_tol(delta_lr[i], x[i], 1e-4 * sqrt(norm));
+    ck_assert_double_eq_tol(got_dot, dot, 1e-4 * fabs(dot));
+    kfac_precond_free(pc);
+}
+END_TEST
+
+/* eigen mode: (G (x) A + lambda I)^-1 vec(V), exact Tikhonov (KFAC.md 4) */
+START_TEST(test_eigen_exact_tikhonov)
+{
+    enum { DIN = 4, DOUT = 3, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    kfac_rng r;
+    kfac_rng_seed(&r, 12);
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.inversion = KFAC_INV_EIGEN;
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, 6, &kp, &pc), KFAC_OK);
+    float abar[6 * DIN], g[6 * DOUT], V[N], delta[N];
+    fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
+    fill(g, sizeof g / sizeof *g, -1, 1, &r);
+    fill(V, N, -1, 1, &r);
+    kfac_precond_begin_stats(pc);
+    kfac_precond_accumulate(pc, 0, abar, DIN, g, 6);
+    double lambda = 0.01;
+    ck_assert_int_eq(kfac_precond_invert(pc, lambda, NULL), KFAC_OK);
+    ck_assert_int_eq(kfac_precond_apply(pc, 0, V, delta), KFAC_OK);
+    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    static double K[N * N];
+    double x[N], err = 0, norm = 0;
+    for (int i = 0; i < DOUT; i++)
+        for (int j = 0; j < DIN; j++)
+            for (int k = 0; k < DOUT; k++)
+                for (int l = 0; l < DIN; l++)
+                    K[(i * DIN + j) * N + k * DIN + l] =
+                        (double)G[i * DOUT + k] * A[j * DIN + l] + (i == k && j == l) * lambda;
+    for (int i = 0; i < N; i++)
+        x[i] = V[i];
+    solve(K, x, N);
+    for (int i = 0; i < N; i++) {
+        err += (delta[i] - x[i]) * (delta[i] - x[i]);
+        norm += x[i] * x[i];
+    }
+    ck_assert(norm > 1e-6);
+    ck_assert_msg(sqrt(err / norm) < 1e-3, "relative error %g", sqrt(err / norm));
+    kfac_precond_free(pc);
+}
+END_TEST
+
+/* A small random classification problem held in memory. */
+static kfac_dataset random_data(int n, int features, int classes, int zero_pixels, uint64_t seed)
+{
+    kfac_dataset d = {0};
+    d.n = n;
+    d.features = features;
+    d.rows = 1;
+    d.cols = features;
+    d.classes = classes;
+    d.x = malloc(sizeof(float) * (size_t)n * features);
+    d.labels = malloc((size_t)n);
+    kfac_rng r;
+    kfac_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        d.labels[i] = (uint8_t)kfac_rng_below(&r, (uint32_t)classes);
+        for (int j = 0; j < features; j++)
+            d.x[(size_t)i * features + j] =
+                j < zero_pixels ? 0.0f : (float)kfac_rng_uniform(&r) + (j % classes == d.labels[i]);
+    }
+    return d;
+}
+
+static void tiny_kfac_spec(kfac_net_spec *s, kfac_train_params *p, int features, int classes)
+{
+    kfac_net_spec_init(s);
+    s->inputs = features;
+    s->n_layers = 2;
+    s->layers[0] = (kfac_layer_spec){6, KFAC_ACT_TANH};
+    s->layers[1] = (kfac_layer_spec){classes, KFAC_ACT_LINEAR};
+    kfac_train_params_init(p);
+    p->optimizer = KFAC_OPT_KFAC;
+    p->kfac.cov_every = 1;
+    p->kfac.inv_every = 1;
+}
+
+/* The quadratic rule (KFAC.md 5.2): alpha and mu minimise
+ * M = grad^T delta + 1/2 delta^T C delta over delta = alpha D + mu delta0,
+ * so the model's gradient grad + C delta is orthogonal to D and delta0.
+ * Checked with the explicit Fisher of the (full) batch. */
+START_TEST(test_quadratic_rule_solves_2x2)
+{
+    enum { N = 24, IN = 5, C = 3 };
+    kfac_dataset d = random_data(N, IN, C, 0, 2);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, IN, C);
+    p.batch = N; /* every step sees the whole set: F and grad are the batch's */
+    p.kfac.rule = KFAC_RULE_QUADRATIC;
+    p.kfac.damping = 0.1f;
+    p.kfac.lm_every = 1000; /* lambda fixed over the two steps */
+    p.optim.weight_decay = 0.01f;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK, "%s", kfac_last_error());
+    kfac_net *net = kfac_trainer_net(t);
+    size_t P = kfac_net_n_params(net);
+    float *theta0 = malloc(sizeof(float) * P), *theta1 = malloc(sizeof(float) * P);
+    memcpy(theta0, kfac_net_params(net), sizeof(float) * P);
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, NULL), KFAC_OK);
+    memcpy(theta1, kfac_net_params(net), sizeof(float) * P);
+
+    /* grad h and F at theta1 on the whole set, from a separate network */
+    kfac_net *ref;
+    ck_assert_int_eq(kfac_net_new(&s, N, &ref), KFAC_OK);
+    memcpy(kfac_net_params(ref), theta1, sizeof(float) * P);
+    float y[N * C] = {0}, *grad = malloc(sizeof(float) * P);
+    for (int i = 0; i < N; i++)
+        y[i * C + d.labels[i]] = 1.0f;
+    ck_assert_int_eq(kfac_net_forward(ref, d.x, N), KFAC_OK);
+    ck_assert_int_eq(kfac_net_backward(ref, y, grad), KFAC_OK);
+    double *F = malloc(sizeof(double) * P * P);
+    ck_assert_int_eq(kfac_fisher_explicit(ref, F), KFAC_OK);
+
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, NULL), KFAC_OK);
+    kfac_kfac_stats ks;
+    ck_assert_int_eq(kfac_trainer_kfac_stats(t, &ks), KFAC_OK);
+    ck_assert_msg(fabs(ks.mu) > 1e-6, "mu = %g: the momentum term was not used", ks.mu);
+    const float *theta2 = kfac_net_params(net);
+    double c = ks.damping + p.optim.weight_decay;
+    double *delta = malloc(sizeof(double) * P), *d0 = malloc(sizeof(double) * P), *D = malloc(sizeof(double) * P);
+    double *r = malloc(sizeof(double) * P);
+    for (size_t i = 0; i < P; i++) {
+        d0[i] = (double)theta1[i] - theta0[i];
+        delta[i] = (double)theta2[i] - theta1[i];
+        D[i] = (delta[i] - ks.mu * d0[i]) / ks.alpha;
+    }
+    /* r = grad h + C delta, grad h including weight decay */
+    double rn = 0, dn = 0, d0n = 0, rD = 0, rd0 = 0;
+    for (size_t i = 0; i < P; i++) {
+        double acc = 0;
+        for (size_t j = 0; j < P; j++)
+            acc += F[i * P + j] * delta[j];
+        r[i] = grad[i] + p.optim.weight_decay * theta1[i] + acc + c * delta[i];
+    }
+    for (size_t i = 0; i < P; i++) {
+        rn += r[i] * r[i];
+        dn += D[i] * D[i];
+        d0n += d0[i] * d0[i];
+        rD += r[i] * D[i];
+        rd0 += r[i] * d0[i];
+    }
+    ck_assert(rn > 0 && dn > 0 && d0n > 0);
+    ck_assert_msg(fabs(rD) < 1e-3 * sqrt(rn * dn), "dM/dalpha = %g (|r||D| = %g)", rD, sqrt(rn * dn));
+    ck_assert_msg(fabs(rd0) < 1e-3 * sqrt(rn * d0n), "dM/dmu = %g (|r||d0| = %g)", rd0, sqrt(rn * d0n));
+    free(theta0), free(theta1), free(grad), free(F), free(delta), free(d0), free(D), free(r);
+    kfac_net_free(ref);
+    kfac_trainer_free(t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+/* Constant (zero) input pixels make A singular; with damping 1e-10 K-FAC
+ * must still produce finite parameters, every step, in both inversion
+ * modes, and say what it needed. */
+START_TEST(test_tiny_damping_singular_a)
+{
+    kfac_dataset d = random_data(200, 12, 3, 5, 3);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, 12, 3);
+    p.batch = 20;
+    p.optim.lr = 0.01f;
+    p.kfac.damping = 1e-10f;
+    p.kfac.inversion = (kfac_inversion)_i;
+    kfac_trainer *t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    kfac_epoch_stats es;
+    for (int e = 0; e < 3; e++)
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, &es) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert(isfinite(es.train_loss));
+    kfac_net *net = kfac_trainer_net(t);
+    const float *theta = kfac_net_params(net);
+    double moved = 0;
+    for (size_t i = 0; i < kfac_net_n_params(net); i++) {
+        ck_assert_msg(isfinite(theta[i]), "parameter %zu is %g", i, theta[i]);
+        moved += fabs(theta[i]);
+    }
+    ck_assert(moved > 0);
+    kfac_kfac_stats ks;
+    kfac_trainer_kfac_stats(t, &ks);
+    if (p.kfac.inversion == KFAC_INV_CHOLESKY)
+        ck_assert_msg(ks.fallbacks != 0, "a singular factor inverted with damping 1e-10 needed no fallback");
+    ck_assert_int_eq(ks.inversions, 30);
+    kfac_trainer_free(t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+/* Every configuration K-FAC offers trains a small problem: the loss falls
+ * well below its start. */
+START_TEST(test_every_configuration_learns)
+{
+    kfac_dataset d = random_data(300, 10, 3, 0, 5);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, 10, 3);
+    p.batch = 30;
+    p.optim.lr = 0.02f;
+    p.kfac.fisher = (kfac_fisher_kind)(_i & 1);
+    p.kfac.inversion = (kfac_inversion)((_i >> 1) & 1);
+    p.kfac.rule = (kfac_step_rule)((_i >> 2) & 1);
+    p.kfac.stat_fraction = 0.5f;
+    p.kfac.cov_every = 2;
+    p.kfac.inv_every = 4;
+    /* the LM rule adapts lambda slowly ((20/19)^5 per 5 steps), so it starts
+     * high and comes down (the paper starts at 150) */
+    if (p.kfac.rule == KFAC_RULE_QUADRATIC)
+        p.kfac.damping = 1.0f;
+    kfac_trainer *t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    double loss0;
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &d, &loss0, NULL), KFAC_OK);
+    kfac_epoch_stats es;
+    for (int e = 0; e < 5; e++)
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, &es) == KFAC_OK, "%s", kfac_last_error());
+    double loss;
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &d, &loss, NULL), KFAC_OK);
+    ck_assert_msg(loss < 0.5 * loss0, "fisher %s, %s, %s: loss %.4f from %.4f", kfac_fisher_name(p.kfac.fisher),
+                  kfac_inversion_name(p.kfac.inversion), kfac_step_rule_name(p.kfac.rule), loss, loss0);
+    kfac_trainer_free(t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+Suite *kfac_suite(void)
+{
+    Suite *s = suite_create("kfac");
+    TCase *tc = tcase_create("kfac");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_factors_are_running_sums);
+    tcase_add_test(tc, test_single_layer_block_is_exact);
+    tcase_add_test(tc, test_kronecker_identity);
+    tcase_add_test(tc, test_eigen_exact_tikhonov);
+    tcase_add_test(tc, test_quadratic_rule_solves_2x2);
+    tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
+    tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);
+    suite_add_tcase(s, tc);
+    return s;
+}
