@@ -318,7 +318,7 @@ kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out);
 /* K-FAC's hyper-parameters. The learning rate and momentum of the KL_CLIP
  * rule, and weight decay, come from kfac_optim_params. */
 typedef struct kfac_kfac_params {
-    float damping;     /* lambda, Tikhonov damping; default 1e-3; (0, 1e6].
+    float damping;     /* lambda, Tikhonov damping; default 0.1; (0, 1e6].
                           The QUADRATIC rule adapts it from here, slowly:
                           start it high (0.1 to 150, the paper's value). */
     float decay;       /* running-average decay of A and G; default 0.95;
@@ -336,6 +336,10 @@ typedef struct kfac_kfac_params {
     float kl_clip;     /* c of KL_CLIP; default 1e-3 (KFAC-Pytorch); (0, 1e6] */
     int lm_every;      /* T1 of the QUADRATIC rule's damping adaptation;
                           default 5; [1, 1000000] */
+    float lr;          /* K-FAC's own learning rate, so one net file can
+                          tune K-FAC and a first-order baseline side by
+                          side; 0 means kfac_optim_params.lr; default 0;
+                          [0, 1000] */
 } kfac_kfac_params;
 
 void kfac_kfac_params_init(kfac_kfac_params *p);
@@ -450,7 +454,7 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
  *                         weight_decay, batch, epochs, seed
  *   [kfac]                damping, decay, cov_every, inv_every,
  *                         stat_fraction, fisher, inversion, rule, kl_clip,
- *                         lm_every (the fields of kfac_kfac_params)
+ *                         lm_every, lr (the fields of kfac_kfac_params)
  *
  * Keys take the names of the fields above and the enum names of
  * kfac_*_name(). Unknown sections or keys, duplicated keys, missing

@@ -62,6 +62,8 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
     opt->ext = s;
     s->kp = *kp;
     s->lambda = kp->damping;
+    if (kp->lr > 0.0f)
+        opt->p.lr = kp->lr; /* [kfac] lr: K-FAC's own, beside the baseline's */
     int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
     size_t g_total = 0;
     for (int l = 0; l < L; l++) {

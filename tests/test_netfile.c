@@ -110,6 +110,61 @@ START_TEST(test_small)
 }
 END_TEST
 
+START_TEST(test_tiny_and_kfac_sections)
+{
+    kfac_net_spec s;
+    kfac_train_params t;
+    load_net("tiny.net", &s, &t);
+    ck_assert_int_eq(s.inputs, 49);
+    ck_assert_int_eq(s.input_pool, 4);
+    ck_assert_int_eq(t.optimizer, KFAC_OPT_KFAC);
+    load_net("fmnist-mlp.net", &s, &t);
+    ck_assert_float_eq_tol(t.kfac.lr, 0.03f, 1e-7f);
+    ck_assert_float_eq_tol(t.kfac.damping, 0.1f, 1e-7f);
+    ck_assert_int_eq(t.kfac.inv_every, 100);
+    ck_assert_int_eq(s.input_pool, 1);
+
+    const char *text = "[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n"
+                       "[kfac]\ndamping = 0.5\ndecay = 0.9\ncov_every = 3\ninv_every = 7\n"
+                       "stat_fraction = 0.25\nfisher = empirical\ninversion = eigen\nrule = quadratic\n"
+                       "kl_clip = 0.01\nlm_every = 2\nlr = 0.2\n";
+    ck_assert_msg(parse(text, &s, &t) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_float_eq_tol(t.kfac.damping, 0.5f, 1e-7f);
+    ck_assert_float_eq_tol(t.kfac.decay, 0.9f, 1e-7f);
+    ck_assert_int_eq(t.kfac.cov_every, 3);
+    ck_assert_int_eq(t.kfac.inv_every, 7);
+    ck_assert_float_eq_tol(t.kfac.stat_fraction, 0.25f, 1e-7f);
+    ck_assert_int_eq(t.kfac.fisher, KFAC_FISHER_EMPIRICAL);
+    ck_assert_int_eq(t.kfac.inversion, KFAC_INV_EIGEN);
+    ck_assert_int_eq(t.kfac.rule, KFAC_RULE_QUADRATIC);
+    ck_assert_float_eq_tol(t.kfac.kl_clip, 0.01f, 1e-7f);
+    ck_assert_int_eq(t.kfac.lm_every, 2);
+    ck_assert_float_eq_tol(t.kfac.lr, 0.2f, 1e-7f);
+
+    static const struct {
+        const char *tail, *expect;
+    } bad[] = {
+        {"[kfac]\ndamping = 0\n", "t.net:7: damping = 0"},
+        {"[kfac]\nfisher = exact\n", "t.net:7: unknown fisher 'exact'"},
+        {"[kfac]\nrule = newton\n", "t.net:7: unknown rule 'newton'"},
+        {"[kfac]\nstat_fraction = 1.5\n", "t.net:7: stat_fraction = 1.5"},
+        {"[kfac]\ninv_every = 0\n", "t.net:7: inv_every = 0"},
+        {"[kfac]\ntau = 3\n", "t.net:7: unknown key 'tau' in [kfac]"},
+        {"[net]\npool = 0\n", "t.net:6: second [net] section"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n%s", bad[i].tail);
+        ck_assert_int_eq(parse(buf, &s, &t), KFAC_ERR_PARSE);
+        ck_assert_msg(strstr(kfac_last_error(), bad[i].expect) != NULL, "case %zu: '%s' lacks '%s'", i,
+                      kfac_last_error(), bad[i].expect);
+    }
+    ck_assert_int_eq(parse("[net]\ninputs = 4\npool = 65\n[dense]\nunits = 2\nactivation = linear\n", &s, &t),
+                     KFAC_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "t.net:3: pool = 65"));
+}
+END_TEST
+
 /* ------------------------------------------------------ valid syntax */
 
 START_TEST(test_comments_and_spacing)
@@ -433,6 +488,7 @@ Suite *netfile_suite(void)
     Suite *s = suite_create("netfile");
     TCase *tc = tcase_create("shipped");
     tcase_add_test(tc, test_fmnist_mlp);
+    tcase_add_test(tc, test_tiny_and_kfac_sections);
     tcase_add_test(tc, test_mnist_autoencoder);
     tcase_add_test(tc, test_small);
     suite_add_tcase(s, tc);

@@ -21,6 +21,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  train NETFILE [options]   train a network described in NETFILE (see nets/)\n"
+            "  compare NETFILE [options] train with several optimizers (kfac,momentum)\n"
+            "                            and print them side by side\n"
             "  check NETFILE [options]   measure K-FAC against the exact natural gradient\n"
             "                            on a tiny network (nets/tiny.net) and real data\n"
             "  help, --help, -h          this text; `kfac train --help` for the options\n"
@@ -147,6 +149,8 @@ int main(int argc, char **argv)
         return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "check"))
         return cmd_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compare"))
+        return cmd_compare(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try 'kfac --help')", cmd);
     return EXIT_USAGE;
 }

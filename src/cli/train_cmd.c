@@ -8,31 +8,52 @@
 
 #include "cli.h"
 
-static void train_usage(FILE *f)
+/* What `train` and `compare` take from the command line. */
+typedef enum { MODE_TRAIN, MODE_COMPARE } cli_mode;
+
+typedef struct train_opts {
+    const char *netfile, *data, *log_path, *optimizers;
+    int quiet;
+    kfac_net_spec spec;
+    kfac_train_params p;
+} train_opts;
+
+static void train_usage(FILE *f, cli_mode mode)
 {
     kfac_train_params d;
     kfac_train_params_init(&d);
-    fprintf(f,
-            "usage: kfac train NETFILE [options]\n"
-            "\n"
-            "Trains the network described in NETFILE on an MNIST-format data set and\n"
-            "prints, after each epoch: epoch, training seconds so far (evaluation\n"
-            "excluded), mean training loss, test loss and test accuracy (or, for the\n"
-            "autoencoder, the test reconstruction error: squared error per image).\n"
-            "Flags override the [train] section of NETFILE.\n"
-            "\n"
+    if (mode == MODE_TRAIN)
+        fprintf(f, "usage: kfac train NETFILE [options]\n"
+                   "\n"
+                   "Trains the network described in NETFILE on an MNIST-format data set and\n"
+                   "prints, after each epoch: epoch, training seconds so far (evaluation\n"
+                   "excluded), mean training loss, test loss and test accuracy (or, for the\n"
+                   "autoencoder, the test reconstruction error: squared error per image).\n"
+                   "Flags override the [train] and [kfac] sections of NETFILE.\n");
+    else
+        fprintf(f, "usage: kfac compare NETFILE [--optimizers LIST] [options]\n"
+                   "\n"
+                   "Trains NETFILE once with each optimizer of LIST (default kfac,momentum),\n"
+                   "same seed, data order and threads, printing each epoch as `train` does,\n"
+                   "then a side-by-side table. K-FAC takes its learning rate from [kfac] lr\n"
+                   "when set, the others from [train] lr.\n"
+                   "\n"
+                   "  --optimizers LIST   comma-separated optimizer names [kfac,momentum]\n");
+    fprintf(f, "\n"
             "options:\n"
             "  --data DIR          directory with train-images-idx3-ubyte, ... (gzipped\n"
             "                      or not) [%s]\n"
-            "  --optimizer NAME    sgd | momentum | nesterov | adam | kfac [else %s]\n"
+            "  --optimizer NAME    sgd | momentum | nesterov | adam | kfac (train) [%s]\n"
             "  --epochs N          passes over the training set, 1..100000 [else %d]\n"
             "  --batch N           minibatch size, 1..training set size [else %d]\n"
-            "  --lr X              learning rate, (0, 1000] [else %g]\n"
+            "  --lr X              learning rate, (0, 1000]; for kfac too [else %g]\n"
             "  --momentum X        momentum for momentum/nesterov/kfac, [0, 1) [else %g]\n"
             "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
             "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
+            "                      (train; compare writes one file per optimizer,\n"
+            "                      FILE-NAME.csv)\n"
             "  --quiet             no progress bar\n"
             "  --help              this text\n"
             "\n"
@@ -48,6 +69,7 @@ static void train_usage(FILE *f)
             "                      (alpha, mu from exact F products, adaptive damping) [%s]\n"
             "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
             "  --lm-every N        damping adaptation period of the quadratic rule [%d]\n"
+            "  --kfac-lr X         K-FAC's own learning rate, 0: --lr's [%g]\n"
             "\n"
             "A run is reproducible for a given seed and thread count.\n",
             KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
@@ -55,7 +77,7 @@ static void train_usage(FILE *f)
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
-            d.kfac.lm_every);
+            d.kfac.lm_every, (double)d.kfac.lr);
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -109,8 +131,9 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
     for (int l = 0; l < s->n_layers; l++)
         printf("-%d", s->layers[l].units);
     printf(", %s loss, %s init\n", kfac_loss_name(s->loss), kfac_init_name(s->init));
-    printf("# %s lr %g", kfac_optimizer_name(p->optimizer), (double)p->optim.lr);
-    if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV)
+    double lr = p->optimizer == KFAC_OPT_KFAC && p->kfac.lr > 0 ? p->kfac.lr : p->optim.lr;
+    printf("# %s lr %g", kfac_optimizer_name(p->optimizer), lr);
+    if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || p->optimizer == KFAC_OPT_KFAC)
         printf(" momentum %g", (double)p->optim.momentum);
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
@@ -147,75 +170,83 @@ static void describe_kfac(const kfac_trainer *tr)
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
 }
 
-int cmd_train(int argc, char **argv)
+/* Parse NETFILE and flags into o. Returns -1 to go on, else an exit
+ * status (help printed, or an error reported). */
+static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
 {
-    const char *netfile = NULL, *data = KFAC_DEFAULT_DATA_DIR, *log_path = NULL;
-    int quiet = 0;
+    memset(o, 0, sizeof *o);
+    o->data = KFAC_DEFAULT_DATA_DIR;
+    o->optimizers = "kfac,momentum";
+    const char *cmd = mode == MODE_TRAIN ? "train" : "compare";
     long threads = 0;
     /* flags are applied after the net file is read, in order */
-    const char *flag_name[32], *flag_value[32];
+    const char *flag_name[64], *flag_value[64];
     int n_flags = 0;
+    static const char *const known[] = {
+        "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
+        "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
+        "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
+        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--optimizers"};
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            train_usage(stdout);
+            train_usage(stdout, mode);
             return EXIT_OK;
         }
         if (!strcmp(a, "--quiet")) {
-            quiet = 1;
+            o->quiet = 1;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
-            if (netfile) {
-                cli_error("train: unexpected argument '%s' (one NETFILE only)", a);
+            if (o->netfile) {
+                cli_error("%s: unexpected argument '%s' (one NETFILE only)", cmd, a);
                 return EXIT_USAGE;
             }
-            netfile = a;
+            o->netfile = a;
             continue;
         }
-        static const char *const known[] = {"--data",      "--optimizer",     "--epochs",   "--batch",
-                                            "--lr",        "--momentum",      "--weight-decay", "--seed",
-                                            "--threads",   "--log",           "--damping",  "--decay",
-                                            "--cov-every", "--inv-every",     "--stat-fraction", "--fisher",
-                                            "--inversion", "--rule",          "--kl-clip",  "--lm-every"};
         const char *eq = strchr(a, '=');
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
         const char *name = NULL;
         for (size_t k = 0; k < sizeof known / sizeof *known; k++)
             if (strlen(known[k]) == len && !strncmp(a, known[k], len))
                 name = known[k];
+        /* one optimizer for train, a list for compare */
+        if (name && !strcmp(name, mode == MODE_TRAIN ? "--optimizers" : "--optimizer"))
+            name = NULL;
         if (!name) {
-            cli_error("train: unknown option '%.*s' (try 'kfac train --help')", (int)len, a);
+            cli_error("%s: unknown option '%.*s' (try 'kfac %s --help')", cmd, (int)len, a, cmd);
             return EXIT_USAGE;
         }
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!value || !*value) {
-            cli_error("train: %s needs a value", name);
+            cli_error("%s: %s needs a value", cmd, name);
             return EXIT_USAGE;
         }
         if (!strcmp(name, "--data"))
-            data = value;
+            o->data = value;
         else if (!strcmp(name, "--log"))
-            log_path = value;
+            o->log_path = value;
+        else if (!strcmp(name, "--optimizers"))
+            o->optimizers = value;
         else if (!strcmp(name, "--threads")) {
             if (cli_parse_int(value, 1, 1024, &threads)) {
-                cli_error("train: --threads '%s': expected an integer in [1, 1024]", value);
+                cli_error("%s: --threads '%s': expected an integer in [1, 1024]", cmd, value);
                 return EXIT_USAGE;
             }
-        } else if (n_flags < 32) {
+        } else if (n_flags < 64) {
             flag_name[n_flags] = name;
             flag_value[n_flags++] = value;
         }
     }
-    if (!netfile) {
-        cli_error("train: no NETFILE given (try 'kfac train --help')");
+    if (!o->netfile) {
+        cli_error("%s: no NETFILE given (try 'kfac %s --help')", cmd, cmd);
         return EXIT_USAGE;
     }
 
-    kfac_net_spec spec;
-    kfac_train_params p;
-    kfac_status st = kfac_netfile_load(netfile, &spec, &p);
+    kfac_train_params *p = &o->p;
+    kfac_status st = kfac_netfile_load(o->netfile, &o->spec, p);
     if (st != KFAC_OK) {
         cli_error("%s", kfac_last_error());
         return cli_status_exit(st);
@@ -223,73 +254,78 @@ int cmd_train(int argc, char **argv)
     for (int k = 0; k < n_flags; k++) {
         const char *name = flag_name[k], *v = flag_value[k];
         long iv = 0;
-        int bad = 0;
+        int bad = 0, named = 0; /* named: an enum, whose message lists the names */
         if (!strcmp(name, "--epochs"))
-            bad = cli_parse_int(v, 1, 100000, &iv) || (p.epochs = (int)iv, 0);
+            bad = cli_parse_int(v, 1, 100000, &iv) || (p->epochs = (int)iv, 0);
         else if (!strcmp(name, "--batch"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.batch = (int)iv, 0);
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->batch = (int)iv, 0);
         else if (!strcmp(name, "--lr"))
-            bad = cli_parse_float(v, &p.optim.lr);
+            bad = cli_parse_float(v, &p->optim.lr) || (p->kfac.lr = 0.0f, 0); /* the flag wins */
         else if (!strcmp(name, "--momentum"))
-            bad = cli_parse_float(v, &p.optim.momentum);
+            bad = cli_parse_float(v, &p->optim.momentum);
         else if (!strcmp(name, "--weight-decay"))
-            bad = cli_parse_float(v, &p.optim.weight_decay);
+            bad = cli_parse_float(v, &p->optim.weight_decay);
         else if (!strcmp(name, "--seed"))
-            bad = cli_parse_u64(v, &p.seed);
+            bad = cli_parse_u64(v, &p->seed);
         else if (!strcmp(name, "--damping"))
-            bad = cli_parse_float(v, &p.kfac.damping);
+            bad = cli_parse_float(v, &p->kfac.damping);
         else if (!strcmp(name, "--decay"))
-            bad = cli_parse_float(v, &p.kfac.decay);
+            bad = cli_parse_float(v, &p->kfac.decay);
         else if (!strcmp(name, "--cov-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.cov_every = (int)iv, 0);
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.cov_every = (int)iv, 0);
         else if (!strcmp(name, "--inv-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.inv_every = (int)iv, 0);
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.inv_every = (int)iv, 0);
         else if (!strcmp(name, "--stat-fraction"))
-            bad = cli_parse_float(v, &p.kfac.stat_fraction);
+            bad = cli_parse_float(v, &p->kfac.stat_fraction);
         else if (!strcmp(name, "--kl-clip"))
-            bad = cli_parse_float(v, &p.kfac.kl_clip);
+            bad = cli_parse_float(v, &p->kfac.kl_clip);
         else if (!strcmp(name, "--lm-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p.kfac.lm_every = (int)iv, 0);
-        int named = 1; /* an enum: the library's message lists the names */
-        if (!strcmp(name, "--optimizer"))
-            bad = kfac_optimizer_from_name(v, &p.optimizer) != KFAC_OK;
-        else if (!strcmp(name, "--fisher"))
-            bad = kfac_fisher_from_name(v, &p.kfac.fisher) != KFAC_OK;
-        else if (!strcmp(name, "--inversion"))
-            bad = kfac_inversion_from_name(v, &p.kfac.inversion) != KFAC_OK;
-        else if (!strcmp(name, "--rule"))
-            bad = kfac_step_rule_from_name(v, &p.kfac.rule) != KFAC_OK;
-        else
-            named = 0;
+            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.lm_every = (int)iv, 0);
+        else if (!strcmp(name, "--kfac-lr"))
+            bad = cli_parse_float(v, &p->kfac.lr);
+        else {
+            named = 1;
+            if (!strcmp(name, "--optimizer"))
+                bad = kfac_optimizer_from_name(v, &p->optimizer) != KFAC_OK;
+            else if (!strcmp(name, "--fisher"))
+                bad = kfac_fisher_from_name(v, &p->kfac.fisher) != KFAC_OK;
+            else if (!strcmp(name, "--inversion"))
+                bad = kfac_inversion_from_name(v, &p->kfac.inversion) != KFAC_OK;
+            else if (!strcmp(name, "--rule"))
+                bad = kfac_step_rule_from_name(v, &p->kfac.rule) != KFAC_OK;
+        }
         if (bad) {
-            cli_error("train: %s '%s': %s", name, v, named ? kfac_last_error() : "not a valid number in range");
+            cli_error("%s: %s '%s': %s", cmd, name, v, named ? kfac_last_error() : "not a valid number in range");
             return EXIT_USAGE;
         }
         /* ranges live in the library: blame the flag that broke them */
-        if (kfac_train_params_validate(&p) != KFAC_OK) {
-            cli_error("train: %s '%s': %s", name, v, kfac_last_error());
+        if (kfac_train_params_validate(p) != KFAC_OK) {
+            cli_error("%s: %s '%s': %s", cmd, name, v, kfac_last_error());
             return EXIT_USAGE;
         }
     }
     if (threads > 0)
         kfac_set_threads((int)threads);
+    return -1;
+}
 
-    kfac_dataset train, test;
-    int code = cli_load_data(data, &spec, &train, &test);
-    if (code != EXIT_OK)
-        return code;
-
+/* One training run, printing a line per epoch (and the CSV log); the
+ * epochs' figures go to rec (p->epochs entries) when it is not NULL. */
+static int run(const train_opts *o, const kfac_train_params *p, const char *log_path, const kfac_dataset *train,
+               const kfac_dataset *test, kfac_epoch_stats *rec)
+{
+    int code = EXIT_OK;
     char *log_text = NULL;
     size_t log_cap = 0;
     kfac_trainer *tr = NULL;
-    if ((st = kfac_trainer_new(&spec, &p, &train, &tr)) != KFAC_OK) {
-        cli_error("%s: %s", netfile, kfac_last_error());
-        code = cli_status_exit(st);
-        goto done;
+    kfac_status st;
+    if ((st = kfac_trainer_new(&o->spec, p, train, &tr)) != KFAC_OK) {
+        cli_error("%s: %s", o->netfile, kfac_last_error());
+        return cli_status_exit(st);
     }
-    int classify = spec.loss == KFAC_LOSS_SOFTMAX_XENT;
+    int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
     if (log_path) {
-        log_cap = 64 + 80 * (size_t)p.epochs;
+        log_cap = 64 + 80 * (size_t)p->epochs;
         log_text = malloc(log_cap);
         if (!log_text) {
             cli_error("out of memory");
@@ -303,13 +339,13 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
     }
-    describe(netfile, &spec, &p);
-    printf("# data %s: %d training, %d test examples\n", data, train.n, test.n);
+    describe(o->netfile, &o->spec, p);
+    printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
            classify ? "test_acc" : "recon_err");
     fflush(stdout);
-    int bar = !quiet && isatty(STDERR_FILENO);
-    for (int e = 1; e <= p.epochs; e++) {
+    int bar = !o->quiet && isatty(STDERR_FILENO);
+    for (int e = 1; e <= p->epochs; e++) {
         kfac_epoch_stats s;
         progress pr = {e, -1};
         st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
@@ -320,18 +356,19 @@ int cmd_train(int argc, char **argv)
             code = cli_status_exit(st);
             goto done;
         }
-        if ((st = kfac_evaluate(kfac_trainer_net(tr), &test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
+        if ((st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
             cli_error("evaluation: %s", kfac_last_error());
             code = cli_status_exit(st);
             goto done;
         }
-        printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss,
-               s.test_acc);
+        printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss, s.test_acc);
         fflush(stdout);
+        if (rec)
+            rec[e - 1] = s;
         if (log_text) {
             size_t used = strlen(log_text);
-            snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds,
-                     s.train_loss, s.test_loss, s.test_acc);
+            snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds, s.train_loss,
+                     s.test_loss, s.test_acc);
             if (write_log(log_path, log_text) != 0) {
                 cli_error("%s: cannot write: %s", log_path, strerror(errno));
                 code = EXIT_RUNTIME;
@@ -343,6 +380,96 @@ int cmd_train(int argc, char **argv)
 done:
     free(log_text);
     kfac_trainer_free(tr);
+    return code;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_opts o;
+    int code = parse_args(argc, argv, MODE_TRAIN, &o);
+    if (code >= 0)
+        return code;
+    kfac_dataset train, test;
+    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+        return code;
+    code = run(&o, &o.p, o.log_path, &train, &test, NULL);
+    kfac_dataset_free(&train);
+    kfac_dataset_free(&test);
+    return code;
+}
+
+int cmd_compare(int argc, char **argv)
+{
+    enum { MAX_OPT = 8 };
+    train_opts o;
+    int code = parse_args(argc, argv, MODE_COMPARE, &o);
+    if (code >= 0)
+        return code;
+    /* the list, checked whole before any training */
+    kfac_optimizer_kind kinds[MAX_OPT];
+    int n = 0;
+    char list[256];
+    if (snprintf(list, sizeof list, "%s", o.optimizers) >= (int)sizeof list) {
+        cli_error("compare: --optimizers: list too long");
+        return EXIT_USAGE;
+    }
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_OPT || kfac_optimizer_from_name(tok, &kinds[n]) != KFAC_OK) {
+            cli_error("compare: --optimizers '%s': %s", o.optimizers,
+                      n == MAX_OPT ? "at most 8 optimizers" : kfac_last_error());
+            return EXIT_USAGE;
+        }
+        n++;
+    }
+    if (n == 0) {
+        cli_error("compare: --optimizers '%s': no optimizer named", o.optimizers);
+        return EXIT_USAGE;
+    }
+    kfac_dataset train, test;
+    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+        return code;
+    kfac_epoch_stats *rec = calloc((size_t)n * (size_t)o.p.epochs, sizeof *rec);
+    if (!rec) {
+        cli_error("out of memory");
+        code = EXIT_RUNTIME;
+        goto done;
+    }
+    for (int k = 0; k < n && code == EXIT_OK; k++) {
+        kfac_train_params p = o.p;
+        p.optimizer = kinds[k];
+        char log_path[4096];
+        if (o.log_path) {
+            /* run.csv -> run-kfac.csv */
+            const char *dot = strrchr(o.log_path, '.');
+            int stem = dot && !strchr(dot, '/') ? (int)(dot - o.log_path) : (int)strlen(o.log_path);
+            snprintf(log_path, sizeof log_path, "%.*s-%s%s", stem, o.log_path, kfac_optimizer_name(kinds[k]),
+                     dot && !strchr(dot, '/') ? dot : ".csv");
+        }
+        if (k > 0)
+            printf("\n");
+        code = run(&o, &p, o.log_path ? log_path : NULL, &train, &test, rec + (size_t)k * o.p.epochs);
+    }
+    if (code == EXIT_OK) {
+        const char *metric = o.spec.loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
+        printf("\n# side by side: %s, seed %llu, %d threads\n%5s", o.netfile, (unsigned long long)o.p.seed,
+               kfac_get_threads(), "");
+        for (int k = 0; k < n; k++)
+            printf(" | %-30s", kfac_optimizer_name(kinds[k]));
+        printf("\n%5s", "epoch");
+        for (int k = 0; k < n; k++)
+            printf(" | %8s %11s %9s", "seconds", "train_loss", metric);
+        printf("\n");
+        for (int e = 0; e < o.p.epochs; e++) {
+            printf("%5d", e + 1);
+            for (int k = 0; k < n; k++) {
+                const kfac_epoch_stats *s = &rec[(size_t)k * o.p.epochs + e];
+                printf(" | %8.2f %11.6f %9.4f", s->seconds, s->train_loss, s->test_acc);
+            }
+            printf("\n");
+        }
+    }
+done:
+    free(rec);
     kfac_dataset_free(&train);
     kfac_dataset_free(&test);
     return code;
