@@ -65,10 +65,11 @@ $(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a
 $(B)/%: bench/%.c $(B)/libkfac.a
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
 
-# The main job: train the default network on the default data.
+# The main job: train the default network on the default data with K-FAC
+# and with SGD-momentum, then print them side by side.
 run: deps
 	$(MAKE) all
-	$(B)/kfac train $(NET) --data $(DATA)
+	$(B)/kfac compare $(NET) --data $(DATA) --optimizers kfac,momentum
 
 test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac

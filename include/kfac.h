@@ -340,6 +340,9 @@ typedef struct kfac_kfac_params {
                           tune K-FAC and a first-order baseline side by
                           side; 0 means kfac_optim_params.lr; default 0;
                           [0, 1000] */
+    float momentum;    /* K-FAC's own momentum (KL_CLIP rule), likewise;
+                          negative means kfac_optim_params.momentum;
+                          default -1; [-1, 1) */
 } kfac_kfac_params;
 
 void kfac_kfac_params_init(kfac_kfac_params *p);
@@ -454,7 +457,8 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
  *                         weight_decay, batch, epochs, seed
  *   [kfac]                damping, decay, cov_every, inv_every,
  *                         stat_fraction, fisher, inversion, rule, kl_clip,
- *                         lm_every, lr (the fields of kfac_kfac_params)
+ *                         lm_every, lr, momentum (the fields of
+ *                         kfac_kfac_params)
  *
  * Keys take the names of the fields above and the enum names of
  * kfac_*_name(). Unknown sections or keys, duplicated keys, missing

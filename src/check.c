@@ -86,9 +86,20 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     kfac_fisher *fs = NULL;
     double *F = NULL, *chol = NULL, *work = NULL;
     float *y = NULL, *grad = NULL, *delta = NULL, *v = NULL, *fv = NULL;
-    kfac_status st = kfac_trainer_new(spec, p, train, &tr);
+    /* the size check comes before any training */
+    kfac_status st = kfac_net_new(spec, examples, &net);
     if (st != KFAC_OK)
         return st;
+    size_t P = net->n_params;
+    if (P > 20000) {
+        kfac_net_free(net);
+        return kfac_fail(KFAC_ERR_INVALID_ARG,
+                         "kfac_check: %zu parameters; the exact Fisher needs a tiny network (<= 20000)", P);
+    }
+    if ((st = kfac_trainer_new(spec, p, train, &tr)) != KFAC_OK) {
+        kfac_net_free(net);
+        return st;
+    }
     memset(out, 0, sizeof *out);
     for (int e = 0; e < warmup_epochs && st == KFAC_OK; e++) {
         kfac_epoch_stats es;
@@ -97,14 +108,6 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     }
     if (st != KFAC_OK)
         goto done;
-    if ((st = kfac_net_new(spec, examples, &net)) != KFAC_OK)
-        goto done;
-    size_t P = net->n_params;
-    if (P > 20000) {
-        st = kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_check: %zu parameters; the exact Fisher needs a tiny net (<= 20000)",
-                       P);
-        goto done;
-    }
     memcpy(net->theta, kfac_net_params(kfac_trainer_net(tr)), sizeof(float) * P);
     int n = examples, dL = net->dims[net->n_layers];
     y = kfac_alloc_floats((size_t)n * dL);

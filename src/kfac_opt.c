@@ -62,8 +62,11 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
     opt->ext = s;
     s->kp = *kp;
     s->lambda = kp->damping;
+    /* [kfac] lr and momentum: K-FAC's own, beside the baseline's */
     if (kp->lr > 0.0f)
-        opt->p.lr = kp->lr; /* [kfac] lr: K-FAC's own, beside the baseline's */
+        opt->p.lr = kp->lr;
+    if (kp->momentum >= 0.0f)
+        opt->p.momentum = kp->momentum;
     int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
     size_t g_total = 0;
     for (int l = 0; l < L; l++) {
@@ -146,7 +149,7 @@ static kfac_status invert(kfac_state *s, double damping)
 
 /* delta <- F_kfac^-1 (grad + wd theta) layer by layer, in the cheaper of the
  * low-rank and full forms (KFAC.md 8); *vg <- <delta, grad + wd theta>.
- * With need_grad the flat gradient is formed in s->grad for every layer. */
+ * With need_grad the flat gradient is also formed in s->grad. */
 static kfac_status direction(kfac_state *s, kfac_net *net, const float **gtrue, float wd, int need_grad,
                              double *vg)
 {
@@ -155,25 +158,27 @@ static kfac_status direction(kfac_state *s, kfac_net *net, const float **gtrue, 
     for (int l = 0; l < net->n_layers; l++) {
         int din = net->dims[l] + 1, dout = net->dims[l + 1];
         size_t off = net->offset[l], n = (size_t)din * dout;
-        float *d = s->delta + off;
+        float *d = s->delta + off, *gl = s->grad + off;
+        /* the low-rank form works from g and abar, so not with decay */
+        int lowrank = wd == 0.0f && kfac_precond_lowrank_pays(s->pc, l, B);
         kfac_status st;
-        if (!need_grad && wd == 0.0f && kfac_precond_lowrank_pays(s->pc, l, B)) {
+        if (need_grad || !lowrank) {
+            /* grad_l (dout x din) <- (1/B) g^T (dout x B) abar (B x din) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / B, gtrue[l], dout,
+                        net->abar[l], din, 0.0f, gl, din);
+            if (wd != 0.0f)
+                cblas_saxpy((int)n, wd, net->theta + off, 1, gl, 1); /* grad_l += wd W_l (KFAC.md 5) */
+        }
+        if (lowrank) {
             double dot;
             if ((st = kfac_precond_apply_lowrank(s->pc, l, net->abar[l], din, gtrue[l], B, d, &dot)) != KFAC_OK)
                 return st;
             total += dot;
-            continue;
+        } else {
+            if ((st = kfac_precond_apply(s->pc, l, gl, d)) != KFAC_OK)
+                return st;
+            total += cblas_dsdot((int)n, d, 1, gl, 1);
         }
-        float *gl = s->grad + off;
-        const float *w = net->theta + off;
-        /* grad_l (dout x din) <- (1/B) g^T (dout x B) abar (B x din) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / B, gtrue[l], dout,
-                    net->abar[l], din, 0.0f, gl, din);
-        if (wd != 0.0f)
-            cblas_saxpy((int)n, wd, w, 1, gl, 1); /* grad_l += wd W_l (KFAC.md 5) */
-        if ((st = kfac_precond_apply(s->pc, l, gl, d)) != KFAC_OK)
-            return st;
-        total += cblas_dsdot((int)n, d, 1, gl, 1);
     }
     *vg = total;
     return KFAC_OK;

@@ -160,6 +160,7 @@ static const key_def keys[] = {
     {SEC_KFAC,  "kl_clip",      T_FLOAT, KFAC(kl_clip),             0, 1e6,      OPEN_LO, 0, NULL},
     {SEC_KFAC,  "lm_every",     T_INT,   KFAC(lm_every),            1, 1000000,  CLOSED,  0, NULL},
     {SEC_KFAC,  "lr",           T_FLOAT, KFAC(lr),                  0, 1000,     CLOSED,  0, NULL},
+    {SEC_KFAC,  "momentum",     T_FLOAT, KFAC(momentum),            -1, 1,       OPEN_HI, 0, NULL},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)

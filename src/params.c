@@ -87,6 +87,8 @@ void kfac_kfac_params_init(kfac_kfac_params *p)
     p->rule = KFAC_RULE_KL_CLIP;
     p->kl_clip = 1e-3f;
     p->lm_every = 5;
+    p->lr = 0.0f;        /* 0: the [train] learning rate */
+    p->momentum = -1.0f; /* negative: the [train] momentum */
 }
 
 kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
@@ -115,6 +117,8 @@ kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "lm_every %d outside [1, 1000000]", p->lm_every);
     if (!in_range(p->lr, 0.0f, 1e3f, 0))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC lr %g outside [0, 1000]", p->lr);
+    if (!in_range(p->momentum, -1.0f, 1.0f, 0) || p->momentum >= 1.0f)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC momentum %g outside [-1, 1)", p->momentum);
     return KFAC_OK;
 }
 

@@ -136,6 +136,68 @@ START_TEST(test_bad_flags)
 }
 END_TEST
 
+START_TEST(test_kfac_flags)
+{
+    ck_assert_int_eq(run_kfac("train --help"), 0);
+    const char *out = slurp(out_path);
+    const char *flags[] = {"--damping", "--decay", "--cov-every", "--inv-every", "--stat-fraction", "--fisher",
+                           "--inversion", "--rule", "--kl-clip", "--lm-every", "--kfac-lr", "[0.1]", "[100]"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        ck_assert_msg(strstr(out, flags[i]) != NULL, "train --help lacks %s", flags[i]);
+    expect_error("train nets/small.net --optimizer kfac --damping 0", 2, "damping 0 outside");
+    expect_error("train nets/small.net --fisher exact", 2, "unknown Fisher kind 'exact'");
+    expect_error("train nets/small.net --inversion lu", 2, "--inversion 'lu'");
+    expect_error("train nets/small.net --rule newton", 2, "unknown step rule");
+    expect_error("train nets/small.net --stat-fraction 0", 2, "stat_fraction");
+    expect_error("train nets/small.net --inv-every -3", 2, "--inv-every");
+    expect_error("compare nets/small.net --optimizers kfac,lbfgs", 2, "unknown optimizer 'lbfgs'");
+    expect_error("compare nets/small.net --optimizer kfac", 2, "unknown option '--optimizer'");
+    expect_error("check nets/small.net --examples 0", 2, "--examples");
+    expect_error("check", 2, "no NETFILE");
+}
+END_TEST
+
+/* compare: both optimizers trained on the same data, a table side by side,
+ * one log per optimizer */
+START_TEST(test_compare)
+{
+    const char *data = small_data();
+    char args[1024], log[600];
+    snprintf(log, sizeof log, "%s/cmp.csv", test_tmpdir());
+    snprintf(args, sizeof args,
+             "compare nets/small.net --data '%s' --epochs 2 --batch 20 --threads 1 --optimizers kfac,sgd --log '%s'",
+             data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_ptr_nonnull(strstr(out, "# side by side"));
+    ck_assert_ptr_nonnull(strstr(out, "# kfac:"));
+    const char *table = strstr(out, "# side by side");
+    ck_assert_ptr_nonnull(strstr(table, "kfac"));
+    ck_assert_ptr_nonnull(strstr(table, "sgd"));
+    ck_assert_int_eq(count_lines(table), 5); /* title, names, header, 2 epochs */
+    for (int k = 0; k < 2; k++) {
+        snprintf(log, sizeof log, "%s/cmp-%s.csv", test_tmpdir(), k ? "sgd" : "kfac");
+        ck_assert_int_eq(count_lines(slurp(log)), 3);
+    }
+}
+END_TEST
+
+/* check: on nets/tiny.net and the real data every measurement passes; a
+ * network too large for an explicit Fisher is refused before training */
+START_TEST(test_check)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "check nets/tiny.net --data '%s' --examples 500", test_data_dir());
+    int status = run_kfac(args);
+    const char *out = slurp(out_path);
+    ck_assert_msg(status == 0, "exit %d: %s%s", status, out, slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(out, "cosine(K-FAC, exact natural gradient)"));
+    ck_assert_ptr_null(strstr(out, "FAIL"));
+    snprintf(args, sizeof args, "check nets/small.net --data '%s'", test_data_dir());
+    expect_error(args, 2, "tiny network");
+}
+END_TEST
+
 START_TEST(test_bad_inputs)
 {
     char args[1024], net[600];
@@ -199,6 +261,9 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_help);
     tcase_add_test(tc, test_bad_flags);
     tcase_add_test(tc, test_bad_inputs);
+    tcase_add_test(tc, test_kfac_flags);
+    tcase_add_test(tc, test_compare);
+    tcase_add_test(tc, test_check);
     tcase_add_test(tc, test_run_and_log);
     suite_add_tcase(s, tc);
     return s;

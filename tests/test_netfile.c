@@ -127,7 +127,7 @@ START_TEST(test_tiny_and_kfac_sections)
     const char *text = "[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n"
                        "[kfac]\ndamping = 0.5\ndecay = 0.9\ncov_every = 3\ninv_every = 7\n"
                        "stat_fraction = 0.25\nfisher = empirical\ninversion = eigen\nrule = quadratic\n"
-                       "kl_clip = 0.01\nlm_every = 2\nlr = 0.2\n";
+                       "kl_clip = 0.01\nlm_every = 2\nlr = 0.2\nmomentum = 0.5\n";
     ck_assert_msg(parse(text, &s, &t) == KFAC_OK, "%s", kfac_last_error());
     ck_assert_float_eq_tol(t.kfac.damping, 0.5f, 1e-7f);
     ck_assert_float_eq_tol(t.kfac.decay, 0.9f, 1e-7f);
@@ -140,6 +140,7 @@ START_TEST(test_tiny_and_kfac_sections)
     ck_assert_float_eq_tol(t.kfac.kl_clip, 0.01f, 1e-7f);
     ck_assert_int_eq(t.kfac.lm_every, 2);
     ck_assert_float_eq_tol(t.kfac.lr, 0.2f, 1e-7f);
+    ck_assert_float_eq_tol(t.kfac.momentum, 0.5f, 1e-7f);
 
     static const struct {
         const char *tail, *expect;
@@ -150,6 +151,7 @@ START_TEST(test_tiny_and_kfac_sections)
         {"[kfac]\nstat_fraction = 1.5\n", "t.net:7: stat_fraction = 1.5"},
         {"[kfac]\ninv_every = 0\n", "t.net:7: inv_every = 0"},
         {"[kfac]\ntau = 3\n", "t.net:7: unknown key 'tau' in [kfac]"},
+        {"[kfac]\nmomentum = 1\n", "t.net:7: momentum = 1"},
         {"[net]\npool = 0\n", "t.net:6: second [net] section"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

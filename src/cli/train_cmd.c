@@ -70,6 +70,7 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
             "  --lm-every N        damping adaptation period of the quadratic rule [%d]\n"
             "  --kfac-lr X         K-FAC's own learning rate, 0: --lr's [%g]\n"
+            "  --kfac-momentum X   K-FAC's own momentum, < 0: --momentum's [%g]\n"
             "\n"
             "A run is reproducible for a given seed and thread count.\n",
             KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
@@ -77,7 +78,7 @@ static void train_usage(FILE *f, cli_mode mode)
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
-            d.kfac.lm_every, (double)d.kfac.lr);
+            d.kfac.lm_every, (double)d.kfac.lr, (double)d.kfac.momentum);
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -131,10 +132,12 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
     for (int l = 0; l < s->n_layers; l++)
         printf("-%d", s->layers[l].units);
     printf(", %s loss, %s init\n", kfac_loss_name(s->loss), kfac_init_name(s->init));
-    double lr = p->optimizer == KFAC_OPT_KFAC && p->kfac.lr > 0 ? p->kfac.lr : p->optim.lr;
+    int kf = p->optimizer == KFAC_OPT_KFAC;
+    double lr = kf && p->kfac.lr > 0 ? p->kfac.lr : p->optim.lr;
+    double mu = kf && p->kfac.momentum >= 0 ? p->kfac.momentum : p->optim.momentum;
     printf("# %s lr %g", kfac_optimizer_name(p->optimizer), lr);
-    if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || p->optimizer == KFAC_OPT_KFAC)
-        printf(" momentum %g", (double)p->optim.momentum);
+    if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || kf)
+        printf(" momentum %g", mu);
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
     printf(", batch %d, %d epochs, seed %llu, %d threads\n", p->batch, p->epochs,
@@ -186,7 +189,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
-        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--optimizers"};
+        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers"};
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -262,7 +265,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         else if (!strcmp(name, "--lr"))
             bad = cli_parse_float(v, &p->optim.lr) || (p->kfac.lr = 0.0f, 0); /* the flag wins */
         else if (!strcmp(name, "--momentum"))
-            bad = cli_parse_float(v, &p->optim.momentum);
+            bad = cli_parse_float(v, &p->optim.momentum) || (p->kfac.momentum = -1.0f, 0); /* the flag wins */
         else if (!strcmp(name, "--weight-decay"))
             bad = cli_parse_float(v, &p->optim.weight_decay);
         else if (!strcmp(name, "--seed"))
@@ -283,6 +286,8 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.lm_every = (int)iv, 0);
         else if (!strcmp(name, "--kfac-lr"))
             bad = cli_parse_float(v, &p->kfac.lr);
+        else if (!strcmp(name, "--kfac-momentum"))
+            bad = cli_parse_float(v, &p->kfac.momentum);
         else {
             named = 1;
             if (!strcmp(name, "--optimizer"))
