@@ -9,44 +9,56 @@
 
 #include "kfac.h"
 
-/* median seconds per epoch over `epochs` epochs of one configuration */
-static int time_epochs(const kfac_net_spec *s, const kfac_train_params *p, const kfac_dataset *d, int epochs,
-                       double *median, double *last_loss, kfac_kfac_stats *ks)
+static double median(double *v, int n)
 {
-    kfac_trainer *t;
-    if (kfac_trainer_new(s, p, d, &t) != KFAC_OK)
-        return -1;
-    double times[16], prev = 0;
-    for (int e = 0; e < epochs; e++) {
-        kfac_epoch_stats st;
-        if (kfac_trainer_epoch(t, NULL, NULL, &st) != KFAC_OK) {
-            kfac_trainer_free(t);
-            return -1;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
         }
-        times[e] = st.seconds - prev;
-        prev = st.seconds;
-        *last_loss = st.train_loss;
+    return v[n / 2];
+}
+
+/* Epoch times of several configurations, interleaved epoch by epoch so
+ * that the machine's drift (this VM's speed moves by 20% over minutes)
+ * falls on all of them alike. */
+enum { MAX_RUNS = 4, MAX_EPOCHS = 16 };
+
+static int run_interleaved(const kfac_net_spec *s, const kfac_train_params *p, int runs, const kfac_dataset *d,
+                           const int *epochs, double times[][MAX_EPOCHS], kfac_kfac_stats *ks)
+{
+    kfac_trainer *t[MAX_RUNS] = {0};
+    double prev[MAX_RUNS] = {0};
+    int st = 0, most = 0;
+    for (int r = 0; r < runs && !st; r++) {
+        st = kfac_trainer_new(s, &p[r], d, &t[r]) != KFAC_OK;
+        most = epochs[r] > most ? epochs[r] : most;
     }
-    if (ks && kfac_trainer_kfac_stats(t, ks) != KFAC_OK)
-        ks = NULL;
-    kfac_trainer_free(t);
-    for (int i = 1; i < epochs; i++)
-        for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
-            double tmp = times[j];
-            times[j] = times[j - 1];
-            times[j - 1] = tmp;
+    for (int e = 0; e < most && !st; e++)
+        for (int r = 0; r < runs && !st; r++) {
+            if (e >= epochs[r])
+                continue;
+            kfac_epoch_stats es;
+            st = kfac_trainer_epoch(t[r], NULL, NULL, &es) != KFAC_OK;
+            times[r][e] = es.seconds - prev[r];
+            prev[r] = es.seconds;
         }
-    *median = times[epochs / 2];
-    return 0;
+    for (int r = 0; r < runs; r++) {
+        if (!st && p[r].optimizer == KFAC_OPT_KFAC)
+            kfac_trainer_kfac_stats(t[r], &ks[r]);
+        kfac_trainer_free(t[r]);
+    }
+    return st ? -1 : 0;
 }
 
 int main(int argc, char **argv)
 {
     const char *netfile = argc > 1 ? argv[1] : "nets/fmnist-mlp.net";
     const char *data = argc > 2 ? argv[2] : KFAC_DEFAULT_DATA_DIR;
-    int epochs = argc > 3 ? atoi(argv[3]) : 2;
-    if (epochs < 1 || epochs > 16)
-        epochs = 2;
+    int epochs = argc > 3 ? atoi(argv[3]) : 3;
+    if (epochs < 1 || epochs > MAX_EPOCHS)
+        epochs = 3;
     kfac_net_spec spec;
     kfac_train_params base;
     kfac_dataset train = {0};
@@ -59,38 +71,45 @@ int main(int argc, char **argv)
     base.kfac.cov_every = 10; /* KFAC-Pytorch's defaults */
     base.kfac.inv_every = 100;
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("# %s, batch 128, %d threads, OPENBLAS_CORETYPE=%s, median of %d epochs each\n", netfile,
+    printf("# %s, batch 128, %d threads, OPENBLAS_CORETYPE=%s, median of %d interleaved epochs each\n", netfile,
            kfac_get_threads(), core ? core : "(unset)", epochs);
 
-    kfac_train_params sgd = base, kfac = base, quad = base;
-    sgd.optimizer = KFAC_OPT_SGD;
-    sgd.optim.lr = 0.05f;
-    kfac.optimizer = KFAC_OPT_KFAC;
-    quad.optimizer = KFAC_OPT_KFAC;
-    quad.kfac.rule = KFAC_RULE_QUADRATIC;
-    quad.kfac.damping = 1.0f;
-    double t_sgd, t_kfac, t_quad, loss;
-    kfac_kfac_stats ks, kq;
-    if (time_epochs(&spec, &sgd, &train, epochs, &t_sgd, &loss, NULL) ||
-        time_epochs(&spec, &kfac, &train, epochs, &t_kfac, &loss, &ks) ||
-        time_epochs(&spec, &quad, &train, 1, &t_quad, &loss, &kq)) {
+    kfac_train_params p[3] = {base, base, base};
+    p[0].optimizer = KFAC_OPT_SGD;
+    p[0].optim.lr = 0.05f;
+    p[1].optimizer = KFAC_OPT_KFAC;
+    p[2].optimizer = KFAC_OPT_KFAC;
+    p[2].kfac.rule = KFAC_RULE_QUADRATIC;
+    p[2].kfac.damping = 1.0f;
+    int ep[3] = {epochs, epochs, epochs > 1 ? epochs - 1 : 1};
+    double times[3][MAX_EPOCHS];
+    kfac_kfac_stats ks[3];
+    if (run_interleaved(&spec, p, 3, &train, ep, times, ks)) {
         fprintf(stderr, "bench_kfac: %s\n", kfac_last_error());
         return 1;
     }
-    printf("%-34s %9s %7s\n", "run", "s/epoch", "x SGD");
-    printf("%-34s %9.3f %7.2f\n", "sgd", t_sgd, 1.0);
-    printf("%-34s %9.3f %7.2f\n", "kfac, kl_clip rule (default)", t_kfac, t_kfac / t_sgd);
-    printf("%-34s %9.3f %7.2f\n", "kfac, quadratic rule (F products)", t_quad, t_quad / t_sgd);
+    double t_sgd = median(times[0], ep[0]), t_kfac = median(times[1], ep[1]), t_quad = median(times[2], ep[2]);
+    printf("%-34s %9s %7s   (epochs: s each)\n", "run", "s/epoch", "x SGD");
+    const char *names[3] = {"sgd", "kfac, kl_clip rule (default)", "kfac, quadratic rule (F products)"};
+    double med[3] = {t_sgd, t_kfac, t_quad};
+    for (int r = 0; r < 3; r++) {
+        printf("%-34s %9.3f %7.2f   (", names[r], med[r], med[r] / t_sgd);
+        for (int e = 0; e < ep[r]; e++)
+            printf("%s%.2f", e ? " " : "", times[r][e]);
+        printf(")\n");
+    }
     /* the breakdowns are cumulative over the runs' epochs: per epoch */
-    double e = epochs;
     printf("\nper epoch, seconds        statistics  inversions  precondition  F-products  rest (fwd/bwd, data)\n");
-    printf("kfac, kl_clip           %10.3f  %10.3f  %12.3f  %10.3f  %10.3f   (%ld inversions)\n",
-           ks.seconds_stats / e, ks.seconds_invert / e, ks.seconds_precond / e, ks.seconds_fvp / e,
-           t_kfac - (ks.seconds_stats + ks.seconds_invert + ks.seconds_precond + ks.seconds_fvp) / e,
-           ks.inversions);
-    printf("kfac, quadratic         %10.3f  %10.3f  %12.3f  %10.3f  %10.3f   (%ld inversions)\n", kq.seconds_stats,
-           kq.seconds_invert, kq.seconds_precond, kq.seconds_fvp,
-           t_quad - (kq.seconds_stats + kq.seconds_invert + kq.seconds_precond + kq.seconds_fvp), kq.inversions);
+    for (int r = 1; r < 3; r++) {
+        double e = ep[r], total = 0;
+        for (int k = 0; k < ep[r]; k++)
+            total += times[r][k];
+        const kfac_kfac_stats *k = &ks[r];
+        printf("%-22s %10.3f  %10.3f  %12.3f  %10.3f  %10.3f   (%ld inversions)\n", r == 1 ? "kfac, kl_clip" : "kfac, quadratic",
+               k->seconds_stats / e, k->seconds_invert / e, k->seconds_precond / e, k->seconds_fvp / e,
+               (total - k->seconds_stats - k->seconds_invert - k->seconds_precond - k->seconds_fvp) / e,
+               k->inversions);
+    }
     kfac_dataset_free(&train);
     return 0;
 }

@@ -365,8 +365,11 @@ typedef struct kfac_kfac_stats {
     long stats_rounds;      /* factor statistics taken */
     long inversions;        /* inversions done */
     int fallbacks;          /* OR of every inversion's KFAC_FALLBACK_* bits */
-    long damping_retries;   /* directions recomputed with 10x damping after a
-                               non-finite value */
+    long damping_retries;   /* directions (or QUADRATIC models) recomputed
+                               with 10x damping after a non-finite value or
+                               an impossible predicted decrease */
+    long steps_rejected;    /* QUADRATIC steps undone: the loss after them
+                               was not finite */
     double damping;         /* current lambda (adapted by QUADRATIC) */
     double nu;              /* last KL-clip factor in (0, 1] (KL_CLIP) */
     double alpha, mu;       /* last step's coefficients (QUADRATIC) */

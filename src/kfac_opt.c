@@ -208,13 +208,14 @@ static double dot(const float *a, const float *b, size_t n) { return cblas_dsdot
 /* KFAC.md 5.2-5.3: delta_new = alpha D + mu delta0 with D = -delta the
  * K-FAC descent direction, alpha and mu minimising the quadratic model
  * with C = F + (lambda + wd) I and exact F products on this batch; every
- * lm_every steps lambda follows the reduction ratio rho. */
+ * lm_every steps lambda follows the reduction ratio rho. A model that
+ * promises more than the loss is damped more; a step whose loss is not
+ * finite is undone. */
 static kfac_status quadratic_update(kfac_optimizer *opt, kfac_state *s, kfac_net *net, const float *y,
                                     float *theta, long t, double vg, double h0)
 {
     size_t n = opt->n;
     float *d0 = opt->state[0]; /* the previous update */
-    double c = s->lambda + opt->p.weight_decay;
     double t0 = now();
     kfac_status st = kfac_fisher_vec(s->fisher, net, s->delta, s->fv);
     double d0norm = dot(d0, d0, n);
@@ -224,24 +225,41 @@ static kfac_status quadratic_update(kfac_optimizer *opt, kfac_state *s, kfac_net
     s->st.seconds_fvp += now() - t0;
     if (st != KFAC_OK)
         return st;
-    /* with D = -delta: D^T C D, D^T C d0, d0^T C d0, grad^T D, grad^T d0 */
-    double a11 = dot(s->delta, s->fv, n) + c * dot(s->delta, s->delta, n);
-    double b1 = -vg, a12 = 0.0, a22 = 1.0, b2 = 0.0;
+    /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
+     * d0^T C d0, and grad^T D, grad^T d0 */
+    double dFd = dot(s->delta, s->fv, n), dd = dot(s->delta, s->delta, n), b1 = -vg;
+    double dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
     if (has_prev) {
-        a12 = -(dot(s->delta, s->fv0, n) + c * dot(s->delta, d0, n));
-        a22 = dot(d0, s->fv0, n) + c * d0norm;
+        dFd0 = dot(s->delta, s->fv0, n);
+        dd0 = dot(s->delta, d0, n);
+        d0Fd0 = dot(d0, s->fv0, n);
         b2 = dot(s->grad, d0, n);
     }
-    double alpha, mu = 0.0, det = a11 * a22 - a12 * a12;
-    if (has_prev && det > 1e-12 * fabs(a11 * a22)) {
-        /* [a11 a12; a12 a22] [alpha; mu] = -[b1; b2] */
-        alpha = (-b1 * a22 + b2 * a12) / det;
-        mu = (-b2 * a11 + b1 * a12) / det;
-    } else {
-        alpha = -b1 / a11;
+    double alpha = 0.0, mu = 0.0, model = 0.0;
+    for (int tries = 0;; tries++) {
+        double c = s->lambda + opt->p.weight_decay;
+        double a11 = dFd + c * dd, a12 = -(dFd0 + c * dd0), a22 = d0Fd0 + c * d0norm;
+        double det = a11 * a22 - a12 * a12;
+        mu = 0.0;
+        if (has_prev && det > 1e-12 * fabs(a11 * a22)) {
+            /* [a11 a12; a12 a22] [alpha; mu] = -[b1; b2] */
+            alpha = (-b1 * a22 + b2 * a12) / det;
+            mu = (-b2 * a11 + b1 * a12) / det;
+        } else {
+            alpha = -b1 / a11;
+        }
+        /* M(delta) - M(0) = 1/2 grad^T delta at the model's minimum. Our
+         * losses are >= 0, so a model promising more than h0 is wrong:
+         * more damping (the F products are reused) */
+        model = 0.5 * (alpha * b1 + mu * b2);
+        if (isfinite(alpha) && isfinite(mu) && -model <= h0)
+            break;
+        if (tries == 20)
+            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: quadratic model gave alpha %g, mu %g even with damping %g",
+                             alpha, mu, s->lambda);
+        s->lambda = fmin(s->lambda * 10.0, 1e8);
+        s->st.damping_retries++;
     }
-    if (!isfinite(alpha) || !isfinite(mu))
-        return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: quadratic model gave alpha %g, mu %g", alpha, mu);
     float fa = (float)alpha, fm = (float)mu;
 #pragma omp parallel for simd schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
@@ -252,11 +270,21 @@ static kfac_status quadratic_update(kfac_optimizer *opt, kfac_state *s, kfac_net
     s->st.alpha = alpha;
     s->st.mu = mu;
     if (t % s->kp.lm_every == 0) {
-        /* M(delta) - M(0) = 1/2 grad^T delta at the model's minimum */
-        double model = 0.5 * (alpha * b1 + mu * b2), h1;
+        double h1;
         if ((st = kfac_net_forward_in_place(net, net->batch)) != KFAC_OK ||
             (st = kfac_net_loss(net, y, &h1, NULL)) != KFAC_OK)
             return st;
+        if (!isfinite(h1)) {
+            /* reject the step: undo it, forget it as momentum, damp more */
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+            for (size_t i = 0; i < n; i++) {
+                theta[i] -= d0[i];
+                d0[i] = 0.0f;
+            }
+            s->lambda = fmin(s->lambda * 10.0, 1e8);
+            s->st.steps_rejected++;
+            return KFAC_OK;
+        }
         double rho = model < 0.0 ? (h1 - h0) / model : 0.0;
         double omega = pow(19.0 / 20.0, s->kp.lm_every);
         if (rho > 0.75)

@@ -430,6 +430,36 @@ START_TEST(test_tiny_damping_singular_a)
 }
 END_TEST
 
+/* The quadratic rule started at the smallest damping: a model that promises
+ * more than the whole loss must be damped up, never followed into NaN
+ * (found by the benchmark: LM drove lambda to 1e-8 and a step blew up). */
+START_TEST(test_quadratic_rule_tiny_damping)
+{
+    kfac_dataset d = random_data(200, 10, 3, 2, 8);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, 10, 3);
+    p.batch = 20;
+    p.kfac.rule = KFAC_RULE_QUADRATIC;
+    p.kfac.damping = 1e-8f;
+    p.kfac.lm_every = 1;
+    p.kfac.inversion = (kfac_inversion)_i;
+    kfac_trainer *t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    double loss0, loss;
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &d, &loss0, NULL), KFAC_OK);
+    for (int e = 0; e < 5; e++)
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, NULL) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &d, &loss, NULL), KFAC_OK);
+    kfac_kfac_stats ks;
+    kfac_trainer_kfac_stats(t, &ks);
+    ck_assert_msg(isfinite(loss) && loss < loss0, "loss %g from %g", loss, loss0);
+    ck_assert_msg(ks.damping_retries + ks.steps_rejected > 0, "damping 1e-8 never needed the guard");
+    kfac_trainer_free(t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
 /* Every configuration K-FAC offers trains a small problem: the loss falls
  * well below its start. */
 START_TEST(test_every_configuration_learns)
@@ -478,6 +508,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);
+    tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
     suite_add_tcase(s, tc);
     return s;
 }
