@@ -75,6 +75,7 @@ test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac
 	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) ./kfac_tests
 
+# Throughput benchmarks (bench/README.md); run on an otherwise idle machine.
 bench: deps
 	$(MAKE) $(BENCH_BIN)
 	for b in $(BENCH_BIN); do $$b || exit 1; done
