@@ -11,9 +11,19 @@
  *  - Ownership: an object returned through a `**out` argument belongs to the
  *    caller and is released with its *_free (NULL is accepted). Pointers
  *    returned by accessors stay owned by the object and live as long as it.
+ *    Arrays passed in are borrowed for the call only (datasets given to a
+ *    trainer: for the trainer's life). Parameter structs are plain data the
+ *    caller owns; *_init(NULL) does nothing.
+ *  - Every argument is checked before any work: NULL, sizes and ranges give
+ *    KFAC_ERR_INVALID_ARG, calls in the wrong order KFAC_ERR_STATE, and the
+ *    object is left as it was. Accessors given NULL return NULL, 0 (or -1
+ *    where documented).
  *  - Thread safety: distinct objects may be used from distinct threads; one
  *    object must not be used from two threads at once. Each call may itself
- *    use OpenMP/OpenBLAS threads (see kfac_set_threads).
+ *    use OpenMP/OpenBLAS threads (see kfac_set_threads, which is
+ *    process-wide). kfac_last_error() is per thread.
+ *  - Build and link: `pkg-config --cflags --libs kfac` (kfac.pc).
+ *    Only the KFAC_API functions below are exported by libkfac.so.
  */
 #ifndef KFAC_H
 #define KFAC_H
@@ -23,6 +33,15 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* Marks what the shared library exports: it is built with
+ * -fvisibility=hidden, so exactly the functions of this header are its
+ * ABI (the private kfac_* helpers of src/ stay inside). */
+#if defined(__GNUC__)
+#define KFAC_API __attribute__((visibility("default")))
+#else
+#define KFAC_API
 #endif
 
 #define KFAC_VERSION_MAJOR 0
@@ -46,16 +65,16 @@ typedef enum kfac_status {
 } kfac_status;
 
 /* Short fixed description of a status; never NULL. */
-const char *kfac_strerror(kfac_status s);
+KFAC_API const char *kfac_strerror(kfac_status s);
 
 /* Detail of the last failure on this thread ("" if none). Valid until the
  * next failing call on the same thread. */
-const char *kfac_last_error(void);
+KFAC_API const char *kfac_last_error(void);
 
 /* Threads used by OpenMP regions and OpenBLAS (one shared pool). n <= 0
  * means "all cores". */
-void kfac_set_threads(int n);
-int kfac_get_threads(void);
+KFAC_API void kfac_set_threads(int n);
+KFAC_API int kfac_get_threads(void);
 
 /* ---------------------------------------------------------- enumerations */
 
@@ -92,13 +111,13 @@ typedef enum kfac_init {
 
 /* Name tables shared by the net-file parser, checkpoints and messages.
  * Return NULL for out-of-range values. */
-const char *kfac_activation_name(kfac_activation a);
-const char *kfac_loss_name(kfac_loss l);
-const char *kfac_init_name(kfac_init i);
+KFAC_API const char *kfac_activation_name(kfac_activation a);
+KFAC_API const char *kfac_loss_name(kfac_loss l);
+KFAC_API const char *kfac_init_name(kfac_init i);
 /* Reverse look-ups: return KFAC_OK and set *out, or KFAC_ERR_INVALID_ARG. */
-kfac_status kfac_activation_from_name(const char *name, kfac_activation *out);
-kfac_status kfac_loss_from_name(const char *name, kfac_loss *out);
-kfac_status kfac_init_from_name(const char *name, kfac_init *out);
+KFAC_API kfac_status kfac_activation_from_name(const char *name, kfac_activation *out);
+KFAC_API kfac_status kfac_loss_from_name(const char *name, kfac_loss *out);
+KFAC_API kfac_status kfac_init_from_name(const char *name, kfac_init *out);
 
 /* ---------------------------------------------------- random generator */
 
@@ -108,11 +127,11 @@ typedef struct kfac_rng {
     uint64_t s[4];
 } kfac_rng;
 
-void kfac_rng_seed(kfac_rng *r, uint64_t seed);
-uint64_t kfac_rng_next(kfac_rng *r);
-double kfac_rng_uniform(kfac_rng *r);           /* [0, 1) */
-double kfac_rng_normal(kfac_rng *r);            /* N(0, 1) */
-uint32_t kfac_rng_below(kfac_rng *r, uint32_t n); /* uniform in [0, n), n > 0 */
+KFAC_API void kfac_rng_seed(kfac_rng *r, uint64_t seed);
+KFAC_API uint64_t kfac_rng_next(kfac_rng *r);
+KFAC_API double kfac_rng_uniform(kfac_rng *r);           /* [0, 1) */
+KFAC_API double kfac_rng_normal(kfac_rng *r);            /* N(0, 1) */
+KFAC_API uint32_t kfac_rng_below(kfac_rng *r, uint32_t n); /* uniform in [0, n), n > 0 */
 
 /* ------------------------------------------------------- network spec */
 
@@ -138,10 +157,10 @@ typedef struct kfac_net_spec {
 } kfac_net_spec;
 
 /* Fill defaults: no layers, inputs 0 (to be set). */
-void kfac_net_spec_init(kfac_net_spec *spec);
+KFAC_API void kfac_net_spec_init(kfac_net_spec *spec);
 /* KFAC_OK if the spec describes a valid network, else INVALID_ARG with
  * detail. */
-kfac_status kfac_net_spec_validate(const kfac_net_spec *spec);
+KFAC_API kfac_status kfac_net_spec_validate(const kfac_net_spec *spec);
 
 /* ------------------------------------------------------------ network */
 
@@ -158,50 +177,65 @@ kfac_status kfac_net_spec_validate(const kfac_net_spec *spec);
  * forward/backward allocate nothing. */
 typedef struct kfac_net kfac_net;
 
-kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **out);
-void kfac_net_free(kfac_net *net);
+KFAC_API kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **out);
+KFAC_API void kfac_net_free(kfac_net *net);
 
 /* Initialise all weights from spec->init with the given generator. */
-kfac_status kfac_net_init_weights(kfac_net *net, kfac_rng *rng);
+KFAC_API kfac_status kfac_net_init_weights(kfac_net *net, kfac_rng *rng);
 
-const kfac_net_spec *kfac_net_get_spec(const kfac_net *net);
-int kfac_net_max_batch(const kfac_net *net);
-int kfac_net_inputs(const kfac_net *net);
-int kfac_net_outputs(const kfac_net *net);
-int kfac_net_n_layers(const kfac_net *net);
-size_t kfac_net_n_params(const kfac_net *net);
+KFAC_API const kfac_net_spec *kfac_net_get_spec(const kfac_net *net);
+KFAC_API int kfac_net_max_batch(const kfac_net *net);
+KFAC_API int kfac_net_inputs(const kfac_net *net);
+KFAC_API int kfac_net_outputs(const kfac_net *net);
+KFAC_API int kfac_net_n_layers(const kfac_net *net);
+KFAC_API size_t kfac_net_n_params(const kfac_net *net);
 
 /* Flat parameter vector theta (n_params floats); writable. */
-float *kfac_net_params(kfac_net *net);
+KFAC_API float *kfac_net_params(kfac_net *net);
 /* Layer l's weight matrix inside theta: rows d_l, cols d_{l-1}+1. */
-float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols);
+KFAC_API float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols);
 /* Offset of layer l's weights in the flat vectors. */
-size_t kfac_net_layer_offset(const kfac_net *net, int l);
+KFAC_API size_t kfac_net_layer_offset(const kfac_net *net, int l);
 
 /* x: batch x inputs. Records abar for every layer and the output z. */
-kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch);
+KFAC_API kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch);
 
 /* Output z of the last forward pass: batch x outputs. */
-const float *kfac_net_output(const kfac_net *net);
+KFAC_API const float *kfac_net_output(const kfac_net *net);
 
 /* Mean loss of the last forward pass against targets y (batch x outputs)
  * and, if `metric` is not NULL, the mean metric: for SOFTMAX_XENT the
  * fraction of rows whose argmax matches y's (accuracy); otherwise the
  * squared error of the prediction (sigmoid(z) or z) summed over outputs
  * (reconstruction error). Either pointer may be NULL. */
-kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, double *metric);
+KFAC_API kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, double *metric);
 
 /* Back-propagate from targets y (batch x outputs) of the last forward pass.
  * Records g for every layer. If grad is not NULL it receives the mean
  * gradient (n_params floats, same layout as theta). */
-kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad);
+KFAC_API kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad);
+
+/* The model's mean prediction for x (batch x inputs, batch in
+ * [1, max_batch]) into out (batch x outputs): softmax probabilities
+ * (SOFTMAX_XENT), per-output sigmoid probabilities (SIGMOID_XENT) or z
+ * itself (SQUARED). A forward pass: it replaces what the last pass
+ * recorded. */
+KFAC_API kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, float *out);
+
+/* Draw targets y (n x d) from the predictive distribution of the outputs
+ * z (n x d) under `loss`: one-hot categorical from softmax(z), per-output
+ * Bernoulli from sigmoid(z), or z + N(0, I). Back-propagating these instead
+ * of the labels gives the per-example g whose statistics make K-FAC's G
+ * factor an estimate of the true Fisher (KFAC.md 3); see kfac_precond.
+ * Serial, so the generator's seed fixes the draw. n, d >= 1. */
+KFAC_API kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n, int d, kfac_rng *rng);
 
 /* What the last pass recorded for layer l (valid until the next pass):
  * abar_{l-1}: batch x (d_{l-1}+1), last column all ones.
  * g_l:        batch x d_l, per-example dl_n/ds_l. */
-const float *kfac_net_layer_input(const kfac_net *net, int l);
-const float *kfac_net_layer_pregrad(const kfac_net *net, int l);
-int kfac_net_batch(const kfac_net *net); /* batch of the last forward */
+KFAC_API const float *kfac_net_layer_input(const kfac_net *net, int l);
+KFAC_API const float *kfac_net_layer_pregrad(const kfac_net *net, int l);
+KFAC_API int kfac_net_batch(const kfac_net *net); /* batch of the last forward */
 
 /* --------------------------------------------------------------- data */
 
@@ -220,20 +254,20 @@ typedef struct kfac_dataset {
  * detected by content). Validates magic, element type (unsigned byte),
  * dimensions, counts and label range (< classes). Pixels are scaled to
  * [0, 1]. On failure *out is untouched and the detail names the file. */
-kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
+KFAC_API kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
                           kfac_dataset *out);
 
 /* Load "train" or "t10k" from a directory holding the four standard files
  * (`<set>-images-idx3-ubyte[.gz]`, `<set>-labels-idx1-ubyte[.gz]`); the
  * plain name is tried first, then `.gz`. */
-kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out);
+KFAC_API kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out);
 
-void kfac_dataset_free(kfac_dataset *d); /* frees the buffers, zeroes *d */
+KFAC_API void kfac_dataset_free(kfac_dataset *d); /* frees the buffers, zeroes *d */
 
 /* out <- `in` with each image averaged over factor x factor blocks
  * (28x28 by 4: 7x7). The factor must divide rows and cols (else
  * KFAC_ERR_SHAPE); factor 1 copies. Labels are copied. */
-kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out);
+KFAC_API kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out);
 
 #define KFAC_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
@@ -248,8 +282,8 @@ typedef enum kfac_optimizer_kind {
     KFAC_OPT_COUNT
 } kfac_optimizer_kind;
 
-const char *kfac_optimizer_name(kfac_optimizer_kind k);
-kfac_status kfac_optimizer_from_name(const char *name, kfac_optimizer_kind *out);
+KFAC_API const char *kfac_optimizer_name(kfac_optimizer_kind k);
+KFAC_API kfac_status kfac_optimizer_from_name(const char *name, kfac_optimizer_kind *out);
 
 /* Hyper-parameters of every optimizer; each field's default and range. */
 typedef struct kfac_optim_params {
@@ -263,21 +297,21 @@ typedef struct kfac_optim_params {
                            default 0; [0, 1e3] */
 } kfac_optim_params;
 
-void kfac_optim_params_init(kfac_optim_params *p);
-kfac_status kfac_optim_params_validate(const kfac_optim_params *p);
+KFAC_API void kfac_optim_params_init(kfac_optim_params *p);
+KFAC_API kfac_status kfac_optim_params_validate(const kfac_optim_params *p);
 
 /* A first-order optimizer's state for one parameter vector. */
 typedef struct kfac_optimizer kfac_optimizer;
 
-kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params *p,
+KFAC_API kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params *p,
                                size_t n_params, kfac_optimizer **out);
-void kfac_optimizer_free(kfac_optimizer *opt);
+KFAC_API void kfac_optimizer_free(kfac_optimizer *opt);
 /* One update of theta (n_params floats) from the gradient; grad may be
  * modified (weight decay is added to it in place). */
-kfac_status kfac_optimizer_step(kfac_optimizer *opt, float *theta, float *grad);
+KFAC_API kfac_status kfac_optimizer_step(kfac_optimizer *opt, float *theta, float *grad);
 /* Steps taken so far. */
-long kfac_optimizer_steps(const kfac_optimizer *opt);
-kfac_optimizer_kind kfac_optimizer_get_kind(const kfac_optimizer *opt);
+KFAC_API long kfac_optimizer_steps(const kfac_optimizer *opt);
+KFAC_API kfac_optimizer_kind kfac_optimizer_get_kind(const kfac_optimizer *opt);
 
 /* ---------------------------------------------------------------- K-FAC */
 
@@ -308,12 +342,12 @@ typedef enum kfac_step_rule {
     KFAC_RULE_COUNT
 } kfac_step_rule;
 
-const char *kfac_fisher_name(kfac_fisher_kind k);
-const char *kfac_inversion_name(kfac_inversion k);
-const char *kfac_step_rule_name(kfac_step_rule k);
-kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out);
-kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out);
-kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out);
+KFAC_API const char *kfac_fisher_name(kfac_fisher_kind k);
+KFAC_API const char *kfac_inversion_name(kfac_inversion k);
+KFAC_API const char *kfac_step_rule_name(kfac_step_rule k);
+KFAC_API kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out);
+KFAC_API kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out);
+KFAC_API kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out);
 
 /* K-FAC's hyper-parameters. The learning rate and momentum of the KL_CLIP
  * rule, and weight decay, come from kfac_optim_params. */
@@ -345,7 +379,7 @@ typedef struct kfac_kfac_params {
                           default -1; [-1, 1) */
 } kfac_kfac_params;
 
-void kfac_kfac_params_init(kfac_kfac_params *p);
+KFAC_API void kfac_kfac_params_init(kfac_kfac_params *p);
 /* kfac_kfac_params_validate is below. */
 
 /* What an inversion needed beyond the plain float Cholesky (bits). */
@@ -375,7 +409,114 @@ typedef struct kfac_kfac_stats {
     double alpha, mu;       /* last step's coefficients (QUADRATIC) */
     double rho;             /* last reduction ratio (QUADRATIC) */
 } kfac_kfac_stats;
-kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
+KFAC_API kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
+
+/* ------------------------------------------ K-FAC for your own network */
+
+/* The K-FAC preconditioner and step rules of the built-in optimizer, for a
+ * network that is not a kfac_net (the built-in optimizer is this object on
+ * a kfac_net). The caller runs its own forward and backward passes and
+ * hands over, per dense layer l:
+ *
+ *   W_l      d_out[l] x d_in[l], row-major: the weights, updated in place;
+ *   grad_l   d_out[l] x d_in[l]: the mean gradient of the batch loss,
+ *            (1/B) sum_n g_n abar_n^T (weight decay is added here);
+ *   abar_l   rows x d_in[l]: the layer's inputs, one row per example;
+ *   g_l      rows x d_out[l]: per-example dl_n/ds_l (s_l = W_l abar_l, the
+ *            pre-activation; NOT divided by the batch) for targets drawn
+ *            from the model with kfac_sample_targets: these make G a
+ *            Fisher estimate. (Passing the labels' g gives the empirical
+ *            Fisher, which is not the Fisher: Martens 2020 sec. 11.)
+ *
+ * d_in counts every column of W_l: a layer with a bias has the bias as the
+ * LAST column of W_l and a LAST column of ones in abar_l, and d_in[l] =
+ * fan_in + 1; a layer without bias has d_in[l] = fan_in.
+ *
+ * Each kfac_precond_step: every cov_every steps folds abar and g into the
+ * running factors A and G; every inv_every steps (and at each statistics
+ * round of the first inv_every) recomputes the damped inverses or
+ * eigenbases; computes Delta_l = (G + .)^-1 grad_l (A + .)^-1; and updates
+ * the weights with the step rule of kfac_kfac_params:
+ *   KL_CLIP    v <- mu v + nu Delta; W <- W - lr v, nu the KL clip;
+ *   QUADRATIC  W <- W + alpha (-Delta) + mu delta0, alpha and mu minimising
+ *              the quadratic model with exact Fisher-vector products that
+ *              the caller provides (kfac_precond_set_fisher), damping
+ *              adapted by Levenberg-Marquardt.
+ * Damping, inversion, T_cov/T_inv, stat_fraction, kl_clip and lm_every mean
+ * what they mean for the trainer (kfac_kfac_params); `fisher` is ignored
+ * (the caller chooses its g). A step allocates nothing.
+ *
+ * Thread safety: as every object, one kfac_precond per thread at a time;
+ * the callbacks run on the calling thread. */
+typedef struct kfac_precond kfac_precond;
+
+/* n_layers in [1, KFAC_MAX_LAYERS]; d_in[l], d_out[l] in [1, 46340];
+ * max_rows in [1, 1000000] bounds the rows of every batch. From `op`
+ * (NULL: defaults) come lr, momentum and weight_decay, overridden by
+ * kp->lr > 0 and kp->momentum >= 0 as in the trainer; kp NULL: defaults.
+ * d_in and d_out are copied. */
+KFAC_API kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
+                             const kfac_optim_params *op, const kfac_kfac_params *kp, kfac_precond **out);
+KFAC_API void kfac_precond_free(kfac_precond *pc);
+
+/* fv <- F v for the current batch, F the Fisher (for our three losses the
+ * generalized Gauss-Newton matrix) of the mean batch loss. v and fv are
+ * flat: layer l's d_out x d_in block at kfac_precond_layer_offset(pc, l). */
+typedef kfac_status (*kfac_fisher_vec_fn)(void *user, const float *v, float *fv);
+/* *loss <- the mean loss of the current batch at the current weights (the
+ * QUADRATIC rule calls it after updating them, every lm_every steps). */
+typedef kfac_status (*kfac_batch_loss_fn)(void *user, double *loss);
+
+/* The callbacks the QUADRATIC rule needs (KFAC_ERR_STATE from a step
+ * without them); `user` is passed back. Either may be NULL for KL_CLIP. */
+KFAC_API kfac_status kfac_precond_set_fisher(kfac_precond *pc, kfac_fisher_vec_fn fisher_vec, kfac_batch_loss_fn loss,
+                                    void *user);
+
+/* 1 if the next step folds in statistics (it then reads abar and g), else
+ * 0 (also for NULL): a caller can skip the sampled-target backward pass. */
+KFAC_API int kfac_precond_stats_due(const kfac_precond *pc);
+/* Rows of abar and g the statistics read for a batch of `rows`:
+ * ceil(stat_fraction * rows), at least 1; -1 for bad arguments. */
+KFAC_API int kfac_precond_stat_rows(const kfac_precond *pc, int rows);
+
+/* One batch, as arrays of n_layers pointers. */
+typedef struct kfac_precond_batch {
+    int rows;                      /* B, in [1, max_rows] */
+    float *const *weights;         /* W_l: updated in place */
+    const float *const *grads;     /* grad_l: mean gradient, no decay */
+    const float *const *abar;      /* abar_l: read when statistics are due
+                                      (NULL otherwise allowed) */
+    const float *const *g_sampled; /* g_l of sampled targets, first
+                                      kfac_precond_stat_rows rows read; when
+                                      statistics are due (else NULL allowed) */
+    double loss;                   /* QUADRATIC: mean batch loss at the
+                                      current weights, finite and >= 0 (the
+                                      rule assumes a loss bounded below by
+                                      0); ignored by KL_CLIP */
+} kfac_precond_batch;
+
+/* Statistics, inversion, preconditioning and the update, as above. Every
+ * argument is checked before anything changes. KFAC_ERR_NUMERIC if the
+ * direction is not finite even with 1000x damping. */
+KFAC_API kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *batch);
+
+/* Sizes and state. Offsets index the flat vectors of kfac_fisher_vec_fn
+ * (0 for bad arguments). */
+KFAC_API size_t kfac_precond_n_params(const kfac_precond *pc);
+KFAC_API size_t kfac_precond_layer_offset(const kfac_precond *pc, int l);
+KFAC_API long kfac_precond_steps(const kfac_precond *pc); /* steps taken (0 for NULL) */
+/* Layer l's last preconditioned gradient Delta_l (d_out x d_in), valid
+ * until the next step; NULL before the first step or for bad arguments. */
+KFAC_API const float *kfac_precond_direction(const kfac_precond *pc, int l);
+/* Counters, timings and the current damping, as for the trainer. */
+KFAC_API kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out);
+
+/* The preconditioner's whole state (factors, inverses, damping, momentum
+ * or previous update, step count) in the checkpoint format, written
+ * atomically; loading needs an object with the same layers, inversion and
+ * rule. The caller saves its own weights. */
+KFAC_API kfac_status kfac_precond_save(const kfac_precond *pc, const char *path);
+KFAC_API kfac_status kfac_precond_load(kfac_precond *pc, const char *path);
 
 /* ------------------------------------------------------------- training */
 
@@ -388,8 +529,8 @@ typedef struct kfac_train_params {
     uint64_t seed;                 /* default 1: weights and data order */
 } kfac_train_params;
 
-void kfac_train_params_init(kfac_train_params *p);
-kfac_status kfac_train_params_validate(const kfac_train_params *p);
+KFAC_API void kfac_train_params_init(kfac_train_params *p);
+KFAC_API kfac_status kfac_train_params_validate(const kfac_train_params *p);
 
 /* What an epoch (or an evaluation) measured. */
 typedef struct kfac_epoch_stats {
@@ -411,14 +552,14 @@ typedef int (*kfac_progress_fn)(void *user, long step, long steps_in_epoch);
  * targets. */
 typedef struct kfac_trainer kfac_trainer;
 
-kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params *p,
+KFAC_API kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params *p,
                              const kfac_dataset *train, kfac_trainer **out);
-void kfac_trainer_free(kfac_trainer *t);
+KFAC_API void kfac_trainer_free(kfac_trainer *t);
 
-kfac_net *kfac_trainer_net(kfac_trainer *t);
+KFAC_API kfac_net *kfac_trainer_net(kfac_trainer *t);
 /* One pass over the training data in a fresh shuffled order. stats->test_*
  * are left zero; use kfac_trainer_evaluate. */
-kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
+KFAC_API kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats);
 /* How good K-FAC is on a tiny network (KFAC.md 7): measured against the
  * exact Fisher F = (1/N) sum_n J_n^T H_n J_n of N examples and the exact
@@ -439,15 +580,51 @@ typedef struct kfac_check_report {
 /* Train `warmup_epochs` epochs with p (any optimizer) so the check runs at
  * a representative point, then measure on the first `examples` training
  * examples. The network must be tiny (P <= 20000: F is P^2 doubles). */
-kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *train,
+KFAC_API kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *train,
                        int warmup_epochs, int examples, kfac_check_report *out);
 
 /* K-FAC's counters and timings; KFAC_ERR_STATE if the trainer's optimizer
  * is not K-FAC. */
-kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out);
+KFAC_API kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out);
 
 /* Mean loss and accuracy (or reconstruction error) on a dataset. */
-kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric);
+KFAC_API kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric);
+
+/* Epochs completed (counting those of a loaded checkpoint); -1 for NULL. */
+KFAC_API int kfac_trainer_epochs_done(const kfac_trainer *t);
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* A checkpoint holds everything a trainer needs to go on exactly where it
+ * stopped: the network's architecture (so a file for another network is
+ * refused), theta, the optimizer's kind and state (step count, momentum or
+ * Adam vectors; for K-FAC the factors A and G, their inverses or
+ * eigenbases and eigenvalues, the damping, the statistics rounds and the
+ * previous update), and the trainer's epoch count, training seconds,
+ * generator state and data order. Resuming gives bit-identical parameters
+ * to an uninterrupted run at the same thread count.
+ *
+ * The format is versioned, little-endian whatever the machine, and ends
+ * with a crc32. Loading names the file in kfac_last_error() and returns
+ * KFAC_ERR_IO (cannot read), KFAC_ERR_FORMAT (not a checkpoint, another
+ * version, truncated, checksum mismatch) or KFAC_ERR_SHAPE (another
+ * network, optimizer or data set size); a failed load leaves the object
+ * unchanged. */
+
+/* Write t's state to `path`: into a unique temporary file beside it,
+ * flushed and fsync'ed, then renamed over `path`, so an interrupted save
+ * never destroys the previous checkpoint. Not during kfac_trainer_epoch on
+ * the same trainer. */
+KFAC_API kfac_status kfac_trainer_save(const kfac_trainer *t, const char *path);
+
+/* Restore a trainer created with the same network spec, optimizer kind
+ * (and, for K-FAC, inversion and step rule) and training-set size. The
+ * other hyper-parameters (learning rate, epochs, ...) stay t's. */
+KFAC_API kfac_status kfac_trainer_load(kfac_trainer *t, const char *path);
+
+/* Load only theta from a trainer checkpoint into a network of the same
+ * architecture (for evaluation and prediction). */
+KFAC_API kfac_status kfac_net_load_checkpoint(kfac_net *net, const char *path);
 
 /* ------------------------------------------------------------ net files */
 
@@ -469,9 +646,9 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
  * KFAC_ERR_PARSE with "file:line: problem" in kfac_last_error().
  * `spec` and `train` are filled with defaults first; on failure they are
  * left unspecified. */
-kfac_status kfac_netfile_load(const char *path, kfac_net_spec *spec, kfac_train_params *train);
+KFAC_API kfac_status kfac_netfile_load(const char *path, kfac_net_spec *spec, kfac_train_params *train);
 /* The same from a NUL-terminated string; `filename` is used in messages. */
-kfac_status kfac_netfile_parse(const char *text, const char *filename, kfac_net_spec *spec,
+KFAC_API kfac_status kfac_netfile_parse(const char *text, const char *filename, kfac_net_spec *spec,
                                kfac_train_params *train);
 
 #ifdef __cplusplus

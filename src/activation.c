@@ -98,6 +98,8 @@ const char *kfac_activation_name(kfac_activation a)
 
 kfac_status kfac_activation_from_name(const char *name, kfac_activation *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_activation_from_name: out is NULL");
     for (int i = 0; name && i < KFAC_ACT_COUNT; i++)
         if (strcmp(name, kfac_activation_types[i].name) == 0) {
             *out = (kfac_activation)i;

@@ -13,7 +13,7 @@
 #include "lapack.h"
 #include "loss.h"
 #include "net.h"
-#include "precond.h"
+#include "factors.h"
 
 static double cosine(const double *a, const double *b, size_t n)
 {
@@ -54,22 +54,22 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
         d_in[l] = net->dims[l] + 1;
         d_out[l] = net->dims[l + 1];
     }
-    kfac_precond *pc;
-    kfac_status st = kfac_precond_new(L, d_in, d_out, n, &p->kfac, &pc);
+    kfac_factors *pc;
+    kfac_status st = kfac_factors_new(L, d_in, d_out, n, &p->kfac, &pc);
     if (st != KFAC_OK)
         return st;
     kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->dims[L], rng);
     if ((st = kfac_net_backward(net, ysample, NULL)) != KFAC_OK)
         goto done;
-    kfac_precond_begin_stats(pc);
+    kfac_factors_begin_stats(pc);
     for (int l = 0; l < L && st == KFAC_OK; l++)
-        st = kfac_precond_accumulate(pc, l, net->abar[l], d_in[l], net->g[l], n);
+        st = kfac_factors_accumulate(pc, l, net->abar[l], d_in[l], net->g[l], n);
     if (st == KFAC_OK)
-        st = kfac_precond_invert(pc, p->kfac.damping, NULL);
+        st = kfac_factors_invert(pc, p->kfac.damping, NULL);
     for (int l = 0; l < L && st == KFAC_OK; l++)
-        st = kfac_precond_apply(pc, l, grad + net->offset[l], delta + net->offset[l]);
+        st = kfac_factors_apply(pc, l, grad + net->offset[l], delta + net->offset[l]);
 done:
-    kfac_precond_free(pc);
+    kfac_factors_free(pc);
     return st;
 }
 

@@ -17,6 +17,8 @@ const char *kfac_init_name(kfac_init i) { return (unsigned)i < KFAC_INIT_COUNT ?
 
 kfac_status kfac_init_from_name(const char *name, kfac_init *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_init_from_name: out is NULL");
     for (int i = 0; name && i < KFAC_INIT_COUNT; i++)
         if (strcmp(name, init_names[i]) == 0) {
             *out = (kfac_init)i;

@@ -1,4 +1,5 @@
-/* kfac_opt.h - K-FAC as a row of the optimizer table (optim.h). */
+/* kfac_opt.h - K-FAC as a row of the optimizer table (optim.h): the
+ * engine of precond.h driven from a kfac_net. */
 #ifndef KFAC_KFAC_OPT_H
 #define KFAC_KFAC_OPT_H
 
@@ -10,5 +11,7 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
                           const kfac_step_ctx *ctx);
 /* Counters and timings so far. */
 void kfac_opt_stats(const kfac_optimizer *opt, kfac_kfac_stats *out);
+/* The engine's state, for checkpoints. */
+void kfac_opt_io(kfac_optimizer *opt, struct kfac_ckio *io);
 
 #endif

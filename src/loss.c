@@ -251,14 +251,45 @@ static double squared_kl(const float *zp, const float *zq, int n, int d)
     return squared_value(zp, zq, n, d);
 }
 
+static void softmax_mean(const float *z, float *p, int n, int d)
+{
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++)
+        softmax_row(z + (size_t)i * d, p + (size_t)i * d, d);
+}
+static void sigmoid_mean(const float *z, float *p, int n, int d)
+{
+    long nd = (long)n * d;
+#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+    for (long k = 0; k < nd; k++)
+        p[k] = sigmoidf(z[k]);
+}
+static void squared_mean(const float *z, float *p, int n, int d)
+{
+    memcpy(p, z, sizeof *p * (size_t)n * (size_t)d);
+}
+
 const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT] = {
     [KFAC_LOSS_SOFTMAX_XENT] = {"softmax_xent", softmax_value, softmax_grad, argmax_metric,
-                                softmax_sample, softmax_hess_vec, softmax_kl},
+                                softmax_sample, softmax_hess_vec, softmax_kl, softmax_mean},
     [KFAC_LOSS_SIGMOID_XENT] = {"sigmoid_xent", sigmoid_value, sigmoid_grad, sigmoid_metric,
-                                sigmoid_sample, sigmoid_hess_vec, sigmoid_kl},
+                                sigmoid_sample, sigmoid_hess_vec, sigmoid_kl, sigmoid_mean},
     [KFAC_LOSS_SQUARED] = {"squared", squared_value, squared_grad, squared_metric, squared_sample,
-                           squared_hess_vec, squared_kl},
+                           squared_hess_vec, squared_kl, squared_mean},
 };
+
+kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n, int d, kfac_rng *rng)
+{
+    kfac_clear_error();
+    if (!z || !y || !rng)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sample_targets: NULL argument");
+    if ((unsigned)loss >= KFAC_LOSS_COUNT)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sample_targets: unknown loss %d", (int)loss);
+    if (n < 1 || d < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sample_targets: %d x %d targets", n, d);
+    kfac_loss_types[loss].sample(z, y, n, d, rng);
+    return KFAC_OK;
+}
 
 const char *kfac_loss_name(kfac_loss l)
 {
@@ -267,6 +298,8 @@ const char *kfac_loss_name(kfac_loss l)
 
 kfac_status kfac_loss_from_name(const char *name, kfac_loss *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_loss_from_name: out is NULL");
     for (int i = 0; name && i < KFAC_LOSS_COUNT; i++)
         if (strcmp(name, kfac_loss_types[i].name) == 0) {
             *out = (kfac_loss)i;

@@ -25,6 +25,8 @@ typedef struct kfac_loss_type {
     void (*hess_vec)(const float *z, const float *v, float *hv, int n, int d);
     /* sum over rows of KL(p(y|zp_n) || p(y|zq_n)), in double */
     double (*kl)(const float *zp, const float *zq, int n, int d);
+    /* p_n = the model's mean prediction: softmax(z_n), sigmoid(z_n) or z_n */
+    void (*mean)(const float *z, float *p, int n, int d);
 } kfac_loss_type;
 
 extern const kfac_loss_type kfac_loss_types[KFAC_LOSS_COUNT];

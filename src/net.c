@@ -12,6 +12,8 @@
 
 void kfac_net_spec_init(kfac_net_spec *spec)
 {
+    if (!spec)
+        return;
     memset(spec, 0, sizeof *spec);
     spec->loss = KFAC_LOSS_SOFTMAX_XENT;
     spec->init = KFAC_INIT_GLOROT;
@@ -129,24 +131,25 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
     return KFAC_OK;
 }
 
-const kfac_net_spec *kfac_net_get_spec(const kfac_net *net) { return &net->spec; }
-int kfac_net_max_batch(const kfac_net *net) { return net->max_batch; }
-int kfac_net_inputs(const kfac_net *net) { return net->dims[0]; }
-int kfac_net_outputs(const kfac_net *net) { return net->dims[net->n_layers]; }
-int kfac_net_n_layers(const kfac_net *net) { return net->n_layers; }
-size_t kfac_net_n_params(const kfac_net *net) { return net->n_params; }
-float *kfac_net_params(kfac_net *net) { return net->theta; }
-int kfac_net_batch(const kfac_net *net) { return net->batch; }
-const float *kfac_net_output(const kfac_net *net) { return net->z; }
+/* Accessors answer NULL (or a bad layer) with NULL or 0. */
+const kfac_net_spec *kfac_net_get_spec(const kfac_net *net) { return net ? &net->spec : NULL; }
+int kfac_net_max_batch(const kfac_net *net) { return net ? net->max_batch : 0; }
+int kfac_net_inputs(const kfac_net *net) { return net ? net->dims[0] : 0; }
+int kfac_net_outputs(const kfac_net *net) { return net ? net->dims[net->n_layers] : 0; }
+int kfac_net_n_layers(const kfac_net *net) { return net ? net->n_layers : 0; }
+size_t kfac_net_n_params(const kfac_net *net) { return net ? net->n_params : 0; }
+float *kfac_net_params(kfac_net *net) { return net ? net->theta : NULL; }
+int kfac_net_batch(const kfac_net *net) { return net ? net->batch : 0; }
+const float *kfac_net_output(const kfac_net *net) { return net ? net->z : NULL; }
 
 size_t kfac_net_layer_offset(const kfac_net *net, int l)
 {
-    return (l >= 0 && l <= net->n_layers) ? net->offset[l] : 0;
+    return (net && l >= 0 && l <= net->n_layers) ? net->offset[l] : 0;
 }
 
 float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols)
 {
-    if (l < 0 || l >= net->n_layers)
+    if (!net || l < 0 || l >= net->n_layers)
         return NULL;
     if (rows)
         *rows = net->dims[l + 1];
@@ -157,12 +160,12 @@ float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols)
 
 const float *kfac_net_layer_input(const kfac_net *net, int l)
 {
-    return (l >= 0 && l < net->n_layers) ? net->abar[l] : NULL;
+    return (net && l >= 0 && l < net->n_layers) ? net->abar[l] : NULL;
 }
 
 const float *kfac_net_layer_pregrad(const kfac_net *net, int l)
 {
-    return (l >= 0 && l < net->n_layers) ? net->g[l] : NULL;
+    return (net && l >= 0 && l < net->n_layers) ? net->g[l] : NULL;
 }
 
 kfac_status kfac_net_forward_in_place(kfac_net *net, int batch)
@@ -214,6 +217,16 @@ kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, dou
     if (metric)
         *metric = lt->metric(net->z, y, n, d) / n;
     return KFAC_OK;
+}
+
+kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, float *out)
+{
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_predict: out is NULL");
+    kfac_status st = kfac_net_forward(net, x, batch); /* checks the rest */
+    if (st == KFAC_OK)
+        kfac_loss_types[net->spec.loss].mean(net->z, out, batch, net->dims[net->n_layers]);
+    return st;
 }
 
 kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "common.h"
 #include "kfac_opt.h"
 #include "optim.h"
@@ -113,8 +114,8 @@ const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT] = {
     [KFAC_OPT_MOMENTUM] = {"momentum", 1, 1, NULL, NULL, momentum_step},
     [KFAC_OPT_NESTEROV] = {"nesterov", 1, 1, NULL, NULL, nesterov_step},
     [KFAC_OPT_ADAM] = {"adam", 2, 1, NULL, NULL, adam_step},
-    /* v is K-FAC's momentum (KL_CLIP) or its previous update (QUADRATIC) */
-    [KFAC_OPT_KFAC] = {"kfac", 1, 0, kfac_opt_attach, kfac_opt_detach, kfac_opt_step},
+    /* K-FAC's momentum (or previous update) lives in its engine */
+    [KFAC_OPT_KFAC] = {"kfac", 0, 0, kfac_opt_attach, kfac_opt_detach, kfac_opt_step, kfac_opt_io},
 };
 
 /* A kind whose row was not filled in (an enum value added without its
@@ -277,4 +278,14 @@ long kfac_optimizer_steps(const kfac_optimizer *opt) { return opt ? opt->t : 0; 
 kfac_optimizer_kind kfac_optimizer_get_kind(const kfac_optimizer *opt)
 {
     return opt ? opt->kind : KFAC_OPT_COUNT;
+}
+
+void kfac_optimizer_io(kfac_optimizer *opt, kfac_ckio *io)
+{
+    kfac_ckio_expect(io, (uint64_t)opt->kind, "optimizer kind");
+    kfac_ckio_long(io, &opt->t);
+    for (int i = 0; i < opt->type->state_vectors && i < 2; i++)
+        kfac_ckio_floats(io, opt->state[i], opt->n, "optimizer state vector");
+    if (opt->type->io)
+        opt->type->io(opt, io);
 }

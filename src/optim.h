@@ -7,6 +7,8 @@
 
 #include "kfac.h"
 
+struct kfac_ckio; /* checkpoint.h */
+
 /* What a curvature-aware step may need besides theta and the gradient: the
  * network right after forward + backward on the batch (abar, including the
  * input abar_0, and g recorded), the targets, and the generator for sampled
@@ -36,6 +38,9 @@ typedef struct kfac_optimizer_type {
      * the algorithm applies weight decay itself). */
     kfac_status (*step)(kfac_optimizer *opt, float *theta, const float *grad, long t,
                         const kfac_step_ctx *ctx);
+    /* Visit the state held in opt->ext for a checkpoint (checkpoint.h);
+     * NULL when the state vectors are all there is. */
+    void (*io)(kfac_optimizer *opt, struct kfac_ckio *io);
 } kfac_optimizer_type;
 
 extern const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT];

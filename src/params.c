@@ -8,6 +8,8 @@
 
 void kfac_optim_params_init(kfac_optim_params *p)
 {
+    if (!p)
+        return;
     memset(p, 0, sizeof *p);
     p->lr = 0.01f;
     p->momentum = 0.9f;
@@ -47,6 +49,8 @@ kfac_status kfac_optim_params_validate(const kfac_optim_params *p)
 
 void kfac_train_params_init(kfac_train_params *p)
 {
+    if (!p)
+        return;
     memset(p, 0, sizeof *p);
     p->optimizer = KFAC_OPT_MOMENTUM;
     kfac_optim_params_init(&p->optim);
@@ -74,6 +78,8 @@ kfac_status kfac_train_params_validate(const kfac_train_params *p)
 
 void kfac_kfac_params_init(kfac_kfac_params *p)
 {
+    if (!p)
+        return;
     memset(p, 0, sizeof *p);
     /* best of 1e-3 .. 1 on nets/fmnist-mlp (bench/README.md); the factored
      * form adds sqrt(lambda)-sized terms to each factor */
@@ -149,6 +155,8 @@ const char *kfac_step_rule_name(kfac_step_rule k) { return (unsigned)k < KFAC_RU
 
 kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_from_name: out is NULL");
     int v = 0;
     kfac_status st = lookup(fisher_names, KFAC_FISHER_COUNT, "Fisher kind", name, &v);
     if (st == KFAC_OK)
@@ -158,6 +166,8 @@ kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out)
 
 kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_inversion_from_name: out is NULL");
     int v = 0;
     kfac_status st = lookup(inversion_names, KFAC_INV_COUNT, "inversion", name, &v);
     if (st == KFAC_OK)
@@ -167,6 +177,8 @@ kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out)
 
 kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out)
 {
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_step_rule_from_name: out is NULL");
     int v = 0;
     kfac_status st = lookup(rule_names, KFAC_RULE_COUNT, "step rule", name, &v);
     if (st == KFAC_OK)

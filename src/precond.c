@@ -1,346 +1,461 @@
-/* precond.c - K-FAC's Kronecker-factored curvature: running averages of
- * A = E[abar abar^T] and G = E[g g^T] per layer (KFAC.md 3), damped
- * inverses or eigenbases recomputed on demand with layers in parallel
- * (KFAC.md 4), and the preconditioned gradient (KFAC.md 5). */
+/* precond.c - the K-FAC step engine (KFAC.md 3-5), public as kfac_precond:
+ * when to take factor statistics and invert, the preconditioned direction
+ * (with damping raised when it is not finite), and the two step rules
+ * (KL-clipped momentum; the quadratic model with caller-supplied exact
+ * Fisher-vector products and Levenberg-Marquardt damping). It knows layers,
+ * not networks: the built-in optimizer (kfac_opt.c) and a caller's own
+ * network share it. */
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "checkpoint.h"
 #include "common.h"
-#include "linalg.h"
+#include "factors.h"
 #include "precond.h"
 
-typedef struct layer_factors {
-    int din, dout;  /* W is dout x din; din counts the homogeneous 1 */
-    float *A;       /* din x din running average of abar abar^T */
-    float *G;       /* dout x dout running average of g g^T */
-    float *ainv;    /* din x din: (A + pi sqrt(l) I)^-1, or Q_A (eigen) */
-    float *ginv;    /* dout x dout: (G + sqrt(l)/pi I)^-1, or Q_G (eigen) */
-    float *ea, *eg; /* eigen: eigenvalues of A (din) and G (dout) */
-} layer_factors;
+/* Elementwise updates run two threads only on long vectors (optim.c). */
+#define PAR_MIN 32768
 
 struct kfac_precond {
-    kfac_kfac_params p;
-    int n_layers, max_rows, max_d;
-    layer_factors *L;
-    long k;          /* statistics rounds so far */
-    float eps;       /* min(1 - 1/k, decay) for the current round */
-    int inverted;    /* inverses exist */
-    double lambda;   /* damping of the current inverses */
-    float *syrk;     /* max_d x max_d: one batch's statistics */
-    float *tmp1, *tmp2; /* max(dout x din): products while applying */
-    float *P, *Q;    /* max_rows x max_d: g G^-1 and abar A^-1 */
-    float *M1, *M2;  /* max_rows x max_rows: for <delta, grad> */
-    int n_ws;        /* one LAPACK workspace per thread */
-    kfac_linalg_ws **ws;
+    kfac_kfac_params kp;
+    float lr, momentum, wd; /* effective: kp's lr/momentum override op's */
+    int n_layers, max_rows;
+    int d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
+    size_t off[KFAC_MAX_LAYERS + 1]; /* layer l's block in the flat vectors */
+    kfac_factors *fc;
+    float *delta;    /* n: +F^-1 grad, the preconditioned gradient */
+    float *grad;     /* n: grad + wd W, where formed */
+    float *v;        /* n: momentum (KL_CLIP) or previous update (QUADRATIC) */
+    float *fv, *fv0; /* n: F delta and F delta0 (QUADRATIC) */
+    double lambda;   /* current damping */
+    long t;          /* steps taken */
+    kfac_kfac_stats st;
+    kfac_fisher_vec_fn fisher_vec;
+    kfac_batch_loss_fn loss;
+    void *user;
 };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 void kfac_precond_free(kfac_precond *pc)
 {
     if (!pc)
         return;
-    for (int l = 0; pc->L && l < pc->n_layers; l++) {
-        layer_factors *f = &pc->L[l];
-        kfac_free_floats(f->A), kfac_free_floats(f->G);
-        kfac_free_floats(f->ainv), kfac_free_floats(f->ginv);
-        kfac_free_floats(f->ea), kfac_free_floats(f->eg);
-    }
-    free(pc->L);
-    kfac_free_floats(pc->syrk);
-    kfac_free_floats(pc->tmp1), kfac_free_floats(pc->tmp2);
-    kfac_free_floats(pc->P), kfac_free_floats(pc->Q);
-    kfac_free_floats(pc->M1), kfac_free_floats(pc->M2);
-    for (int i = 0; pc->ws && i < pc->n_ws; i++)
-        kfac_linalg_ws_free(pc->ws[i]);
-    free(pc->ws);
+    kfac_factors_free(pc->fc);
+    kfac_free_floats(pc->delta), kfac_free_floats(pc->grad), kfac_free_floats(pc->v);
+    kfac_free_floats(pc->fv), kfac_free_floats(pc->fv0);
     free(pc);
 }
 
 kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
-                             const kfac_kfac_params *p, kfac_precond **out)
+                             const kfac_optim_params *op, const kfac_kfac_params *kp, kfac_precond **out)
 {
     kfac_clear_error();
-    if (!out || !d_in || !d_out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_new: NULL argument");
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_new: out is NULL");
     *out = NULL;
-    kfac_kfac_params defaults;
-    if (!p) {
-        kfac_kfac_params_init(&defaults);
-        p = &defaults;
+    if (!d_in || !d_out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_new: layer sizes are NULL");
+    kfac_optim_params op_def;
+    kfac_kfac_params kp_def;
+    if (!op) {
+        kfac_optim_params_init(&op_def);
+        op = &op_def;
     }
-    kfac_status st = kfac_kfac_params_validate(p);
-    if (st != KFAC_OK)
+    if (!kp) {
+        kfac_kfac_params_init(&kp_def);
+        kp = &kp_def;
+    }
+    kfac_status st;
+    if ((st = kfac_optim_params_validate(op)) != KFAC_OK || (st = kfac_kfac_params_validate(kp)) != KFAC_OK)
         return st;
-    if (n_layers < 1 || n_layers > KFAC_MAX_LAYERS)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "%d layers outside [1, %d]", n_layers, KFAC_MAX_LAYERS);
-    if (max_rows < 1 || max_rows > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "max_rows %d outside [1, 1000000]", max_rows);
-    int max_d = 1;
-    size_t max_w = 1;
-    for (int l = 0; l < n_layers; l++) {
-        /* a factor is dense d x d: 46341^2 floats would pass 8 GiB */
-        if (d_in[l] < 1 || d_out[l] < 1 || d_in[l] > 46340 || d_out[l] > 46340)
-            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: sizes %d x %d outside [1, 46340]", l, d_out[l],
-                             d_in[l]);
-        max_d = KFAC_MAX(max_d, KFAC_MAX(d_in[l], d_out[l]));
-        max_w = KFAC_MAX(max_w, (size_t)d_in[l] * (size_t)d_out[l]);
-    }
-
+    /* kfac_factors_new checks the layer sizes and max_rows before it
+     * allocates anything */
     kfac_precond *pc = calloc(1, sizeof *pc);
     if (!pc)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
-    pc->p = *p;
+    if ((st = kfac_factors_new(n_layers, d_in, d_out, max_rows, kp, &pc->fc)) != KFAC_OK) {
+        free(pc);
+        return st;
+    }
+    pc->kp = *kp;
+    pc->lr = kp->lr > 0.0f ? kp->lr : op->lr;
+    pc->momentum = kp->momentum >= 0.0f ? kp->momentum : op->momentum;
+    pc->wd = op->weight_decay;
     pc->n_layers = n_layers;
     pc->max_rows = max_rows;
-    pc->max_d = max_d;
-    pc->L = calloc((size_t)n_layers, sizeof *pc->L);
-    int eigen = p->inversion == KFAC_INV_EIGEN;
-    int ok = pc->L != NULL;
-    for (int l = 0; ok && l < n_layers; l++) {
-        layer_factors *f = &pc->L[l];
-        size_t a2 = (size_t)d_in[l] * d_in[l], g2 = (size_t)d_out[l] * d_out[l];
-        f->din = d_in[l];
-        f->dout = d_out[l];
-        ok = (f->A = kfac_alloc_floats(a2)) && (f->G = kfac_alloc_floats(g2)) &&
-             (f->ainv = kfac_alloc_floats(a2)) && (f->ginv = kfac_alloc_floats(g2)) &&
-             (!eigen || ((f->ea = kfac_alloc_floats((size_t)d_in[l])) &&
-                         (f->eg = kfac_alloc_floats((size_t)d_out[l]))));
-        if (ok) {
-            memset(f->A, 0, sizeof(float) * a2);
-            memset(f->G, 0, sizeof(float) * g2);
-        }
+    for (int l = 0; l < n_layers; l++) {
+        pc->d_in[l] = d_in[l];
+        pc->d_out[l] = d_out[l];
+        pc->off[l + 1] = pc->off[l] + (size_t)d_in[l] * (size_t)d_out[l];
     }
-    size_t rows_d = (size_t)max_rows * (size_t)max_d;
-    ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
-         (pc->tmp2 = kfac_alloc_floats(max_w)) && (pc->P = kfac_alloc_floats(rows_d)) &&
-         (pc->Q = kfac_alloc_floats(rows_d)) &&
-         (pc->M1 = kfac_alloc_floats((size_t)max_rows * max_rows)) &&
-         (pc->M2 = kfac_alloc_floats((size_t)max_rows * max_rows));
-    pc->n_ws = omp_get_max_threads();
-    ok = ok && (pc->ws = calloc((size_t)pc->n_ws, sizeof *pc->ws));
-    for (int i = 0; ok && i < pc->n_ws; i++)
-        ok = kfac_linalg_ws_new(max_d, &pc->ws[i]) == KFAC_OK;
-    if (!ok) {
+    pc->lambda = kp->damping;
+    size_t n = pc->off[n_layers];
+    int quad = kp->rule == KFAC_RULE_QUADRATIC;
+    if (!(pc->delta = kfac_alloc_floats(n)) || !(pc->grad = kfac_alloc_floats(n)) ||
+        !(pc->v = kfac_alloc_floats(n)) ||
+        (quad && (!(pc->fv = kfac_alloc_floats(n)) || !(pc->fv0 = kfac_alloc_floats(n))))) {
         kfac_precond_free(pc);
-        return kfac_fail(KFAC_ERR_NOMEM, "K-FAC factors (largest %d x %d): out of memory", max_d, max_d);
+        return kfac_fail(KFAC_ERR_NOMEM, "K-FAC buffers (%zu parameters): out of memory", n);
     }
+    memset(pc->v, 0, sizeof(float) * n);
+    memset(pc->delta, 0, sizeof(float) * n);
     *out = pc;
     return KFAC_OK;
 }
 
-void kfac_precond_begin_stats(kfac_precond *pc)
+kfac_status kfac_precond_set_fisher(kfac_precond *pc, kfac_fisher_vec_fn fisher_vec, kfac_batch_loss_fn loss,
+                                    void *user)
 {
-    pc->k++;
-    /* KFAC.md 3: a plain mean while k is small, then an exponential one */
-    float warm = 1.0f - 1.0f / (float)pc->k;
-    pc->eps = KFAC_MIN(warm, pc->p.decay);
-}
-
-long kfac_precond_stats_rounds(const kfac_precond *pc) { return pc->k; }
-int kfac_precond_inverted(const kfac_precond *pc) { return pc->inverted; }
-
-/* X <- eps X + (1 - eps) S, S given by its upper triangle (row-major j >= i)
- * as cblas_ssyrk leaves it; X is kept full for LAPACK. */
-static void fold_average(float *X, const float *S, int n, float eps)
-{
-    float keep = eps, take = 1.0f - eps;
-#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            float s = j >= i ? S[(size_t)i * n + j] : S[(size_t)j * n + i];
-            X[(size_t)i * n + j] = keep * X[(size_t)i * n + j] + take * s;
-        }
-}
-
-kfac_status kfac_precond_accumulate(kfac_precond *pc, int l, const float *abar, int lda, const float *g,
-                                    int rows)
-{
-    if (!pc || !abar || !g || l < 0 || l >= pc->n_layers)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_accumulate: bad argument");
-    if (pc->k < 1)
-        return kfac_fail(KFAC_ERR_STATE, "kfac_precond_accumulate before kfac_precond_begin_stats");
-    if (rows < 1 || rows > pc->max_rows)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "%d rows outside [1, %d]", rows, pc->max_rows);
-    layer_factors *f = &pc->L[l];
-    if (lda < f->din)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "leading dimension %d < %d", lda, f->din);
-    /* S (din x din, upper) <- (1/rows) abar^T abar */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, f->din, rows, 1.0f / rows, abar, lda, 0.0f, pc->syrk,
-                f->din);
-    fold_average(f->A, pc->syrk, f->din, pc->eps);
-    /* S (dout x dout, upper) <- (1/rows) g^T g */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, f->dout, rows, 1.0f / rows, g, f->dout, 0.0f,
-                pc->syrk, f->dout);
-    fold_average(f->G, pc->syrk, f->dout, pc->eps);
+    kfac_clear_error();
+    if (!pc)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_set_fisher: preconditioner is NULL");
+    pc->fisher_vec = fisher_vec;
+    pc->loss = loss;
+    pc->user = user;
     return KFAC_OK;
 }
 
-static double trace(const float *X, int n)
+int kfac_precond_stats_due(const kfac_precond *pc) { return pc ? pc->t % pc->kp.cov_every == 0 : 0; }
+
+int kfac_precond_stat_rows(const kfac_precond *pc, int rows)
 {
-    double t = 0.0;
-    for (int i = 0; i < n; i++)
-        t += X[(size_t)i * n + i];
-    return t;
+    if (!pc || rows < 1 || rows > pc->max_rows)
+        return -1;
+    int m = (int)ceil((double)pc->kp.stat_fraction * rows);
+    return KFAC_MAX(1, KFAC_MIN(m, rows));
 }
 
-/* One factor to invert: layer, which side, size. */
-typedef struct invert_job {
-    int layer, is_g, n;
-    double damping;
-} invert_job;
-
-static int by_size_desc(const void *a, const void *b)
+size_t kfac_precond_n_params(const kfac_precond *pc) { return pc ? pc->off[pc->n_layers] : 0; }
+size_t kfac_precond_layer_offset(const kfac_precond *pc, int l)
 {
-    return ((const invert_job *)b)->n - ((const invert_job *)a)->n;
+    return pc && l >= 0 && l <= pc->n_layers ? pc->off[l] : 0;
+}
+long kfac_precond_steps(const kfac_precond *pc) { return pc ? pc->t : 0; }
+const float *kfac_precond_direction(const kfac_precond *pc, int l)
+{
+    return pc && pc->t > 0 && l >= 0 && l < pc->n_layers ? pc->delta + pc->off[l] : NULL;
+}
+kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc) { return &pc->st; }
+
+kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out)
+{
+    if (!pc || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_get_stats: NULL argument");
+    *out = pc->st;
+    out->damping = pc->lambda;
+    return KFAC_OK;
 }
 
-kfac_status kfac_precond_invert(kfac_precond *pc, double lambda, kfac_invert_report *report)
+static kfac_status invert(kfac_precond *pc, double damping)
 {
-    if (!pc || !(lambda > 0.0) || !isfinite(lambda))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_invert: damping %g must be positive", lambda);
-    if (pc->k < 1)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC inversion before any statistics");
-    int eigen = pc->p.inversion == KFAC_INV_EIGEN;
-    invert_job jobs[2 * KFAC_MAX_LAYERS];
-    int n_jobs = 0;
+    kfac_invert_report rep;
+    double t0 = now();
+    kfac_status st = kfac_factors_invert(pc->fc, damping, &rep);
+    pc->st.seconds_invert += now() - t0;
+    if (st == KFAC_OK) {
+        pc->st.inversions++;
+        pc->st.fallbacks |= rep.fallbacks;
+    }
+    return st;
+}
+
+/* delta <- F_kfac^-1 (grad + wd W) layer by layer, in the cheaper of the
+ * low-rank and full forms (KFAC.md 8); *vg <- <delta, grad + wd W>. With
+ * need_grad the flat gradient is also formed in pc->grad. */
+static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, int need_grad, double *vg)
+{
+    int B = in->rows;
+    float wd = pc->wd;
+    double total = 0.0;
     for (int l = 0; l < pc->n_layers; l++) {
-        layer_factors *f = &pc->L[l];
-        /* factored Tikhonov (KFAC.md 4): pi balances the two factors by
-         * their mean eigenvalues; a dead factor (zero trace) gets pi = 1 */
-        double ta = trace(f->A, f->din) / f->din, tg = trace(f->G, f->dout) / f->dout;
-        double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
-        double s = sqrt(lambda);
-        jobs[n_jobs++] = (invert_job){l, 0, f->din, pi * s};
-        jobs[n_jobs++] = (invert_job){l, 1, f->dout, s / pi};
+        int din = pc->d_in[l], dout = pc->d_out[l];
+        size_t off = pc->off[l], n = (size_t)din * dout;
+        float *d = pc->delta + off, *gl = pc->grad + off;
+        /* the low-rank form works from g and abar, so not with decay */
+        int lowrank = !in->grad && wd == 0.0f && kfac_factors_lowrank_pays(pc->fc, l, B);
+        kfac_status st;
+        if (need_grad || !lowrank) {
+            if (in->grad) /* the caller's: copied, decay must not touch it */
+                memcpy(gl, in->grad[l], sizeof(float) * n);
+            else /* grad_l (dout x din) <- (1/B) g^T (dout x B) abar (B x din) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / B, in->gtrue[l], dout,
+                            in->abar[l], din, 0.0f, gl, din);
+            if (wd != 0.0f)
+                cblas_saxpy((int)n, wd, in->w[l], 1, gl, 1); /* grad_l += wd W_l (KFAC.md 5) */
+        }
+        if (lowrank) {
+            double dot;
+            if ((st = kfac_factors_apply_lowrank(pc->fc, l, in->abar[l], din, in->gtrue[l], B, d, &dot)) !=
+                KFAC_OK)
+                return st;
+            total += dot;
+        } else {
+            if ((st = kfac_factors_apply(pc->fc, l, gl, d)) != KFAC_OK)
+                return st;
+            total += cblas_dsdot((int)n, d, 1, gl, 1);
+        }
     }
-    /* biggest first, so two threads finish together */
-    qsort(jobs, (size_t)n_jobs, sizeof *jobs, by_size_desc);
-    kfac_status status[2 * KFAC_MAX_LAYERS];
-    int flags[2 * KFAC_MAX_LAYERS];
-    double used[2 * KFAC_MAX_LAYERS];
-    /* Layers are independent (KFAC.md 4): one factor per thread. Inside a
-     * parallel region the OpenMP build of OpenBLAS runs each LAPACK call
-     * single-threaded, so the pool is not oversubscribed. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pc->n_ws)
-    for (int j = 0; j < n_jobs; j++) {
-        kfac_linalg_ws *ws = pc->ws[omp_get_thread_num()];
-        layer_factors *f = &pc->L[jobs[j].layer];
-        const float *S = jobs[j].is_g ? f->G : f->A;
-        float *dst = jobs[j].is_g ? f->ginv : f->ainv;
-        flags[j] = 0;
-        used[j] = jobs[j].damping;
-        if (eigen)
-            status[j] = kfac_sym_eigen(S, jobs[j].n, dst, jobs[j].is_g ? f->eg : f->ea, ws, &flags[j]);
-        else
-            status[j] = kfac_damped_inverse(S, jobs[j].n, jobs[j].damping, dst, ws, &flags[j], &used[j]);
-    }
-    kfac_invert_report rep = {0, 0, 1.0};
-    for (int j = 0; j < n_jobs; j++) {
-        if (status[j] != KFAC_OK)
-            return kfac_fail(status[j], "K-FAC: layer %d factor %s (%d x %d) cannot be inverted: %s",
-                             jobs[j].layer + 1, jobs[j].is_g ? "G" : "A", jobs[j].n, jobs[j].n,
-                             status[j] == KFAC_ERR_NUMERIC ? "non-finite statistics" : kfac_strerror(status[j]));
-        rep.fallbacks |= flags[j];
-        rep.factors_fallen += flags[j] != 0;
-        if (!eigen && jobs[j].damping > 0.0)
-            rep.max_damping_raise = fmax(rep.max_damping_raise, used[j] / jobs[j].damping);
-    }
-    if (report)
-        *report = rep;
-    pc->lambda = lambda;
-    pc->inverted = 1;
+    *vg = total;
     return KFAC_OK;
 }
 
-kfac_status kfac_precond_apply(kfac_precond *pc, int l, const float *grad, float *delta)
+/* KFAC.md 5.1: nu = min(1, sqrt(c / (lr^2 <delta, grad>))); v <- mu v +
+ * nu delta; W <- W - lr v. */
+static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
 {
-    if (!pc || !grad || !delta || l < 0 || l >= pc->n_layers)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_apply: bad argument");
-    if (!pc->inverted)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
-    layer_factors *f = &pc->L[l];
-    int m = f->dout, n = f->din;
-    if (pc->p.inversion == KFAC_INV_EIGEN) {
-        /* exact Tikhonov in the eigenbasis (KFAC.md 4):
-         * delta = Q_G [ (Q_G^T grad Q_A) / (eg ea^T + lambda) ] Q_A^T */
-        /* tmp1 (m x n) <- Q_G^T (m x m) grad (m x n) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, grad, n, 0.0f, pc->tmp1, n);
-        /* tmp2 (m x n) <- tmp1 Q_A (n x n) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f,
-                    pc->tmp2, n);
-        float lam = (float)pc->lambda;
-#pragma omp parallel for schedule(static) if ((long)m * n > 65536)
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                pc->tmp2[(size_t)i * n + j] /= f->eg[i] * f->ea[j] + lam;
-        /* tmp1 <- Q_G tmp2 */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, pc->tmp2, n, 0.0f,
-                    pc->tmp1, n);
-        /* delta <- tmp1 Q_A^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f, delta,
-                    n);
-        return KFAC_OK;
+    double lr = pc->lr;
+    double nu = vg > 0.0 ? fmin(1.0, sqrt(pc->kp.kl_clip / (lr * lr * vg))) : 1.0;
+    pc->st.nu = nu;
+    float fnu = (float)nu, flr = pc->lr, mu = pc->momentum;
+    for (int l = 0; l < pc->n_layers; l++) {
+        size_t n = pc->off[l + 1] - pc->off[l];
+        float *v = pc->v + pc->off[l], *theta = w[l];
+        const float *delta = pc->delta + pc->off[l];
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float vi = mu * v[i] + fnu * delta[i];
+            v[i] = vi;
+            theta[i] -= flr * vi;
+        }
     }
-    /* tmp1 (m x n) <- G^-1 (m x m) grad (m x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, grad, n, 0.0f, pc->tmp1, n);
-    /* delta (m x n) <- tmp1 A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f, delta, n);
+}
+
+static double dot(const float *a, const float *b, size_t n) { return cblas_dsdot((int)n, a, 1, b, 1); }
+
+/* W_l += sign * step_l for every layer, step in the flat layout */
+static void add_step(kfac_precond *pc, float *const *w, const float *step, float sign)
+{
+    for (int l = 0; l < pc->n_layers; l++)
+        cblas_saxpy((int)(pc->off[l + 1] - pc->off[l]), sign, step + pc->off[l], 1, w[l], 1);
+}
+
+/* KFAC.md 5.2-5.3: delta_new = alpha D + mu delta0 with D = -delta the
+ * K-FAC descent direction, alpha and mu minimising the quadratic model
+ * with C = F + (lambda + wd) I and exact F products on this batch; every
+ * lm_every steps lambda follows the reduction ratio rho. A model that
+ * promises more than the loss is damped more; a step whose loss is not
+ * finite is undone. */
+static kfac_status quadratic_update(kfac_precond *pc, float *const *w, long t, double vg, double h0)
+{
+    size_t n = pc->off[pc->n_layers];
+    float *d0 = pc->v; /* the previous update */
+    double t0 = now();
+    kfac_status st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
+    double d0norm = dot(d0, d0, n);
+    int has_prev = t > 1 && d0norm > 0.0;
+    if (st == KFAC_OK && has_prev)
+        st = pc->fisher_vec(pc->user, d0, pc->fv0);
+    pc->st.seconds_fvp += now() - t0;
+    if (st != KFAC_OK)
+        return st;
+    /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
+     * d0^T C d0, and grad^T D, grad^T d0 */
+    double dFd = dot(pc->delta, pc->fv, n), dd = dot(pc->delta, pc->delta, n), b1 = -vg;
+    double dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
+    if (has_prev) {
+        dFd0 = dot(pc->delta, pc->fv0, n);
+        dd0 = dot(pc->delta, d0, n);
+        d0Fd0 = dot(d0, pc->fv0, n);
+        b2 = dot(pc->grad, d0, n);
+    }
+    double alpha = 0.0, mu = 0.0, model = 0.0;
+    for (int tries = 0;; tries++) {
+        double c = pc->lambda + pc->wd;
+        double a11 = dFd + c * dd, a12 = -(dFd0 + c * dd0), a22 = d0Fd0 + c * d0norm;
+        double det = a11 * a22 - a12 * a12;
+        mu = 0.0;
+        if (has_prev && det > 1e-12 * fabs(a11 * a22)) {
+            /* [a11 a12; a12 a22] [alpha; mu] = -[b1; b2] */
+            alpha = (-b1 * a22 + b2 * a12) / det;
+            mu = (-b2 * a11 + b1 * a12) / det;
+        } else {
+            alpha = -b1 / a11;
+        }
+        /* M(delta) - M(0) = 1/2 grad^T delta at the model's minimum. Our
+         * losses are >= 0, so a model promising more than h0 is wrong:
+         * more damping (the F products are reused) */
+        model = 0.5 * (alpha * b1 + mu * b2);
+        if (isfinite(alpha) && isfinite(mu) && -model <= h0)
+            break;
+        if (tries == 20)
+            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: quadratic model gave alpha %g, mu %g even with damping %g",
+                             alpha, mu, pc->lambda);
+        pc->lambda = fmin(pc->lambda * 10.0, 1e8);
+        pc->st.damping_retries++;
+    }
+    float fa = (float)alpha, fm = (float)mu;
+    for (int l = 0; l < pc->n_layers; l++) {
+        size_t nl = pc->off[l + 1] - pc->off[l];
+        float *theta = w[l], *dl = d0 + pc->off[l];
+        const float *delta = pc->delta + pc->off[l];
+#pragma omp parallel for simd schedule(static) if (nl > PAR_MIN)
+        for (size_t i = 0; i < nl; i++) {
+            float step = -fa * delta[i] + fm * dl[i];
+            dl[i] = step;
+            theta[i] += step;
+        }
+    }
+    pc->st.alpha = alpha;
+    pc->st.mu = mu;
+    if (t % pc->kp.lm_every == 0) {
+        double h1;
+        if ((st = pc->loss(pc->user, &h1)) != KFAC_OK)
+            return st;
+        if (!isfinite(h1)) {
+            /* reject the step: undo it, forget it as momentum, damp more */
+            add_step(pc, w, d0, -1.0f);
+            memset(d0, 0, sizeof(float) * n);
+            pc->lambda = fmin(pc->lambda * 10.0, 1e8);
+            pc->st.steps_rejected++;
+            return KFAC_OK;
+        }
+        double rho = model < 0.0 ? (h1 - h0) / model : 0.0;
+        double omega = pow(19.0 / 20.0, pc->kp.lm_every);
+        if (rho > 0.75)
+            pc->lambda *= omega;
+        else if (rho < 0.25)
+            pc->lambda /= omega;
+        pc->lambda = fmin(fmax(pc->lambda, 1e-8), 1e8);
+        pc->st.rho = rho;
+    }
     return KFAC_OK;
 }
 
-int kfac_precond_lowrank_pays(const kfac_precond *pc, int l, int batch)
+kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *in)
 {
-    if (pc->p.inversion != KFAC_INV_CHOLESKY || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
+    const kfac_kfac_params *kp = &pc->kp;
+    int quad = kp->rule == KFAC_RULE_QUADRATIC;
+    long t = pc->t + 1;
+    kfac_status st;
+
+    double t0 = now();
+    int stats_now = (t - 1) % kp->cov_every == 0;
+    if (stats_now) {
+        kfac_factors_begin_stats(pc->fc);
+        for (int l = 0; l < pc->n_layers; l++)
+            if ((st = kfac_factors_accumulate(pc->fc, l, in->abar[l], pc->d_in[l], in->gstat[l], in->stat_rows)) !=
+                KFAC_OK)
+                return st;
+        pc->st.stats_rounds++;
+    }
+    double t1 = now();
+    pc->st.seconds_stats += t1 - t0;
+
+    /* KFAC.md 4: every T_inv steps, and at each statistics round of the
+     * first T_inv steps while the factors are still settling */
+    double damping = pc->lambda + (quad ? pc->wd : 0.0);
+    int inv_now = !kfac_factors_inverted(pc->fc) || (t - 1) % kp->inv_every == 0 ||
+                  (stats_now && t <= kp->inv_every);
+    if (inv_now && (st = invert(pc, damping)) != KFAC_OK)
+        return st;
+    double t2 = now(), inv_before = pc->st.seconds_invert;
+
+    /* the direction, with up to three 10x raises of the damping if a value
+     * is not finite (tiny damping on a singular factor) */
+    double vg = 0.0;
+    st = direction(pc, in, quad, &vg);
+    for (int retry = 0; st == KFAC_OK && !isfinite(vg) && retry < 3; retry++) {
+        damping *= 10.0;
+        pc->st.damping_retries++;
+        if ((st = invert(pc, damping)) != KFAC_OK)
+            return st;
+        st = direction(pc, in, quad, &vg);
+    }
+    if (st != KFAC_OK)
+        return st;
+    if (!isfinite(vg))
+        return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: the preconditioned gradient is not finite even with damping %g "
+                                           "(the gradient itself may be)", damping);
+    double fvp_before = pc->st.seconds_fvp;
+    if (quad)
+        st = quadratic_update(pc, in->w, t, vg, in->loss0);
+    else
+        kl_clip_update(pc, in->w, vg);
+    pc->st.seconds_precond += now() - t2 - (pc->st.seconds_fvp - fvp_before) - (pc->st.seconds_invert - inv_before);
+    if (st == KFAC_OK)
+        pc->t = t;
+    return st;
+}
+
+/* n pointers, none NULL */
+static int all_set(const void *const *p, int n)
+{
+    if (!p)
         return 0;
-    double m = pc->L[l].dout, n = pc->L[l].din, b = batch;
-    /* flops: P, Q, delta and the B x B dot products, against forming the
-     * gradient and multiplying it by both inverses */
-    double lowrank = 2 * b * (m * m + n * n + m * n) + 2 * b * b * (m + n);
-    double full = 2 * b * m * n + 2 * m * m * n + 2 * m * n * n + 2 * m * n;
-    return lowrank < full;
+    for (int l = 0; l < n; l++)
+        if (!p[l])
+            return 0;
+    return 1;
 }
 
-kfac_status kfac_precond_apply_lowrank(kfac_precond *pc, int l, const float *abar, int lda, const float *g,
-                                       int batch, float *delta, double *dot)
+kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *b)
 {
-    if (!pc || !abar || !g || !delta || l < 0 || l >= pc->n_layers)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_apply_lowrank: bad argument");
-    if (!pc->inverted)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
-    if (pc->p.inversion != KFAC_INV_CHOLESKY)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the low-rank form needs Cholesky inverses");
-    if (batch < 1 || batch > pc->max_rows)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, pc->max_rows);
-    layer_factors *f = &pc->L[l];
-    int m = f->dout, n = f->din, b = batch;
-    /* P (b x m) <- g (b x m) G^-1 (m x m) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
-    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
-    /* delta (m x n) <- (1/b) P^T (m x b) Q (b x n) = G^-1 [(1/b) g^T abar] A^-1 */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, 1.0f / b, pc->P, m, pc->Q, n, 0.0f, delta, n);
-    if (dot) {
-        /* <delta, grad> = (1/b^2) sum_{r,s} (P g^T)_{rs} (Q abar^T)_{rs} */
-        /* M1 (b x b) <- P (b x m) g^T (m x b) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, m, 1.0f, pc->P, m, g, m, 0.0f, pc->M1, b);
-        /* M2 (b x b) <- Q (b x n) abar^T (n x b) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, n, 1.0f, pc->Q, n, abar, lda, 0.0f, pc->M2, b);
-        double acc = 0.0;
-        for (long i = 0; i < (long)b * b; i++)
-            acc += (double)pc->M1[i] * pc->M2[i];
-        *dot = acc / ((double)b * b);
+    kfac_clear_error();
+    if (!pc || !b)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: NULL argument");
+    int L = pc->n_layers;
+    if (b->rows < 1 || b->rows > pc->max_rows)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: %d rows outside [1, %d]", b->rows, pc->max_rows);
+    if (!all_set((const void *const *)b->weights, L) || !all_set((const void *const *)b->grads, L))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: weights and grads need %d non-NULL pointers", L);
+    int stats = kfac_precond_stats_due(pc);
+    if (stats && (!all_set((const void *const *)b->abar, L) || !all_set((const void *const *)b->g_sampled, L)))
+        return kfac_fail(KFAC_ERR_INVALID_ARG,
+                         "kfac_precond_step: statistics are due at step %ld: abar and g_sampled need %d non-NULL "
+                         "pointers",
+                         pc->t + 1, L);
+    if (pc->kp.rule == KFAC_RULE_QUADRATIC) {
+        if (!pc->fisher_vec || !pc->loss)
+            return kfac_fail(KFAC_ERR_STATE, "kfac_precond_step: the quadratic rule needs kfac_precond_set_fisher");
+        if (!isfinite(b->loss) || b->loss < 0.0)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: batch loss %g must be finite and >= 0",
+                             b->loss);
     }
-    return KFAC_OK;
+    kfac_precond_input in = {.rows = b->rows,
+                             .w = b->weights,
+                             .grad = b->grads,
+                             .abar = b->abar,
+                             .gtrue = NULL,
+                             .gstat = b->g_sampled,
+                             .stat_rows = stats ? kfac_precond_stat_rows(pc, b->rows) : 0,
+                             .loss0 = b->loss};
+    return kfac_precond_step_input(pc, &in);
 }
 
-const float *kfac_precond_factor_a(const kfac_precond *pc, int l)
+void kfac_precond_io(kfac_precond *pc, kfac_ckio *io)
 {
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].A : NULL;
-}
-
-const float *kfac_precond_factor_g(const kfac_precond *pc, int l)
-{
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].G : NULL;
+    kfac_ckio_expect(io, (uint64_t)pc->n_layers, "K-FAC layers");
+    for (int l = 0; l < pc->n_layers; l++) {
+        kfac_ckio_expect(io, (uint64_t)pc->d_in[l], "a K-FAC layer's d_in");
+        kfac_ckio_expect(io, (uint64_t)pc->d_out[l], "a K-FAC layer's d_out");
+    }
+    /* the rule decides what v means */
+    kfac_ckio_expect(io, (uint64_t)pc->kp.rule, "K-FAC step rule");
+    kfac_ckio_long(io, &pc->t);
+    kfac_ckio_f64(io, &pc->lambda);
+    kfac_ckio_floats(io, pc->v, pc->off[pc->n_layers], "K-FAC momentum / previous update");
+    kfac_kfac_stats *s = &pc->st;
+    kfac_ckio_f64(io, &s->seconds_stats);
+    kfac_ckio_f64(io, &s->seconds_invert);
+    kfac_ckio_f64(io, &s->seconds_precond);
+    kfac_ckio_f64(io, &s->seconds_fvp);
+    kfac_ckio_long(io, &s->stats_rounds);
+    kfac_ckio_long(io, &s->inversions);
+    kfac_ckio_int(io, &s->fallbacks);
+    kfac_ckio_long(io, &s->damping_retries);
+    kfac_ckio_long(io, &s->steps_rejected);
+    kfac_ckio_f64(io, &s->nu);
+    kfac_ckio_f64(io, &s->alpha);
+    kfac_ckio_f64(io, &s->mu);
+    kfac_ckio_f64(io, &s->rho);
+    kfac_factors_io(pc->fc, io);
 }

@@ -1,62 +1,31 @@
-/* precond.h - the K-FAC preconditioner: one Kronecker-factored Fisher block
- * per dense layer, A = E[abar abar^T] and G = E[g g^T] (KFAC.md 3), their
- * running averages, damped inverses (KFAC.md 4) and the preconditioned
- * update (KFAC.md 5). It sees only per-layer matrices (abar, g, gradients),
- * not a kfac_net, so it serves any network that can record them.
- *
- * Layout: layer l has W_l of d_out x d_in (d_in counts the homogeneous
- * coordinate), row-major. With row-major vec, the block is
- * F_l ~ G_l (x) A_l, and (G (x) A)^-1 vec(V) = vec(G^-1 V A^-1): the
- * Kronecker product is never formed. */
+/* precond.h - the K-FAC step engine behind the public kfac_precond: the
+ * statistics and inversion schedule, the preconditioned direction and the
+ * two step rules, over per-layer arrays. The built-in optimizer
+ * (kfac_opt.c) drives the same engine through the fuller input below, which
+ * also lets it skip forming gradients that the low-rank form never needs. */
 #ifndef KFAC_PRECOND_H
 #define KFAC_PRECOND_H
 
 #include "kfac.h"
 
-typedef struct kfac_precond kfac_precond;
+/* One step's input; arrays hold n_layers pointers. */
+typedef struct kfac_precond_input {
+    int rows;                     /* B */
+    float *const *w;              /* W_l, updated */
+    const float *const *grad;     /* mean gradients, or NULL: formed from
+                                     abar and gtrue (or the low-rank form) */
+    const float *const *abar;     /* rows x d_in (statistics; grad NULL) */
+    const float *const *gtrue;    /* rows x d_out of the labels (grad NULL) */
+    const float *const *gstat;    /* stat_rows x d_out (statistics due) */
+    int stat_rows;
+    double loss0;                 /* QUADRATIC: the batch loss now */
+} kfac_precond_input;
 
-/* What the last inversion needed, for the status line and tests. */
-typedef struct kfac_invert_report {
-    int fallbacks;        /* OR of KFAC_FALLBACK_* over all factors */
-    int factors_fallen;   /* factors that needed any fallback */
-    double max_damping_raise; /* largest used/requested damping ratio (>= 1) */
-} kfac_invert_report;
+/* The step of kfac_precond_step, arguments already checked. */
+kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *in);
 
-kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
-                             const kfac_kfac_params *p, kfac_precond **out);
-void kfac_precond_free(kfac_precond *pc);
-
-/* Start a statistics round: k += 1, epsilon = min(1 - 1/k, decay). */
-void kfac_precond_begin_stats(kfac_precond *pc);
-/* Fold layer l's batch statistics into the running averages:
- * A <- eps A + (1 - eps) abar^T abar / rows, G likewise from g (per-example
- * gradients, not divided by the batch). abar: rows x d_in (ld lda), g:
- * rows x d_out. */
-kfac_status kfac_precond_accumulate(kfac_precond *pc, int l, const float *abar, int lda, const float *g,
-                                    int rows);
-long kfac_precond_stats_rounds(const kfac_precond *pc);
-
-/* Recompute every layer's damped inverses (or eigenbases) with damping
- * lambda, layers in parallel. */
-kfac_status kfac_precond_invert(kfac_precond *pc, double lambda, kfac_invert_report *report);
-int kfac_precond_inverted(const kfac_precond *pc);
-
-/* delta_l = precondition(grad_l): (G + g_G I)^-1 grad (A + g_A I)^-1, or the
- * eigenbasis form. grad and delta: d_out x d_in. */
-kfac_status kfac_precond_apply(kfac_precond *pc, int l, const float *grad, float *delta);
-
-/* The same from the batch factors of the gradient grad = (1/B) g^T abar,
- * without forming it: delta = (1/B) (g G^-1)^T (abar A^-1), cheaper when
- * B < d (KFAC.md 8). Also returns <delta, grad>_F in *dot (for the KL
- * clip). Cholesky mode only. */
-kfac_status kfac_precond_apply_lowrank(kfac_precond *pc, int l, const float *abar, int lda, const float *g,
-                                       int batch, float *delta, double *dot);
-/* Whether apply_lowrank is the cheaper form for layer l at this batch. */
-int kfac_precond_lowrank_pays(const kfac_precond *pc, int l, int batch);
-
-/* Read-only views for tests and checkpoints: running factors and inverses
- * (NULL for a bad layer). */
-const float *kfac_precond_factor_a(const kfac_precond *pc, int l);
-const float *kfac_precond_factor_g(const kfac_precond *pc, int l);
+/* The running counters, for a caller that adds its own timings (the
+ * built-in optimizer's sampled-target pass). */
+kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc);
 
 #endif

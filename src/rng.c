@@ -14,6 +14,8 @@ static uint64_t splitmix64(uint64_t *x)
 
 void kfac_rng_seed(kfac_rng *r, uint64_t seed)
 {
+    if (!r)
+        return;
     for (int i = 0; i < 4; i++)
         r->s[i] = splitmix64(&seed);
 }

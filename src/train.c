@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "checkpoint.h"
 #include "common.h"
 #include "kfac_opt.h"
 #include "net.h"
@@ -139,6 +140,21 @@ fail:
 }
 
 kfac_net *kfac_trainer_net(kfac_trainer *t) { return t ? t->net : NULL; }
+int kfac_trainer_epochs_done(const kfac_trainer *t) { return t ? t->epoch : -1; }
+kfac_optimizer_kind kfac_trainer_optimizer(const kfac_trainer *t) { return t->opt->kind; }
+
+void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io)
+{
+    kfac_ckio_floats(io, t->net->theta, t->net->n_params, "network parameters");
+    kfac_optimizer_io(t->opt, io);
+    kfac_ckio_int(io, &t->epoch);
+    kfac_ckio_f64(io, &t->seconds);
+    for (int i = 0; i < 4; i++)
+        kfac_ckio_u64(io, &t->rng.s[i]);
+    /* the order is a permutation of this data set */
+    kfac_ckio_expect(io, (uint64_t)t->train->n, "the training-set size");
+    kfac_ckio_perm(io, t->order, (size_t)t->train->n);
+}
 
 kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out)
 {

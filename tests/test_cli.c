@@ -111,7 +111,9 @@ START_TEST(test_help)
     ck_assert_ptr_nonnull(strstr(slurp(out_path), "train NETFILE"));
     ck_assert_int_eq(run_kfac("train --help"), 0);
     const char *out = slurp(out_path);
-    const char *flags[] = {"--data", "--optimizer", "--epochs", "--batch", "--lr", "--seed", "--threads", "--log"};
+    const char *flags[] = {"--data",    "--optimizer", "--epochs", "--batch",  "--lr",
+                           "--seed",    "--threads",   "--log",    "--save",   "--save-every",
+                           "--resume"};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         ck_assert_msg(strstr(out, flags[i]) != NULL, "train --help lacks %s", flags[i]);
     ck_assert_int_eq(run_kfac(""), 2);
@@ -253,6 +255,65 @@ START_TEST(test_run_and_log)
 }
 END_TEST
 
+/* The test_loss line of `kfac eval` */
+static void eval_line(const char *data, const char *ckpt, char *line, size_t cap)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "eval nets/tiny.net --data '%s' --load '%s' --threads 1", data, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *at = strstr(slurp(out_path), "test_loss ");
+    ck_assert_ptr_nonnull(at);
+    snprintf(line, cap, "%.*s", (int)strcspn(at, "\n"), at);
+}
+
+/* --save, --resume and eval: 2 epochs of K-FAC straight and 1 + resumed 1
+ * evaluate to the same figures; bad checkpoints are one line and exit 3. */
+START_TEST(test_checkpoints)
+{
+    const char *data = small_data();
+    char a[600], b[600], bad[600], args[2048], line_a[256], line_b[256];
+    snprintf(a, sizeof a, "%s/straight.ckpt", test_tmpdir());
+    snprintf(b, sizeof b, "%s/resumed.ckpt", test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/garbage.ckpt", test_tmpdir());
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 2 --threads 1 --save '%s'", data, a);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 1 --threads 1 --save '%s'", data, b);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 2 --threads 1 --resume '%s' --save '%s'",
+             data, b, b);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_msg(strstr(out, "resumed from") && strstr(out, "after epoch 1"), "%s", out);
+    ck_assert_msg(!strstr(out, "\n    1 ") && strstr(out, "\n    2 "), "only epoch 2 runs: %s", out);
+    eval_line(data, a, line_a, sizeof line_a);
+    eval_line(data, b, line_b, sizeof line_b);
+    ck_assert_msg(strcmp(line_a, line_b) == 0, "straight '%s' vs resumed '%s'", line_a, line_b);
+
+    FILE *f = fopen(bad, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs("not a checkpoint at all", f);
+    fclose(f);
+    snprintf(args, sizeof args, "eval nets/tiny.net --data '%s' --load '%s'", data, bad);
+    expect_error(args, 3, "garbage.ckpt: not a libkfac checkpoint");
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --resume '%s'", data, bad);
+    expect_error(args, 3, "garbage.ckpt");
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --optimizer kfac --resume '%s'", data, a);
+    expect_error(args, 3, "another network");
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --optimizer momentum --resume '%s'", data, a);
+    expect_error(args, 3, "optimizer kfac");
+    snprintf(args, sizeof args, "eval nets/small.net --data '%s' --load '%s'", data, a);
+    expect_error(args, 3, "another network");
+    snprintf(args, sizeof args, "eval nets/tiny.net --data '%s' --load '%s/none.ckpt'", data, test_tmpdir());
+    expect_error(args, 3, "none.ckpt: cannot open");
+    expect_error("eval nets/tiny.net", 2, "--load FILE is required");
+    expect_error("train nets/tiny.net --save-every 2", 2, "--save-every needs --save");
+    expect_error("compare nets/tiny.net --save x.ckpt", 2, "unknown option '--save'");
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 1 --save '%s/no/dir/x.ckpt'", data,
+             test_tmpdir());
+    expect_error(args, 1, "no/dir/x.ckpt");
+}
+END_TEST
+
 Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -265,6 +326,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_compare);
     tcase_add_test(tc, test_check);
     tcase_add_test(tc, test_run_and_log);
+    tcase_add_test(tc, test_checkpoints);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,7 +12,7 @@
 #include "kfac.h"
 #include "net.h"
 #include "optim.h"
-#include "precond.h"
+#include "factors.h"
 #include "tests.h"
 
 static void fill(float *v, size_t n, float lo, float hi, kfac_rng *r)
@@ -62,8 +62,8 @@ START_TEST(test_factors_are_running_sums)
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
     kp.decay = 0.6f; /* reached at k = 3: both regimes are exercised */
-    kfac_precond *pc;
-    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, &kp, &pc), KFAC_OK);
+    kfac_factors *pc;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &pc), KFAC_OK);
     double A[DIN * DIN] = {0}, G[DOUT * DOUT] = {0};
     kfac_rng r;
     kfac_rng_seed(&r, 1);
@@ -71,8 +71,8 @@ START_TEST(test_factors_are_running_sums)
         float abar[B * DIN], g[B * DOUT];
         fill(abar, B * DIN, -1, 1, &r);
         fill(g, B * DOUT, -2, 2, &r);
-        kfac_precond_begin_stats(pc);
-        ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, DIN, g, B), KFAC_OK);
+        kfac_factors_begin_stats(pc);
+        ck_assert_int_eq(kfac_factors_accumulate(pc, 0, abar, DIN, g, B), KFAC_OK);
         double eps = fmin(1.0 - 1.0 / k, 0.6);
         for (int i = 0; i < DIN; i++)
             for (int j = 0; j < DIN; j++) {
@@ -89,7 +89,7 @@ START_TEST(test_factors_are_running_sums)
                 G[i * DOUT + j] = eps * G[i * DOUT + j] + (1 - eps) * s / B;
             }
     }
-    const float *a = kfac_precond_factor_a(pc, 0), *gg = kfac_precond_factor_g(pc, 0);
+    const float *a = kfac_factors_factor_a(pc, 0), *gg = kfac_factors_factor_g(pc, 0);
     double norm = 0;
     for (int i = 0; i < DIN * DIN; i++) {
         ck_assert_double_eq_tol(a[i], A[i], 1e-5);
@@ -98,8 +98,8 @@ START_TEST(test_factors_are_running_sums)
     for (int i = 0; i < DOUT * DOUT; i++)
         ck_assert_double_eq_tol(gg[i], G[i], 1e-5);
     ck_assert(norm > 0.1);
-    ck_assert_int_eq(kfac_precond_stats_rounds(pc), ROUNDS);
-    kfac_precond_free(pc);
+    ck_assert_int_eq(kfac_factors_stats_rounds(pc), ROUNDS);
+    kfac_factors_free(pc);
 }
 END_TEST
 
@@ -151,11 +151,11 @@ START_TEST(test_single_layer_block_is_exact)
         for (int i = 0; i < D; i++)
             g[k * D + i] *= (float)sqrt(D * p[k]);
     int din = IN + 1, dout = D;
-    kfac_precond *pc;
-    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, D, NULL, &pc), KFAC_OK);
-    kfac_precond_begin_stats(pc);
-    ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, din, g, D), KFAC_OK);
-    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    kfac_factors *pc;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, D, NULL, &pc), KFAC_OK);
+    kfac_factors_begin_stats(pc);
+    ck_assert_int_eq(kfac_factors_accumulate(pc, 0, abar, din, g, D), KFAC_OK);
+    const float *A = kfac_factors_factor_a(pc, 0), *G = kfac_factors_factor_g(pc, 0);
     double fnorm = 0;
     for (int i = 0; i < D; i++)
         for (int j = 0; j < din; j++)
@@ -168,7 +168,7 @@ START_TEST(test_single_layer_block_is_exact)
                     fnorm += fabs(exact);
                 }
     ck_assert(fnorm > 1e-2);
-    kfac_precond_free(pc);
+    kfac_factors_free(pc);
     kfac_net_free(net);
 }
 END_TEST
@@ -184,16 +184,16 @@ START_TEST(test_kronecker_identity)
     kfac_rng_seed(&r, 9);
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
-    kfac_precond *pc;
-    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, 8, &kp, &pc), KFAC_OK);
+    kfac_factors *pc;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8, &kp, &pc), KFAC_OK);
     float abar[8 * DIN], g[8 * DOUT];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
-    kfac_precond_begin_stats(pc);
-    ck_assert_int_eq(kfac_precond_accumulate(pc, 0, abar, DIN, g, 8), KFAC_OK);
+    kfac_factors_begin_stats(pc);
+    ck_assert_int_eq(kfac_factors_accumulate(pc, 0, abar, DIN, g, 8), KFAC_OK);
     double lambda = 0.05;
-    ck_assert_int_eq(kfac_precond_invert(pc, lambda, NULL), KFAC_OK);
-    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    ck_assert_int_eq(kfac_factors_invert(pc, lambda, NULL), KFAC_OK);
+    const float *A = kfac_factors_factor_a(pc, 0), *G = kfac_factors_factor_g(pc, 0);
     double ta = 0, tg = 0;
     for (int i = 0; i < DIN; i++)
         ta += A[i * DIN + i];
@@ -210,7 +210,7 @@ START_TEST(test_kronecker_identity)
                 s += (double)g[n * DOUT + i] * abar[n * DIN + j];
             V[i * DIN + j] = (float)(s / B);
         }
-    ck_assert_int_eq(kfac_precond_apply(pc, 0, V, delta), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_apply(pc, 0, V, delta), KFAC_OK);
     static double K[N * N];
     double x[N];
     for (int i = 0; i < DOUT; i++)
@@ -232,11 +232,11 @@ START_TEST(test_kronecker_identity)
     ck_assert_msg(sqrt(err / norm) < 1e-4, "relative error %g", sqrt(err / norm));
 
     double got_dot;
-    ck_assert_int_eq(kfac_precond_apply_lowrank(pc, 0, abar, DIN, g, B, delta_lr, &got_dot), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_apply_lowrank(pc, 0, abar, DIN, g, B, delta_lr, &got_dot), KFAC_OK);
     for (int i = 0; i < N; i++)
         ck_assert_double_eq_tol(delta_lr[i], x[i], 1e-4 * sqrt(norm));
     ck_assert_double_eq_tol(got_dot, dot, 1e-4 * fabs(dot));
-    kfac_precond_free(pc);
+    kfac_factors_free(pc);
 }
 END_TEST
 
@@ -250,18 +250,18 @@ START_TEST(test_eigen_exact_tikhonov)
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
     kp.inversion = KFAC_INV_EIGEN;
-    kfac_precond *pc;
-    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, 6, &kp, &pc), KFAC_OK);
+    kfac_factors *pc;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 6, &kp, &pc), KFAC_OK);
     float abar[6 * DIN], g[6 * DOUT], V[N], delta[N];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
     fill(V, N, -1, 1, &r);
-    kfac_precond_begin_stats(pc);
-    kfac_precond_accumulate(pc, 0, abar, DIN, g, 6);
+    kfac_factors_begin_stats(pc);
+    kfac_factors_accumulate(pc, 0, abar, DIN, g, 6);
     double lambda = 0.01;
-    ck_assert_int_eq(kfac_precond_invert(pc, lambda, NULL), KFAC_OK);
-    ck_assert_int_eq(kfac_precond_apply(pc, 0, V, delta), KFAC_OK);
-    const float *A = kfac_precond_factor_a(pc, 0), *G = kfac_precond_factor_g(pc, 0);
+    ck_assert_int_eq(kfac_factors_invert(pc, lambda, NULL), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_apply(pc, 0, V, delta), KFAC_OK);
+    const float *A = kfac_factors_factor_a(pc, 0), *G = kfac_factors_factor_g(pc, 0);
     static double K[N * N];
     double x[N], err = 0, norm = 0;
     for (int i = 0; i < DOUT; i++)
@@ -279,7 +279,7 @@ START_TEST(test_eigen_exact_tikhonov)
     }
     ck_assert(norm > 1e-6);
     ck_assert_msg(sqrt(err / norm) < 1e-3, "relative error %g", sqrt(err / norm));
-    kfac_precond_free(pc);
+    kfac_factors_free(pc);
 }
 END_TEST
 

@@ -31,5 +31,6 @@ int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *trai
 int cmd_train(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -23,14 +23,15 @@ static void usage(FILE *f)
             "  train NETFILE [options]   train a network described in NETFILE (see nets/)\n"
             "  compare NETFILE [options] train with several optimizers (kfac,momentum)\n"
             "                            and print them side by side\n"
+            "  eval NETFILE --load FILE  test loss and accuracy of a checkpoint's parameters\n"
             "  check NETFILE [options]   measure K-FAC against the exact natural gradient\n"
             "                            on a tiny network (nets/tiny.net) and real data\n"
             "  help, --help, -h          this text; `kfac train --help` for the options\n"
             "  --version                 print the library version\n"
             "\n"
             "exit status: 0 success, 1 runtime failure (writing output, memory),\n"
-            "2 bad command line, 3 bad input file (net file, data), 4 training diverged,\n"
-            "5 a `kfac check` measurement outside its tolerance.\n");
+            "2 bad command line, 3 bad input file (net file, data, checkpoint),\n"
+            "4 training diverged, 5 a `kfac check` measurement outside its tolerance.\n");
 }
 
 int cli_parse_int(const char *s, long lo, long hi, long *out)
@@ -147,6 +148,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "train"))
         return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "check"))
         return cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "compare"))

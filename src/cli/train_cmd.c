@@ -13,6 +13,8 @@ typedef enum { MODE_TRAIN, MODE_COMPARE } cli_mode;
 
 typedef struct train_opts {
     const char *netfile, *data, *log_path, *optimizers;
+    const char *save_path, *resume_path; /* train only */
+    long save_every;                     /* epochs between saves; 0: at the end */
     int quiet;
     kfac_net_spec spec;
     kfac_train_params p;
@@ -54,6 +56,11 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
             "                      (train; compare writes one file per optimizer,\n"
             "                      FILE-NAME.csv)\n"
+            "  --save FILE         (train) write a checkpoint at the end, atomically\n"
+            "  --save-every N      (train) also every N epochs [only at the end]\n"
+            "  --resume FILE       (train) go on from a checkpoint of the same network\n"
+            "                      and optimizer, up to --epochs in all; bit-identical\n"
+            "                      to an uninterrupted run at the same thread count\n"
             "  --quiet             no progress bar\n"
             "  --help              this text\n"
             "\n"
@@ -189,7 +196,8 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
-        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers"};
+        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers",
+        "--save",      "--save-every", "--resume"};
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -218,6 +226,10 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         /* one optimizer for train, a list for compare */
         if (name && !strcmp(name, mode == MODE_TRAIN ? "--optimizers" : "--optimizer"))
             name = NULL;
+        /* checkpoints belong to one run */
+        if (name && mode == MODE_COMPARE &&
+            (!strcmp(name, "--save") || !strcmp(name, "--save-every") || !strcmp(name, "--resume")))
+            name = NULL;
         if (!name) {
             cli_error("%s: unknown option '%.*s' (try 'kfac %s --help')", cmd, (int)len, a, cmd);
             return EXIT_USAGE;
@@ -233,6 +245,16 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             o->log_path = value;
         else if (!strcmp(name, "--optimizers"))
             o->optimizers = value;
+        else if (!strcmp(name, "--save"))
+            o->save_path = value;
+        else if (!strcmp(name, "--resume"))
+            o->resume_path = value;
+        else if (!strcmp(name, "--save-every")) {
+            if (cli_parse_int(value, 1, 100000, &o->save_every)) {
+                cli_error("%s: --save-every '%s': expected an integer in [1, 100000]", cmd, value);
+                return EXIT_USAGE;
+            }
+        }
         else if (!strcmp(name, "--threads")) {
             if (cli_parse_int(value, 1, 1024, &threads)) {
                 cli_error("%s: --threads '%s': expected an integer in [1, 1024]", cmd, value);
@@ -245,6 +267,10 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
     }
     if (!o->netfile) {
         cli_error("%s: no NETFILE given (try 'kfac %s --help')", cmd, cmd);
+        return EXIT_USAGE;
+    }
+    if (o->save_every && !o->save_path) {
+        cli_error("%s: --save-every needs --save FILE", cmd);
         return EXIT_USAGE;
     }
 
@@ -314,6 +340,15 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
     return -1;
 }
 
+static int save(const kfac_trainer *tr, const char *path)
+{
+    if (kfac_trainer_save(tr, path) != KFAC_OK) {
+        cli_error("%s", kfac_last_error());
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
 /* One training run, printing a line per epoch (and the CSV log); the
  * epochs' figures go to rec (p->epochs entries) when it is not NULL. */
 static int run(const train_opts *o, const kfac_train_params *p, const char *log_path, const kfac_dataset *train,
@@ -329,6 +364,11 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         return cli_status_exit(st);
     }
     int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
+    if (o->resume_path && (st = kfac_trainer_load(tr, o->resume_path)) != KFAC_OK) {
+        cli_error("%s", kfac_last_error());
+        code = cli_status_exit(st);
+        goto done;
+    }
     if (log_path) {
         log_cap = 64 + 80 * (size_t)p->epochs;
         log_text = malloc(log_cap);
@@ -346,11 +386,13 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     }
     describe(o->netfile, &o->spec, p);
     printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
+    if (o->resume_path)
+        printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
            classify ? "test_acc" : "recon_err");
     fflush(stdout);
     int bar = !o->quiet && isatty(STDERR_FILENO);
-    for (int e = 1; e <= p->epochs; e++) {
+    for (int e = kfac_trainer_epochs_done(tr) + 1; e <= p->epochs; e++) {
         kfac_epoch_stats s;
         progress pr = {e, -1};
         st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
@@ -370,6 +412,9 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         fflush(stdout);
         if (rec)
             rec[e - 1] = s;
+        if (o->save_every && e % o->save_every == 0 && e < p->epochs &&
+            (code = save(tr, o->save_path)) != EXIT_OK)
+            goto done;
         if (log_text) {
             size_t used = strlen(log_text);
             snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds, s.train_loss,
@@ -382,6 +427,8 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         }
     }
     describe_kfac(tr);
+    if (o->save_path && (code = save(tr, o->save_path)) != EXIT_OK)
+        goto done;
 done:
     free(log_text);
     kfac_trainer_free(tr);

@@ -1,0 +1,567 @@
+/* checkpoint.c - the checkpoint file format (checkpoint.h): the field
+ * visitors, the header and checksum, atomic writing, and the public save
+ * and load functions of trainers, networks and preconditioners. Loading
+ * verifies the whole file (magic, version, length, crc32, network, kinds,
+ * sizes) before it changes anything. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "net.h"
+
+static const unsigned char MAGIC[8] = {'K', 'F', 'A', 'C', 'C', 'K', 'P', 'T'};
+enum { HEADER = 24 }; /* magic, u32 version, u32 content, u64 payload length */
+
+/* What a file holds; a trainer's network is also read by
+ * kfac_net_load_checkpoint. */
+enum { CONTENT_TRAINER = 1, CONTENT_PRECOND = 2 };
+static const char *content_name(uint32_t c)
+{
+    return c == CONTENT_TRAINER ? "trainer" : c == CONTENT_PRECOND ? "preconditioner" : "unknown";
+}
+
+/* ------------------------------------------------------------ visitors */
+
+static int reserve(kfac_ckio *io, size_t more)
+{
+    if (io->status != KFAC_OK)
+        return 0;
+    if (io->len + more <= io->cap)
+        return 1;
+    size_t cap = io->cap ? io->cap : 4096;
+    while (cap < io->len + more)
+        cap *= 2;
+    unsigned char *b = realloc(io->buf, cap);
+    if (!b) {
+        io->status = kfac_fail(KFAC_ERR_NOMEM, "checkpoint buffer of %zu bytes: out of memory", cap);
+        return 0;
+    }
+    io->buf = b;
+    io->cap = cap;
+    return 1;
+}
+
+/* little-endian, byte by byte, whatever the machine */
+static void put(kfac_ckio *io, uint64_t v, int bytes)
+{
+    if (!reserve(io, (size_t)bytes))
+        return;
+    for (int i = 0; i < bytes; i++)
+        io->buf[io->len++] = (unsigned char)(v >> (8 * i));
+}
+
+static int have(kfac_ckio *io, size_t bytes)
+{
+    if (io->status != KFAC_OK)
+        return 0;
+    if (bytes > io->len - io->pos) {
+        io->status = kfac_fail(KFAC_ERR_FORMAT, "the checkpoint ends early (byte %zu of %zu)", io->pos, io->len);
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t get(kfac_ckio *io, int bytes)
+{
+    uint64_t v = 0;
+    if (!have(io, (size_t)bytes))
+        return 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)io->buf[io->pos++] << (8 * i);
+    return v;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Write v, or read and return the file's value (stored by the caller only
+ * in READ mode: CHECK validates without touching the object). */
+static uint64_t scalar(kfac_ckio *io, uint64_t v, int bytes)
+{
+    if (io->mode == KFAC_CKIO_WRITE) {
+        put(io, v, bytes);
+        return v;
+    }
+    return get(io, bytes);
+}
+
+static int storing(const kfac_ckio *io) { return io->mode == KFAC_CKIO_READ && io->status == KFAC_OK; }
+
+void kfac_ckio_u64(kfac_ckio *io, uint64_t *v)
+{
+    uint64_t x = scalar(io, *v, 8);
+    if (storing(io))
+        *v = x;
+}
+
+void kfac_ckio_u32(kfac_ckio *io, uint32_t *v)
+{
+    uint32_t x = (uint32_t)scalar(io, *v, 4);
+    if (storing(io))
+        *v = x;
+}
+
+void kfac_ckio_long(kfac_ckio *io, long *v)
+{
+    int64_t x = (int64_t)scalar(io, (uint64_t)(int64_t)*v, 8);
+    if (storing(io))
+        *v = (long)x;
+}
+
+void kfac_ckio_int(kfac_ckio *io, int *v)
+{
+    int64_t x = (int64_t)scalar(io, (uint64_t)(int64_t)*v, 8);
+    if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && (x < -2147483647 - 1 || x > 2147483647))
+        io->status = kfac_fail(KFAC_ERR_FORMAT, "a counter of %lld does not fit an int", (long long)x);
+    if (storing(io))
+        *v = (int)x;
+}
+
+void kfac_ckio_f64(kfac_ckio *io, double *v)
+{
+    uint64_t bits;
+    memcpy(&bits, v, sizeof bits);
+    bits = scalar(io, bits, 8);
+    if (storing(io))
+        memcpy(v, &bits, sizeof bits);
+}
+
+void kfac_ckio_f32(kfac_ckio *io, float *v)
+{
+    uint32_t x = (uint32_t)scalar(io, f32_bits(*v), 4);
+    if (storing(io))
+        *v = bits_f32(x);
+}
+
+void kfac_ckio_expect(kfac_ckio *io, uint64_t v, const char *what)
+{
+    uint64_t x = scalar(io, v, 8);
+    if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && x != v)
+        io->status = kfac_fail(KFAC_ERR_SHAPE, "%s is %llu in the checkpoint but %llu here", what,
+                               (unsigned long long)x, (unsigned long long)v);
+}
+
+void kfac_ckio_floats(kfac_ckio *io, float *v, size_t n, const char *what)
+{
+    kfac_ckio_expect(io, n, what);
+    if (io->mode == KFAC_CKIO_WRITE) {
+        if (n > SIZE_MAX / 4 || !reserve(io, 4 * n))
+            return;
+        unsigned char *b = io->buf + io->len;
+        for (size_t i = 0; i < n; i++, b += 4) {
+            uint32_t u = f32_bits(v[i]);
+            b[0] = (unsigned char)u, b[1] = (unsigned char)(u >> 8);
+            b[2] = (unsigned char)(u >> 16), b[3] = (unsigned char)(u >> 24);
+        }
+        io->len += 4 * n;
+        return;
+    }
+    if (n > SIZE_MAX / 4 || !have(io, 4 * n))
+        return;
+    if (io->mode == KFAC_CKIO_READ) {
+        const unsigned char *b = io->buf + io->pos;
+        for (size_t i = 0; i < n; i++, b += 4)
+            v[i] = bits_f32((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+    }
+    io->pos += 4 * n;
+}
+
+void kfac_ckio_perm(kfac_ckio *io, uint32_t *v, size_t n)
+{
+    for (size_t i = 0; i < n && io->status == KFAC_OK; i++) {
+        uint32_t x = (uint32_t)scalar(io, v[i], 4);
+        if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && x >= n)
+            io->status = kfac_fail(KFAC_ERR_FORMAT, "data order entry %zu is %u, outside [0, %zu)", i, x, n);
+        if (storing(io))
+            v[i] = x;
+    }
+}
+
+/* ----------------------------------------------------------------- files */
+
+/* Prefix the detail of the failure with the file name. */
+static kfac_status fail_file(kfac_status st, const char *path)
+{
+    char detail[900];
+    snprintf(detail, sizeof detail, "%s", kfac_last_error());
+    return kfac_fail(st, "%s: %s", path, detail);
+}
+
+/* A WRITE visitor with room for the header, filled in by finish_write. */
+static void start_write(kfac_ckio *io)
+{
+    memset(io, 0, sizeof *io);
+    io->mode = KFAC_CKIO_WRITE;
+    if (reserve(io, HEADER))
+        io->len = HEADER;
+}
+
+/* Header, crc32, then the bytes into path.tmpXXXXXX, flushed, fsync'ed and
+ * renamed over path: a crash leaves either the old file or the new. */
+static kfac_status finish_write(kfac_ckio *io, uint32_t content, const char *path)
+{
+    kfac_status st = io->status;
+    char *tmp = NULL;
+    int fd = -1;
+    FILE *f = NULL;
+    if (st != KFAC_OK)
+        goto done;
+    uint64_t payload = io->len - HEADER;
+    io->len = 0;
+    for (int i = 0; i < 8; i++)
+        put(io, MAGIC[i], 1);
+    put(io, KFAC_CKPT_VERSION, 4);
+    put(io, content, 4);
+    put(io, payload, 8);
+    io->len = HEADER + payload;
+    put(io, (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), io->buf, io->len), 4);
+    if ((st = io->status) != KFAC_OK)
+        goto done;
+
+    size_t plen = strlen(path);
+    if (!(tmp = malloc(plen + 16))) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmpXXXXXX", 11);
+    if ((fd = mkstemp(tmp)) < 0) {
+        st = kfac_fail(KFAC_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto done;
+    }
+    (void)fchmod(fd, 0644); /* mkstemp makes it 0600 */
+    if (!(f = fdopen(fd, "wb"))) {
+        st = kfac_fail(KFAC_ERR_IO, "%s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    fd = -1; /* f owns it */
+    if (fwrite(io->buf, 1, io->len, f) != io->len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        st = kfac_fail(KFAC_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+        goto done;
+    }
+    int closed = fclose(f);
+    f = NULL;
+    if (closed != 0 || rename(tmp, path) != 0) {
+        st = kfac_fail(KFAC_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        goto done;
+    }
+    free(tmp);
+    tmp = NULL;
+    /* the rename itself reaches the disk with the directory */
+    char *dir = strdup(path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+        int dfd = open(d, O_RDONLY);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+done:
+    if (f)
+        fclose(f);
+    if (fd >= 0)
+        close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(io->buf);
+    io->buf = NULL;
+    return st;
+}
+
+/* Read path whole and check everything about the container; *io is then a
+ * READ visitor over the payload, inside *data, which the caller frees. */
+static kfac_status read_file(const char *path, uint32_t content, unsigned char **data, kfac_ckio *io)
+{
+    *data = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, size = 0;
+    unsigned char *buf = malloc(cap);
+    while (buf) {
+        size += fread(buf + size, 1, cap - size, f);
+        if (size < cap)
+            break;
+        unsigned char *b = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+        if (!b) {
+            free(buf);
+            buf = NULL;
+        }
+        buf = b;
+        cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf)
+        return kfac_fail(KFAC_ERR_NOMEM, "%s: out of memory reading it", path);
+    if (err) {
+        free(buf);
+        return kfac_fail(KFAC_ERR_IO, "%s: read error", path);
+    }
+    kfac_status st = KFAC_OK;
+    size_t magic_n = size < 8 ? size : 8;
+    if (size == 0 || memcmp(buf, MAGIC, magic_n) != 0) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: not a libkfac checkpoint (no KFACCKPT magic)", path);
+        goto fail;
+    }
+    if (size < HEADER + 4) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu bytes, not even a header", path, size);
+        goto fail;
+    }
+    kfac_ckio h = {.mode = KFAC_CKIO_READ, .buf = buf, .len = HEADER, .pos = 8};
+    uint32_t version = 0, kind = 0;
+    uint64_t payload = 0;
+    kfac_ckio_u32(&h, &version);
+    kfac_ckio_u32(&h, &kind);
+    kfac_ckio_u64(&h, &payload);
+    if (version != KFAC_CKPT_VERSION) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: checkpoint format version %u; this library reads version %u", path,
+                       version, KFAC_CKPT_VERSION);
+        goto fail;
+    }
+    if (payload > size || size - HEADER - 4 < payload) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu bytes, the header promises %llu", path, size,
+                       (unsigned long long)payload + HEADER + 4);
+        goto fail;
+    }
+    if (size - HEADER - 4 > payload) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %zu bytes after its end", path,
+                       size - HEADER - 4 - (size_t)payload);
+        goto fail;
+    }
+    size_t body = HEADER + (size_t)payload;
+    uint32_t want = (uint32_t)buf[body] | (uint32_t)buf[body + 1] << 8 | (uint32_t)buf[body + 2] << 16 |
+                    (uint32_t)buf[body + 3] << 24;
+    if ((uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, body) != want) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: checksum mismatch", path);
+        goto fail;
+    }
+    if (kind != content) {
+        st = kfac_fail(KFAC_ERR_SHAPE, "%s: a %s checkpoint, not a %s one", path, content_name(kind),
+                       content_name(content));
+        goto fail;
+    }
+    memset(io, 0, sizeof *io);
+    io->mode = KFAC_CKIO_READ;
+    io->buf = buf + HEADER;
+    io->len = (size_t)payload;
+    *data = buf;
+    return KFAC_OK;
+fail:
+    free(buf);
+    return st;
+}
+
+/* ------------------------------------------------------ what is saved */
+
+/* The architecture (what decides theta's layout and meaning); init and
+ * training settings are not part of it. */
+static void arch_io(kfac_ckio *io, kfac_net_spec *s)
+{
+    uint32_t v[4] = {(uint32_t)s->inputs, (uint32_t)s->n_layers, (uint32_t)s->loss, (uint32_t)s->input_pool};
+    for (int i = 0; i < 4; i++)
+        kfac_ckio_u32(io, &v[i]);
+    if (io->mode == KFAC_CKIO_WRITE || io->status != KFAC_OK)
+        goto layers;
+    if (v[1] < 1 || v[1] > KFAC_MAX_LAYERS) {
+        io->status = kfac_fail(KFAC_ERR_FORMAT, "%u layers outside [1, %d]", v[1], KFAC_MAX_LAYERS);
+        return;
+    }
+    s->inputs = (int)v[0], s->n_layers = (int)v[1], s->loss = (kfac_loss)v[2], s->input_pool = (int)v[3];
+layers:
+    for (int l = 0; l < s->n_layers && io->status == KFAC_OK; l++) {
+        uint32_t u = (uint32_t)s->layers[l].units, a = (uint32_t)s->layers[l].activation;
+        kfac_ckio_u32(io, &u);
+        kfac_ckio_u32(io, &a);
+        s->layers[l].units = (int)u;
+        s->layers[l].activation = (kfac_activation)a;
+    }
+}
+
+static void describe(const kfac_net_spec *s, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "%d", s->inputs);
+    for (int l = 0; l < s->n_layers && n < cap; l++) {
+        const char *act = kfac_activation_name(s->layers[l].activation);
+        n += (size_t)snprintf(buf + n, cap - n, "-%d:%s", s->layers[l].units, act ? act : "?");
+    }
+    if (n < cap) {
+        const char *loss = kfac_loss_name(s->loss);
+        n += (size_t)snprintf(buf + n, cap - n, " %s loss", loss ? loss : "?");
+    }
+    if (n < cap && s->input_pool > 1)
+        snprintf(buf + n, cap - n, " pool %d", s->input_pool);
+}
+
+static int same_arch(const kfac_net_spec *a, const kfac_net_spec *b)
+{
+    if (a->inputs != b->inputs || a->n_layers != b->n_layers || a->loss != b->loss || a->input_pool != b->input_pool)
+        return 0;
+    for (int l = 0; l < a->n_layers; l++)
+        if (a->layers[l].units != b->layers[l].units || a->layers[l].activation != b->layers[l].activation)
+            return 0;
+    return 1;
+}
+
+/* Read the architecture and compare it with the network's. */
+static kfac_status check_arch(kfac_ckio *io, const kfac_net_spec *have_spec, const char *path)
+{
+    kfac_net_spec file;
+    memset(&file, 0, sizeof file);
+    arch_io(io, &file);
+    if (io->status != KFAC_OK)
+        return fail_file(io->status, path);
+    if (!same_arch(&file, have_spec)) {
+        char a[512], b[512];
+        describe(&file, a, sizeof a);
+        describe(have_spec, b, sizeof b);
+        return kfac_fail(KFAC_ERR_SHAPE, "%s: the checkpoint holds another network (%s), not this one (%s)", path, a,
+                         b);
+    }
+    return KFAC_OK;
+}
+
+kfac_status kfac_trainer_save(const kfac_trainer *t, const char *path)
+{
+    kfac_clear_error();
+    if (!t || !path || !*path)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_save: NULL argument");
+    /* the visitors take the object mutably, but WRITE only reads it */
+    kfac_trainer *tw = (kfac_trainer *)t;
+    kfac_net_spec spec = *kfac_net_get_spec(kfac_trainer_net(tw));
+    uint32_t kind = (uint32_t)kfac_trainer_optimizer(t);
+    kfac_ckio io;
+    start_write(&io);
+    arch_io(&io, &spec);
+    kfac_ckio_u32(&io, &kind);
+    kfac_trainer_io(tw, &io);
+    kfac_status st = finish_write(&io, CONTENT_TRAINER, path);
+    return st;
+}
+
+kfac_status kfac_trainer_load(kfac_trainer *t, const char *path)
+{
+    kfac_clear_error();
+    if (!t || !path || !*path)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_load: NULL argument");
+    unsigned char *data;
+    kfac_ckio io;
+    kfac_status st = read_file(path, CONTENT_TRAINER, &data, &io);
+    if (st != KFAC_OK)
+        return st;
+    if ((st = check_arch(&io, kfac_net_get_spec(kfac_trainer_net(t)), path)) != KFAC_OK)
+        goto done;
+    uint32_t kind = 0;
+    kfac_ckio_u32(&io, &kind);
+    kfac_optimizer_kind have = kfac_trainer_optimizer(t);
+    if (io.status == KFAC_OK && kind != (uint32_t)have) {
+        const char *name = kind < KFAC_OPT_COUNT ? kfac_optimizer_name((kfac_optimizer_kind)kind) : NULL;
+        st = kfac_fail(KFAC_ERR_SHAPE, "%s: the checkpoint was written by optimizer %s, this trainer uses %s", path,
+                       name ? name : "(unknown)", kfac_optimizer_name(have));
+        goto done;
+    }
+    /* a dry run first: every size, kind and the exact length checked
+     * before the trainer changes */
+    kfac_ckio check = io;
+    check.mode = KFAC_CKIO_CHECK;
+    kfac_trainer_io(t, &check);
+    if (check.status == KFAC_OK && check.pos != check.len)
+        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the trainer's state",
+                                 check.len - check.pos);
+    if ((st = check.status) != KFAC_OK) {
+        st = fail_file(st, path);
+        goto done;
+    }
+    kfac_trainer_io(t, &io);
+    if ((st = io.status) != KFAC_OK)
+        st = fail_file(st, path);
+done:
+    free(data);
+    return st;
+}
+
+kfac_status kfac_net_load_checkpoint(kfac_net *net, const char *path)
+{
+    kfac_clear_error();
+    if (!net || !path || !*path)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_load_checkpoint: NULL argument");
+    unsigned char *data;
+    kfac_ckio io;
+    kfac_status st = read_file(path, CONTENT_TRAINER, &data, &io);
+    if (st != KFAC_OK)
+        return st;
+    if ((st = check_arch(&io, &net->spec, path)) != KFAC_OK)
+        goto done;
+    uint32_t kind;
+    kfac_ckio_u32(&io, &kind);
+    /* theta leads the trainer's state; its length is checked before it is
+     * stored */
+    kfac_ckio_floats(&io, net->theta, net->n_params, "network parameters");
+    if ((st = io.status) != KFAC_OK)
+        st = fail_file(st, path);
+done:
+    free(data);
+    return st;
+}
+
+kfac_status kfac_precond_save(const kfac_precond *pc, const char *path)
+{
+    kfac_clear_error();
+    if (!pc || !path || !*path)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_save: NULL argument");
+    kfac_ckio io;
+    start_write(&io);
+    kfac_precond_io((kfac_precond *)pc, &io);
+    return finish_write(&io, CONTENT_PRECOND, path);
+}
+
+kfac_status kfac_precond_load(kfac_precond *pc, const char *path)
+{
+    kfac_clear_error();
+    if (!pc || !path || !*path)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_load: NULL argument");
+    unsigned char *data;
+    kfac_ckio io;
+    kfac_status st = read_file(path, CONTENT_PRECOND, &data, &io);
+    if (st != KFAC_OK)
+        return st;
+    kfac_ckio check = io;
+    check.mode = KFAC_CKIO_CHECK;
+    kfac_precond_io(pc, &check);
+    if (check.status == KFAC_OK && check.pos != check.len)
+        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the preconditioner's state",
+                                 check.len - check.pos);
+    if ((st = check.status) == KFAC_OK) {
+        kfac_precond_io(pc, &io);
+        st = io.status;
+    }
+    if (st != KFAC_OK)
+        st = fail_file(st, path);
+    free(data);
+    return st;
+}

@@ -1,0 +1,67 @@
+/* factors.h - K-FAC's Kronecker factors: one Kronecker-factored Fisher block
+ * per dense layer, A = E[abar abar^T] and G = E[g g^T] (KFAC.md 3), their
+ * running averages, damped inverses (KFAC.md 4) and the preconditioned
+ * update (KFAC.md 5). It sees only per-layer matrices (abar, g, gradients),
+ * not a kfac_net, so it serves any network that can record them. The step
+ * engine (precond.c, the public kfac_precond) and kfac check build on it.
+ *
+ * Layout: layer l has W_l of d_out x d_in (d_in counts the homogeneous
+ * coordinate), row-major. With row-major vec, the block is
+ * F_l ~ G_l (x) A_l, and (G (x) A)^-1 vec(V) = vec(G^-1 V A^-1): the
+ * Kronecker product is never formed. */
+#ifndef KFAC_FACTORS_H
+#define KFAC_FACTORS_H
+
+#include "kfac.h"
+
+typedef struct kfac_factors kfac_factors;
+
+/* What the last inversion needed, for the status line and tests. */
+typedef struct kfac_invert_report {
+    int fallbacks;        /* OR of KFAC_FALLBACK_* over all factors */
+    int factors_fallen;   /* factors that needed any fallback */
+    double max_damping_raise; /* largest used/requested damping ratio (>= 1) */
+} kfac_invert_report;
+
+kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
+                             const kfac_kfac_params *p, kfac_factors **out);
+void kfac_factors_free(kfac_factors *pc);
+
+/* Start a statistics round: k += 1, epsilon = min(1 - 1/k, decay). */
+void kfac_factors_begin_stats(kfac_factors *pc);
+/* Fold layer l's batch statistics into the running averages:
+ * A <- eps A + (1 - eps) abar^T abar / rows, G likewise from g (per-example
+ * gradients, not divided by the batch). abar: rows x d_in (ld lda), g:
+ * rows x d_out. */
+kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
+                                    int rows);
+long kfac_factors_stats_rounds(const kfac_factors *pc);
+
+/* Recompute every layer's damped inverses (or eigenbases) with damping
+ * lambda, layers in parallel. */
+kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report);
+int kfac_factors_inverted(const kfac_factors *pc);
+
+/* delta_l = precondition(grad_l): (G + g_G I)^-1 grad (A + g_A I)^-1, or the
+ * eigenbasis form. grad and delta: d_out x d_in. */
+kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta);
+
+/* The same from the batch factors of the gradient grad = (1/B) g^T abar,
+ * without forming it: delta = (1/B) (g G^-1)^T (abar A^-1), cheaper when
+ * B < d (KFAC.md 8). Also returns <delta, grad>_F in *dot (for the KL
+ * clip). Cholesky mode only. */
+kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
+                                       int batch, float *delta, double *dot);
+/* Whether apply_lowrank is the cheaper form for layer l at this batch. */
+int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch);
+
+/* Read-only views for tests: running factors (NULL for a bad layer). */
+const float *kfac_factors_factor_a(const kfac_factors *pc, int l);
+const float *kfac_factors_factor_g(const kfac_factors *pc, int l);
+
+/* Visit the whole state (k, epsilon, damping, factors, inverses or
+ * eigenbases) for a checkpoint: see checkpoint.h. */
+struct kfac_ckio;
+void kfac_factors_io(kfac_factors *fc, struct kfac_ckio *io);
+
+#endif

@@ -1,0 +1,420 @@
+/* test_api.c - the public API as an embedder meets it: misuse (NULL, wrong
+ * sizes, calls out of order) returns the documented status; predictions
+ * are the model's means; the public preconditioner driven by hand gives
+ * bit for bit the built-in K-FAC optimizer's steps (one implementation);
+ * its own checkpoints resume exactly; and the embedding examples build
+ * against an installed copy with pkg-config alone and pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fisher.h"
+#include "kfac.h"
+#include "net.h"
+#include "optim.h"
+#include "tests.h"
+
+static void spec_5_6_3(kfac_net_spec *s, kfac_loss loss)
+{
+    kfac_net_spec_init(s);
+    s->inputs = 5;
+    s->n_layers = 2;
+    s->loss = loss;
+    s->layers[0] = (kfac_layer_spec){6, KFAC_ACT_TANH};
+    s->layers[1] = (kfac_layer_spec){3, KFAC_ACT_LINEAR};
+}
+
+static void fill(float *v, size_t n, kfac_rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)kfac_rng_uniform(r) * 2.0f - 1.0f;
+}
+
+START_TEST(test_misuse)
+{
+    kfac_net_spec s;
+    spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
+    kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(&s, 4, &net), KFAC_OK);
+    float x[20] = {0}, out[12], y[12] = {0};
+    kfac_rng r;
+    kfac_rng_seed(&r, 1);
+
+    /* NULL arguments */
+    ck_assert_int_eq(kfac_net_new(NULL, 4, &net), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_new(&s, 4, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_predict(NULL, x, 1, out), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_predict(net, NULL, 1, out), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_predict(net, x, 1, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_sample_targets(KFAC_LOSS_SQUARED, NULL, y, 1, 3, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_sample_targets(KFAC_LOSS_SQUARED, out, y, 1, 3, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_trainer_save(NULL, "x"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_trainer_load(NULL, "x"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_load_checkpoint(net, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_save(NULL, "x"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_load(NULL, "x"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_get_stats(NULL, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_set_fisher(NULL, NULL, NULL, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_step(NULL, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_loss_from_name("squared", NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_trainer_new(&s, NULL, NULL, NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_evaluate(NULL, NULL, NULL, NULL), KFAC_ERR_INVALID_ARG);
+    kfac_dataset empty = {0};
+    ck_assert_int_eq(kfac_evaluate(net, &empty, NULL, NULL), KFAC_ERR_INVALID_ARG);
+    kfac_optim_params_init(NULL); /* no-ops, no crash */
+    kfac_kfac_params_init(NULL);
+    kfac_train_params_init(NULL);
+    kfac_net_spec_init(NULL);
+    kfac_rng_seed(NULL, 1);
+    kfac_precond_free(NULL);
+    kfac_trainer_free(NULL);
+    ck_assert_int_eq(kfac_fisher_from_name("sampled", NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_inversion_from_name("eigen", NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_step_rule_from_name("kl_clip", NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_activation_from_name("relu", NULL), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_init_from_name("he", NULL), KFAC_ERR_INVALID_ARG);
+    /* accessors answer NULL with a neutral value */
+    ck_assert_ptr_null(kfac_trainer_net(NULL));
+    ck_assert_int_eq(kfac_trainer_epochs_done(NULL), -1);
+    ck_assert_uint_eq(kfac_precond_n_params(NULL), 0);
+    ck_assert_int_eq(kfac_precond_steps(NULL), 0);
+    ck_assert_int_eq(kfac_precond_stats_due(NULL), 0);
+    ck_assert_int_eq(kfac_precond_stat_rows(NULL, 4), -1);
+    ck_assert_ptr_null(kfac_precond_direction(NULL, 0));
+    ck_assert_ptr_null(kfac_net_get_spec(NULL));
+    ck_assert_uint_eq(kfac_net_n_params(NULL), 0);
+    ck_assert_ptr_null(kfac_net_params(NULL));
+    ck_assert_ptr_null(kfac_net_output(NULL));
+    ck_assert_ptr_null(kfac_net_layer_input(NULL, 0));
+    ck_assert_ptr_null(kfac_net_layer_weights(NULL, 0, NULL, NULL));
+
+    /* wrong sizes */
+    ck_assert_int_eq(kfac_net_predict(net, x, 0, out), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_predict(net, x, 5, out), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_sample_targets(KFAC_LOSS_COUNT, out, y, 1, 3, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_sample_targets(KFAC_LOSS_SQUARED, out, y, 0, 3, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_sample_targets(KFAC_LOSS_SQUARED, out, y, 1, 0, &r), KFAC_ERR_INVALID_ARG);
+    int din[2] = {6, 7}, dout[2] = {6, 3};
+    kfac_precond *pc = NULL;
+    ck_assert_int_eq(kfac_precond_new(0, din, dout, 4, NULL, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_new(KFAC_MAX_LAYERS + 1, din, dout, 4, NULL, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_new(2, NULL, dout, 4, NULL, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 0, NULL, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, NULL, NULL), KFAC_ERR_INVALID_ARG);
+    int bad_din[2] = {6, 0};
+    ck_assert_int_eq(kfac_precond_new(2, bad_din, dout, 4, NULL, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(pc);
+    kfac_optim_params op;
+    kfac_kfac_params kp;
+    kfac_optim_params_init(&op);
+    kfac_kfac_params_init(&kp);
+    op.lr = -1.0f;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, &op, NULL, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "learning rate"));
+    kp.inv_every = 0;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, &kp, &pc), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "inv_every"));
+
+    /* steps with missing pieces change nothing */
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, NULL, &pc), KFAC_OK);
+    ck_assert_uint_eq(kfac_precond_n_params(pc), 6 * 6 + 7 * 3);
+    ck_assert_uint_eq(kfac_precond_layer_offset(pc, 1), 36);
+    ck_assert_int_eq(kfac_precond_stat_rows(pc, 4), 4);
+    ck_assert_int_eq(kfac_precond_stat_rows(pc, 5), -1);
+    float w0[36] = {0}, w1[21] = {0}, g0[36] = {0}, g1[21] = {0}, ab0[24] = {0}, ab1[28] = {0}, gs0[24], gs1[12];
+    float *w[2] = {w0, w1};
+    const float *grads[2] = {g0, g1}, *abar[2] = {ab0, ab1}, *gs[2] = {gs0, gs1}, *half[2] = {g0, NULL};
+    kfac_precond_batch b = {4, w, grads, abar, gs, 0.0};
+    ck_assert_int_eq(kfac_precond_stats_due(pc), 1);
+    b.rows = 5;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
+    b.rows = 0;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
+    b.rows = 4;
+    b.abar = NULL; /* statistics are due at the first step */
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "statistics are due"));
+    b.abar = abar;
+    b.grads = half;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
+    b.grads = NULL;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
+    b.grads = grads;
+    ck_assert_int_eq(kfac_precond_steps(pc), 0);
+    ck_assert_ptr_null(kfac_precond_direction(pc, 0));
+    fill(ab0, 24, &r), fill(ab1, 28, &r), fill(gs0, 24, &r), fill(gs1, 12, &r), fill(g0, 36, &r), fill(g1, 21, &r);
+    ck_assert_msg(kfac_precond_step(pc, &b) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_precond_steps(pc), 1);
+    ck_assert_ptr_nonnull(kfac_precond_direction(pc, 1));
+    ck_assert_ptr_null(kfac_precond_direction(pc, 2));
+    /* not due now (cov_every 10): abar and g may be NULL */
+    ck_assert_int_eq(kfac_precond_stats_due(pc), 0);
+    b.abar = NULL;
+    b.g_sampled = NULL;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_OK);
+    kfac_precond_free(pc);
+
+    /* the quadratic rule without its callbacks: out of order */
+    kfac_kfac_params_init(&kp);
+    kp.rule = KFAC_RULE_QUADRATIC;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, &kp, &pc), KFAC_OK);
+    b.abar = abar;
+    b.g_sampled = gs;
+    ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_STATE);
+    ck_assert_int_eq(kfac_precond_steps(pc), 0);
+    kfac_precond_free(pc);
+
+    kfac_net_free(net);
+}
+END_TEST
+
+/* Predictions are the model's means: softmax rows summing to 1, sigmoid in
+ * (0, 1), z itself for squared error. */
+START_TEST(test_predict)
+{
+    static const kfac_loss losses[] = {KFAC_LOSS_SOFTMAX_XENT, KFAC_LOSS_SIGMOID_XENT, KFAC_LOSS_SQUARED};
+    kfac_loss loss = losses[_i];
+    kfac_net_spec s;
+    spec_5_6_3(&s, loss);
+    kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(&s, 4, &net), KFAC_OK);
+    kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    ck_assert_int_eq(kfac_net_init_weights(net, &r), KFAC_OK);
+    float x[20], p[12], z[12];
+    fill(x, 20, &r);
+    ck_assert_int_eq(kfac_net_forward(net, x, 4), KFAC_OK);
+    memcpy(z, kfac_net_output(net), sizeof z);
+    ck_assert_int_eq(kfac_net_predict(net, x, 4, p), KFAC_OK);
+    for (int i = 0; i < 4; i++) {
+        double sum = 0.0, lse = 0.0;
+        for (int j = 0; j < 3; j++)
+            lse += exp(z[i * 3 + j]);
+        for (int j = 0; j < 3; j++) {
+            double want = loss == KFAC_LOSS_SOFTMAX_XENT   ? exp(z[i * 3 + j]) / lse
+                          : loss == KFAC_LOSS_SIGMOID_XENT ? 1.0 / (1.0 + exp(-z[i * 3 + j]))
+                                                           : z[i * 3 + j];
+            ck_assert_msg(fabs(p[i * 3 + j] - want) < 1e-6, "%s: %g vs %g", kfac_loss_name(loss), p[i * 3 + j], want);
+            sum += p[i * 3 + j];
+        }
+        if (loss == KFAC_LOSS_SOFTMAX_XENT)
+            ck_assert(fabs(sum - 1.0) < 1e-6);
+    }
+    /* sampled targets follow the loss: one-hot, 0/1, or continuous */
+    float y[12];
+    ck_assert_int_eq(kfac_sample_targets(loss, z, y, 4, 3, &r), KFAC_OK);
+    for (int i = 0; i < 4 && loss != KFAC_LOSS_SQUARED; i++) {
+        float ones = 0.0f;
+        for (int j = 0; j < 3; j++) {
+            ck_assert(y[i * 3 + j] == 0.0f || y[i * 3 + j] == 1.0f);
+            ones += y[i * 3 + j];
+        }
+        if (loss == KFAC_LOSS_SOFTMAX_XENT)
+            ck_assert(ones == 1.0f);
+    }
+    kfac_net_free(net);
+}
+END_TEST
+
+/* For the quadratic rule through the public callbacks: the network's exact
+ * F v and its batch loss. */
+typedef struct fisher_ctx {
+    kfac_fisher *f;
+    kfac_net *net;
+    const float *y;
+} fisher_ctx;
+
+static kfac_status ctx_fisher_vec(void *user, const float *v, float *fv)
+{
+    fisher_ctx *c = user;
+    return kfac_fisher_vec(c->f, c->net, v, fv);
+}
+
+static kfac_status ctx_loss(void *user, double *loss)
+{
+    fisher_ctx *c = user;
+    kfac_status st = kfac_net_forward_in_place(c->net, c->net->batch);
+    return st != KFAC_OK ? st : kfac_net_loss(c->net, c->y, loss, NULL);
+}
+
+/* The public preconditioner, fed by hand from a kfac_net's recorded abar,
+ * gradients and sampled-target g, takes exactly the built-in optimizer's
+ * steps: both are one engine. Rows (64) above the layer sizes keep the
+ * built-in in the full (not the low-rank) form, as the public path is. */
+START_TEST(test_precond_is_the_builtin)
+{
+    enum { B = 64, STEPS = 12 };
+    kfac_set_threads(1);
+    kfac_net_spec s;
+    spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
+    kfac_train_params tp;
+    kfac_train_params_init(&tp);
+    tp.optimizer = KFAC_OPT_KFAC;
+    tp.optim.lr = 0.1f;
+    tp.optim.weight_decay = _i == 1 ? 1e-3f : 0.0f;
+    tp.kfac.cov_every = 2;
+    tp.kfac.inv_every = 5;
+    if (_i == 1) {
+        tp.kfac.rule = KFAC_RULE_QUADRATIC;
+        tp.kfac.inversion = KFAC_INV_EIGEN;
+        tp.kfac.damping = 1.0f;
+        tp.kfac.lm_every = 2;
+    }
+    kfac_net *na, *nb;
+    ck_assert_int_eq(kfac_net_new(&s, B, &na), KFAC_OK);
+    ck_assert_int_eq(kfac_net_new(&s, B, &nb), KFAC_OK);
+    kfac_rng r, ra, rb;
+    kfac_rng_seed(&r, 3);
+    ck_assert_int_eq(kfac_net_init_weights(na, &r), KFAC_OK);
+    memcpy(kfac_net_params(nb), kfac_net_params(na), kfac_net_n_params(na) * sizeof(float));
+    kfac_rng_seed(&ra, 11);
+    kfac_rng_seed(&rb, 11);
+
+    kfac_optimizer *opt;
+    ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, &opt) == KFAC_OK, "%s", kfac_last_error());
+    int din[2] = {6, 7}, dout[2] = {6, 3};
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc), KFAC_OK);
+    fisher_ctx fc = {NULL, nb, NULL};
+    if (_i == 1) {
+        ck_assert_int_eq(kfac_fisher_new(nb, &fc.f), KFAC_OK);
+        ck_assert_int_eq(kfac_precond_set_fisher(pc, ctx_fisher_vec, ctx_loss, &fc), KFAC_OK);
+    }
+    size_t P = kfac_net_n_params(na);
+    float *grad = malloc(P * sizeof(float)), x[B * 5], y[B * 3], ys[B * 3];
+    for (int step = 0; step < STEPS; step++) {
+        fill(x, B * 5, &r);
+        memset(y, 0, sizeof y);
+        for (int i = 0; i < B; i++)
+            y[i * 3 + kfac_rng_below(&r, 3)] = 1.0f;
+
+        /* built-in */
+        ck_assert_int_eq(kfac_net_forward(na, x, B), KFAC_OK);
+        ck_assert_int_eq(kfac_net_backward(na, y, NULL), KFAC_OK);
+        kfac_step_ctx ctx = {na, y, B, &ra};
+        ck_assert_msg(kfac_optimizer_step_ctx(opt, kfac_net_params(na), NULL, &ctx) == KFAC_OK, "%s",
+                      kfac_last_error());
+
+        /* by hand */
+        double loss;
+        ck_assert_int_eq(kfac_net_forward(nb, x, B), KFAC_OK);
+        ck_assert_int_eq(kfac_net_loss(nb, y, &loss, NULL), KFAC_OK);
+        ck_assert_int_eq(kfac_net_backward(nb, y, grad), KFAC_OK);
+        if (kfac_precond_stats_due(pc)) {
+            ck_assert_int_eq(kfac_sample_targets(s.loss, kfac_net_output(nb), ys, B, 3, &rb), KFAC_OK);
+            ck_assert_int_eq(kfac_net_backward(nb, ys, NULL), KFAC_OK);
+        }
+        float *w[2] = {kfac_net_layer_weights(nb, 0, NULL, NULL), kfac_net_layer_weights(nb, 1, NULL, NULL)};
+        const float *g[2] = {grad, grad + kfac_net_layer_offset(nb, 1)};
+        const float *ab[2] = {kfac_net_layer_input(nb, 0), kfac_net_layer_input(nb, 1)};
+        const float *gs[2] = {kfac_net_layer_pregrad(nb, 0), kfac_net_layer_pregrad(nb, 1)};
+        kfac_precond_batch batch = {B, w, g, ab, gs, loss};
+        fc.y = y;
+        ck_assert_msg(kfac_precond_step(pc, &batch) == KFAC_OK, "%s", kfac_last_error());
+
+        ck_assert_msg(memcmp(kfac_net_params(na), kfac_net_params(nb), P * sizeof(float)) == 0,
+                      "step %d: the public preconditioner and the built-in optimizer differ", step + 1);
+    }
+    kfac_kfac_stats st;
+    ck_assert_int_eq(kfac_precond_get_stats(pc, &st), KFAC_OK);
+    ck_assert_int_eq(st.stats_rounds, STEPS / 2);
+    ck_assert_int_eq(kfac_precond_steps(pc), STEPS);
+    free(grad);
+    kfac_fisher_free(fc.f);
+    kfac_precond_free(pc);
+    kfac_optimizer_free(opt);
+    kfac_net_free(na);
+    kfac_net_free(nb);
+}
+END_TEST
+
+/* A preconditioner saved after some steps and loaded into a fresh one
+ * continues bit for bit; one for other layers is refused. */
+START_TEST(test_precond_checkpoint)
+{
+    kfac_set_threads(1);
+    int din[2] = {6, 7}, dout[2] = {6, 3};
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.cov_every = 2;
+    kp.inv_every = 3;
+    kfac_precond *a, *b;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, &kp, &a), KFAC_OK);
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, &kp, &b), KFAC_OK);
+    float wa[57], wb[57], grad[57], ab0[24], ab1[28], gs0[24], gs1[12];
+    kfac_rng r;
+    kfac_rng_seed(&r, 4);
+    fill(wa, 57, &r);
+    float *w[2] = {wa, wa + 36};
+    const float *g[2] = {grad, grad + 36}, *abar[2] = {ab0, ab1}, *gs[2] = {gs0, gs1};
+    kfac_precond_batch batch = {4, w, g, abar, gs, 0.0};
+    for (int step = 0; step < 10; step++) {
+        if (step == 5) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/precond.ckpt", test_tmpdir());
+            ck_assert_msg(kfac_precond_save(a, path) == KFAC_OK, "%s", kfac_last_error());
+            ck_assert_msg(kfac_precond_load(b, path) == KFAC_OK, "%s", kfac_last_error());
+            ck_assert_int_eq(kfac_precond_steps(b), 5);
+            memcpy(wb, wa, sizeof wb);
+            int din1 = 6, dout1 = 6;
+            kfac_precond *c;
+            ck_assert_int_eq(kfac_precond_new(1, &din1, &dout1, 4, NULL, &kp, &c), KFAC_OK);
+            ck_assert_int_eq(kfac_precond_load(c, path), KFAC_ERR_SHAPE);
+            ck_assert_ptr_nonnull(strstr(kfac_last_error(), path));
+            kfac_precond_free(c);
+        }
+        fill(grad, 57, &r), fill(ab0, 24, &r), fill(ab1, 28, &r), fill(gs0, 24, &r), fill(gs1, 12, &r);
+        ck_assert_int_eq(kfac_precond_step(a, &batch), KFAC_OK);
+        if (step >= 5) {
+            float *wbp[2] = {wb, wb + 36};
+            kfac_precond_batch bb = batch;
+            bb.weights = wbp;
+            ck_assert_int_eq(kfac_precond_step(b, &bb), KFAC_OK);
+            ck_assert_msg(memcmp(wa, wb, sizeof wa) == 0, "step %d differs after loading", step + 1);
+        }
+    }
+    kfac_precond_free(a);
+    kfac_precond_free(b);
+}
+END_TEST
+
+/* tests/embed/ built against an installed copy with pkg-config alone (make
+ * embed-test), run, and checked: they exit 0 only if they trained. */
+START_TEST(test_embedding_examples)
+{
+    char cwd[1024], out[1200], cmd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(out, sizeof out, "%s/embed.out", test_tmpdir());
+    /* a clean environment for the inner make (no jobserver of an outer one) */
+    snprintf(cmd, sizeof cmd,
+             "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C '%s' B='%s' DATA='%s' embed-test >'%s' 2>&1",
+             test_root(), cwd, test_data_dir(), out);
+    int st = system(cmd);
+    FILE *f = fopen(out, "r");
+    char text[8192] = "";
+    if (f) {
+        text[fread(text, 1, sizeof text - 1, f)] = '\0';
+        fclose(f);
+    }
+    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "make embed-test failed:\n%s", text);
+    ck_assert_msg(strstr(text, "embed: own_net") && strstr(text, "embed: train_api"), "%s", text);
+    ck_assert_msg(strstr(text, "checkpoint loss equal"), "%s", text);
+}
+END_TEST
+
+Suite *api_suite(void)
+{
+    Suite *s = suite_create("api");
+    TCase *tc = tcase_create("api");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_misuse);
+    tcase_add_loop_test(tc, test_predict, 0, 3);
+    tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 2);
+    tcase_add_test(tc, test_precond_checkpoint);
+    tcase_add_test(tc, test_embedding_examples);
+    suite_add_tcase(s, tc);
+    return s;
+}
