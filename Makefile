@@ -11,12 +11,19 @@ BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  ?= -O3 -g
 override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wextra -Wshadow -Wstrict-prototypes \
            -fopenmp -fPIC -Iinclude -Isrc
+# Only the functions include/kfac.h marks KFAC_API leave the shared library.
+override CFLAGS += -fvisibility=hidden
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm -fopenmp
 
 # Debian packages the build needs; `deps` installs the missing ones.
 DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist
 
 SONAME  := libkfac.so.0
+# The library version, from the header (one place to change it).
+VERSION := $(shell sed -n 's/^\#define KFAC_VERSION_STRING "\(.*\)"/\1/p' include/kfac.h)
+# Where `make install` puts things (DESTDIR for staged installs).
+PREFIX  ?= /usr/local
+DESTDIR ?=
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -29,7 +36,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: all deps run test bench clean
+.PHONY: all deps run test bench clean install uninstall embed-test
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
 
 deps:
@@ -52,7 +59,9 @@ $(B)/obj $(B)/obj/cli $(B)/obj/tests:
 
 $(B)/libkfac.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
-$(B)/libkfac.so: $(LIB_OBJ)
+$(B)/libkfac.so: $(B)/libkfac.so.$(VERSION)
+	ln -sf libkfac.so.$(VERSION) $(B)/$(SONAME) && ln -sf $(SONAME) $@
+$(B)/libkfac.so.$(VERSION): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
 $(B)/kfac: $(CLI_OBJ) $(B)/libkfac.a
 	$(CC) -o $@ $(CLI_OBJ) $(B)/libkfac.a $(LDLIBS)
@@ -72,13 +81,65 @@ run: deps
 	$(B)/kfac compare $(NET) --data $(DATA) --optimizers kfac,momentum
 
 test: deps
-	$(MAKE) $(B)/kfac_tests $(B)/kfac
+	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
 	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) ./kfac_tests
 
-# Throughput benchmarks (bench/README.md); run on an otherwise idle machine.
+# The benchmark suite (bench/README.md), on an otherwise idle machine:
+# throughput, then time-to-target runs with charts and a results table.
+# `make bench` (about 17 minutes on 2 cores) rewrites bench/RESULTS.md and
+# bench/results/; `make bench QUICK=1` (about 2 minutes) writes to
+# $(B)/bench-quick/ only.
+BENCH_OUT     = $(if $(QUICK),$(B)/bench-quick,bench/results)
+BENCH_RESULTS = $(if $(QUICK),$(BENCH_OUT)/RESULTS.md,bench/RESULTS.md)
+BENCH_EPOCHS  = $(if $(QUICK),1,3)
 bench: deps
+	$(MAKE) deps EXTRA_PKGS=gnuplot-nox
 	$(MAKE) $(BENCH_BIN)
-	for b in $(BENCH_BIN); do $$b || exit 1; done
+	mkdir -p $(BENCH_OUT)
+	$(B)/bench_epoch $(NET) $(DATA) $(BENCH_EPOCHS) | tee $(BENCH_OUT)/throughput.txt
+	$(B)/bench_kfac $(NET) $(DATA) $(BENCH_EPOCHS) | tee $(BENCH_OUT)/kfac-breakdown.txt
+	$(B)/bench_suite $(if $(QUICK),--quick) --out $(BENCH_OUT) --results $(BENCH_RESULTS) --data $(DATA) \
+	  --include $(BENCH_OUT)/throughput.txt --include $(BENCH_OUT)/kfac-breakdown.txt
 
 clean:
 	rm -rf $(B)
+
+# Install the headers, both libraries (the shared one versioned, with its
+# SONAME link), kfac.pc, the program and the nets. kfac.pc's Libs link a
+# program against the shared library (with an rpath, for prefixes outside
+# the loader's path); Libs.private hold what a static link also needs.
+INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
+INSTALL_NETS := $(DESTDIR)$(PREFIX)/share/kfac/nets
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS)
+	install -m 644 include/kfac.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(B)/libkfac.a $(INSTALL_LIB)/
+	install -m 755 $(B)/libkfac.so.$(VERSION) $(INSTALL_LIB)/
+	ln -sf libkfac.so.$(VERSION) $(INSTALL_LIB)/$(SONAME)
+	ln -sf $(SONAME) $(INSTALL_LIB)/libkfac.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@BLASDIR@|$(BLASDIR)|g' \
+	    kfac.pc.in > $(INSTALL_LIB)/pkgconfig/kfac.pc
+	install -m 755 $(B)/kfac $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 nets/*.net $(INSTALL_NETS)/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/kfac.h $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
+	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
+	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
+	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac 2>/dev/null || true
+
+# The embedding examples (tests/embed/) built as a user builds them:
+# installed into a temporary prefix, compiled with pkg-config's flags
+# alone, run with the installed nets, $(DATA) and a scratch file name.
+# tests/test_api.c runs this target, so `make test` covers it.
+EMBED_SRC := $(wildcard tests/embed/*.c)
+embed-test: all
+	@set -e; tmp=$$(mktemp -d /tmp/kfac-embed.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	$(MAKE) --no-print-directory -s install PREFIX=$$tmp DESTDIR= >/dev/null; \
+	export PKG_CONFIG_PATH=$$tmp/lib/pkgconfig; \
+	for src in $(EMBED_SRC); do \
+	  exe=$$tmp/$$(basename $$src .c); \
+	  $(CC) -O2 -Wall -Wextra -Werror -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
+	  echo "embed: $$(basename $$exe)"; \
+	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
+	done

@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <time.h>
 
@@ -132,6 +133,9 @@ int main(int argc, char **argv)
     printf("median epoch %.3f s: %.1f GFLOP/s; sgemm on the same shapes %.1f GFLOP/s; ratio %.2f\n", med,
            rate * 1e-9, peak * 1e-9, rate / peak);
     kfac_trainer_free(t);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak resident memory of this process: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     kfac_dataset_free(&train);
     return 0;
 }

@@ -6,6 +6,7 @@
  * usage: bench_kfac [NETFILE] [DATA_DIR] [EPOCHS] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "kfac.h"
 
@@ -110,6 +111,9 @@ int main(int argc, char **argv)
                (total - k->seconds_stats - k->seconds_invert - k->seconds_precond - k->seconds_fvp) / e,
                k->inversions);
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak resident memory of this process: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     kfac_dataset_free(&train);
     return 0;
 }
