@@ -1,0 +1,14 @@
+set terminal pngcairo size 1400,560 font 'DejaVu Sans,11'
+set output 'bench/results/fmnist-mlp.png'
+set datafile separator ','
+set key bottom left
+set grid
+set logscale y
+set multiplot layout 1,2 title 'nets/fmnist-mlp on Fashion-MNIST: training loss (mean over each epoch)'
+set xlabel 'training seconds (evaluation excluded)'
+set ylabel 'training loss'
+plot 'bench/results/fmnist-mlp-momentum-lr0.01.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'SGD-momentum lr 0.01', 'bench/results/fmnist-mlp-nesterov-lr0.01.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Nesterov lr 0.01', 'bench/results/fmnist-mlp-adam-lr0.0003.csv' using 3:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'Adam lr 0.0003', 'bench/results/fmnist-mlp-momentum-lr0.05.csv' using 3:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'SGD-momentum lr 0.05', 'bench/results/fmnist-mlp-nesterov-lr0.05.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Nesterov lr 0.05', 'bench/results/fmnist-mlp-adam-lr0.001.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Adam lr 0.001', 'bench/results/fmnist-mlp-momentum-lr0.1.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'SGD-momentum lr 0.1', 'bench/results/fmnist-mlp-nesterov-lr0.1.csv' using 3:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'Nesterov lr 0.1', 'bench/results/fmnist-mlp-adam-lr0.003.csv' using 3:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Adam lr 0.003', 'bench/results/fmnist-mlp-kfac-defaults.csv' using 3:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'K-FAC defaults'
+set xlabel 'epochs'
+set ylabel 'training loss'
+plot 'bench/results/fmnist-mlp-momentum-lr0.01.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'SGD-momentum lr 0.01', 'bench/results/fmnist-mlp-nesterov-lr0.01.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Nesterov lr 0.01', 'bench/results/fmnist-mlp-adam-lr0.0003.csv' using 1:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'Adam lr 0.0003', 'bench/results/fmnist-mlp-momentum-lr0.05.csv' using 1:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'SGD-momentum lr 0.05', 'bench/results/fmnist-mlp-nesterov-lr0.05.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Nesterov lr 0.05', 'bench/results/fmnist-mlp-adam-lr0.001.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Adam lr 0.001', 'bench/results/fmnist-mlp-momentum-lr0.1.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'SGD-momentum lr 0.1', 'bench/results/fmnist-mlp-nesterov-lr0.1.csv' using 1:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'Nesterov lr 0.1', 'bench/results/fmnist-mlp-adam-lr0.003.csv' using 1:4 every ::1 with linespoints lw 1 pt 7 ps 0.3 title 'Adam lr 0.003', 'bench/results/fmnist-mlp-kfac-defaults.csv' using 1:4 every ::1 with linespoints lw 3 pt 7 ps 0.8 title 'K-FAC defaults'
+unset multiplot
