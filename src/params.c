@@ -149,39 +149,20 @@ static kfac_status lookup(const char *const *names, int count, const char *what,
     return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown %s '%s' (%s)", what, name ? name : "(null)", list);
 }
 
-const char *kfac_fisher_name(kfac_fisher_kind k) { return (unsigned)k < KFAC_FISHER_COUNT ? fisher_names[k] : NULL; }
-const char *kfac_inversion_name(kfac_inversion k) { return (unsigned)k < KFAC_INV_COUNT ? inversion_names[k] : NULL; }
-const char *kfac_step_rule_name(kfac_step_rule k) { return (unsigned)k < KFAC_RULE_COUNT ? rule_names[k] : NULL; }
+/* One definition for each K-FAC enum's name and look-up. */
+#define NAMED_ENUM(type, prefix, names, count, what)                                                               \
+    const char *prefix##_name(type k) { return (unsigned)k < (count) ? names[k] : NULL; }                          \
+    kfac_status prefix##_from_name(const char *name, type *out)                                                    \
+    {                                                                                                              \
+        if (!out)                                                                                                  \
+            return kfac_fail(KFAC_ERR_INVALID_ARG, #prefix "_from_name: out is NULL");                             \
+        int v = 0;                                                                                                 \
+        kfac_status st = lookup(names, (count), what, name, &v);                                                   \
+        if (st == KFAC_OK)                                                                                         \
+            *out = (type)v;                                                                                        \
+        return st;                                                                                                 \
+    }
 
-kfac_status kfac_fisher_from_name(const char *name, kfac_fisher_kind *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_from_name: out is NULL");
-    int v = 0;
-    kfac_status st = lookup(fisher_names, KFAC_FISHER_COUNT, "Fisher kind", name, &v);
-    if (st == KFAC_OK)
-        *out = (kfac_fisher_kind)v;
-    return st;
-}
-
-kfac_status kfac_inversion_from_name(const char *name, kfac_inversion *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_inversion_from_name: out is NULL");
-    int v = 0;
-    kfac_status st = lookup(inversion_names, KFAC_INV_COUNT, "inversion", name, &v);
-    if (st == KFAC_OK)
-        *out = (kfac_inversion)v;
-    return st;
-}
-
-kfac_status kfac_step_rule_from_name(const char *name, kfac_step_rule *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_step_rule_from_name: out is NULL");
-    int v = 0;
-    kfac_status st = lookup(rule_names, KFAC_RULE_COUNT, "step rule", name, &v);
-    if (st == KFAC_OK)
-        *out = (kfac_step_rule)v;
-    return st;
-}
+NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names, KFAC_FISHER_COUNT, "Fisher kind")
+NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names, KFAC_INV_COUNT, "inversion")
+NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names, KFAC_RULE_COUNT, "step rule")
