@@ -23,6 +23,10 @@ void kfac_clear_error(void);
 float *kfac_alloc_floats(size_t n);
 void kfac_free_floats(float *p);
 
+/* Monotonic wall-clock seconds, for the training time and K-FAC's
+ * breakdown. */
+double kfac_seconds(void);
+
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))
 

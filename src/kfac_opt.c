@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "common.h"
@@ -28,13 +27,6 @@ typedef struct kfac_state {
                             sampled-target pass overwrites the net's */
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
 } kfac_state;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* F v over the batch of the last forward pass (KFAC.md 6) */
 static kfac_status net_fisher_vec(void *user, const float *v, float *fv)
@@ -157,10 +149,10 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
     if (s->quad && (st = kfac_net_loss(net, ctx->y, &in.loss0, NULL)) != KFAC_OK)
         return st;
     if (kfac_precond_stats_due(s->pc)) {
-        double t0 = now();
+        double t0 = kfac_seconds();
         in.stat_rows = kfac_precond_stat_rows(s->pc, B);
         st = sample_pass(s, net, in.stat_rows, ctx->rng, gtrue);
-        kfac_precond_stats_ref(s->pc)->seconds_stats += now() - t0;
+        kfac_precond_stats_ref(s->pc)->seconds_stats += kfac_seconds() - t0;
         if (st != KFAC_OK)
             return st;
     }

@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "common.h"
@@ -37,13 +36,6 @@ struct kfac_precond {
     kfac_batch_loss_fn loss;
     void *user;
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void kfac_precond_free(kfac_precond *pc)
 {
@@ -158,9 +150,9 @@ kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out)
 static kfac_status invert(kfac_precond *pc, double damping)
 {
     kfac_invert_report rep;
-    double t0 = now();
+    double t0 = kfac_seconds();
     kfac_status st = kfac_factors_invert(pc->fc, damping, &rep);
-    pc->st.seconds_invert += now() - t0;
+    pc->st.seconds_invert += kfac_seconds() - t0;
     if (st == KFAC_OK) {
         pc->st.inversions++;
         pc->st.fallbacks |= rep.fallbacks;
@@ -248,13 +240,13 @@ static kfac_status quadratic_update(kfac_precond *pc, float *const *w, long t, d
 {
     size_t n = pc->off[pc->n_layers];
     float *d0 = pc->v; /* the previous update */
-    double t0 = now();
+    double t0 = kfac_seconds();
     kfac_status st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
     double d0norm = dot(d0, d0, n);
     int has_prev = t > 1 && d0norm > 0.0;
     if (st == KFAC_OK && has_prev)
         st = pc->fisher_vec(pc->user, d0, pc->fv0);
-    pc->st.seconds_fvp += now() - t0;
+    pc->st.seconds_fvp += kfac_seconds() - t0;
     if (st != KFAC_OK)
         return st;
     /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
@@ -337,7 +329,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     long t = pc->t + 1;
     kfac_status st;
 
-    double t0 = now();
+    double t0 = kfac_seconds();
     int stats_now = (t - 1) % kp->cov_every == 0;
     if (stats_now) {
         kfac_factors_begin_stats(pc->fc);
@@ -347,7 +339,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
                 return st;
         pc->st.stats_rounds++;
     }
-    double t1 = now();
+    double t1 = kfac_seconds();
     pc->st.seconds_stats += t1 - t0;
 
     /* KFAC.md 4: every T_inv steps, and at each statistics round of the
@@ -357,7 +349,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
                   (stats_now && t <= kp->inv_every);
     if (inv_now && (st = invert(pc, damping)) != KFAC_OK)
         return st;
-    double t2 = now(), inv_before = pc->st.seconds_invert;
+    double t2 = kfac_seconds(), inv_before = pc->st.seconds_invert;
 
     /* the direction, with up to three 10x raises of the damping if a value
      * is not finite (tiny damping on a singular factor) */
@@ -380,7 +372,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
         st = quadratic_update(pc, in->w, t, vg, in->loss0);
     else
         kl_clip_update(pc, in->w, vg);
-    pc->st.seconds_precond += now() - t2 - (pc->st.seconds_fvp - fvp_before) - (pc->st.seconds_invert - inv_before);
+    pc->st.seconds_precond += kfac_seconds() - t2 - (pc->st.seconds_fvp - fvp_before) - (pc->st.seconds_invert - inv_before);
     if (st == KFAC_OK)
         pc->t = t;
     return st;

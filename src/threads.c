@@ -1,9 +1,11 @@
-/* threads.c - one thread count for our OpenMP loops and OpenBLAS (its
- * OpenMP build shares libgomp's pool), plus aligned float buffers. */
+/* threads.c - the runtime: one thread count for our OpenMP loops and
+ * OpenBLAS (its OpenMP build shares libgomp's pool), aligned float buffers
+ * and the clock. */
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -28,3 +30,10 @@ float *kfac_alloc_floats(size_t n)
 }
 
 void kfac_free_floats(float *p) { free(p); }
+
+double kfac_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "common.h"
@@ -24,13 +23,6 @@ struct kfac_trainer {
     int epoch;        /* epochs completed */
     double seconds;   /* training time so far */
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Classifiers learn labels; every other loss reconstructs its input (the
  * autoencoder). Checks that the data fits the network. */
@@ -171,7 +163,7 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
 {
     if (!t)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_epoch: trainer is NULL");
-    double start = now_seconds();
+    double start = kfac_seconds();
     int n = t->train->n, batch = t->p.batch;
     /* Fisher-Yates on the running order: each epoch a fresh permutation */
     for (int i = n - 1; i > 0; i--) {
@@ -205,7 +197,7 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
         if (progress && progress(user, s + 1, steps))
             break;
     }
-    t->seconds += now_seconds() - start;
+    t->seconds += kfac_seconds() - start;
     t->epoch++;
     if (stats) {
         memset(stats, 0, sizeof *stats);
