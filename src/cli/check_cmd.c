@@ -38,41 +38,36 @@ int cmd_check(int argc, char **argv)
     long examples = 1000, warmup = 1, threads = 0;
     float damping = 0.0f;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        const char *a, *v;
+        size_t len;
+        switch (cli_next_arg("check", argc, argv, &i, &netfile, &a, &len, &v)) {
+        case CLI_ARG_HELP:
             check_usage(stdout);
             return EXIT_OK;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            if (netfile) {
-                cli_error("check: unexpected argument '%s' (one NETFILE only)", a);
-                return EXIT_USAGE;
-            }
-            netfile = a;
-            continue;
-        }
-        const char *v = i + 1 < argc ? argv[++i] : NULL;
-        if (!v) {
-            cli_error("check: %s needs a value", a);
+        case CLI_ARG_ERROR:
             return EXIT_USAGE;
+        case CLI_ARG_NETFILE:
+            continue;
+        case CLI_ARG_OPTION:
+            break;
         }
         int bad;
-        if (!strcmp(a, "--data"))
+        if (cli_opt_is(a, len, "--data"))
             data = v, bad = 0;
-        else if (!strcmp(a, "--examples"))
+        else if (cli_opt_is(a, len, "--examples"))
             bad = cli_parse_int(v, 1, 100000, &examples);
-        else if (!strcmp(a, "--warmup-epochs"))
+        else if (cli_opt_is(a, len, "--warmup-epochs"))
             bad = cli_parse_int(v, 0, 1000, &warmup);
-        else if (!strcmp(a, "--threads"))
+        else if (cli_opt_is(a, len, "--threads"))
             bad = cli_parse_int(v, 1, 1024, &threads);
-        else if (!strcmp(a, "--damping"))
+        else if (cli_opt_is(a, len, "--damping"))
             bad = cli_parse_float(v, &damping) || !(damping > 0.0f);
         else {
-            cli_error("check: unknown option '%s' (try 'kfac check --help')", a);
+            cli_error("check: unknown option '%.*s' (try 'kfac check --help')", (int)len, a);
             return EXIT_USAGE;
         }
         if (bad) {
-            cli_error("check: %s '%s': not a valid number in range", a, v);
+            cli_error("check: %.*s '%s': not a valid number in range", (int)len, a, v);
             return EXIT_USAGE;
         }
     }

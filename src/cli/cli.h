@@ -24,6 +24,18 @@ int cli_parse_float(const char *s, float *out);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_status_exit(kfac_status st);
 
+/* One word of a command taking one NETFILE and `--name value` or
+ * `--name=value` options (check, eval). */
+typedef enum { CLI_ARG_OPTION, CLI_ARG_NETFILE, CLI_ARG_HELP, CLI_ARG_ERROR } cli_arg_kind;
+/* Classify argv[*i]: a NETFILE is stored in *netfile (a second one is an
+ * error), --help/-h is reported, an option gives its name (*len bytes, not
+ * NUL-terminated) and value, *i moving past a separate value. A missing
+ * value or second NETFILE prints its line and gives CLI_ARG_ERROR. */
+cli_arg_kind cli_next_arg(const char *cmd, int argc, char **argv, int *i, const char **netfile, const char **name,
+                          size_t *len, const char **value);
+/* name (len bytes) is the option `want` */
+int cli_opt_is(const char *name, size_t len, const char *want);
+
 /* Load DIR's train and t10k sets, pooled as the net spec asks; prints the
  * error and returns the exit status on failure, 0 on success. */
 int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test);

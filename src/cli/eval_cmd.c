@@ -24,38 +24,27 @@ int cmd_eval(int argc, char **argv)
     const char *netfile = NULL, *load = NULL, *data = KFAC_DEFAULT_DATA_DIR;
     long threads = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        const char *a, *value;
+        size_t len;
+        switch (cli_next_arg("eval", argc, argv, &i, &netfile, &a, &len, &value)) {
+        case CLI_ARG_HELP:
             eval_usage(stdout);
             return EXIT_OK;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            if (netfile) {
-                cli_error("eval: unexpected argument '%s' (one NETFILE only)", a);
-                return EXIT_USAGE;
-            }
-            netfile = a;
+        case CLI_ARG_ERROR:
+            return EXIT_USAGE;
+        case CLI_ARG_NETFILE:
             continue;
+        case CLI_ARG_OPTION:
+            break;
         }
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        const char **slot = NULL;
-        if (len == 6 && !strncmp(a, "--load", len))
-            slot = &load;
-        else if (len == 6 && !strncmp(a, "--data", len))
-            slot = &data;
-        else if (!(len == 9 && !strncmp(a, "--threads", len))) {
+        if (cli_opt_is(a, len, "--load"))
+            load = value;
+        else if (cli_opt_is(a, len, "--data"))
+            data = value;
+        else if (!cli_opt_is(a, len, "--threads")) {
             cli_error("eval: unknown option '%.*s' (try 'kfac eval --help')", (int)len, a);
             return EXIT_USAGE;
-        }
-        if (!value || !*value) {
-            cli_error("eval: %.*s needs a value", (int)len, a);
-            return EXIT_USAGE;
-        }
-        if (slot)
-            *slot = value;
-        else if (cli_parse_int(value, 1, 1024, &threads)) {
+        } else if (cli_parse_int(value, 1, 1024, &threads)) {
             cli_error("eval: --threads '%s': expected an integer in [1, 1024]", value);
             return EXIT_USAGE;
         }

@@ -69,6 +69,36 @@ int cli_parse_float(const char *s, float *out)
     return 0;
 }
 
+cli_arg_kind cli_next_arg(const char *cmd, int argc, char **argv, int *i, const char **netfile, const char **name,
+                          size_t *len, const char **value)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+        return CLI_ARG_HELP;
+    if (strncmp(a, "--", 2) != 0) {
+        if (*netfile) {
+            cli_error("%s: unexpected argument '%s' (one NETFILE only)", cmd, a);
+            return CLI_ARG_ERROR;
+        }
+        *netfile = a;
+        return CLI_ARG_NETFILE;
+    }
+    const char *eq = strchr(a, '=');
+    *name = a;
+    *len = eq ? (size_t)(eq - a) : strlen(a);
+    *value = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (!*value || !**value) {
+        cli_error("%s: %.*s needs a value", cmd, (int)*len, a);
+        return CLI_ARG_ERROR;
+    }
+    return CLI_ARG_OPTION;
+}
+
+int cli_opt_is(const char *name, size_t len, const char *want)
+{
+    return strlen(want) == len && !strncmp(name, want, len);
+}
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
