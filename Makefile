@@ -14,6 +14,7 @@ override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wex
 # Only the functions include/kfac.h marks KFAC_API leave the shared library.
 override CFLAGS += -fvisibility=hidden
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm -fopenmp
+LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
 DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist
@@ -36,7 +37,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: all deps run test bench clean install uninstall embed-test
+.PHONY: all deps run test check-sanitize bench clean install uninstall embed-test
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
 
 deps:
@@ -62,17 +63,17 @@ $(B)/libkfac.a: $(LIB_OBJ)
 $(B)/libkfac.so: $(B)/libkfac.so.$(VERSION)
 	ln -sf libkfac.so.$(VERSION) $(B)/$(SONAME) && ln -sf $(SONAME) $@
 $(B)/libkfac.so.$(VERSION): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
 $(B)/kfac: $(CLI_OBJ) $(B)/libkfac.a
-	$(CC) -o $@ $(CLI_OBJ) $(B)/libkfac.a $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(B)/libkfac.a $(LDLIBS)
 
 # The test runner links the static library (tests may reach private
 # headers) and Check.
 $(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a
-	$(CC) -o $@ $(TEST_OBJ) $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
 
 $(B)/%: bench/%.c $(B)/libkfac.a
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
 
 # The main job: train the default network on the default data with K-FAC
 # and with SGD-momentum, then print them side by side.
@@ -82,7 +83,19 @@ run: deps
 
 test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
-	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) ./kfac_tests
+	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
+
+# The test suite again, built in $(B)-san with AddressSanitizer and
+# UndefinedBehaviorSanitizer (LeakSanitizer included): any report fails the
+# test it happens in. The embedding examples are built with the same flags,
+# so the sanitizer runtime comes first in every program.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1 \
+             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
+             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+check-sanitize: deps
+	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
+	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
 
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.
@@ -139,7 +152,7 @@ embed-test: all
 	export PKG_CONFIG_PATH=$$tmp/lib/pkgconfig; \
 	for src in $(EMBED_SRC); do \
 	  exe=$$tmp/$$(basename $$src .c); \
-	  $(CC) -O2 -Wall -Wextra -Werror -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
+	  $(CC) -O2 -Wall -Wextra -Werror $(EMBED_FLAGS) -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
 	  echo "embed: $$(basename $$exe)"; \
 	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
 	done

@@ -44,7 +44,9 @@ START_TEST(test_misuse)
     kfac_rng_seed(&r, 1);
 
     /* NULL arguments */
-    ck_assert_int_eq(kfac_net_new(NULL, 4, &net), KFAC_ERR_INVALID_ARG);
+    kfac_net *none; /* a failed kfac_net_new sets *out to NULL */
+    ck_assert_int_eq(kfac_net_new(NULL, 4, &none), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(none);
     ck_assert_int_eq(kfac_net_new(&s, 4, NULL), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_net_predict(NULL, x, 1, out), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_net_predict(net, NULL, 1, out), KFAC_ERR_INVALID_ARG);

@@ -18,8 +18,8 @@ static int run_kfac(const char *args)
     snprintf(out_path, sizeof out_path, "%s/cli.out", test_tmpdir());
     snprintf(err_path, sizeof err_path, "%s/cli.err", test_tmpdir());
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && build/kfac %s >'%s' 2>'%s' </dev/null", test_root(), args, out_path,
-             err_path);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s' </dev/null", test_root(), test_kfac_bin(), args,
+             out_path, err_path);
     int st = system(cmd);
     ck_assert_msg(st != -1 && WIFEXITED(st), "could not run: %s", cmd);
     return WEXITSTATUS(st);

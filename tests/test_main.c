@@ -1,6 +1,7 @@
 /* test_main.c - runs every suite. Check forks a child per test; this
  * process never enters OpenMP itself, so the children start with a clean
  * libgomp (a fork after OpenMP was used can hang). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,18 @@ const char *test_root(void)
 {
     const char *d = getenv("KFAC_ROOT");
     return d && *d ? d : "..";
+}
+
+const char *test_kfac_bin(void)
+{
+    static char path[1024];
+    const char *b = getenv("KFAC_BIN");
+    if (b && *b)
+        return b;
+    /* absolute: the CLI tests run it from the project root */
+    char root[PATH_MAX];
+    snprintf(path, sizeof path, "%s/build/kfac", realpath(test_root(), root) ? root : test_root());
+    return path;
 }
 
 static char tmpdir[256];

@@ -19,8 +19,11 @@ Suite *checkpoint_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);
-/* Project root ($KFAC_ROOT, else ".."), for nets/ and build/kfac. */
+/* Project root ($KFAC_ROOT, else ".."), for nets/. */
 const char *test_root(void);
+/* The kfac program under test ($KFAC_BIN, else build/kfac under the root):
+ * the sanitizer build tests its own. */
+const char *test_kfac_bin(void);
 /* A fresh empty directory for files a test makes; removed at exit. */
 const char *test_tmpdir(void);
 
