@@ -23,7 +23,7 @@ const char *test_root(void)
 
 const char *test_kfac_bin(void)
 {
-    static char path[1024];
+    static char path[PATH_MAX + 16];
     const char *b = getenv("KFAC_BIN");
     if (b && *b)
         return b;
