@@ -1,6 +1,7 @@
 /* test_main.c - runs every suite. Check forks a child per test; this
  * process never enters OpenMP itself, so the children start with a clean
  * libgomp (a fork after OpenMP was used can hang). */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
