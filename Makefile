@@ -9,11 +9,13 @@ B       ?= build
 # share one libgomp thread pool whatever the BLAS alternative points to.
 BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  ?= -O3 -g
+# The fuzzing build leaves OpenMP out (its pragmas are then ignored).
+OPENMP  ?= -fopenmp
 override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wextra -Wshadow -Wstrict-prototypes \
-           -fopenmp -fPIC -Iinclude -Isrc
+           $(OPENMP) -fPIC -Iinclude -Isrc
 # Only the functions include/kfac.h marks KFAC_API leave the shared library.
 override CFLAGS += -fvisibility=hidden
-LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm -fopenmp
+LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
@@ -37,7 +39,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: all deps run test check-sanitize bench clean install uninstall embed-test
+.PHONY: all deps run test check-sanitize fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
 
 deps:
@@ -96,6 +98,51 @@ SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_str
 check-sanitize: deps
 	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
 	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
+
+# libFuzzer harnesses (tests/fuzz/) for the IDX reader, the net-file parser
+# and the checkpoint loaders, built with clang in $(B)-fuzz with ASan and
+# UBSan and run FUZZ_SECONDS each from the seed corpora in
+# tests/fuzz/corpus/ (new inputs go to $(B)-fuzz/corpus/). Inputs that once
+# crashed, tests/fuzz/regressions/<harness>/, are replayed first. A crash
+# leaves $(B)-fuzz/crash-<harness>-* and fails the target; the executions
+# per harness go to $(B)-fuzz/summary.txt.
+FUZZERS      := idx netfile checkpoint
+FUZZ_SECONDS ?= 60
+FZ           := $(B)-fuzz
+FUZZ_CC      := clang-14
+FUZZ_FLAGS   := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+                -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+FUZZ_RUN     := -malloc_limit_mb=512 -rss_limit_mb=2048 -timeout=20 -print_final_stats=1
+$(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FZ)/libkfac.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -D_GNU_SOURCE -fsanitize=fuzzer -Iinclude -o $@ $< $(FZ)/libkfac.a $(LDLIBS)
+fuzz-build: deps
+	$(MAKE) deps EXTRA_PKGS="clang-14 libclang-rt-14-dev"
+	$(MAKE) B=$(FZ) FZ=$(FZ) CC=$(FUZZ_CC) OPENMP= CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -Wno-source-uses-openmp" \
+	  $(FZ)/libkfac.a $(FUZZERS:%=$(FZ)/fuzz_%)
+fuzz: fuzz-build
+	@set -e; : > $(FZ)/summary.txt; for f in $(FUZZERS); do \
+	  mkdir -p $(FZ)/corpus/$$f; \
+	  if ls tests/fuzz/regressions/$$f/* >/dev/null 2>&1; then \
+	    echo "fuzz_$$f: replaying $$(ls tests/fuzz/regressions/$$f | wc -l) regression inputs"; \
+	    OPENBLAS_NUM_THREADS=1 $(FZ)/fuzz_$$f $(FUZZ_RUN) tests/fuzz/regressions/$$f/* 2>$(FZ)/regress-$$f.log || \
+	      { tail -40 $(FZ)/regress-$$f.log; exit 1; }; \
+	  fi; \
+	  echo "fuzz_$$f: $(FUZZ_SECONDS) s"; \
+	  OPENBLAS_NUM_THREADS=1 $(FZ)/fuzz_$$f $(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FZ)/crash-$$f- $(FZ)/corpus/$$f tests/fuzz/corpus/$$f 2>$(FZ)/fuzz-$$f.log || \
+	    { tail -60 $(FZ)/fuzz-$$f.log; exit 1; }; \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FZ)/fuzz-$$f.log); \
+	  cov=$$(grep -o 'cov: [0-9]*' $(FZ)/fuzz-$$f.log | tail -1); \
+	  echo "fuzz_$$f: $$execs executions in $(FUZZ_SECONDS) s, $$cov, corpus $$(ls $(FZ)/corpus/$$f | wc -l) new inputs, no crash" \
+	    | tee -a $(FZ)/summary.txt; \
+	done
+# Rewrite the generated seed corpora (the nets, valid IDX pairs, valid
+# checkpoints of the harness's trainers).
+fuzz-seeds: fuzz-build
+	mkdir -p $(FUZZERS:%=tests/fuzz/corpus/%)
+	cp nets/*.net tests/fuzz/corpus/netfile/
+	KFAC_FUZZ_SEEDS=tests/fuzz/corpus/idx $(FZ)/fuzz_idx
+	KFAC_FUZZ_SEEDS=tests/fuzz/corpus/checkpoint $(FZ)/fuzz_checkpoint
 
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.

@@ -27,6 +27,17 @@ void kfac_free_floats(float *p);
  * breakdown. */
 double kfac_seconds(void);
 
+/* OpenMP's runtime calls. A build without -fopenmp (the fuzzing build,
+ * tests/fuzz/) ignores the pragmas and runs everything on one thread. */
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_num_procs(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+static inline void omp_set_num_threads(int n) { (void)n; }
+#endif
+
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))
 

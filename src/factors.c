@@ -4,7 +4,6 @@
  * (KFAC.md 4), and the preconditioned gradient of one layer (KFAC.md 5). */
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 

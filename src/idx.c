@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -101,7 +102,11 @@ static kfac_status idx_open(idx_file *f, const char *path, int ndims)
     if (!f->gz)
         return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path,
                          errno ? strerror(errno) : "out of memory");
-    gzbuffer(f->gz, IDX_GZ_BUFFER);
+    /* a big buffer pays off only on big files (and costs a small one's
+     * reading, 2x its size in zlib's buffers, many times over) */
+    struct stat sb;
+    if (stat(path, &sb) != 0 || sb.st_size >= (off_t)IDX_GZ_BUFFER)
+        gzbuffer(f->gz, IDX_GZ_BUFFER);
 
     unsigned char head[4 + 4 * 3];
     size_t want = 4 + 4 * (size_t)ndims, got;

@@ -110,10 +110,10 @@ static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
 }
 
 const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT] = {
-    [KFAC_OPT_SGD] = {"sgd", 0, 1, NULL, NULL, sgd_step},
-    [KFAC_OPT_MOMENTUM] = {"momentum", 1, 1, NULL, NULL, momentum_step},
-    [KFAC_OPT_NESTEROV] = {"nesterov", 1, 1, NULL, NULL, nesterov_step},
-    [KFAC_OPT_ADAM] = {"adam", 2, 1, NULL, NULL, adam_step},
+    [KFAC_OPT_SGD] = {"sgd", 0, 1, NULL, NULL, sgd_step, NULL},
+    [KFAC_OPT_MOMENTUM] = {"momentum", 1, 1, NULL, NULL, momentum_step, NULL},
+    [KFAC_OPT_NESTEROV] = {"nesterov", 1, 1, NULL, NULL, nesterov_step, NULL},
+    [KFAC_OPT_ADAM] = {"adam", 2, 1, NULL, NULL, adam_step, NULL},
     /* K-FAC's momentum (or previous update) lives in its engine */
     [KFAC_OPT_KFAC] = {"kfac", 0, 0, kfac_opt_attach, kfac_opt_detach, kfac_opt_step, kfac_opt_io},
 };

@@ -2,7 +2,6 @@
  * OpenBLAS (its OpenMP build shares libgomp's pool), aligned float buffers
  * and the clock. */
 #include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
