@@ -496,8 +496,10 @@ typedef struct kfac_precond_batch {
 } kfac_precond_batch;
 
 /* Statistics, inversion, preconditioning and the update, as above. Every
- * argument is checked before anything changes. KFAC_ERR_NUMERIC if the
- * direction is not finite even with 1000x damping. */
+ * argument is checked before anything changes. KFAC_ERR_NUMERIC, nothing
+ * changed, if a gradient or the statistics due (abar, g_sampled) hold NaN
+ * or Inf; KFAC_ERR_NUMERIC if the direction is not finite even with 1000x
+ * damping. */
 KFAC_API kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *batch);
 
 /* Sizes and state. Offsets index the flat vectors of kfac_fisher_vec_fn

@@ -293,39 +293,69 @@ done:
     return st;
 }
 
-/* Read path whole and check everything about the container; *io is then a
- * READ visitor over the payload, inside *data, which the caller frees. */
+/* Read up to `want` bytes of f into *buf (capacity *cap, grown as data
+ * arrives, so a header promising more than the file holds costs little);
+ * *size counts what is there. 0 on success, else errno (ENOMEM). */
+static int read_upto(FILE *f, unsigned char **buf, size_t *cap, size_t *size, size_t want)
+{
+    while (*size < want) {
+        if (*size == *cap) {
+            size_t ncap = *cap < want - *cap ? 2 * *cap : want;
+            unsigned char *b = realloc(*buf, ncap);
+            if (!b)
+                return ENOMEM;
+            *buf = b;
+            *cap = ncap;
+        }
+        size_t got = fread(*buf + *size, 1, KFAC_MIN(*cap, want) - *size, f);
+        *size += got;
+        if (got == 0)
+            return ferror(f) ? (errno ? errno : EIO) : 0;
+    }
+    return 0;
+}
+
+/* Read path and check everything about the container; *io is then a READ
+ * visitor over the payload, inside *data, which the caller frees. Only the
+ * magic, then the header, then what the header promises (and one byte more,
+ * to notice trailing bytes) are read: a wrong path (/dev/zero, a data set)
+ * is refused after 8 bytes, not read whole. */
 static kfac_status read_file(const char *path, uint32_t content, unsigned char **data, kfac_ckio *io)
 {
     *data = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
     size_t cap = 1 << 16, size = 0;
     unsigned char *buf = malloc(cap);
-    while (buf) {
-        size += fread(buf + size, 1, cap - size, f);
-        if (size < cap)
-            break;
-        unsigned char *b = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!b) {
-            free(buf);
-            buf = NULL;
-        }
-        buf = b;
-        cap *= 2;
+    int err = buf ? 0 : ENOMEM;
+    uint64_t payload = 0;
+    size_t total = 0; /* header + payload + crc, once known */
+    if (!err)
+        err = read_upto(f, &buf, &cap, &size, 8);
+    int magic_ok = !err && size > 0 && memcmp(buf, MAGIC, KFAC_MIN(size, 8)) == 0;
+    if (magic_ok && size == 8)
+        err = read_upto(f, &buf, &cap, &size, HEADER + 4);
+    if (magic_ok && !err && size >= HEADER) {
+        for (int i = 0; i < 8; i++)
+            payload |= (uint64_t)buf[16 + i] << (8 * i);
+        /* beyond what a size_t addresses it cannot be there anyway */
+        total = payload <= SIZE_MAX - HEADER - 5 ? HEADER + (size_t)payload + 4 : SIZE_MAX - 1;
+        err = read_upto(f, &buf, &cap, &size, total + 1);
     }
-    int err = ferror(f);
     fclose(f);
-    if (!buf)
+    if (err == ENOMEM) {
+        free(buf);
         return kfac_fail(KFAC_ERR_NOMEM, "%s: out of memory reading it", path);
+    }
     if (err) {
         free(buf);
-        return kfac_fail(KFAC_ERR_IO, "%s: read error", path);
+        return kfac_fail(KFAC_ERR_IO, "%s: cannot read: %s", path, strerror(err));
     }
     kfac_status st = KFAC_OK;
-    size_t magic_n = size < 8 ? size : 8;
-    if (size == 0 || memcmp(buf, MAGIC, magic_n) != 0) {
+    if (!magic_ok) {
         st = kfac_fail(KFAC_ERR_FORMAT, "%s: not a libkfac checkpoint (no KFACCKPT magic)", path);
         goto fail;
     }
@@ -335,23 +365,26 @@ static kfac_status read_file(const char *path, uint32_t content, unsigned char *
     }
     kfac_ckio h = {.mode = KFAC_CKIO_READ, .buf = buf, .len = HEADER, .pos = 8};
     uint32_t version = 0, kind = 0;
-    uint64_t payload = 0;
     kfac_ckio_u32(&h, &version);
     kfac_ckio_u32(&h, &kind);
-    kfac_ckio_u64(&h, &payload);
     if (version != KFAC_CKPT_VERSION) {
         st = kfac_fail(KFAC_ERR_FORMAT, "%s: checkpoint format version %u; this library reads version %u", path,
                        version, KFAC_CKPT_VERSION);
         goto fail;
     }
-    if (payload > size || size - HEADER - 4 < payload) {
+    if (size < total) {
+        unsigned long long promise = payload > UINT64_MAX - HEADER - 4 ? UINT64_MAX : payload + HEADER + 4;
         st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu bytes, the header promises %llu", path, size,
-                       (unsigned long long)payload + HEADER + 4);
+                       promise);
         goto fail;
     }
-    if (size - HEADER - 4 > payload) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %zu bytes after its end", path,
-                       size - HEADER - 4 - (size_t)payload);
+    if (size > total) {
+        /* reading stopped one byte past the end; a regular file says how many */
+        if (regular && (uint64_t)sb.st_size > total)
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %llu bytes after its end", path,
+                           (unsigned long long)sb.st_size - total);
+        else
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: bytes after its end", path);
         goto fail;
     }
     size_t body = HEADER + (size_t)payload;

@@ -322,6 +322,42 @@ static kfac_status quadratic_update(kfac_precond *pc, float *const *w, long t, d
     return KFAC_OK;
 }
 
+/* index of the first non-finite of x[0..n), or n */
+static size_t first_nonfinite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}
+
+/* NaN or Inf in what the step reads would spread into the running
+ * factors (for good: they are averages) or the weights. Checked before
+ * anything changes, so such a step is rejected whole. O(B d) per layer,
+ * against the O(B d^2) of the statistics. */
+static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond_input *in, int stats_now)
+{
+    for (int l = 0; l < pc->n_layers; l++) {
+        size_t din = (size_t)pc->d_in[l], dout = (size_t)pc->d_out[l], i;
+        const char *what = NULL;
+        if (stats_now && (i = first_nonfinite(in->abar[l], (size_t)in->stat_rows * din)) < (size_t)in->stat_rows * din)
+            what = "input abar (statistics for A)";
+        else if (stats_now &&
+                 (i = first_nonfinite(in->gstat[l], (size_t)in->stat_rows * dout)) < (size_t)in->stat_rows * dout)
+            what = "pre-activation gradient g (statistics for G)";
+        else if (in->grad && (i = first_nonfinite(in->grad[l], din * dout)) < din * dout)
+            what = "gradient";
+        else if (!in->grad && (i = first_nonfinite(in->abar[l], (size_t)in->rows * din)) < (size_t)in->rows * din)
+            what = "input abar";
+        else if (!in->grad && (i = first_nonfinite(in->gtrue[l], (size_t)in->rows * dout)) < (size_t)in->rows * dout)
+            what = "pre-activation gradient g";
+        if (what)
+            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: layer %d's %s is not finite (entry %zu); step %ld rejected, "
+                             "nothing changed", l + 1, what, i, pc->t + 1);
+    }
+    return KFAC_OK;
+}
+
 kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *in)
 {
     const kfac_kfac_params *kp = &pc->kp;
@@ -331,6 +367,8 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
 
     double t0 = kfac_seconds();
     int stats_now = (t - 1) % kp->cov_every == 0;
+    if ((st = check_finite_input(pc, in, stats_now)) != KFAC_OK)
+        return st;
     if (stats_now) {
         kfac_factors_begin_stats(pc->fc);
         for (int l = 0; l < pc->n_layers; l++)

@@ -25,16 +25,17 @@ struct kfac_trainer {
 };
 
 /* Classifiers learn labels; every other loss reconstructs its input (the
- * autoencoder). Checks that the data fits the network. */
-static kfac_status check_fit(const kfac_net *net, const kfac_dataset *d)
+ * autoencoder). Checks that the data fits the network of `spec` (before
+ * the network is allocated: a net file for other data may be large). */
+static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d)
 {
     if (!d || !d->x || d->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "empty dataset");
-    if (d->features != net->dims[0])
+    if (d->features != spec->inputs)
         return kfac_fail(KFAC_ERR_SHAPE, "the data has %d features per example (%dx%d) but the network takes %d inputs",
-                         d->features, d->rows, d->cols, net->dims[0]);
-    int outputs = net->dims[net->n_layers];
-    if (net->spec.loss == KFAC_LOSS_SOFTMAX_XENT) {
+                         d->features, d->rows, d->cols, spec->inputs);
+    int outputs = spec->layers[spec->n_layers - 1].units;
+    if (spec->loss == KFAC_LOSS_SOFTMAX_XENT) {
         if (!d->labels)
             return kfac_fail(KFAC_ERR_SHAPE, "a classifier needs labels");
         if (outputs != d->classes)
@@ -43,7 +44,7 @@ static kfac_status check_fit(const kfac_net *net, const kfac_dataset *d)
     } else if (outputs != d->features) {
         return kfac_fail(KFAC_ERR_SHAPE,
                          "loss %s reconstructs the input: %d outputs needed, the network has %d",
-                         kfac_loss_name(net->spec.loss), d->features, outputs);
+                         kfac_loss_name(spec->loss), d->features, outputs);
     }
     return KFAC_OK;
 }
@@ -101,6 +102,8 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         return st;
     if (!train || train->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "no training data");
+    if ((st = check_fit(spec, train)) != KFAC_OK)
+        return st;
     if (p->batch > train->n)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d examples)",
                          p->batch, train->n);
@@ -111,7 +114,7 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     t->p = *p;
     t->train = train;
     kfac_rng_seed(&t->rng, p->seed);
-    if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK || (st = check_fit(t->net, train)) != KFAC_OK ||
+    if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK ||
         (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
         (st = kfac_optimizer_new_for_net(p, t->net, &t->opt)) != KFAC_OK)
         goto fail;
@@ -197,6 +200,20 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
         if (progress && progress(user, s + 1, steps))
             break;
     }
+    /* The loss is checked before each step, so a last step of the epoch
+     * that overflowed the parameters would otherwise only show in the next
+     * epoch, after the caller has evaluated (NaN) and saved (a checkpoint
+     * of NaN) this one. One pass over theta an epoch. */
+    if (st == KFAC_OK && s == steps) {
+        const float *theta = t->net->theta;
+        size_t np = t->net->n_params, bad = np;
+        for (size_t i = 0; i < np && bad == np; i++)
+            if (!isfinite(theta[i]))
+                bad = i;
+        if (bad < np)
+            st = kfac_fail(KFAC_ERR_NUMERIC, "training diverged: parameter %zu is %g after epoch %d, step %ld",
+                           bad, theta[bad], t->epoch + 1, s);
+    }
     t->seconds += kfac_seconds() - start;
     t->epoch++;
     if (stats) {
@@ -214,7 +231,7 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     kfac_clear_error();
     if (!net || !d)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_evaluate: NULL argument");
-    kfac_status st = check_fit(net, d);
+    kfac_status st = check_fit(&net->spec, d);
     if (st != KFAC_OK)
         return st;
     int chunk = net->max_batch, outputs = net->dims[net->n_layers];

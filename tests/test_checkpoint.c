@@ -264,6 +264,21 @@ START_TEST(test_damaged_files_are_refused)
     write_all(bad, copy, n + 4);
     expect_refused(fresh, bad, KFAC_ERR_FORMAT, "after its end");
 
+    /* exact count of trailing bytes */
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), ": 4 bytes after its end"));
+
+    /* a header promising 2^62 bytes more: truncated, found without
+     * reading or allocating anything of that size */
+    memcpy(copy, buf, n);
+    copy[16 + 7] = 0x40;
+    write_all(bad, copy, n);
+    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "truncated checkpoint");
+
+    /* a path to something else: an endless device is refused at its first
+     * bytes (it used to be read until memory ran out), a directory says so */
+    expect_refused(fresh, "/dev/zero", KFAC_ERR_FORMAT, "no KFACCKPT magic");
+    expect_refused(fresh, test_tmpdir(), KFAC_ERR_IO, "Is a directory");
+
     /* a consistent file whose data order is not a permutation: caught by
      * the dry run, before theta (which comes first) is touched */
     memcpy(copy, buf, n);

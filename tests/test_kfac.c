@@ -496,6 +496,128 @@ START_TEST(test_every_configuration_learns)
 }
 END_TEST
 
+
+/* All-zero inputs: the first layer's A is rank one (only the homogeneous
+ * coordinate), singular in every direction of the pixels. With damping
+ * 1e-10 every step stays finite and the fallbacks are reported. */
+START_TEST(test_all_zero_inputs)
+{
+    kfac_dataset d = random_data(200, 12, 3, 12, 4);
+    for (size_t i = 0; i < (size_t)d.n * d.features; i++)
+        ck_assert(d.x[i] == 0.0f);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, 12, 3);
+    p.batch = 20;
+    p.optim.lr = 0.01f;
+    p.kfac.damping = 1e-10f;
+    p.kfac.inversion = (kfac_inversion)_i;
+    kfac_trainer *t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    kfac_epoch_stats es;
+    for (int e = 0; e < 3; e++)
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, &es) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert(isfinite(es.train_loss));
+    kfac_net *net = kfac_trainer_net(t);
+    const float *theta = kfac_net_params(net);
+    for (size_t i = 0; i < kfac_net_n_params(net); i++)
+        ck_assert_msg(isfinite(theta[i]), "parameter %zu is %g", i, theta[i]);
+    kfac_kfac_stats ks;
+    ck_assert_int_eq(kfac_trainer_kfac_stats(t, &ks), KFAC_OK);
+    fprintf(stderr, "  all-zero inputs, %s, damping 1e-10: fallbacks %d, damping retries %ld, loss %.4f\n",
+            kfac_inversion_name(p.kfac.inversion), ks.fallbacks, ks.damping_retries, es.train_loss);
+    if (p.kfac.inversion == KFAC_INV_CHOLESKY)
+        ck_assert_msg(ks.fallbacks != 0, "a rank-one A inverted with damping 1e-10 needed no fallback");
+    ck_assert_int_eq(ks.inversions, 30);
+    kfac_trainer_free(t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+/* One-layer kfac_precond batch of B rows: W (dout x din), its gradient,
+ * abar (B x din, last column 1) and sampled g (B x dout). */
+enum { PB = 8, PIN = 4, POUT = 3 };
+typedef struct pbatch {
+    float w[POUT * PIN], grad[POUT * PIN], abar[PB * PIN], g[PB * POUT];
+} pbatch;
+
+static void pbatch_fill(pbatch *b, kfac_rng *r)
+{
+    fill(b->grad, POUT * PIN, -1, 1, r);
+    fill(b->abar, PB * PIN, 0, 1, r);
+    for (int i = 0; i < PB; i++)
+        b->abar[i * PIN + PIN - 1] = 1.0f;
+    fill(b->g, PB * POUT, -1, 1, r);
+}
+
+static kfac_status pstep(kfac_precond *pc, pbatch *b)
+{
+    float *w[1] = {b->w};
+    const float *g[1] = {b->grad}, *ab[1] = {b->abar}, *gs[1] = {b->g};
+    kfac_precond_batch batch = {PB, w, g, ab, gs, 1.0};
+    return kfac_precond_step(pc, &batch);
+}
+
+/* NaN or Inf in a gradient or in the statistics is refused before
+ * anything changes: the weights, the step count, the statistics rounds,
+ * and the factors (the next good step works, where factors averaged with a
+ * NaN would fail every inversion from then on). */
+START_TEST(test_precond_rejects_nonfinite)
+{
+    kfac_set_threads(1);
+    int din = PIN, dout = POUT;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.cov_every = 1;
+    kp.inv_every = 1;
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, PB, NULL, &kp, &pc), KFAC_OK);
+    kfac_rng r;
+    kfac_rng_seed(&r, 12);
+    pbatch b;
+    fill(b.w, POUT * PIN, -1, 1, &r);
+    pbatch_fill(&b, &r);
+    ck_assert_msg(pstep(pc, &b) == KFAC_OK, "%s", kfac_last_error());
+
+    static const char *const what[4] = {"gradient", "input abar", "pre-activation gradient g", "gradient"};
+    for (int k = 0; k < 4; k++) {
+        pbatch_fill(&b, &r);
+        float w0[POUT * PIN];
+        memcpy(w0, b.w, sizeof w0);
+        kfac_kfac_stats before, after;
+        ck_assert_int_eq(kfac_precond_get_stats(pc, &before), KFAC_OK);
+        long steps = kfac_precond_steps(pc);
+        if (k == 0)
+            b.grad[5] = NAN;
+        else if (k == 1)
+            b.abar[2 * PIN + 1] = INFINITY;
+        else if (k == 2)
+            b.g[PB * POUT - 1] = NAN;
+        else
+            b.grad[0] = -INFINITY;
+        kfac_status st = pstep(pc, &b);
+        ck_assert_msg(st == KFAC_ERR_NUMERIC, "case %d: status %s (%s)", k, kfac_strerror(st), kfac_last_error());
+        ck_assert_msg(strstr(kfac_last_error(), what[k]) && strstr(kfac_last_error(), "rejected"), "case %d: %s", k,
+                      kfac_last_error());
+        ck_assert_msg(memcmp(w0, b.w, sizeof w0) == 0, "case %d: the weights changed", k);
+        ck_assert_int_eq(kfac_precond_steps(pc), steps);
+        ck_assert_int_eq(kfac_precond_get_stats(pc, &after), KFAC_OK);
+        ck_assert_int_eq(after.stats_rounds, before.stats_rounds);
+        ck_assert_int_eq(after.inversions, before.inversions);
+        ck_assert_int_eq(after.damping_retries, before.damping_retries);
+        ck_assert(after.damping == before.damping);
+        /* and the next good batch steps as if nothing had happened */
+        pbatch_fill(&b, &r);
+        ck_assert_msg(pstep(pc, &b) == KFAC_OK, "case %d: after a refused step: %s", k, kfac_last_error());
+        int moved = memcmp(w0, b.w, sizeof w0) != 0;
+        ck_assert(moved);
+        for (int i = 0; i < POUT * PIN; i++)
+            ck_assert_msg(isfinite(b.w[i]), "case %d: weight %d is %g", k, i, b.w[i]);
+    }
+    kfac_precond_free(pc);
+}
+END_TEST
+
 Suite *kfac_suite(void)
 {
     Suite *s = suite_create("kfac");
@@ -509,6 +631,8 @@ Suite *kfac_suite(void)
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);
     tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
+    tcase_add_loop_test(tc, test_all_zero_inputs, 0, KFAC_INV_COUNT);
+    tcase_add_test(tc, test_precond_rejects_nonfinite);
     suite_add_tcase(s, tc);
     return s;
 }

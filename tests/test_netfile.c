@@ -332,6 +332,15 @@ static const bad_case bad[] = {
     {"[net]\ninputs = 0\n", "t.net:2:", "inputs = 0 is outside [1, 10000000]"},
     {"[net]\ninputs = 99999999999999999999999\n", "t.net:2:", "outside [1, 10000000]"},
     {"[net]\ninputs = 4\n[dense]\nunits = 1000001\n", "t.net:4:", "outside [1, 1000000]"},
+    {"[net]\ninputs = 4\n[dense]\nunits = 0\n", "t.net:4:", "units = 0 is outside [1, 1000000]"},
+    {"[net]\ninputs = 4\n[dense]\nunits = -3\n", "t.net:4:", "units = -3 is outside [1, 1000000]"},
+    {"[net]\ninputs = -4\n", "t.net:2:", "inputs = -4 is outside [1, 10000000]"},
+    {NET_OK "[kfac]\ndamping = -0.1\n", "t.net:7:", "damping = -0.1 is outside (0, 1000000]"},
+    {NET_OK "[train]\nbatch = -1\n", "t.net:7:", "batch = -1 is outside [1, 1000000]"},
+    /* every size in range, 10^12 parameters in all: refused by the spec's
+     * parameter cap before any allocation */
+    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", "t.net: ",
+     "1000001000000 parameters: more than 2^30"},
     {"[net]\ninputs = 4\nsparse_count = 0\n", "t.net:3:", "outside [1, 100000]"},
     {"[net]\ninputs = 4\ninit_sigma = 0\n", "t.net:3:", "outside (0, 100]"},
     {NET_OK "[train]\nlr = 0\n", "t.net:7:", "lr = 0 is outside (0, 1000]"},

@@ -252,6 +252,106 @@ START_TEST(test_divergence_detected)
 }
 END_TEST
 
+
+/* A last step of an epoch that overflows the parameters: the loss was
+ * finite before it, so only a look at theta after the epoch catches it,
+ * before a caller evaluates (NaN) and saves it. One step an epoch, inputs
+ * of 1e36 (finite, loss finite) and lr 1000 make the step's gradient
+ * 1e36 and the weights Inf. */
+START_TEST(test_divergence_on_last_step)
+{
+    enum { N = 20, F = 8, C = 2 };
+    kfac_dataset d = {0};
+    d.n = N, d.features = F, d.rows = 1, d.cols = F, d.classes = C;
+    d.x = calloc((size_t)N * F, sizeof(float));
+    d.labels = calloc(N, 1);
+    for (int i = 0; i < N; i++) {
+        d.labels[i] = (uint8_t)(i % C);
+        d.x[(size_t)i * F + (i % C)] = 1e36f;
+    }
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = F;
+    s.n_layers = 1;
+    s.layers[0] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = KFAC_OPT_SGD;
+    p.optim.lr = 1000.0f;
+    p.batch = N;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK, "%s", kfac_last_error());
+    kfac_epoch_stats es;
+    kfac_status st = kfac_trainer_epoch(t, NULL, NULL, &es);
+    ck_assert_msg(st == KFAC_ERR_NUMERIC, "status %s (%s): the epoch ended with parameters %g ...", kfac_strerror(st),
+                  kfac_last_error(), kfac_net_params(kfac_trainer_net(t))[0]);
+    ck_assert_msg(strstr(kfac_last_error(), "training diverged: parameter") &&
+                      strstr(kfac_last_error(), "after epoch 1, step 1"),
+                  "%s", kfac_last_error());
+    ck_assert(isfinite(es.train_loss)); /* the one loss seen was finite */
+    kfac_trainer_free(t);
+    free(d.x);
+    free(d.labels);
+}
+END_TEST
+
+/* NaN in the data (possible through the API, not from IDX bytes) or in the
+ * weights is caught at the first loss, for every optimizer, K-FAC too,
+ * and no step is taken with it. */
+START_TEST(test_nan_caught_at_first_loss)
+{
+    enum { N = 40, F = 6, C = 3 };
+    kfac_dataset d = {0};
+    d.n = N, d.features = F, d.rows = 1, d.cols = F, d.classes = C;
+    d.x = malloc(sizeof(float) * N * F);
+    d.labels = malloc(N);
+    kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    for (int i = 0; i < N * F; i++)
+        d.x[i] = (float)kfac_rng_uniform(&r);
+    for (int i = 0; i < N; i++)
+        d.labels[i] = (uint8_t)(i % C);
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = F;
+    s.n_layers = 2;
+    s.layers[0] = (kfac_layer_spec){5, KFAC_ACT_TANH};
+    s.layers[1] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = (kfac_optimizer_kind)_i;
+    p.batch = 10;
+    p.kfac.cov_every = 1;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK, "%s", kfac_last_error());
+    kfac_net *net = kfac_trainer_net(t);
+    size_t P = kfac_net_n_params(net);
+    /* a NaN weight */
+    float *theta = kfac_net_params(net), keep = theta[3];
+    theta[3] = NAN;
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, NULL), KFAC_ERR_NUMERIC);
+    ck_assert_msg(strstr(kfac_last_error(), "training diverged: loss is") &&
+                      strstr(kfac_last_error(), "step 1"), "%s", kfac_last_error());
+    for (size_t i = 0; i < P; i++)
+        ck_assert_msg(i == 3 || isfinite(theta[i]), "%s: parameter %zu became %g", kfac_optimizer_name(p.optimizer),
+                      i, theta[i]);
+    theta[3] = keep;
+    /* a NaN pixel: the trainer takes the data as it is */
+    d.x[2 * F + 1] = NAN;
+    kfac_status st = KFAC_OK;
+    for (int e = 0; e < 2 && st == KFAC_OK; e++)
+        st = kfac_trainer_epoch(t, NULL, NULL, NULL);
+    ck_assert_int_eq(st, KFAC_ERR_NUMERIC);
+    ck_assert_msg(strstr(kfac_last_error(), "training diverged"), "%s", kfac_last_error());
+    for (size_t i = 0; i < P; i++)
+        ck_assert_msg(isfinite(theta[i]), "%s: parameter %zu became %g", kfac_optimizer_name(p.optimizer), i,
+                      theta[i]);
+    kfac_trainer_free(t);
+    free(d.x);
+    free(d.labels);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -263,6 +363,8 @@ Suite *train_suite(void)
     tcase_add_test(tc, test_kfac_beats_sgd_on_autoencoder);
     tcase_add_test(tc, test_trainer_refuses_bad_setups);
     tcase_add_test(tc, test_divergence_detected);
+    tcase_add_test(tc, test_divergence_on_last_step);
+    tcase_add_loop_test(tc, test_nan_caught_at_first_loss, 0, KFAC_OPT_COUNT);
     suite_add_tcase(s, tc);
     return s;
 }

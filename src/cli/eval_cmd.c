@@ -84,7 +84,7 @@ int cmd_eval(int argc, char **argv)
     }
     double loss, metric;
     if ((st = kfac_evaluate(net, &test, &loss, &metric)) != KFAC_OK) {
-        cli_error("%s", kfac_last_error());
+        cli_error("%s: data %s: %s", netfile, data, kfac_last_error());
         code = cli_status_exit(st);
         goto done;
     }

@@ -150,6 +150,15 @@ int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *trai
         kfac_dataset_free(train);
         return cli_status_exit(st);
     }
+    /* the test set is only read after the first epoch: a mismatch found
+     * then would cost that epoch */
+    if (test->features != train->features) {
+        cli_error("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows, test->cols,
+                  train->rows, train->cols);
+        kfac_dataset_free(train);
+        kfac_dataset_free(test);
+        return EXIT_INPUT;
+    }
     if (spec->input_pool > 1 &&
         ((st = pool_in_place(train, spec->input_pool)) != KFAC_OK ||
          (st = pool_in_place(test, spec->input_pool)) != KFAC_OK)) {

@@ -1,6 +1,7 @@
 /* train_cmd.c - `kfac train`: load a net file and the data, apply flag
  * overrides, train, and print (and optionally log) one line per epoch. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,7 +361,10 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     kfac_trainer *tr = NULL;
     kfac_status st;
     if ((st = kfac_trainer_new(&o->spec, p, train, &tr)) != KFAC_OK) {
-        cli_error("%s: %s", o->netfile, kfac_last_error());
+        if (st == KFAC_ERR_SHAPE) /* the data set does not fit the network */
+            cli_error("%s: data %s: %s", o->netfile, o->data, kfac_last_error());
+        else
+            cli_error("%s: %s", o->netfile, kfac_last_error());
         return cli_status_exit(st);
     }
     int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
@@ -406,6 +410,13 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         if ((st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
             cli_error("evaluation: %s", kfac_last_error());
             code = cli_status_exit(st);
+            goto done;
+        }
+        /* parameters that are finite but so large that the test loss is
+         * not: diverged as much, and not worth a checkpoint */
+        if (!isfinite(s.test_loss)) {
+            cli_error("training diverged: test loss is %g after epoch %d", s.test_loss, s.epoch);
+            code = EXIT_DIVERGED;
             goto done;
         }
         printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss, s.test_acc);

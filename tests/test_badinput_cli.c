@@ -1,0 +1,703 @@
+/* test_badinput_cli.c - `kfac` on bad input, table-driven: broken IDX data
+ * sets, net files, flags and checkpoints each give exactly one line on
+ * stderr naming the file (and line, for net files) or the flag and the
+ * problem, the documented exit status, and no output file (--log, --save)
+ * created or changed; and a run that diverges stops with status 4, its
+ * last good checkpoint whole and loadable. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "kfac.h"
+#include "tests.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static char out_path[600], err_path[600];
+
+/* Run `[prefix;] kfac ARGS` from the project root; the exit status, with
+ * stdout/stderr left in out_path/err_path. */
+static int run_prefixed(const char *prefix, const char *args)
+{
+    snprintf(out_path, sizeof out_path, "%s/bad.out", test_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/bad.err", test_tmpdir());
+    char cmd[6144];
+    snprintf(cmd, sizeof cmd, "cd '%s' && (%s build/kfac %s) >'%s' 2>'%s' </dev/null", test_root(), prefix, args,
+             out_path, err_path);
+    int st = system(cmd);
+    ck_assert_msg(st != -1 && WIFEXITED(st), "could not run: %s", cmd);
+    return WEXITSTATUS(st);
+}
+
+static int run_kfac(const char *args) { return run_prefixed("", args); }
+
+/* The whole file, NUL-terminated (malloc'ed); *n its size. */
+static char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    for (size_t got; (got = fread(buf + len, 1, cap - len, f)) > 0;) {
+        len += got;
+        if (len == cap)
+            buf = realloc(buf, (cap *= 2) + 1);
+    }
+    fclose(f);
+    buf[len] = '\0';
+    if (n)
+        *n = len;
+    return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot create %s", path);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void mkdir_p(const char *dir)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Files a temporary file of an atomic write would leave in dir */
+static int tmp_files_in(const char *dir)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '\\.tmp' >/dev/null", dir);
+    return system(cmd) == 0;
+}
+
+/* The last run failed with `status` and exactly one line on stderr that
+ * starts "kfac: " and contains every non-NULL word. */
+static void expect_one_line(const char *what, int got, int status, const char *w1, const char *w2)
+{
+    char *err = read_all(err_path, NULL);
+    ck_assert_msg(got == status, "%s: exit %d, expected %d; stderr: %s", what, got, status, err);
+    ck_assert_msg(count_lines(err) == 1 && strncmp(err, "kfac: ", 6) == 0,
+                  "%s: expected one 'kfac: ' line on stderr, got: %s", what, err);
+    ck_assert_msg(!w1 || strstr(err, w1), "%s: stderr lacks '%s': %s", what, w1, err);
+    ck_assert_msg(!w2 || strstr(err, w2), "%s: stderr lacks '%s': %s", what, w2, err);
+    free(err);
+}
+
+/* ------------------------------------------------------- IDX data sets */
+
+enum { F_TRAIN_IMG, F_TRAIN_LAB, F_TEST_IMG, F_TEST_LAB, F_COUNT };
+static const char *const idx_name[F_COUNT] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+enum { N_TRAIN = 120, N_TEST = 40 };
+
+typedef struct idx_file {
+    unsigned char *b;
+    size_t n;
+    int gz, missing;
+} idx_file;
+
+static void be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* n images of rows x cols (each class lights one row; all zero if `zero`)
+ * and their labels, as IDX bytes */
+static void make_set(idx_file *img, idx_file *lab, int n, int rows, int cols, int zero, uint64_t seed)
+{
+    kfac_rng r;
+    kfac_rng_seed(&r, seed);
+    size_t px = (size_t)rows * cols;
+    img->n = 16 + (size_t)n * px;
+    lab->n = 8 + (size_t)n;
+    img->b = calloc(img->n + 64, 1);
+    lab->b = calloc(lab->n + 64, 1);
+    be32(img->b, 0x803), be32(img->b + 4, (uint32_t)n), be32(img->b + 8, (uint32_t)rows);
+    be32(img->b + 12, (uint32_t)cols);
+    be32(lab->b, 0x801), be32(lab->b + 4, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        int c = (int)kfac_rng_below(&r, 10);
+        lab->b[8 + i] = (unsigned char)c;
+        unsigned char *p = img->b + 16 + (size_t)i * px;
+        if (zero)
+            continue;
+        for (size_t k = 0; k < px; k++)
+            p[k] = (unsigned char)kfac_rng_below(&r, 60);
+        memset(p + (size_t)cols * ((size_t)(2 + 2 * c) % (size_t)rows), 255, (size_t)cols);
+    }
+}
+
+static void make_good(idx_file f[F_COUNT], int rows, int cols, int zero)
+{
+    memset(f, 0, sizeof(idx_file) * F_COUNT);
+    make_set(&f[F_TRAIN_IMG], &f[F_TRAIN_LAB], N_TRAIN, rows, cols, zero, 3);
+    make_set(&f[F_TEST_IMG], &f[F_TEST_LAB], N_TEST, rows, cols, zero, 4);
+}
+
+static void gz_bytes(idx_file *f)
+{
+    uLongf cap = compressBound((uLong)f->n) + 64;
+    unsigned char *out = malloc(cap);
+    /* a gzip wrapper: deflateInit2 with 16 + MAX_WBITS */
+    z_stream z = {0};
+    ck_assert_int_eq(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = f->b;
+    z.avail_in = (uInt)f->n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    ck_assert_int_eq(deflate(&z, Z_FINISH), Z_STREAM_END);
+    size_t n = z.total_out;
+    deflateEnd(&z);
+    free(f->b);
+    f->b = out;
+    f->n = n;
+    f->gz = 1;
+}
+
+/* Write the four files into dir (created); returns nothing, asserts. */
+static void write_set(const char *dir, idx_file f[F_COUNT])
+{
+    mkdir_p(dir);
+    for (int i = 0; i < F_COUNT; i++) {
+        char path[800];
+        snprintf(path, sizeof path, "%s/%s%s", dir, idx_name[i], f[i].gz ? ".gz" : "");
+        if (!f[i].missing)
+            write_all(path, f[i].b, f[i].n);
+        free(f[i].b);
+    }
+}
+
+/* A good 28x28 data set for nets/small.net, made once per test process. */
+static const char *good_data(void)
+{
+    static char dir[600];
+    snprintf(dir, sizeof dir, "%s/bi-good", test_tmpdir());
+    if (!exists(dir)) {
+        idx_file f[F_COUNT];
+        make_good(f, 28, 28, 0);
+        write_set(dir, f);
+    }
+    return dir;
+}
+
+typedef struct idx_case {
+    const char *name;
+    int file;            /* the broken one, named in the message; -1: the directory */
+    const char *problem; /* in the message */
+    const char *prefix;  /* shell commands before kfac (a memory cap) */
+} idx_case;
+
+static const idx_case idx_cases[] = {
+    {"empty", F_TRAIN_IMG, "empty file", ""},
+    {"trunc-header", F_TRAIN_LAB, "truncated header (6 of 8 bytes)", ""},
+    {"trunc-data", F_TEST_IMG, "truncated data (31280 of 31360 bytes for 40 x 28 x 28)", ""},
+    {"magic", F_TRAIN_IMG, "bad magic 0x01000803 (not an IDX file)", ""},
+    {"type", F_TEST_IMG, "element type 0x0d is not unsigned byte", ""},
+    {"ndims", F_TRAIN_LAB, "2 dimension(s), expected 1 for labels", ""},
+    {"zero-dim", F_TRAIN_IMG, "zero dimension in 120 x 0 x 28", ""},
+    {"overflow", F_TRAIN_IMG, "dimensions 4294967295 x 4294967295 x 4294967295 too large", ""},
+    {"features", F_TRAIN_IMG, "dimensions 120 x 65536 x 65536 too large (more than 1000000 features", ""},
+    /* 1.5 GB promised by a small gzip file, under a 1 GB address-space
+     * cap: found truncated without allocating what the header says */
+    {"absurd", F_TRAIN_IMG, "truncated data (94080 of 1568000000 bytes", "ulimit -v 1000000;"},
+    {"count", F_TRAIN_LAB, "119 labels but", ""},
+    {"label", F_TEST_LAB, "label 12 at index 7 outside [0, 10)", ""},
+    {"gzip-corrupt", F_TRAIN_IMG, "gzip", ""},
+    {"gzip-cut", F_TRAIN_IMG, "gzip stream ends early", ""},
+    {"trailing", F_TEST_LAB, "3 trailing byte(s) after the 40 bytes of data", ""},
+    {"missing", F_TEST_LAB, "No such file or directory", ""},
+    {"size-net", -1, "the data has 100 features per example (10x10) but the network takes 784 inputs", ""},
+    {"size-sets", -1, "the t10k images are 14x14 but the train images are 28x28", ""},
+};
+
+START_TEST(test_bad_idx)
+{
+    const idx_case *c = &idx_cases[_i];
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/bi-idx-%s", test_tmpdir(), c->name);
+    idx_file f[F_COUNT];
+    make_good(f, !strcmp(c->name, "size-net") ? 10 : 28, !strcmp(c->name, "size-net") ? 10 : 28, 0);
+    idx_file *b = c->file >= 0 ? &f[c->file] : NULL;
+    switch (_i) {
+    case 0: b->n = 0; break;
+    case 1: b->n = 6; break;
+    case 2: b->n -= 80; break;
+    case 3: b->b[0] = 1; break;
+    case 4: b->b[2] = 0x0D; break;
+    case 5: b->b[3] = 2; break;
+    case 6: be32(b->b + 8, 0); break;
+    case 7: for (int k = 4; k < 16; k++) b->b[k] = 0xFF; break;
+    case 8: be32(b->b + 8, 65536), be32(b->b + 12, 65536); break;
+    case 9:
+        be32(b->b + 4, 2000000);
+        be32(f[F_TRAIN_LAB].b + 4, 2000000);
+        gz_bytes(b);
+        break;
+    case 10: be32(b->b + 4, N_TRAIN - 1), b->n--; break;
+    case 11: b->b[8 + 7] = 12; break;
+    case 12:
+    case 13:
+        gz_bytes(b);
+        if (_i == 13)
+            b->n -= 12;
+        else
+            for (size_t k = b->n / 2; k < b->n / 2 + 4; k++)
+                b->b[k] ^= 0x5A;
+        break;
+    case 14: memcpy(b->b + b->n, "xyz", 3), b->n += 3; break;
+    case 15: b->missing = 1; break;
+    case 16: break; /* 10x10 images for a 784-input network */
+    case 17: {       /* a t10k set of another size */
+        free(f[F_TEST_IMG].b), free(f[F_TEST_LAB].b);
+        make_set(&f[F_TEST_IMG], &f[F_TEST_LAB], N_TEST, 14, 14, 0, 4);
+        break;
+    }
+    }
+    write_set(dir, f);
+    char path[800], log[800], ckpt[800], args[4096];
+    if (b)
+        snprintf(path, sizeof path, "%s/%s", dir, idx_name[c->file]);
+    else
+        snprintf(path, sizeof path, "%s", dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --log '%s' --save '%s'",
+             dir, log, ckpt);
+    int got = run_prefixed(c->prefix, args);
+    expect_one_line(c->name, got, 3, path, c->problem);
+    ck_assert_msg(!exists(log) && !exists(ckpt), "%s: an output file was created", c->name);
+    /* eval reads only t10k: it too names the broken file */
+    if (c->file == F_TEST_IMG || c->file == F_TEST_LAB) {
+        /* the checkpoint is looked at first: make one that loads */
+        snprintf(args, sizeof args,
+                 "train nets/small.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --save '%s'", good_data(),
+                 ckpt);
+        ck_assert_int_eq(run_kfac(args), 0);
+        snprintf(args, sizeof args, "eval nets/small.net --data '%s' --load '%s' --threads 1", dir, ckpt);
+        got = run_kfac(args);
+        expect_one_line(c->name, got, 3, path, c->problem);
+    }
+}
+END_TEST
+
+/* ------------------------------------------------------------ net files */
+
+#define NET784 "[net]\ninputs = 784\n[dense]\nunits = 10\nactivation = linear\n"
+
+typedef struct net_case {
+    const char *text;
+    const char *where;   /* ":LINE: " after the path, or ": " for the whole file */
+    const char *problem;
+} net_case;
+
+static const net_case net_cases[] = {
+    {NET784 "[conv]\nunits = 3\n", ":6: ", "unknown section [conv] (net, dense, train, kfac)"},
+    {"[net]\ninputs = 784\n[dense]\nsize = 10\n", ":4: ", "unknown key 'size' in [dense] (units, activation)"},
+    {NET784 "[train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n", ":9: ", "duplicated key 'lr' in [train] (first at line 7)"},
+    {"[net]\ninputs = many\n", ":2: ", "inputs needs an integer, got 'many'"},
+    {NET784 "[train]\nlr = fast\n", ":7: ", "lr needs a number, got 'fast'"},
+    {NET784 "[train]\nseed = -1\n", ":7: ", "seed needs a non-negative integer"},
+    {NET784 "[train]\nlr = 2000\n", ":7: ", "lr = 2000 is outside (0, 1000]"},
+    {NET784 "[train]\nlr = inf\n", ":7: ", "lr = inf is outside (0, 1000]"},
+    {NET784 "[kfac]\ndamping = 0\n", ":7: ", "damping = 0 is outside (0, 1000000]"},
+    {NET784 "[train]\nbatch = 0\n", ":7: ", "batch = 0 is outside [1, 1000000]"},
+    {"[net]\ninputs = 784\n[dense]\nunits = 0\n", ":4: ", "units = 0 is outside [1, 1000000]"},
+    {"[net]\ninputs = 784\n[dense]\nunits = -10\n", ":4: ", "units = -10 is outside [1, 1000000]"},
+    {"[net]\ninputs = -784\n", ":2: ", "inputs = -784 is outside [1, 10000000]"},
+    {"[net]\ninputs = 99999999999999999999\n", ":2: ", "is outside [1, 10000000]"},
+    {"[net]\ninputs = 784\n[dense]\nunits = 2000000\n", ":4: ", "units = 2000000 is outside"},
+    {"[net]\ninputs = 784\n", ": ", "no [dense] section"},
+    {"[net]\ninputs = 784\n[train]\nlr = 0.1\n", ": ", "no [dense] section"},
+    {"", ": ", "no [net] section"},
+    /* within every key's range, but 10^12 parameters: refused before any
+     * allocation */
+    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", ": ",
+     "1000001000000 parameters: more than 2^30"},
+    {NET784 "[train]\noptimizer = lbfgs\n", ":7: ", "unknown optimizer 'lbfgs' (sgd, momentum, nesterov, adam, kfac)"},
+    {"[net]\ninputs = 784\n[dense]\nunits = 10\nactivation = relu\n", ": ", "the last layer must be linear"},
+    {"[net]\ninputs = 784\n[dense]\nunits\n", ":4: ", "expected 'key = value'"},
+};
+
+START_TEST(test_bad_netfile)
+{
+    const net_case *c = &net_cases[_i];
+    char dir[600], net[800], log[800], ckpt[800], where[900], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-net", test_tmpdir());
+    mkdir_p(dir);
+    snprintf(net, sizeof net, "%s/case%d.net", dir, _i);
+    snprintf(log, sizeof log, "%s/case%d.csv", dir, _i);
+    snprintf(ckpt, sizeof ckpt, "%s/case%d.ckpt", dir, _i);
+    write_all(net, c->text, strlen(c->text));
+    snprintf(where, sizeof where, "kfac: %s%s", net, c->where);
+    static const char *const cmds[] = {"train", "compare", "eval", "check"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(args, sizeof args, "%s '%s' --data '%s' --threads 1 %s", cmds[k], net, good_data(),
+                 k < 2 ? "--log" : k == 2 ? "--load" : "--examples 10");
+        if (k < 3)
+            snprintf(args + strlen(args), sizeof args - strlen(args), " '%s'", k < 2 ? log : ckpt);
+        if (k == 0)
+            snprintf(args + strlen(args), sizeof args - strlen(args), " --save '%s'", ckpt);
+        int got = run_kfac(args);
+        expect_one_line(args, got, 3, where, c->problem);
+        ck_assert_msg(!exists(log) && !exists(ckpt), "%s: an output file was created", args);
+    }
+}
+END_TEST
+
+/* A net file that parses, for other data: 1000000 outputs (a 3 GB network
+ * with its optimizer state) is refused for the data's 10 classes before
+ * anything of that size is allocated. */
+START_TEST(test_net_does_not_fit_data)
+{
+    char net[800], args[4096];
+    snprintf(net, sizeof net, "%s/bi-huge.net", test_tmpdir());
+    const char *text = "[net]\ninputs = 784\n[dense]\nunits = 1000000\nactivation = linear\n";
+    write_all(net, text, strlen(text));
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --batch 20 --quiet", net, good_data());
+    int got = run_prefixed("ulimit -v 1000000;", args);
+    expect_one_line("huge net", got, 3, good_data(), "the data has 10 classes but the network has 1000000 outputs");
+}
+END_TEST
+
+/* ---------------------------------------------------------------- flags */
+
+typedef struct flag_case {
+    const char *args; /* after `train nets/small.net --data DIR --threads 1` */
+    const char *problem;
+} flag_case;
+
+static const flag_case flag_cases[] = {
+    {"--frobnicate 3", "train: unknown option '--frobnicate' (try 'kfac train --help')"},
+    {"-x", "train: unexpected argument '-x'"},
+    {"--epochs 1 --lr", "train: --lr needs a value"},
+    {"--lr=", "train: --lr needs a value"},
+    {"--log", "train: --log needs a value"},
+    {"--resume", "train: --resume needs a value"},
+    {"--lr 0", "train: --lr '0': learning rate 0 outside (0, 1000]"},
+    {"--lr -1", "train: --lr '-1': learning rate -1 outside (0, 1000]"},
+    {"--lr 1001", "train: --lr '1001': learning rate 1001 outside (0, 1000]"},
+    {"--lr 1e40", "train: --lr '1e40': not a valid number"},
+    {"--lr nan", "train: --lr 'nan': not a valid number"},
+    {"--lr inf", "train: --lr 'inf': not a valid number"},
+    {"--lr 0.1x", "train: --lr '0.1x': not a valid number"},
+    {"--optimizer kfac --damping 0", "train: --damping '0': damping 0 outside (0, 1e6]"},
+    {"--damping -1", "train: --damping '-1': damping -1 outside (0, 1e6]"},
+    {"--damping 2e6", "train: --damping '2e6': damping 2e+06 outside (0, 1e6]"},
+    {"--damping nan", "train: --damping 'nan': not a valid number"},
+    {"--batch 0", "train: --batch '0': not a valid number in range"},
+    {"--batch -5", "train: --batch '-5'"},
+    {"--batch 1000001", "train: --batch '1000001'"},
+    {"--batch 12x", "train: --batch '12x'"},
+    {"--batch 121", "batch 121 larger than the training set (120 examples)"},
+    {"--threads 0", "train: --threads '0': expected an integer in [1, 1024]"},
+    {"--threads 1025", "train: --threads '1025'"},
+    {"--threads two", "train: --threads 'two'"},
+    {"--epochs 0", "train: --epochs '0'"},
+    {"--momentum 1", "train: --momentum '1': momentum 1 outside [0, 1)"},
+    {"--decay 1", "train: --decay '1': decay 1 outside [0, 1)"},
+    {"--kl-clip 0", "train: --kl-clip '0': kl_clip 0 outside (0, 1e6]"},
+    {"--stat-fraction 1.5", "train: --stat-fraction '1.5': stat_fraction 1.5 outside (0, 1]"},
+    {"--cov-every 0", "train: --cov-every '0'"},
+    {"--inversion lu", "train: --inversion 'lu'"},
+    {"--save-every 0", "train: --save-every '0': expected an integer in [1, 100000]"},
+};
+
+START_TEST(test_bad_flag)
+{
+    const flag_case *c = &flag_cases[_i];
+    char dir[600], log[800], ckpt[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-flag%d", test_tmpdir(), _i);
+    mkdir_p(dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    /* the bad flag last, so a missing value is really missing */
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 1 --quiet --save '%s' --log '%s' %s",
+             good_data(), ckpt, log, c->args);
+    int got = run_kfac(args);
+    expect_one_line(c->args, got, 2, c->problem, NULL);
+    ck_assert_msg(!exists(log) && !exists(ckpt), "%s: an output file was created", c->args);
+}
+END_TEST
+
+START_TEST(test_bad_flag_other_commands)
+{
+    static const flag_case cases[] = {
+        {"eval nets/small.net --load", "eval: --load needs a value"},
+        {"eval nets/small.net --load x.ckpt --threads 0", "eval: --threads '0': expected an integer in [1, 1024]"},
+        {"eval nets/small.net --load x.ckpt --frobnicate 1", "eval: unknown option '--frobnicate'"},
+        {"eval nets/small.net", "eval: --load FILE is required"},
+        {"check nets/tiny.net --damping 0", "check: --damping '0': not a valid number in range"},
+        {"check nets/tiny.net --examples 100001", "check: --examples '100001'"},
+        {"compare nets/small.net --optimizers kfac,lbfgs", "unknown optimizer 'lbfgs'"},
+        {"compare nets/small.net --resume x.ckpt", "compare: unknown option '--resume'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_one_line(cases[i].args, run_kfac(cases[i].args), 2, cases[i].problem, NULL);
+}
+END_TEST
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* A momentum checkpoint of nets/small.net after one epoch on the good
+ * data, and a K-FAC one of nets/tiny.net (another network). */
+static void make_checkpoints(const char *dir, char *small, char *tiny, size_t cap)
+{
+    char args[4096];
+    mkdir_p(dir);
+    snprintf(small, cap, "%s/small.ckpt", dir);
+    snprintf(tiny, cap, "%s/tiny.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --save '%s'", good_data(),
+             small);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --save '%s'",
+             good_data(), tiny);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+}
+
+typedef struct ckpt_case {
+    const char *name;
+    const char *problem;
+    int eval; /* eval --load refuses it too (it reads theta only) */
+} ckpt_case;
+
+static const ckpt_case ckpt_cases[] = {
+    {"truncated", "truncated checkpoint: ", 1},
+    {"header-only", "truncated checkpoint: 20 bytes, not even a header", 1},
+    {"empty", "not a libkfac checkpoint (no KFACCKPT magic)", 1},
+    {"bit-flip", "corrupt checkpoint: checksum mismatch", 1},
+    {"bad-crc", "corrupt checkpoint: checksum mismatch", 1},
+    {"version", "checkpoint format version 2; this library reads version 1", 1},
+    {"magic", "not a libkfac checkpoint (no KFACCKPT magic)", 1},
+    {"trailing", "corrupt checkpoint: 5 bytes after its end", 1},
+    {"huge-payload", "truncated checkpoint: ", 1},
+    {"other-network", "the checkpoint holds another network (49-16:tanh-10:linear softmax_xent loss pool 4)", 1},
+    {"other-optimizer", "the checkpoint was written by optimizer momentum, this trainer uses adam", 0},
+    {"directory", "cannot read: Is a directory", 1},
+    {"dev-zero", "not a libkfac checkpoint", 1},
+    {"missing", "cannot open: No such file or directory", 1},
+};
+
+START_TEST(test_bad_checkpoint)
+{
+    const ckpt_case *c = &ckpt_cases[_i];
+    char dir[600], small[800], tiny[800], bad[800], log[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-ckpt-%s", test_tmpdir(), c->name);
+    make_checkpoints(dir, small, tiny, sizeof small);
+    size_t n;
+    char *buf = read_all(small, &n);
+    buf = realloc(buf, n + 16);
+    ck_assert(n > 1000);
+    snprintf(bad, sizeof bad, "%s/bad.ckpt", dir);
+    const char *extra = "";
+    switch (_i) {
+    case 0: n /= 2; break;
+    case 1: n = 20; break;
+    case 2: n = 0; break;
+    case 3: buf[n / 2] ^= 0x04; break;
+    case 4: buf[n - 2] ^= 0x80; break;
+    case 5: buf[8] = 2; break;
+    case 6: buf[0] = 'k'; break;
+    case 7: memcpy(buf + n, "extra", 5), n += 5; break;
+    case 8: buf[16 + 7] = 0x40; break; /* payload length 2^62 and more */
+    case 9: break;
+    case 10: extra = "--optimizer adam"; break;
+    case 11: break;
+    case 12: break;
+    case 13: break;
+    }
+    if (_i == 9)
+        snprintf(bad, sizeof bad, "%s", tiny);
+    else if (_i == 11)
+        snprintf(bad, sizeof bad, "%s", dir);
+    else if (_i == 12)
+        snprintf(bad, sizeof bad, "/dev/zero");
+    else if (_i == 13)
+        snprintf(bad, sizeof bad, "%s/none.ckpt", dir);
+    else if (_i != 10)
+        write_all(bad, buf, n);
+    else
+        snprintf(bad, sizeof bad, "%s", small);
+    free(buf);
+
+    /* --resume FILE --save FILE: the refused file stays as it was */
+    size_t before_n = 0;
+    char *before = exists(bad) && _i != 11 && _i != 12 ? read_all(bad, &before_n) : NULL;
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --resume '%s' --save '%s' "
+             "--save-every 1 --log '%s' %s",
+             good_data(), bad, _i == 11 || _i == 12 ? small : bad, log, extra);
+    int got = run_kfac(args);
+    expect_one_line(c->name, got, 3, bad, c->problem);
+    ck_assert_msg(!exists(log), "%s: the log was created", c->name);
+    ck_assert_msg(!tmp_files_in(dir), "%s: a temporary file was left", c->name);
+    if (before) {
+        size_t after_n;
+        char *after = read_all(bad, &after_n);
+        ck_assert_msg(after_n == before_n && memcmp(after, before, before_n) == 0, "%s: the file changed", c->name);
+        free(after);
+        free(before);
+    }
+    if (_i == 13)
+        ck_assert_msg(!exists(bad), "%s: a checkpoint was created", c->name);
+    if (c->eval) {
+        snprintf(args, sizeof args, "eval nets/small.net --data '%s' --threads 1 --load '%s'", good_data(), bad);
+        got = run_kfac(args);
+        expect_one_line(c->name, got, 3, bad, c->problem);
+    }
+}
+END_TEST
+
+/* ----------------------------------------------------------- divergence */
+
+/* An absurd learning rate on a linear hidden layer (ReLU units would just
+ * die): the resumed run stops with status 4 and one line; the checkpoint
+ * it resumed from and saves over every epoch is the last good one, whole
+ * (it loads, evaluates to finite figures, and training goes on from it);
+ * the log holds whole lines only, and no temporary file is left. */
+START_TEST(test_divergence_keeps_last_good)
+{
+    const char *opt = _i ? "momentum" : "sgd";
+    char dir[600], net[800], ckpt[800], log[800], args[4000];
+    snprintf(dir, sizeof dir, "%s/bi-diverge-%s", test_tmpdir(), opt);
+    mkdir_p(dir);
+    snprintf(net, sizeof net, "%s/linear.net", dir);
+    const char *text = "[net]\ninputs = 784\n[dense]\nunits = 32\nactivation = linear\n"
+                       "[dense]\nunits = 10\nactivation = linear\n[train]\nlr = 0.01\nbatch = 20\n";
+    write_all(net, text, strlen(text));
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --optimizer %s --data '%s' --threads 1 --epochs 1 --quiet --save '%s'", net,
+             opt, good_data(), ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    size_t good_n;
+    char *good = read_all(ckpt, &good_n);
+
+    snprintf(args, sizeof args,
+             "train '%s' --optimizer %s --data '%s' --threads 1 --epochs 6 --lr 900 --quiet --resume '%s' --save '%s' "
+             "--save-every 1 --log '%s'",
+             net, opt, good_data(), ckpt, ckpt, log);
+    int got = run_kfac(args);
+    char *out = read_all(out_path, NULL);
+    char *err = read_all(err_path, NULL);
+    fprintf(stderr, "  %s, lr 900: %s", opt, err);
+    free(err);
+    expect_one_line("divergence", got, 4, "training diverged: ", NULL);
+    /* the log: whole lines only, one per epoch printed */
+    char *csv = read_all(log, NULL);
+    ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc\n", 44) == 0, "%s", csv);
+    int epochs_logged = count_lines(csv) - 1, last = 1;
+    for (const char *line = strchr(csv, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
+        double v[4];
+        ck_assert_msg(sscanf(line, "%d,%lf,%lf,%lf,%lf", &last, &v[0], &v[1], &v[2], &v[3]) == 5, "log line: %s", line);
+        ck_assert_msg(isfinite(v[1]) && isfinite(v[2]), "a non-finite epoch was logged: %s", csv);
+    }
+    ck_assert_msg(csv[strlen(csv) - 1] == '\n', "a partial line: %s", csv);
+    free(csv);
+    ck_assert_msg(!tmp_files_in(dir), "a temporary file was left");
+    /* the checkpoint: the one resumed from if no epoch completed, else a
+     * later one, saved after a finite epoch */
+    size_t now_n;
+    char *now = read_all(ckpt, &now_n);
+    if (epochs_logged == 0)
+        ck_assert_msg(now_n == good_n && memcmp(now, good, good_n) == 0, "the last good checkpoint changed");
+    free(now);
+    free(good);
+    free(out);
+
+    snprintf(args, sizeof args, "eval '%s' --data '%s' --threads 1 --load '%s'", net, good_data(), ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    out = read_all(out_path, NULL);
+    double loss = -1, acc = -1;
+    const char *at = strstr(out, "test_loss ");
+    ck_assert_msg(at && sscanf(at, "test_loss %lf test_acc %lf", &loss, &acc) == 2, "%s", out);
+    ck_assert_msg(isfinite(loss) && loss > 0 && acc >= 0 && acc <= 1, "test loss %g, accuracy %g", loss, acc);
+    free(out);
+    /* and training goes on from it at a sane rate */
+    snprintf(args, sizeof args, "train '%s' --optimizer %s --data '%s' --threads 1 --epochs 2 --quiet --resume '%s'",
+             net, opt, good_data(), ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+}
+END_TEST
+
+/* All-zero images make every first-layer A singular (rank one: the
+ * homogeneous coordinate); with damping 1e-10 K-FAC takes its fallbacks,
+ * says so, and trains to finite figures (exit 0, no nan in the output). */
+START_TEST(test_zero_images_tiny_damping)
+{
+    char dir[600], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-zero", test_tmpdir());
+    idx_file f[F_COUNT];
+    make_good(f, 28, 28, 1);
+    write_set(dir, f);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --optimizer kfac "
+             "--damping 1e-10 --cov-every 1 --inv-every 2 --inversion %s",
+             dir, _i ? "eigen" : "cholesky");
+    int got = run_kfac(args);
+    char *out = read_all(out_path, NULL), *err = read_all(err_path, NULL);
+    ck_assert_msg(got == 0, "exit %d: %s", got, err);
+    ck_assert_msg(!strstr(out, "nan") && !strstr(out, "inf"), "non-finite figures: %s", out);
+    ck_assert_msg(strstr(out, "\n    2 "), "epoch 2 missing: %s", out);
+    if (!_i)
+        ck_assert_msg(strstr(out, "(fallbacks:"), "no fallback reported: %s", out);
+    free(out);
+    free(err);
+}
+END_TEST
+
+Suite *badinput_cli_suite(void)
+{
+    Suite *s = suite_create("badinput_cli");
+    TCase *tc = tcase_create("data");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_bad_idx, 0, (int)(sizeof idx_cases / sizeof *idx_cases));
+    tcase_add_test(tc, test_net_does_not_fit_data);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("netfile");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_bad_netfile, 0, (int)(sizeof net_cases / sizeof *net_cases));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("flags");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_bad_flag, 0, (int)(sizeof flag_cases / sizeof *flag_cases));
+    tcase_add_test(tc, test_bad_flag_other_commands);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("checkpoints");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_bad_checkpoint, 0, (int)(sizeof ckpt_cases / sizeof *ckpt_cases));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("numeric");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_divergence_keeps_last_good, 0, 2);
+    tcase_add_loop_test(tc, test_zero_images_tiny_damping, 0, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
