@@ -92,9 +92,9 @@ test: deps
 # test it happens in. The embedding examples are built with the same flags,
 # so the sanitizer runtime comes first in every program.
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1 \
+SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:max_allocation_size_mb=1024 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
-             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 KFAC_TEST_NO_MEMCAP=1
 check-sanitize: deps
 	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
 	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
@@ -111,7 +111,7 @@ check-valgrind: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
 	printf '#!/bin/sh\nexec $(VALGRIND) "%s/kfac" "$$@"\n' "$$(cd $(B) && pwd)" > $(B)/kfac-valgrind
 	chmod +x $(B)/kfac-valgrind
-	cd $(B) && CK_EXCLUDE_TAGS=training CK_TIMEOUT_MULTIPLIER=10 KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) \
+	cd $(B) && CK_EXCLUDE_TAGS=training CK_TIMEOUT_MULTIPLIER=10 KFAC_TEST_NO_MEMCAP=1 KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) \
 	  KFAC_BIN=$$PWD/kfac-valgrind $(VALGRIND) ./kfac_tests
 
 # libFuzzer harnesses (tests/fuzz/) for the IDX reader, the net-file parser
