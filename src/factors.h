@@ -37,6 +37,22 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
                                     int rows);
 long kfac_factors_stats_rounds(const kfac_factors *pc);
 
+/* kfac_factors_accumulate in two halves, for a process group to sum the
+ * batch statistics in between (scale = 1 / rows of the whole group):
+ * batch_stats stages scale abar^T abar and scale g^T g for layer l (zeros
+ * for rows = 0; arguments unchecked), stage gives every layer's staged
+ * statistics as one buffer of *n floats, fold takes layer l's into the
+ * running averages. */
+void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int rows,
+                              float scale);
+float *kfac_factors_stage(kfac_factors *pc, size_t *n);
+void kfac_factors_fold(kfac_factors *pc, int l);
+
+/* Invert in a process group (dist.h; NULL: alone): each factor on one
+ * rank, the results broadcast. */
+struct kfac_dist;
+void kfac_factors_set_dist(kfac_factors *pc, const struct kfac_dist *dist);
+
 /* Recompute every layer's damped inverses (or eigenbases) with damping
  * lambda, layers in parallel. */
 kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report);
