@@ -416,6 +416,39 @@ int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch)
     return lowrank < full;
 }
 
+/* delta (m x n) <- scale P^T Q with P = g G^-1 and Q = abar A^-1, which
+ * stay in pc->P and pc->Q */
+static void lowrank_delta(kfac_factors *pc, const layer_factors *f, const float *abar, int lda, const float *g,
+                          int b, float scale, float *delta)
+{
+    int m = f->dout, n = f->din;
+    /* P (b x m) <- g (b x m) G^-1 (m x m) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
+    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
+    /* delta (m x n) <- scale P^T (m x b) Q (b x n) = G^-1 [scale g^T abar] A^-1 */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, scale, pc->P, m, pc->Q, n, 0.0f, delta, n);
+}
+
+void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                               float scale, float *delta)
+{
+    lowrank_delta(pc, &pc->L[l], abar, lda, g, batch, scale, delta);
+}
+
+double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             const float *delta)
+{
+    const layer_factors *f = &pc->L[l];
+    int m = f->dout, n = f->din;
+    /* Q (b x n) <- g (b x m) delta (m x n); <delta, g^T abar> = sum Q .* abar */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, n, m, 1.0f, g, m, delta, n, 0.0f, pc->Q, n);
+    double acc = 0.0;
+    for (int i = 0; i < batch; i++)
+        acc += cblas_dsdot(n, pc->Q + (size_t)i * n, 1, abar + (size_t)i * lda, 1);
+    return acc;
+}
+
 kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                        int batch, float *delta, double *dot)
 {
@@ -429,12 +462,7 @@ kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *aba
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, pc->max_rows);
     layer_factors *f = &pc->L[l];
     int m = f->dout, n = f->din, b = batch;
-    /* P (b x m) <- g (b x m) G^-1 (m x m) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
-    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
-    /* delta (m x n) <- (1/b) P^T (m x b) Q (b x n) = G^-1 [(1/b) g^T abar] A^-1 */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, 1.0f / b, pc->P, m, pc->Q, n, 0.0f, delta, n);
+    lowrank_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
     if (dot) {
         /* <delta, grad> = (1/b^2) sum_{r,s} (P g^T)_{rs} (Q abar^T)_{rs} */
         /* M1 (b x b) <- P (b x m) g^T (m x b) */

@@ -68,6 +68,14 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
  * clip). Cholesky mode only. */
 kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                        int batch, float *delta, double *dot);
+/* The low-rank form in a process group, whose ranks hold slices of the
+ * batch: this slice's part delta = scale (g G^-1)^T (abar A^-1), summed
+ * over the group by the caller (scale = 1 / rows of the whole batch); and
+ * <delta, g^T abar> of a slice, for <delta, grad> (arguments unchecked). */
+void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                               float scale, float *delta);
+double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             const float *delta);
 /* Whether apply_lowrank is the cheaper form for layer l at this batch. */
 int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch);
 

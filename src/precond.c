@@ -186,14 +186,38 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* Whether layer l takes the low-rank form (KFAC.md 8): it works from this
- * process's g and abar, so neither with weight decay nor in a process
- * group, where the gradient is summed over the group anyway and the full
- * form costs no more communication than summing the rank-B deltas would
- * (which would also carry every rank's B x B dot products). */
+/* Whether layer l takes the low-rank form (KFAC.md 8): it works from g and
+ * abar, so not with weight decay. In a process group each rank
+ * preconditions its own slice and the slices' deltas are summed (the form
+ * is linear in the gradient): the same bytes as summing the gradient, and
+ * the cheap form stays cheap when each rank holds few rows. The quadratic
+ * rule needs the summed gradient itself, so there every layer takes the
+ * full form. */
 static int lowrank(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
-    return !in->grad && pc->wd == 0.0f && !pc->dist && kfac_factors_lowrank_pays(pc->fc, l, in->rows);
+    if (in->grad || pc->wd != 0.0f || (pc->dist && pc->kp.rule == KFAC_RULE_QUADRATIC))
+        return 0;
+    /* every rank must choose alike: by the largest slice, not its own */
+    int size = kfac_dist_size(pc->dist), rows = (in->total_rows + size - 1) / size;
+    return kfac_factors_lowrank_pays(pc->fc, l, pc->dist ? rows : in->rows);
+}
+
+/* Sum buf over the group, layer blocks with mask[l] set, one collective per
+ * run of consecutive layers. */
+static kfac_status sum_layers(const kfac_precond *pc, float *buf, const int *mask)
+{
+    for (int l = 0; l < pc->n_layers;) {
+        int e = l;
+        while (e < pc->n_layers && mask[e])
+            e++;
+        if (e > l) {
+            kfac_status st = kfac_dist_sum_floats(pc->dist, buf + pc->off[l], pc->off[e] - pc->off[l]);
+            if (st != KFAC_OK)
+                return st;
+        }
+        l = e + 1;
+    }
+    return KFAC_OK;
 }
 
 /* pc->grad <- grad + wd W for every layer that needs it (all with
@@ -201,40 +225,43 @@ static int lowrank(const kfac_precond *pc, const kfac_precond_input *in, int l)
  * group. */
 static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int need_grad)
 {
-    int B = in->rows, formed = 0;
+    int B = in->rows, formed[KFAC_MAX_LAYERS];
     for (int l = 0; l < pc->n_layers; l++) {
         int din = pc->d_in[l], dout = pc->d_out[l];
         float *gl = pc->grad + pc->off[l];
-        if (!need_grad && lowrank(pc, in, l))
+        if (!(formed[l] = need_grad || !lowrank(pc, in, l)))
             continue;
-        formed++;
         if (in->grad) /* the caller's: copied, decay must not touch it */
             memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
         else /* grad_l (dout x din) <- (1/total) g^T (dout x B) abar (B x din) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / in->total_rows, in->gtrue[l],
                         dout, in->abar[l], din, 0.0f, gl, din);
     }
-    /* in a group every layer is formed (no low-rank form): one sum */
-    kfac_status st = formed ? kfac_dist_sum_floats(pc->dist, pc->grad, pc->off[pc->n_layers]) : KFAC_OK;
+    kfac_status st = pc->dist ? sum_layers(pc, pc->grad, formed) : KFAC_OK;
     if (st != KFAC_OK || pc->wd == 0.0f)
         return st;
     for (int l = 0; l < pc->n_layers; l++)
-        if (need_grad || !lowrank(pc, in, l)) /* grad_l += wd W_l (KFAC.md 5) */
+        if (formed[l]) /* grad_l += wd W_l (KFAC.md 5) */
             cblas_saxpy((int)(pc->off[l + 1] - pc->off[l]), pc->wd, in->w[l], 1, pc->grad + pc->off[l], 1);
     return KFAC_OK;
 }
 
 /* delta <- F_kfac^-1 (grad + wd W) layer by layer, in the form gradient()
- * prepared; *vg <- <delta, grad + wd W>. */
+ * prepared; *vg <- <delta, grad + wd W>. In a group the low-rank layers'
+ * deltas and their part of vg are sums over the ranks' slices. */
 static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, double *vg)
 {
-    double total = 0.0;
+    double total = 0.0, slices = 0.0;
+    int lr[KFAC_MAX_LAYERS], any_lr = 0;
     for (int l = 0; l < pc->n_layers; l++) {
         int din = pc->d_in[l];
         size_t off = pc->off[l], n = (size_t)din * pc->d_out[l];
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
-        if (lowrank(pc, in, l)) {
+        if ((lr[l] = lowrank(pc, in, l)) && pc->dist) {
+            kfac_factors_lowrank_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
+            any_lr = 1;
+        } else if (lr[l]) {
             double dot;
             if ((st = kfac_factors_apply_lowrank(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, d, &dot)) !=
                 KFAC_OK)
@@ -245,6 +272,21 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
                 return st;
             total += cblas_dsdot((int)n, d, 1, gl, 1);
         }
+    }
+    if (any_lr) {
+        /* delta = sum of the slices' parts; <delta, grad> = sum over the
+         * slices of <delta, (1/total) g^T abar> */
+        kfac_status st = sum_layers(pc, pc->delta, lr);
+        if (st != KFAC_OK)
+            return st;
+        for (int l = 0; l < pc->n_layers; l++)
+            if (lr[l])
+                slices += kfac_factors_rows_dot(pc->fc, l, in->abar[l], pc->d_in[l], in->gtrue[l], in->rows,
+                                                pc->delta + pc->off[l]) /
+                          in->total_rows;
+        if ((st = kfac_dist_sum_doubles(pc->dist, &slices, 1)) != KFAC_OK)
+            return st;
+        total += slices;
     }
     *vg = total;
     return KFAC_OK;
