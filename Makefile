@@ -172,6 +172,12 @@ mpi-test:
 	$(MAKE) --no-print-directory MPI=1 all test_mpi_equiv
 	timeout 600 $(MPIRUN) -np 2 $(patsubst %-mpi,%,$(B))-mpi/test_mpi_equiv $(MPI_NET) $(DATA)
 
+# Throughput with 1 and 2 ranks (bench/MPI.md), interleaved, medians.
+bench-mpi:
+	$(MAKE) --no-print-directory deps EXTRA_PKGS="$(MPI_PKGS)"
+	$(MAKE) --no-print-directory MPI=1 all
+	bench/bench_mpi.sh $(patsubst %-mpi,%,$(B))-mpi $(NET) $(DATA) $(or $(REPEATS),3)
+
 # the MPI build's own programs (MPI=1 only: they call MPI directly)
 test_mpi_equiv: $(B)/test_mpi_equiv
 $(B)/test_mpi_equiv: tests/mpi/test_mpi_equiv.c $(B)/libkfac.a
