@@ -10,11 +10,12 @@
 set -euo pipefail
 bin=$1/kfac net=$2 data=$3 reps=${4:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-       OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1
+       OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 \
+       OMPI_MCA_mpi_yield_when_idle=${YIELD:-1}
 configs="1x2 1x1 2x1"
 declare -A secs
 echo "# $(date -u +%F) $(uname -m), $(nproc) cores: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
-echo "# $net, one epoch ($data), default [train]/[kfac] settings of the net file, $reps interleaved repeats"
+echo "# $net, one epoch ($data), default [train]/[kfac] settings of the net file, $reps interleaved repeats, mpi_yield_when_idle=$OMPI_MCA_mpi_yield_when_idle"
 for r in $(seq 1 "$reps"); do
   for opt in sgd kfac; do
     for c in $configs; do

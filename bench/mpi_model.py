@@ -62,7 +62,22 @@ for n in [2, 8, 16, 32, 64, 128, 256]:
         print(f"| {n} | {sb / 1e6:.2f} MB | {kb / 1e6:.2f} MB | {name} | {cs:.1f} | {c_k:.1f} | {sgd_ms:.1f} | "
               f"{ck:.1f} | {cs / sgd_ms:.2f} | {c_k / ck:.2f} |")
 print()
+print("Per-rank batch below which communication takes longer than compute (compute taken as proportional "
+      "to the rows: strong scaling, a fixed global batch spread over more ranks, crosses here):")
+print()
+print("| N | " + " | ".join(f"{name}: SGD / K-FAC" for name, _, _ in nets) + " |")
+print("|---|" + "---|" * len(nets))
+for n in [8, 16, 32, 64, 128, 256]:
+    row = []
+    for name, bw, lat in nets:
+        cs = 1e3 * (allreduce(grad, n, bw, lat) + small(n, lat))
+        c_k = 1e3 * (allreduce(grad, n, bw, lat) + 2 * small(n, lat) + allreduce(stats, n, bw, lat) / T_COV +
+                     sum(bcast(F * d * d, n, bw, lat) for d in factors) / T_INV)
+        ck = kfac_ms - inv_ms + crit * inv_ms
+        row.append(f"{cs / (sgd_ms / b):.0f} / {c_k / (ck / b):.0f}")
+    print(f"| {n} | " + " | ".join(row) + " |")
+print()
 for name, _, _ in nets:
     s, k = cross.get(("sgd", name)), cross.get(("kfac", name))
-    print(f"- {name}: communication overtakes compute for SGD at N = {s or 'beyond 256'}, "
-          f"for K-FAC at N = {k or 'beyond 256'}")
+    print(f"- {name}, per-rank batch {b}: communication overtakes compute for SGD at N = {s or 'none up to 256'}, "
+          f"for K-FAC at N = {k or 'none up to 256'}")
