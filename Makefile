@@ -5,6 +5,17 @@
 CC      ?= gcc
 # Build directory (helpers working side by side may pass their own).
 B       ?= build
+# `make MPI=1`: the MPI build (data-parallel training, README "Running on a
+# cluster"), compiled with Open MPI's mpicc into its own directory (B with
+# -mpi appended), so the two builds never share objects. Debian's Open MPI
+# is installed first when missing.
+MPI_PKGS := libopenmpi-dev openmpi-bin
+ifeq ($(MPI),1)
+override B := $(patsubst %-mpi,%,$(B))-mpi
+CC      := mpicc
+EXTRA_PKGS += $(MPI_PKGS)
+MPI_DEPS := deps
+endif
 # OpenBLAS's OpenMP build, linked by path so that BLAS and our OpenMP regions
 # share one libgomp thread pool whatever the BLAS alternative points to.
 BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
@@ -15,6 +26,9 @@ override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wex
            $(OPENMP) -fPIC -Iinclude -Isrc
 # Only the functions include/kfac.h marks KFAC_API leave the shared library.
 override CFLAGS += -fvisibility=hidden
+ifeq ($(MPI),1)
+override CFLAGS += -DKFAC_MPI
+endif
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm $(OPENMP)
 LDFLAGS ?=
 
@@ -39,7 +53,8 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: all deps run test check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test
+.PHONY: all deps run test check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
+        mpi-test bench-mpi
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
 
 deps:
@@ -57,7 +72,7 @@ $(B)/obj/cli/%.o: src/cli/%.c include/kfac.h $(wildcard src/cli/*.h) | $(B)/obj/
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj/tests/%.o: tests/%.c include/kfac.h tests/tests.h $(wildcard src/*.h) | $(B)/obj/tests
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/obj $(B)/obj/cli $(B)/obj/tests:
+$(B)/obj $(B)/obj/cli $(B)/obj/tests: | $(MPI_DEPS)
 	mkdir -p $@
 
 $(B)/libkfac.a: $(LIB_OBJ)
@@ -218,3 +233,28 @@ embed-test: all
 	  echo "embed: $$(basename $$exe)"; \
 	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
 	done
+
+# The data-parallel equivalence test (tests/mpi/): Open MPI installed if
+# missing, the MPI build (in $(B)-mpi), then 2 ranks of one thread each,
+# oversubscribed if need be, against one process. As root Open MPI wants
+# the ALLOW_RUN_AS_ROOT pair; single_copy_mechanism=none avoids CMA, which
+# containers often forbid. The timeout turns a hang into a failure.
+MPI_RUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+               OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+MPIRUN := env $(MPI_RUN_ENV) mpirun --oversubscribe -x OMP_NUM_THREADS
+MPI_NET ?= nets/tiny.net
+mpi-test:
+	$(MAKE) --no-print-directory deps EXTRA_PKGS="$(MPI_PKGS)"
+	$(MAKE) --no-print-directory MPI=1 all test_mpi_equiv
+	timeout 600 $(MPIRUN) -np 2 $(patsubst %-mpi,%,$(B))-mpi/test_mpi_equiv $(MPI_NET) $(DATA)
+
+# Throughput with 1 and 2 ranks (bench/MPI.md), interleaved, medians.
+bench-mpi:
+	$(MAKE) --no-print-directory deps EXTRA_PKGS="$(MPI_PKGS)"
+	$(MAKE) --no-print-directory MPI=1 all
+	bench/bench_mpi.sh $(patsubst %-mpi,%,$(B))-mpi $(NET) $(DATA) $(or $(REPEATS),3)
+
+# the MPI build's own programs (MPI=1 only: they call MPI directly)
+test_mpi_equiv: $(B)/test_mpi_equiv
+$(B)/test_mpi_equiv: tests/mpi/test_mpi_equiv.c $(B)/libkfac.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)

@@ -61,6 +61,7 @@ typedef enum kfac_status {
     KFAC_ERR_SHAPE,        /* sizes do not match (data vs network, ...) */
     KFAC_ERR_NUMERIC,      /* NaN/Inf or a factorisation that failed */
     KFAC_ERR_STATE,        /* call out of order */
+    KFAC_ERR_COMM,         /* an MPI collective failed (distributed training) */
     KFAC_STATUS_COUNT
 } kfac_status;
 
@@ -227,7 +228,9 @@ KFAC_API kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, 
  * Bernoulli from sigmoid(z), or z + N(0, I). Back-propagating these instead
  * of the labels gives the per-example g whose statistics make K-FAC's G
  * factor an estimate of the true Fisher (KFAC.md 3); see kfac_precond.
- * Serial, so the generator's seed fixes the draw. n, d >= 1. */
+ * Takes one number from rng, which with the row's index seeds each row's
+ * own generator: the draw depends on the seed alone, not on the threads.
+ * n, d >= 1. */
 KFAC_API kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n, int d, kfac_rng *rng);
 
 /* What the last pass recorded for layer l (valid until the next pass):
@@ -594,6 +597,50 @@ KFAC_API kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double 
 
 /* Epochs completed (counting those of a loaded checkpoint); -1 for NULL. */
 KFAC_API int kfac_trainer_epochs_done(const kfac_trainer *t);
+
+/* ------------------------------------------- data-parallel training (MPI) */
+
+/* A trainer can run as one of a group of MPI processes (`mpirun -np N`),
+ * with libkfac built by `make MPI=1`. Every process creates the same
+ * trainer (same net, parameters, seed and data set: each loads all of
+ * it), then joins the group with kfac_trainer_set_mpi_comm. From then on
+ * each epoch is collective: every rank takes the same shuffled batches of
+ * `batch` rows and computes its slice of each (rows [r B/N, (r+1) B/N) of
+ * a batch of B over N ranks); losses and gradients are averaged over the
+ * batch with MPI_Allreduce, and so are K-FAC's factor statistics, so all
+ * ranks keep identical weights, factors and optimizer state. K-FAC's
+ * inversions are spread over the ranks, each layer's A or G on one rank
+ * (balanced by the d^3 cost), and broadcast. N ranks with batch B compute
+ * what one process does with batch B, up to float rounding. A failure on
+ * one rank (a non-finite loss, an inversion) is returned by every rank.
+ *
+ * The program initialises MPI; the library never calls MPI_Init. Only the
+ * trainer is distributed: kfac_precond (your own network) and kfac_check
+ * run in one process. */
+
+/* 1 if this libkfac was built with MPI, else 0. */
+KFAC_API int kfac_mpi_available(void);
+
+/* Join the group of the MPI_Comm that `comm` points to, e.g.
+ *     MPI_Comm world = MPI_COMM_WORLD;
+ *     kfac_trainer_set_mpi_comm(t, &world);
+ * (a pointer, so this header needs no mpi.h). Collective over comm; the
+ * communicator is duplicated, so the caller's messages and ours never
+ * mix. A communicator of one process leaves the trainer as it was.
+ * Checks that every rank's trainer is the same (weights, generator, data
+ * order and size, hyper-parameters: KFAC_ERR_INVALID_ARG on every rank
+ * otherwise) and that every batch, the last short one too, has at least
+ * one row per rank (KFAC_ERR_INVALID_ARG). KFAC_ERR_STATE if the library
+ * has no MPI, MPI is not initialised, or the trainer already has a
+ * group. Checkpoints load collectively (all ranks read the file; a
+ * failure on any rank is returned by all) and the state they save is the
+ * group's, so a run saved with N ranks resumes with any number; save from
+ * one rank. */
+KFAC_API kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm);
+/* This process's rank in the trainer's group and the group's size (0 and
+ * 1 alone; -1 for NULL). */
+KFAC_API int kfac_trainer_rank(const kfac_trainer *t);
+KFAC_API int kfac_trainer_ranks(const kfac_trainer *t);
 
 /* ---------------------------------------------------------- checkpoints */
 

@@ -58,7 +58,7 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
     kfac_status st = kfac_factors_new(L, d_in, d_out, n, &p->kfac, &pc);
     if (st != KFAC_OK)
         return st;
-    kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->dims[L], rng);
+    kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->dims[L], kfac_rng_next(rng), 0);
     if ((st = kfac_net_backward(net, ysample, NULL)) != KFAC_OK)
         goto done;
     kfac_factors_begin_stats(pc);

@@ -508,34 +508,36 @@ kfac_status kfac_trainer_load(kfac_trainer *t, const char *path)
     kfac_clear_error();
     if (!t || !path || !*path)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_load: NULL argument");
-    unsigned char *data;
-    kfac_ckio io;
+    unsigned char *data = NULL;
+    kfac_ckio io, check;
     kfac_status st = read_file(path, CONTENT_TRAINER, &data, &io);
-    if (st != KFAC_OK)
-        return st;
-    if ((st = check_arch(&io, kfac_net_get_spec(kfac_trainer_net(t)), path)) != KFAC_OK)
-        goto done;
+    if (st == KFAC_OK)
+        st = check_arch(&io, kfac_net_get_spec(kfac_trainer_net(t)), path);
     uint32_t kind = 0;
-    kfac_ckio_u32(&io, &kind);
     kfac_optimizer_kind have = kfac_trainer_optimizer(t);
-    if (io.status == KFAC_OK && kind != (uint32_t)have) {
-        const char *name = kind < KFAC_OPT_COUNT ? kfac_optimizer_name((kfac_optimizer_kind)kind) : NULL;
-        st = kfac_fail(KFAC_ERR_SHAPE, "%s: the checkpoint was written by optimizer %s, this trainer uses %s", path,
-                       name ? name : "(unknown)", kfac_optimizer_name(have));
-        goto done;
+    if (st == KFAC_OK) {
+        kfac_ckio_u32(&io, &kind);
+        if (io.status == KFAC_OK && kind != (uint32_t)have) {
+            const char *name = kind < KFAC_OPT_COUNT ? kfac_optimizer_name((kfac_optimizer_kind)kind) : NULL;
+            st = kfac_fail(KFAC_ERR_SHAPE, "%s: the checkpoint was written by optimizer %s, this trainer uses %s",
+                           path, name ? name : "(unknown)", kfac_optimizer_name(have));
+        }
     }
-    /* a dry run first: every size, kind and the exact length checked
-     * before the trainer changes */
-    kfac_ckio check = io;
-    check.mode = KFAC_CKIO_CHECK;
-    kfac_trainer_io(t, &check);
-    if (check.status == KFAC_OK && check.pos != check.len)
-        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the trainer's state",
-                                 check.len - check.pos);
-    if ((st = check.status) != KFAC_OK) {
-        st = fail_file(st, path);
-        goto done;
+    if (st == KFAC_OK) {
+        /* a dry run first: every size, kind and the exact length checked
+         * before the trainer changes */
+        check = io;
+        check.mode = KFAC_CKIO_CHECK;
+        kfac_trainer_io(t, &check);
+        if (check.status == KFAC_OK && check.pos != check.len)
+            check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the trainer's state",
+                                     check.len - check.pos);
+        if ((st = check.status) != KFAC_OK)
+            st = fail_file(st, path);
     }
+    /* in a process group all ranks load, or none does */
+    if ((st = kfac_trainer_agree(t, st)) != KFAC_OK)
+        goto done;
     kfac_trainer_io(t, &io);
     if ((st = io.status) != KFAC_OK)
         st = fail_file(st, path);

@@ -50,5 +50,8 @@ kfac_optimizer_kind kfac_trainer_optimizer(const kfac_trainer *t);
 void kfac_precond_io(kfac_precond *pc, kfac_ckio *io);
 void kfac_optimizer_io(kfac_optimizer *opt, kfac_ckio *io);
 void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io);
+/* In a process group: every rank's status of a step all must take or skip
+ * together (the worst of them); alone: st. Collective. */
+kfac_status kfac_trainer_agree(kfac_trainer *t, kfac_status st);
 
 #endif

@@ -16,6 +16,7 @@ static const char *const status_names[] = {
     [KFAC_ERR_SHAPE] = "sizes do not match",
     [KFAC_ERR_NUMERIC] = "numerical failure",
     [KFAC_ERR_STATE] = "call out of order",
+    [KFAC_ERR_COMM] = "communication between processes failed",
 };
 _Static_assert(sizeof status_names / sizeof *status_names == KFAC_STATUS_COUNT,
                "one name per status");

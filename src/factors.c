@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "dist.h"
 #include "linalg.h"
 #include "factors.h"
 
@@ -19,6 +20,9 @@ typedef struct layer_factors {
     float *ainv;    /* din x din: (A + pi sqrt(l) I)^-1, or Q_A (eigen) */
     float *ginv;    /* dout x dout: (G + sqrt(l)/pi I)^-1, or Q_G (eigen) */
     float *ea, *eg; /* eigen: eigenvalues of A (din) and G (dout) */
+    float *sa, *sg; /* one batch's statistics, upper triangles packed by
+                       rows (din (din+1)/2 and dout (dout+1)/2) inside
+                       the shared stage */
 } layer_factors;
 
 struct kfac_factors {
@@ -30,6 +34,10 @@ struct kfac_factors {
     int inverted;    /* inverses exist */
     double lambda;   /* damping of the current inverses */
     float *syrk;     /* max_d x max_d: one batch's statistics */
+    float *stage;    /* n_stage: every layer's packed sa and sg, one buffer
+                        so a process group sums them in one collective */
+    size_t n_stage;
+    const kfac_dist *dist; /* NULL: one process */
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
     float *P, *Q;    /* max_rows x max_d: g G^-1 and abar A^-1 */
     float *M1, *M2;  /* max_rows x max_rows: for <delta, grad> */
@@ -48,7 +56,7 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->ea), kfac_free_floats(f->eg);
     }
     free(pc->L);
-    kfac_free_floats(pc->syrk);
+    kfac_free_floats(pc->syrk), kfac_free_floats(pc->stage);
     kfac_free_floats(pc->tmp1), kfac_free_floats(pc->tmp2);
     kfac_free_floats(pc->P), kfac_free_floats(pc->Q);
     kfac_free_floats(pc->M1), kfac_free_floats(pc->M2);
@@ -119,6 +127,16 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
             }
         }
     }
+    for (int l = 0; l < n_layers; l++)
+        pc->n_stage += (size_t)d_in[l] * (d_in[l] + 1) / 2 + (size_t)d_out[l] * (d_out[l] + 1) / 2;
+    ok = ok && (pc->stage = kfac_alloc_floats(pc->n_stage));
+    for (size_t at = 0, l = 0; ok && l < (size_t)n_layers; l++) {
+        layer_factors *f = &pc->L[l];
+        f->sa = pc->stage + at;
+        at += (size_t)f->din * (f->din + 1) / 2;
+        f->sg = pc->stage + at;
+        at += (size_t)f->dout * (f->dout + 1) / 2;
+    }
     size_t rows_d = (size_t)max_rows * (size_t)max_d;
     ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
          (pc->tmp2 = kfac_alloc_floats(max_w)) && (pc->P = kfac_alloc_floats(rows_d)) &&
@@ -148,17 +166,57 @@ void kfac_factors_begin_stats(kfac_factors *pc)
 long kfac_factors_stats_rounds(const kfac_factors *pc) { return pc->k; }
 int kfac_factors_inverted(const kfac_factors *pc) { return pc->inverted; }
 
-/* X <- eps X + (1 - eps) S, S given by its upper triangle (row-major j >= i)
- * as cblas_ssyrk leaves it; X is kept full for LAPACK. */
+/* First element of row i of an n x n upper triangle packed by rows. */
+static size_t packed_row(size_t i, size_t n) { return i * n - i * (i - 1) / 2; }
+
+/* X <- eps X + (1 - eps) S, S an upper triangle packed by rows; X is kept
+ * full for LAPACK. */
 static void fold_average(float *X, const float *S, int n, float eps)
 {
     float keep = eps, take = 1.0f - eps;
 #pragma omp parallel for schedule(static) if ((long)n * n > 65536)
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
-            float s = j >= i ? S[(size_t)i * n + j] : S[(size_t)j * n + i];
+            float s = j >= i ? S[packed_row((size_t)i, (size_t)n) + (size_t)(j - i)]
+                             : S[packed_row((size_t)j, (size_t)n) + (size_t)(i - j)];
             X[(size_t)i * n + j] = keep * X[(size_t)i * n + j] + take * s;
         }
+}
+
+/* dst <- scale x^T x, upper triangle packed by rows (zero for no rows):
+ * x is rows x n with leading dimension ld */
+static void packed_gram(kfac_factors *pc, const float *x, int ld, int n, int rows, float scale, float *dst)
+{
+    size_t np = (size_t)n * (n + 1) / 2;
+    if (rows < 1) {
+        memset(dst, 0, sizeof(float) * np);
+        return;
+    }
+    /* S (n x n, upper) <- scale x^T x */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, rows, scale, x, ld, 0.0f, pc->syrk, n);
+    for (int i = 0; i < n; i++)
+        memcpy(dst + packed_row((size_t)i, (size_t)n), pc->syrk + (size_t)i * n + i, sizeof(float) * (size_t)(n - i));
+}
+
+void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int rows,
+                              float scale)
+{
+    layer_factors *f = &pc->L[l];
+    packed_gram(pc, abar, lda, f->din, rows, scale, f->sa);
+    packed_gram(pc, g, f->dout, f->dout, rows, scale, f->sg);
+}
+
+float *kfac_factors_stage(kfac_factors *pc, size_t *n)
+{
+    *n = pc->n_stage;
+    return pc->stage;
+}
+
+void kfac_factors_fold(kfac_factors *pc, int l)
+{
+    layer_factors *f = &pc->L[l];
+    fold_average(f->A, f->sa, f->din, pc->eps);
+    fold_average(f->G, f->sg, f->dout, pc->eps);
 }
 
 kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
@@ -170,19 +228,14 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
         return kfac_fail(KFAC_ERR_STATE, "kfac_factors_accumulate before kfac_factors_begin_stats");
     if (rows < 1 || rows > pc->max_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "%d rows outside [1, %d]", rows, pc->max_rows);
-    layer_factors *f = &pc->L[l];
-    if (lda < f->din)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "leading dimension %d < %d", lda, f->din);
-    /* S (din x din, upper) <- (1/rows) abar^T abar */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, f->din, rows, 1.0f / rows, abar, lda, 0.0f, pc->syrk,
-                f->din);
-    fold_average(f->A, pc->syrk, f->din, pc->eps);
-    /* S (dout x dout, upper) <- (1/rows) g^T g */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, f->dout, rows, 1.0f / rows, g, f->dout, 0.0f,
-                pc->syrk, f->dout);
-    fold_average(f->G, pc->syrk, f->dout, pc->eps);
+    if (lda < pc->L[l].din)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "leading dimension %d < %d", lda, pc->L[l].din);
+    kfac_factors_batch_stats(pc, l, abar, lda, g, rows, 1.0f / rows);
+    kfac_factors_fold(pc, l);
     return KFAC_OK;
 }
+
+void kfac_factors_set_dist(kfac_factors *pc, const kfac_dist *dist) { pc->dist = dist; }
 
 static double trace(const float *X, int n)
 {
@@ -201,6 +254,42 @@ typedef struct invert_job {
 static int by_size_desc(const void *a, const void *b)
 {
     return ((const invert_job *)b)->n - ((const invert_job *)a)->n;
+}
+
+/* After each rank inverted the factors it owns: every rank learns every
+ * factor's status and fallback report (so all fail, or go on, together),
+ * then the owners broadcast the inverses or eigenbases. */
+static kfac_status share_inverses(kfac_factors *pc, const invert_job *jobs, int n_jobs, const int *owner,
+                                  kfac_status *status, int *flags, double *used)
+{
+    /* non-owners hold zeros, so a sum is the owner's value */
+    double rep[3 * 2 * KFAC_MAX_LAYERS];
+    for (int j = 0; j < n_jobs; j++) {
+        rep[3 * j] = (double)status[j];
+        rep[3 * j + 1] = (double)flags[j];
+        rep[3 * j + 2] = used[j];
+    }
+    kfac_status st = kfac_dist_sum_doubles(pc->dist, rep, (size_t)3 * n_jobs);
+    if (st != KFAC_OK)
+        return st;
+    int failed = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        status[j] = (kfac_status)(int)rep[3 * j];
+        flags[j] = (int)rep[3 * j + 1];
+        used[j] = rep[3 * j + 2];
+        failed |= status[j] != KFAC_OK;
+    }
+    if (failed) /* the caller reports it; nothing worth sending */
+        return KFAC_OK;
+    int eigen = pc->p.inversion == KFAC_INV_EIGEN;
+    for (int j = 0; j < n_jobs && st == KFAC_OK; j++) {
+        layer_factors *f = &pc->L[jobs[j].layer];
+        size_t n = (size_t)jobs[j].n;
+        st = kfac_dist_bcast(pc->dist, jobs[j].is_g ? f->ginv : f->ainv, sizeof(float) * n * n, owner[j]);
+        if (st == KFAC_OK && eigen)
+            st = kfac_dist_bcast(pc->dist, jobs[j].is_g ? f->eg : f->ea, sizeof(float) * n, owner[j]);
+    }
+    return st;
 }
 
 kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report)
@@ -224,6 +313,14 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
     }
     /* biggest first, so two threads finish together */
     qsort(jobs, (size_t)n_jobs, sizeof *jobs, by_size_desc);
+    /* In a process group each factor has one owner, balanced by the d^3
+     * cost of its inversion (Osawa et al. 2019, KAISA); every rank makes
+     * the same assignment from the same sizes. */
+    int rank = kfac_dist_rank(pc->dist), owner[2 * KFAC_MAX_LAYERS];
+    double cost[2 * KFAC_MAX_LAYERS];
+    for (int j = 0; j < n_jobs; j++)
+        cost[j] = (double)jobs[j].n * jobs[j].n * jobs[j].n;
+    kfac_dist_assign(cost, n_jobs, kfac_dist_size(pc->dist), owner);
     kfac_status status[2 * KFAC_MAX_LAYERS];
     int flags[2 * KFAC_MAX_LAYERS];
     double used[2 * KFAC_MAX_LAYERS];
@@ -232,16 +329,25 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
      * single-threaded, so the pool is not oversubscribed. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(pc->n_ws)
     for (int j = 0; j < n_jobs; j++) {
+        flags[j] = 0;
+        used[j] = 0.0;
+        status[j] = KFAC_OK;
+        if (owner[j] != rank)
+            continue;
         kfac_linalg_ws *ws = pc->ws[omp_get_thread_num()];
         layer_factors *f = &pc->L[jobs[j].layer];
         const float *S = jobs[j].is_g ? f->G : f->A;
         float *dst = jobs[j].is_g ? f->ginv : f->ainv;
-        flags[j] = 0;
         used[j] = jobs[j].damping;
         if (eigen)
             status[j] = kfac_sym_eigen(S, jobs[j].n, dst, jobs[j].is_g ? f->eg : f->ea, ws, &flags[j]);
         else
             status[j] = kfac_damped_inverse(S, jobs[j].n, jobs[j].damping, dst, ws, &flags[j], &used[j]);
+    }
+    if (pc->dist) {
+        kfac_status st = share_inverses(pc, jobs, n_jobs, owner, status, flags, used);
+        if (st != KFAC_OK)
+            return st;
     }
     kfac_invert_report rep = {0, 0, 1.0};
     for (int j = 0; j < n_jobs; j++) {
@@ -309,6 +415,39 @@ int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch)
     return lowrank < full;
 }
 
+/* delta (m x n) <- scale P^T Q with P = g G^-1 and Q = abar A^-1, which
+ * stay in pc->P and pc->Q */
+static void lowrank_delta(kfac_factors *pc, const layer_factors *f, const float *abar, int lda, const float *g,
+                          int b, float scale, float *delta)
+{
+    int m = f->dout, n = f->din;
+    /* P (b x m) <- g (b x m) G^-1 (m x m) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
+    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
+    /* delta (m x n) <- scale P^T (m x b) Q (b x n) = G^-1 [scale g^T abar] A^-1 */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, scale, pc->P, m, pc->Q, n, 0.0f, delta, n);
+}
+
+void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                               float scale, float *delta)
+{
+    lowrank_delta(pc, &pc->L[l], abar, lda, g, batch, scale, delta);
+}
+
+double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             const float *delta)
+{
+    const layer_factors *f = &pc->L[l];
+    int m = f->dout, n = f->din;
+    /* Q (b x n) <- g (b x m) delta (m x n); <delta, g^T abar> = sum Q .* abar */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, n, m, 1.0f, g, m, delta, n, 0.0f, pc->Q, n);
+    double acc = 0.0;
+    for (int i = 0; i < batch; i++)
+        acc += cblas_dsdot(n, pc->Q + (size_t)i * n, 1, abar + (size_t)i * lda, 1);
+    return acc;
+}
+
 kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                        int batch, float *delta, double *dot)
 {
@@ -322,12 +461,7 @@ kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *aba
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, pc->max_rows);
     layer_factors *f = &pc->L[l];
     int m = f->dout, n = f->din, b = batch;
-    /* P (b x m) <- g (b x m) G^-1 (m x m) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
-    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
-    /* delta (m x n) <- (1/b) P^T (m x b) Q (b x n) = G^-1 [(1/b) g^T abar] A^-1 */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, 1.0f / b, pc->P, m, pc->Q, n, 0.0f, delta, n);
+    lowrank_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
     if (dot) {
         /* <delta, grad> = (1/b^2) sum_{r,s} (P g^T)_{rs} (Q abar^T)_{rs} */
         /* M1 (b x b) <- P (b x m) g^T (m x b) */

@@ -37,6 +37,22 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
                                     int rows);
 long kfac_factors_stats_rounds(const kfac_factors *pc);
 
+/* kfac_factors_accumulate in two halves, for a process group to sum the
+ * batch statistics in between (scale = 1 / rows of the whole group):
+ * batch_stats stages scale abar^T abar and scale g^T g for layer l (zeros
+ * for rows = 0; arguments unchecked), stage gives every layer's staged
+ * statistics as one buffer of *n floats, fold takes layer l's into the
+ * running averages. */
+void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int rows,
+                              float scale);
+float *kfac_factors_stage(kfac_factors *pc, size_t *n);
+void kfac_factors_fold(kfac_factors *pc, int l);
+
+/* Invert in a process group (dist.h; NULL: alone): each factor on one
+ * rank, the results broadcast. */
+struct kfac_dist;
+void kfac_factors_set_dist(kfac_factors *pc, const struct kfac_dist *dist);
+
 /* Recompute every layer's damped inverses (or eigenbases) with damping
  * lambda, layers in parallel. */
 kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report);
@@ -52,6 +68,14 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
  * clip). Cholesky mode only. */
 kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                        int batch, float *delta, double *dot);
+/* The low-rank form in a process group, whose ranks hold slices of the
+ * batch: this slice's part delta = scale (g G^-1)^T (abar A^-1), summed
+ * over the group by the caller (scale = 1 / rows of the whole batch); and
+ * <delta, g^T abar> of a slice, for <delta, grad> (arguments unchecked). */
+void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                               float scale, float *delta);
+double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             const float *delta);
 /* Whether apply_lowrank is the cheaper form for layer l at this batch. */
 int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch);
 

@@ -90,6 +90,12 @@ fail:
     return st;
 }
 
+void kfac_opt_set_dist(kfac_optimizer *opt, const struct kfac_dist *dist)
+{
+    kfac_state *s = opt->ext;
+    kfac_precond_set_dist(s->pc, dist);
+}
+
 void kfac_opt_stats(const kfac_optimizer *opt, kfac_kfac_stats *out)
 {
     const kfac_state *s = opt->ext;
@@ -104,9 +110,11 @@ void kfac_opt_io(kfac_optimizer *opt, kfac_ckio *io)
 
 /* For the statistics (KFAC.md 3): G's g from targets sampled from the model
  * for the first m rows, back-propagated alone, while gtrue keeps each
- * layer's g of the training labels, which the direction needs. The
- * empirical Fisher uses the labels' g for both. */
-static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, kfac_rng *rng, const float **gtrue)
+ * layer's g of the training labels, which the direction needs. Row i's
+ * draw is seeded by one number from rng and its index row0 + i in the
+ * whole batch, so a batch split over processes draws what one process
+ * would. The empirical Fisher uses the labels' g for both. */
+static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kfac_rng *rng, const float **gtrue)
 {
     int B = net->batch, L = net->n_layers, dL = net->dims[L];
     if (s->fisher_kind != KFAC_FISHER_SAMPLED) {
@@ -114,6 +122,7 @@ static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, kfac_rng *rn
             gtrue[l] = net->g[l];
         return KFAC_OK;
     }
+    uint64_t base = kfac_rng_next(rng); /* taken by every rank, rows or not */
     float *save = s->gsave;
     for (int l = 0; l < L; l++) {
         size_t n = (size_t)B * (size_t)net->dims[l + 1];
@@ -121,7 +130,9 @@ static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, kfac_rng *rn
         gtrue[l] = save;
         save += (size_t)net->max_batch * (size_t)net->dims[l + 1];
     }
-    kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, dL, rng);
+    if (m < 1) /* none of the statistics rows is this process's */
+        return KFAC_OK;
+    kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, dL, base, row0);
     net->batch = m;
     kfac_status st = kfac_net_backward(net, s->ysample, NULL);
     net->batch = B;
@@ -137,7 +148,8 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
     if (!net || !ctx->y || !ctx->rng || net->batch < 1 || theta != net->theta)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC step without its network's forward and backward pass");
     int B = net->batch, L = net->n_layers;
-    kfac_precond_input in = {.rows = B, .grad = NULL};
+    int total = ctx->total_rows > 0 ? ctx->total_rows : B;
+    kfac_precond_input in = {.rows = B, .grad = NULL, .total_rows = total};
     float *w[KFAC_MAX_LAYERS];
     const float *abar[KFAC_MAX_LAYERS], *gtrue[KFAC_MAX_LAYERS], *gstat[KFAC_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
@@ -150,8 +162,11 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
         return st;
     if (kfac_precond_stats_due(s->pc)) {
         double t0 = kfac_seconds();
-        in.stat_rows = kfac_precond_stat_rows(s->pc, B);
-        st = sample_pass(s, net, in.stat_rows, ctx->rng, gtrue);
+        /* the statistics read the first rows of the whole batch: this
+         * process's part of them */
+        in.total_stat_rows = kfac_precond_stat_rows(s->pc, total);
+        in.stat_rows = KFAC_MAX(0, KFAC_MIN(in.total_stat_rows - ctx->row0, B));
+        st = sample_pass(s, net, in.stat_rows, ctx->row0, ctx->rng, gtrue);
         kfac_precond_stats_ref(s->pc)->seconds_stats += kfac_seconds() - t0;
         if (st != KFAC_OK)
             return st;

@@ -10,6 +10,19 @@
 
 #define PAR_MIN 4096 /* rows x cols below which a loop stays serial */
 
+/* The generator of global row `row` of a draw: splitmix64's finaliser of
+ * base + (row + 1) golden-ratio steps, so nearby rows and bases give
+ * unrelated streams. */
+static kfac_rng row_rng(uint64_t base, long row)
+{
+    uint64_t z = base + (uint64_t)(row + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    kfac_rng r;
+    kfac_rng_seed(&r, z ^ (z >> 31));
+    return r;
+}
+
 /* p <- softmax(z) for one row; returns log-sum-exp of z */
 static double softmax_row(const float *z, float *p, int d)
 {
@@ -73,12 +86,14 @@ static double argmax_metric(const float *z, const float *y, int n, int d)
         correct += argmax(z + (size_t)i * d, d) == argmax(y + (size_t)i * d, d);
     return correct;
 }
-static void softmax_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+static void softmax_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
     for (int i = 0; i < n; i++) {
         float *yr = y + (size_t)i * d;
+        kfac_rng rng = row_rng(base, row0 + i);
         softmax_row(z + (size_t)i * d, yr, d);
-        double u = kfac_rng_uniform(rng), c = 0.0;
+        double u = kfac_rng_uniform(&rng), c = 0.0;
         int k = d - 1; /* rounding leaves the last class if u passes the sum */
         for (int j = 0; j < d; j++) {
             c += yr[j];
@@ -176,11 +191,14 @@ static double sigmoid_metric(const float *z, const float *y, int n, int d)
     }
     return total;
 }
-static void sigmoid_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+static void sigmoid_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
-    long nd = (long)n * d;
-    for (long k = 0; k < nd; k++)
-        y[k] = kfac_rng_uniform(rng) < sigmoidf(z[k]) ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        kfac_rng rng = row_rng(base, row0 + i);
+        for (size_t k = (size_t)i * d; k < (size_t)(i + 1) * d; k++)
+            y[k] = kfac_rng_uniform(&rng) < sigmoidf(z[k]) ? 1.0f : 0.0f;
+    }
 }
 static void sigmoid_hess_vec(const float *z, const float *v, float *hv, int n, int d)
 {
@@ -233,11 +251,14 @@ static double squared_metric(const float *z, const float *y, int n, int d)
 {
     return 2.0 * squared_value(z, y, n, d);
 }
-static void squared_sample(const float *z, float *y, int n, int d, kfac_rng *rng)
+static void squared_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
-    long nd = (long)n * d;
-    for (long k = 0; k < nd; k++)
-        y[k] = z[k] + (float)kfac_rng_normal(rng);
+#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        kfac_rng rng = row_rng(base, row0 + i);
+        for (size_t k = (size_t)i * d; k < (size_t)(i + 1) * d; k++)
+            y[k] = z[k] + (float)kfac_rng_normal(&rng);
+    }
 }
 static void squared_hess_vec(const float *z, const float *v, float *hv, int n, int d)
 {
@@ -287,7 +308,8 @@ kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n,
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sample_targets: unknown loss %d", (int)loss);
     if (n < 1 || d < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sample_targets: %d x %d targets", n, d);
-    kfac_loss_types[loss].sample(z, y, n, d, rng);
+    /* one number from rng seeds every row's own generator (loss.h) */
+    kfac_loss_types[loss].sample(z, y, n, d, kfac_rng_next(rng), 0);
     return KFAC_OK;
 }
 

@@ -17,7 +17,10 @@ typedef struct kfac_step_ctx {
     kfac_net *net;
     const float *y; /* batch x outputs, the training targets */
     int batch;
-    kfac_rng *rng;
+    kfac_rng *rng;  /* the same on every rank of a process group */
+    /* In a process group: this process's rows are rows [row0, row0 +
+     * batch) of a batch of total_rows over the group. 0 and 0 alone. */
+    int row0, total_rows;
 } kfac_step_ctx;
 
 typedef struct kfac_optimizer_type {

@@ -12,6 +12,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "dist.h"
 #include "factors.h"
 #include "precond.h"
 
@@ -35,6 +36,7 @@ struct kfac_precond {
     kfac_fisher_vec_fn fisher_vec;
     kfac_batch_loss_fn loss;
     void *user;
+    const kfac_dist *dist; /* NULL: one process */
 };
 
 void kfac_precond_free(kfac_precond *pc)
@@ -138,6 +140,30 @@ const float *kfac_precond_direction(const kfac_precond *pc, int l)
 }
 kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc) { return &pc->st; }
 
+void kfac_precond_set_dist(kfac_precond *pc, const kfac_dist *dist)
+{
+    pc->dist = dist;
+    kfac_factors_set_dist(pc->fc, dist);
+}
+
+/* The group's mean of a per-process mean over `rows` of `total` rows:
+ * each weighted by its rows, then summed. Alone: unchanged. */
+static kfac_status group_mean_floats(const kfac_precond *pc, float *x, size_t n, int rows, int total)
+{
+    if (!pc->dist)
+        return KFAC_OK;
+    cblas_sscal((int)n, (float)rows / (float)total, x, 1);
+    return kfac_dist_sum_floats(pc->dist, x, n);
+}
+
+static kfac_status group_mean(const kfac_precond *pc, double *x, int rows, int total)
+{
+    if (!pc->dist)
+        return KFAC_OK;
+    *x *= (double)rows / total;
+    return kfac_dist_sum_doubles(pc->dist, x, 1);
+}
+
 kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out)
 {
     if (!pc || !out)
@@ -160,33 +186,84 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* delta <- F_kfac^-1 (grad + wd W) layer by layer, in the cheaper of the
- * low-rank and full forms (KFAC.md 8); *vg <- <delta, grad + wd W>. With
- * need_grad the flat gradient is also formed in pc->grad. */
-static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, int need_grad, double *vg)
+/* Whether layer l takes the low-rank form (KFAC.md 8): it works from g and
+ * abar, so not with weight decay. In a process group each rank
+ * preconditions its own slice and the slices' deltas are summed (the form
+ * is linear in the gradient): the same bytes as summing the gradient, and
+ * the cheap form stays cheap when each rank holds few rows. The quadratic
+ * rule needs the summed gradient itself, so there every layer takes the
+ * full form. */
+static int lowrank(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
-    int B = in->rows;
-    float wd = pc->wd;
-    double total = 0.0;
+    if (in->grad || pc->wd != 0.0f || (pc->dist && pc->kp.rule == KFAC_RULE_QUADRATIC))
+        return 0;
+    /* every rank must choose alike: by the largest slice, not its own */
+    int size = kfac_dist_size(pc->dist), rows = (in->total_rows + size - 1) / size;
+    return kfac_factors_lowrank_pays(pc->fc, l, pc->dist ? rows : in->rows);
+}
+
+/* Sum buf over the group, layer blocks with mask[l] set, one collective per
+ * run of consecutive layers. */
+static kfac_status sum_layers(const kfac_precond *pc, float *buf, const int *mask)
+{
+    for (int l = 0; l < pc->n_layers;) {
+        int e = l;
+        while (e < pc->n_layers && mask[e])
+            e++;
+        if (e > l) {
+            kfac_status st = kfac_dist_sum_floats(pc->dist, buf + pc->off[l], pc->off[e] - pc->off[l]);
+            if (st != KFAC_OK)
+                return st;
+        }
+        l = e + 1;
+    }
+    return KFAC_OK;
+}
+
+/* pc->grad <- grad + wd W for every layer that needs it (all with
+ * need_grad): the caller's gradient, or (1/total) g^T abar summed over the
+ * group. */
+static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int need_grad)
+{
+    int B = in->rows, formed[KFAC_MAX_LAYERS];
     for (int l = 0; l < pc->n_layers; l++) {
         int din = pc->d_in[l], dout = pc->d_out[l];
-        size_t off = pc->off[l], n = (size_t)din * dout;
+        float *gl = pc->grad + pc->off[l];
+        if (!(formed[l] = need_grad || !lowrank(pc, in, l)))
+            continue;
+        if (in->grad) /* the caller's: copied, decay must not touch it */
+            memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
+        else /* grad_l (dout x din) <- (1/total) g^T (dout x B) abar (B x din) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / in->total_rows, in->gtrue[l],
+                        dout, in->abar[l], din, 0.0f, gl, din);
+    }
+    kfac_status st = pc->dist ? sum_layers(pc, pc->grad, formed) : KFAC_OK;
+    if (st != KFAC_OK || pc->wd == 0.0f)
+        return st;
+    for (int l = 0; l < pc->n_layers; l++)
+        if (formed[l]) /* grad_l += wd W_l (KFAC.md 5) */
+            cblas_saxpy((int)(pc->off[l + 1] - pc->off[l]), pc->wd, in->w[l], 1, pc->grad + pc->off[l], 1);
+    return KFAC_OK;
+}
+
+/* delta <- F_kfac^-1 (grad + wd W) layer by layer, in the form gradient()
+ * prepared; *vg <- <delta, grad + wd W>. In a group the low-rank layers'
+ * deltas and their part of vg are sums over the ranks' slices. */
+static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, double *vg)
+{
+    double total = 0.0, slices = 0.0;
+    int lr[KFAC_MAX_LAYERS], any_lr = 0;
+    for (int l = 0; l < pc->n_layers; l++) {
+        int din = pc->d_in[l];
+        size_t off = pc->off[l], n = (size_t)din * pc->d_out[l];
         float *d = pc->delta + off, *gl = pc->grad + off;
-        /* the low-rank form works from g and abar, so not with decay */
-        int lowrank = !in->grad && wd == 0.0f && kfac_factors_lowrank_pays(pc->fc, l, B);
         kfac_status st;
-        if (need_grad || !lowrank) {
-            if (in->grad) /* the caller's: copied, decay must not touch it */
-                memcpy(gl, in->grad[l], sizeof(float) * n);
-            else /* grad_l (dout x din) <- (1/B) g^T (dout x B) abar (B x din) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / B, in->gtrue[l], dout,
-                            in->abar[l], din, 0.0f, gl, din);
-            if (wd != 0.0f)
-                cblas_saxpy((int)n, wd, in->w[l], 1, gl, 1); /* grad_l += wd W_l (KFAC.md 5) */
-        }
-        if (lowrank) {
+        if ((lr[l] = lowrank(pc, in, l)) && pc->dist) {
+            kfac_factors_lowrank_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
+            any_lr = 1;
+        } else if (lr[l]) {
             double dot;
-            if ((st = kfac_factors_apply_lowrank(pc->fc, l, in->abar[l], din, in->gtrue[l], B, d, &dot)) !=
+            if ((st = kfac_factors_apply_lowrank(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, d, &dot)) !=
                 KFAC_OK)
                 return st;
             total += dot;
@@ -195,6 +272,21 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, int
                 return st;
             total += cblas_dsdot((int)n, d, 1, gl, 1);
         }
+    }
+    if (any_lr) {
+        /* delta = sum of the slices' parts; <delta, grad> = sum over the
+         * slices of <delta, (1/total) g^T abar> */
+        kfac_status st = sum_layers(pc, pc->delta, lr);
+        if (st != KFAC_OK)
+            return st;
+        for (int l = 0; l < pc->n_layers; l++)
+            if (lr[l])
+                slices += kfac_factors_rows_dot(pc->fc, l, in->abar[l], pc->d_in[l], in->gtrue[l], in->rows,
+                                                pc->delta + pc->off[l]) /
+                          in->total_rows;
+        if ((st = kfac_dist_sum_doubles(pc->dist, &slices, 1)) != KFAC_OK)
+            return st;
+        total += slices;
     }
     *vg = total;
     return KFAC_OK;
@@ -236,16 +328,20 @@ static void add_step(kfac_precond *pc, float *const *w, const float *step, float
  * lm_every steps lambda follows the reduction ratio rho. A model that
  * promises more than the loss is damped more; a step whose loss is not
  * finite is undone. */
-static kfac_status quadratic_update(kfac_precond *pc, float *const *w, long t, double vg, double h0)
+static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *in, long t, double vg, double h0)
 {
+    float *const *w = in->w;
     size_t n = pc->off[pc->n_layers];
     float *d0 = pc->v; /* the previous update */
     double t0 = kfac_seconds();
+    /* the callbacks see this process's rows: F v is their mean */
     kfac_status st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
+    if (st == KFAC_OK)
+        st = group_mean_floats(pc, pc->fv, n, in->rows, in->total_rows);
     double d0norm = dot(d0, d0, n);
     int has_prev = t > 1 && d0norm > 0.0;
-    if (st == KFAC_OK && has_prev)
-        st = pc->fisher_vec(pc->user, d0, pc->fv0);
+    if (st == KFAC_OK && has_prev && (st = pc->fisher_vec(pc->user, d0, pc->fv0)) == KFAC_OK)
+        st = group_mean_floats(pc, pc->fv0, n, in->rows, in->total_rows);
     pc->st.seconds_fvp += kfac_seconds() - t0;
     if (st != KFAC_OK)
         return st;
@@ -300,7 +396,8 @@ static kfac_status quadratic_update(kfac_precond *pc, float *const *w, long t, d
     pc->st.mu = mu;
     if (t % pc->kp.lm_every == 0) {
         double h1;
-        if ((st = pc->loss(pc->user, &h1)) != KFAC_OK)
+        if ((st = pc->loss(pc->user, &h1)) != KFAC_OK ||
+            (st = group_mean(pc, &h1, in->rows, in->total_rows)) != KFAC_OK)
             return st;
         if (!isfinite(h1)) {
             /* reject the step: undo it, forget it as momentum, damp more */
@@ -370,11 +467,19 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     if ((st = check_finite_input(pc, in, stats_now)) != KFAC_OK)
         return st;
     if (stats_now) {
+        /* this process's share of the batch statistics, summed over the
+         * group before they join the running averages, so every rank
+         * holds the same factors */
         kfac_factors_begin_stats(pc->fc);
         for (int l = 0; l < pc->n_layers; l++)
-            if ((st = kfac_factors_accumulate(pc->fc, l, in->abar[l], pc->d_in[l], in->gstat[l], in->stat_rows)) !=
-                KFAC_OK)
-                return st;
+            kfac_factors_batch_stats(pc->fc, l, in->abar[l], pc->d_in[l], in->gstat[l], in->stat_rows,
+                                     1.0f / in->total_stat_rows);
+        size_t n_stage;
+        float *stage = kfac_factors_stage(pc->fc, &n_stage);
+        if ((st = kfac_dist_sum_floats(pc->dist, stage, n_stage)) != KFAC_OK)
+            return st;
+        for (int l = 0; l < pc->n_layers; l++)
+            kfac_factors_fold(pc->fc, l);
         pc->st.stats_rounds++;
     }
     double t1 = kfac_seconds();
@@ -391,14 +496,19 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
 
     /* the direction, with up to three 10x raises of the damping if a value
      * is not finite (tiny damping on a singular factor) */
-    double vg = 0.0;
-    st = direction(pc, in, quad, &vg);
+    double vg = 0.0, h0 = in->loss0;
+    if ((st = gradient(pc, in, quad)) != KFAC_OK ||
+        (quad && (st = group_mean(pc, &h0, in->rows, in->total_rows)) != KFAC_OK))
+        return st;
+    /* in a group every rank holds the same inverses and gradient, so the
+     * same vg: all retry, or go on, together */
+    st = direction(pc, in, &vg);
     for (int retry = 0; st == KFAC_OK && !isfinite(vg) && retry < 3; retry++) {
         damping *= 10.0;
         pc->st.damping_retries++;
         if ((st = invert(pc, damping)) != KFAC_OK)
             return st;
-        st = direction(pc, in, quad, &vg);
+        st = direction(pc, in, &vg);
     }
     if (st != KFAC_OK)
         return st;
@@ -407,7 +517,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
                                            "(the gradient itself may be)", damping);
     double fvp_before = pc->st.seconds_fvp;
     if (quad)
-        st = quadratic_update(pc, in->w, t, vg, in->loss0);
+        st = quadratic_update(pc, in, t, vg, h0);
     else
         kl_clip_update(pc, in->w, vg);
     pc->st.seconds_precond += kfac_seconds() - t2 - (pc->st.seconds_fvp - fvp_before) - (pc->st.seconds_invert - inv_before);
@@ -457,7 +567,9 @@ kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *b)
                              .gtrue = NULL,
                              .gstat = b->g_sampled,
                              .stat_rows = stats ? kfac_precond_stat_rows(pc, b->rows) : 0,
+                             .total_rows = b->rows,
                              .loss0 = b->loss};
+    in.total_stat_rows = in.stat_rows;
     return kfac_precond_step_input(pc, &in);
 }
 

@@ -17,12 +17,22 @@ typedef struct kfac_precond_input {
     const float *const *abar;     /* rows x d_in (statistics; grad NULL) */
     const float *const *gtrue;    /* rows x d_out of the labels (grad NULL) */
     const float *const *gstat;    /* stat_rows x d_out (statistics due) */
-    int stat_rows;
-    double loss0;                 /* QUADRATIC: the batch loss now */
+    int stat_rows;                /* may be 0 in a process group */
+    int total_rows;               /* rows of the whole group's batch: the
+                                     statistics, gradients, F v and losses
+                                     are means over them (alone: rows) */
+    int total_stat_rows;          /* the group's stat_rows (alone: stat_rows) */
+    double loss0;                 /* QUADRATIC: the batch loss now (of the
+                                     process's rows) */
 } kfac_precond_input;
 
 /* The step of kfac_precond_step, arguments already checked. */
 kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *in);
+
+/* Data-parallel steps in a process group (dist.h; NULL: alone): every
+ * rank passes its share of the batch, grad NULL. */
+struct kfac_dist;
+void kfac_precond_set_dist(kfac_precond *pc, const struct kfac_dist *dist);
 
 /* The running counters, for a caller that adds its own timings (the
  * built-in optimizer's sampled-target pass). */

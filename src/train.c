@@ -1,12 +1,16 @@
 /* train.c - the trainer: shuffled minibatches from a dataset, forward,
  * backward, optimizer step, timing; and evaluation on a dataset. All
- * buffers are allocated by kfac_trainer_new: an epoch allocates nothing. */
+ * buffers are allocated by kfac_trainer_new: an epoch allocates nothing.
+ * In a process group (kfac_trainer_set_mpi_comm) every rank holds the
+ * same state and takes its slice of each batch; the gradients (here) and
+ * K-FAC's statistics (precond.c) are averaged over the group. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
 #include "common.h"
+#include "dist.h"
 #include "kfac_opt.h"
 #include "net.h"
 #include "optim.h"
@@ -22,6 +26,7 @@ struct kfac_trainer {
     float *grad;      /* n_params */
     int epoch;        /* epochs completed */
     double seconds;   /* training time so far */
+    kfac_dist *dist;  /* the process group; NULL: alone */
 };
 
 /* Classifiers learn labels; every other loss reconstructs its input (the
@@ -82,6 +87,7 @@ void kfac_trainer_free(kfac_trainer *t)
     free(t->order);
     kfac_free_floats(t->by);
     kfac_free_floats(t->grad);
+    kfac_dist_free(t->dist);
     free(t);
 }
 
@@ -161,6 +167,111 @@ kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out)
     return KFAC_OK;
 }
 
+/* FNV-1a over what must be the same on every rank of a group */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+#define FNV(h, x) fnv((h), &(x), sizeof(x))
+
+/* The replicated state and settings: weights, generator, data order,
+ * progress and hyper-parameters (field by field: no padding bytes). */
+static uint64_t state_hash(const kfac_trainer *t)
+{
+    const kfac_train_params *p = &t->p;
+    const kfac_optim_params *o = &p->optim;
+    const kfac_kfac_params *k = &p->kfac;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv(h, t->net->theta, sizeof(float) * t->net->n_params);
+    h = fnv(h, t->rng.s, sizeof t->rng.s);
+    h = fnv(h, t->order, sizeof(uint32_t) * (size_t)t->train->n);
+    h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, t->opt->t);
+    h = FNV(h, p->optimizer), h = FNV(h, p->batch), h = FNV(h, p->epochs), h = FNV(h, p->seed);
+    h = FNV(h, o->lr), h = FNV(h, o->momentum), h = FNV(h, o->beta1), h = FNV(h, o->beta2);
+    h = FNV(h, o->eps), h = FNV(h, o->weight_decay);
+    h = FNV(h, k->damping), h = FNV(h, k->decay), h = FNV(h, k->cov_every), h = FNV(h, k->inv_every);
+    h = FNV(h, k->stat_fraction), h = FNV(h, k->fisher), h = FNV(h, k->inversion), h = FNV(h, k->rule);
+    h = FNV(h, k->kl_clip), h = FNV(h, k->lm_every), h = FNV(h, k->lr), h = FNV(h, k->momentum);
+    return h;
+}
+
+kfac_status kfac_trainer_agree(kfac_trainer *t, kfac_status st)
+{
+    if (!t->dist)
+        return st;
+    int worst = (int)st;
+    kfac_status cst = kfac_dist_max_ints(t->dist, &worst, 1);
+    if (cst != KFAC_OK)
+        return cst;
+    if (st != KFAC_OK) /* keep this rank's own detail */
+        return st;
+    if (worst != KFAC_OK)
+        return kfac_fail((kfac_status)worst, "another process of the group failed: %s",
+                         kfac_strerror((kfac_status)worst));
+    return KFAC_OK;
+}
+
+/* Every rank must hold the same state, or the group would drift apart:
+ * rank 0's hash against each rank's, agreed by all. */
+static kfac_status check_replicated(kfac_trainer *t, kfac_dist *d)
+{
+    uint64_t mine = state_hash(t), root = mine;
+    kfac_status st = kfac_dist_bcast(d, &root, sizeof root, 0);
+    if (st != KFAC_OK)
+        return st;
+    int differ = root != mine, any = differ;
+    if ((st = kfac_dist_max_ints(d, &any, 1)) != KFAC_OK)
+        return st;
+    if (any)
+        return kfac_fail(KFAC_ERR_INVALID_ARG,
+                         "the processes' trainers differ (%s): every rank needs the same net, data, "
+                         "parameters and seed",
+                         differ ? "this one differs from rank 0's" : "another differs from rank 0's");
+    return KFAC_OK;
+}
+
+kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm)
+{
+    kfac_clear_error();
+    if (!t || !comm)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_set_mpi_comm: NULL argument");
+    if (t->dist)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_trainer_set_mpi_comm: the trainer already has a communicator");
+    kfac_dist *d;
+    kfac_status st = kfac_dist_new(comm, &d);
+    if (st != KFAC_OK)
+        return st;
+    int size = kfac_dist_size(d), n = t->train->n, batch = t->p.batch, last = n % batch;
+    if (size == 1) { /* a group of one is the single process */
+        kfac_dist_free(d);
+        return KFAC_OK;
+    }
+    if ((st = check_replicated(t, d)) != KFAC_OK)
+        goto fail;
+    /* every rank needs at least one row of every batch, the last included
+     * (the same test on every rank: the settings are the same) */
+    if (batch < size || (last > 0 && last < size)) {
+        st = kfac_fail(KFAC_ERR_INVALID_ARG,
+                       "batch %d over %d processes: %s; every batch needs at least one row per process", batch,
+                       size, batch < size ? "fewer rows than processes"
+                                          : "the last batch of an epoch has fewer rows than processes");
+        goto fail;
+    }
+    t->dist = d;
+    if (t->opt->kind == KFAC_OPT_KFAC)
+        kfac_opt_set_dist(t->opt, d);
+    return KFAC_OK;
+fail:
+    kfac_dist_free(d);
+    return st;
+}
+
+int kfac_trainer_rank(const kfac_trainer *t) { return t ? kfac_dist_rank(t->dist) : -1; }
+int kfac_trainer_ranks(const kfac_trainer *t) { return t ? kfac_dist_size(t->dist) : -1; }
+
 kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats)
 {
@@ -175,30 +286,55 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
         t->order[j] = tmp;
     }
     long steps = (n + batch - 1) / batch; /* the last batch may be smaller */
+    int rank = kfac_dist_rank(t->dist), size = kfac_dist_size(t->dist);
     double loss_sum = 0.0;
+    long seen = 0;
+    int stop = 0;
     kfac_status st = KFAC_OK;
-    long s;
-    for (s = 0; s < steps; s++) {
+    for (long s = 0; s < steps; s++) {
         int first = (int)(s * batch), rows = KFAC_MIN(batch, n - first);
-        gather(t->net, t->train, t->order, first, rows, t->by);
+        /* this process's slice of the batch: rows [lo, hi) */
+        int lo = (int)((long)rows * rank / size), hi = (int)((long)rows * (rank + 1) / size), mine = hi - lo;
+        gather(t->net, t->train, t->order, first + lo, mine, t->by);
         double loss;
-        if ((st = kfac_net_forward_in_place(t->net, rows)) != KFAC_OK ||
+        if ((st = kfac_net_forward_in_place(t->net, mine)) != KFAC_OK ||
             (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
             break;
+        if (t->dist) {
+            /* the batch's loss, and whether any rank's callback stopped
+             * the epoch after the last step: all ranks decide alike */
+            double agree[2] = {loss * mine, stop};
+            if ((st = kfac_dist_sum_doubles(t->dist, agree, 2)) != KFAC_OK || agree[1] > 0.0)
+                break;
+            loss = agree[0] / rows;
+        }
         if (!isfinite(loss)) {
             st = kfac_fail(KFAC_ERR_NUMERIC, "training diverged: loss is %g at epoch %d, step %ld", loss,
                            t->epoch + 1, s + 1);
             break;
         }
         loss_sum += loss * rows;
-        kfac_step_ctx ctx = {t->net, t->by, rows, &t->rng};
+        seen += rows;
+        kfac_step_ctx ctx = {t->net, t->by, mine, &t->rng, lo, rows};
         /* K-FAC forms what it needs of the gradient from abar and g */
         float *grad = t->opt->type->flat_gradient ? t->grad : NULL;
-        if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK ||
-            (st = kfac_optimizer_step_ctx(t->opt, t->net->theta, grad, &ctx)) != KFAC_OK)
+        if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK)
             break;
-        if (progress && progress(user, s + 1, steps))
+        if (grad && t->dist) {
+            /* the batch's mean gradient: each slice's mean weighted by its rows */
+            float w = (float)mine / (float)rows;
+            for (size_t i = 0; i < t->net->n_params; i++)
+                grad[i] *= w;
+            if ((st = kfac_dist_sum_floats(t->dist, grad, t->net->n_params)) != KFAC_OK)
+                break;
+        }
+        if ((st = kfac_optimizer_step_ctx(t->opt, t->net->theta, grad, &ctx)) != KFAC_OK)
             break;
+        if (progress && progress(user, s + 1, steps)) {
+            stop = 1;
+            if (!t->dist) /* in a group: at the next step's agreement */
+                break;
+        }
     }
     /* The loss is checked before each step, so a last step of the epoch
      * that overflowed the parameters would otherwise only show in the next
@@ -220,7 +356,6 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
         memset(stats, 0, sizeof *stats);
         stats->epoch = t->epoch;
         stats->seconds = t->seconds;
-        long seen = KFAC_MIN((long)n, s * (long)batch);
         stats->train_loss = seen > 0 ? loss_sum / (double)seen : NAN;
     }
     return st;

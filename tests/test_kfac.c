@@ -435,7 +435,11 @@ END_TEST
  * (found by the benchmark: LM drove lambda to 1e-8 and a step blew up). */
 START_TEST(test_quadratic_rule_tiny_damping)
 {
-    kfac_dataset d = random_data(200, 10, 3, 2, 8);
+    /* whether the guard is needed depends on the sampled targets: about
+     * one data seed in ten never needs it; seed 9 does, under both the
+     * sequential draws this test was written with and the per-row ones
+     * of now (loss.h) */
+    kfac_dataset d = random_data(200, 10, 3, 2, 9);
     kfac_net_spec s;
     kfac_train_params p;
     tiny_kfac_spec(&s, &p, 10, 3);

@@ -401,7 +401,7 @@ START_TEST(test_loss_sample_mean)
         double mean[D] = {0};
         float y[D];
         for (int t = 0; t < DRAWS; t++) {
-            lt->sample(z, y, 1, D, &r);
+            lt->sample(z, y, 1, D, kfac_rng_next(&r), 0);
             for (int j = 0; j < D; j++)
                 mean[j] += y[j] / (double)DRAWS;
         }

@@ -15,13 +15,28 @@ enum {
     EXIT_CHECK = 5     /* `kfac check`: a measurement outside its tolerance */
 };
 
+/* MPI (cli_mpi.c; one process without it). start: MPI_Init, and
+ * silence stdout on ranks other than 0; stop: MPI_Finalize. */
+void cli_mpi_start(int *argc, char ***argv);
+void cli_mpi_stop(void);
+/* The worst (largest) exit status over the ranks; collective. */
+int cli_mpi_agree(int code);
+/* A pointer to MPI_COMM_WORLD for kfac_trainer_set_mpi_comm when there
+ * are several ranks, else NULL. */
+const void *cli_mpi_comm(void);
+int cli_rank(void);
+int cli_ranks(void);
+
 /* Strict parsers: the whole string must be a number. 0 on success. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_float(const char *s, float *out);
 
-/* "kfac: <what>: <library detail or strerror>" on stderr */
+/* "kfac: <what>: <library detail or strerror>" on stderr, from rank 0
+ * only (the others fail alike); cli_error_local from whichever rank
+ * failed (a file another rank could read), naming it. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_error_local(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_status_exit(kfac_status st);
 
 /* One word of a command taking one NETFILE and `--name value` or

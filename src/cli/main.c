@@ -99,14 +99,32 @@ int cli_opt_is(const char *name, size_t len, const char *want)
     return strlen(want) == len && !strncmp(name, want, len);
 }
 
+static void verror(int local, const char *fmt, va_list ap)
+{
+    if (cli_rank() != 0 && !local)
+        return;
+    if (cli_ranks() > 1 && cli_rank() != 0)
+        fprintf(stderr, "kfac (rank %d): ", cli_rank());
+    else
+        fputs("kfac: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("kfac: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    verror(0, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+void cli_error_local(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(1, fmt, ap);
+    va_end(ap);
 }
 
 int cli_status_exit(kfac_status st)
@@ -145,32 +163,34 @@ int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *trai
     kfac_status st;
     memset(train, 0, sizeof *train);
     memset(test, 0, sizeof *test);
+    int code = EXIT_OK;
     if ((st = kfac_mnist_load(dir, "train", train)) != KFAC_OK || (st = kfac_mnist_load(dir, "t10k", test)) != KFAC_OK) {
-        cli_error("%s", kfac_last_error());
-        kfac_dataset_free(train);
-        return cli_status_exit(st);
+        cli_error_local("%s", kfac_last_error());
+        code = cli_status_exit(st);
+    } else if (test->features != train->features) {
+        /* the test set is only read after the first epoch: a mismatch
+         * found then would cost that epoch */
+        cli_error_local("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows,
+                        test->cols, train->rows, train->cols);
+        code = EXIT_INPUT;
+    } else if (spec->input_pool > 1 &&
+               ((st = pool_in_place(train, spec->input_pool)) != KFAC_OK ||
+                (st = pool_in_place(test, spec->input_pool)) != KFAC_OK)) {
+        cli_error_local("%s: %s", dir, kfac_last_error());
+        code = cli_status_exit(st);
     }
-    /* the test set is only read after the first epoch: a mismatch found
-     * then would cost that epoch */
-    if (test->features != train->features) {
-        cli_error("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows, test->cols,
-                  train->rows, train->cols);
+    /* every rank reads the data itself: all go on, or none */
+    int agreed = cli_mpi_agree(code);
+    if (agreed != EXIT_OK && code == EXIT_OK)
+        cli_error("%s: another process could not load the data", dir);
+    if (agreed != EXIT_OK) {
         kfac_dataset_free(train);
         kfac_dataset_free(test);
-        return EXIT_INPUT;
     }
-    if (spec->input_pool > 1 &&
-        ((st = pool_in_place(train, spec->input_pool)) != KFAC_OK ||
-         (st = pool_in_place(test, spec->input_pool)) != KFAC_OK)) {
-        cli_error("%s: %s", dir, kfac_last_error());
-        kfac_dataset_free(train);
-        kfac_dataset_free(test);
-        return cli_status_exit(st);
-    }
-    return EXIT_OK;
+    return agreed;
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -195,4 +215,12 @@ int main(int argc, char **argv)
         return cmd_compare(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try 'kfac --help')", cmd);
     return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    cli_mpi_start(&argc, &argv);
+    int code = dispatch(argc, argv);
+    cli_mpi_stop();
+    return code;
 }

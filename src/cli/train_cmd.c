@@ -368,8 +368,19 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         return cli_status_exit(st);
     }
     int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
-    if (o->resume_path && (st = kfac_trainer_load(tr, o->resume_path)) != KFAC_OK) {
+    /* under mpirun every rank trains its slice of each batch (README,
+     * "Running on a cluster"); rank 0 alone logs and saves */
+    const void *comm = cli_mpi_comm();
+    if (comm && (st = kfac_trainer_set_mpi_comm(tr, comm)) != KFAC_OK) {
         cli_error("%s", kfac_last_error());
+        code = cli_status_exit(st);
+        goto done;
+    }
+    const char *save_path = cli_rank() == 0 ? o->save_path : NULL;
+    if (cli_rank() != 0)
+        log_path = NULL;
+    if (o->resume_path && (st = kfac_trainer_load(tr, o->resume_path)) != KFAC_OK) {
+        cli_error_local("%s", kfac_last_error()); /* a rank may fail alone */
         code = cli_status_exit(st);
         goto done;
     }
@@ -385,17 +396,21 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         if (write_log(log_path, log_text) != 0) { /* fail before training, not after */
             cli_error("%s: cannot write: %s", log_path, strerror(errno));
             code = EXIT_RUNTIME;
-            goto done;
         }
     }
+    if ((code = cli_mpi_agree(code)) != EXIT_OK)
+        goto done;
     describe(o->netfile, &o->spec, p);
+    if (cli_ranks() > 1)
+        printf("# %d MPI processes, each %d-%d rows of every batch of %d (%d threads each)\n", cli_ranks(),
+               p->batch / cli_ranks(), (p->batch + cli_ranks() - 1) / cli_ranks(), p->batch, kfac_get_threads());
     printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
     if (o->resume_path)
         printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
            classify ? "test_acc" : "recon_err");
     fflush(stdout);
-    int bar = !o->quiet && isatty(STDERR_FILENO);
+    int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO);
     for (int e = kfac_trainer_epochs_done(tr) + 1; e <= p->epochs; e++) {
         kfac_epoch_stats s;
         progress pr = {e, -1};
@@ -423,23 +438,25 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         fflush(stdout);
         if (rec)
             rec[e - 1] = s;
-        if (o->save_every && e % o->save_every == 0 && e < p->epochs &&
-            (code = save(tr, o->save_path)) != EXIT_OK)
-            goto done;
-        if (log_text) {
+        if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs)
+            code = save(tr, save_path);
+        if (code == EXIT_OK && log_text) {
             size_t used = strlen(log_text);
             snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds, s.train_loss,
                      s.test_loss, s.test_acc);
             if (write_log(log_path, log_text) != 0) {
                 cli_error("%s: cannot write: %s", log_path, strerror(errno));
                 code = EXIT_RUNTIME;
-                goto done;
             }
         }
+        /* rank 0's save or log failing stops every rank */
+        if ((code = cli_mpi_agree(code)) != EXIT_OK)
+            goto done;
     }
     describe_kfac(tr);
-    if (o->save_path && (code = save(tr, o->save_path)) != EXIT_OK)
-        goto done;
+    if (save_path)
+        code = save(tr, save_path);
+    code = cli_mpi_agree(code);
 done:
     free(log_text);
     kfac_trainer_free(tr);
