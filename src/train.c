@@ -291,7 +291,8 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
     long seen = 0;
     int stop = 0;
     kfac_status st = KFAC_OK;
-    for (long s = 0; s < steps; s++) {
+    long s;
+    for (s = 0; s < steps; s++) {
         int first = (int)(s * batch), rows = KFAC_MIN(batch, n - first);
         /* this process's slice of the batch: rows [lo, hi) */
         int lo = (int)((long)rows * rank / size), hi = (int)((long)rows * (rank + 1) / size), mine = hi - lo;
@@ -340,7 +341,7 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
      * that overflowed the parameters would otherwise only show in the next
      * epoch, after the caller has evaluated (NaN) and saved (a checkpoint
      * of NaN) this one. One pass over theta an epoch. */
-    if (st == KFAC_OK && s == steps) {
+    if (st == KFAC_OK && seen > 0) {
         const float *theta = t->net->theta;
         size_t np = t->net->n_params, bad = np;
         for (size_t i = 0; i < np && bad == np; i++)
