@@ -355,12 +355,19 @@ END_TEST
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
-    TCase *tc = tcase_create("train");
+    /* whole training runs on the real data: left out under valgrind
+     * (make check-valgrind excludes the tag), run everywhere else */
+    TCase *tc = tcase_create("learning");
+    tcase_set_tags(tc, "training");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_every_optimizer_learns, 0, KFAC_OPT_COUNT);
     tcase_add_test(tc, test_reproducible);
     tcase_add_test(tc, test_autoencoder_learns);
     tcase_add_test(tc, test_kfac_beats_sgd_on_autoencoder);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("faults");
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_trainer_refuses_bad_setups);
     tcase_add_test(tc, test_divergence_detected);
     tcase_add_test(tc, test_divergence_on_last_step);
