@@ -324,9 +324,14 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_bad_inputs);
     tcase_add_test(tc, test_kfac_flags);
     tcase_add_test(tc, test_compare);
-    tcase_add_test(tc, test_check);
     tcase_add_test(tc, test_run_and_log);
     tcase_add_test(tc, test_checkpoints);
+    suite_add_tcase(s, tc);
+    /* trains on the real data (left out under valgrind) */
+    tc = tcase_create("check");
+    tcase_set_tags(tc, "training");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_check);
     suite_add_tcase(s, tc);
     return s;
 }
