@@ -700,7 +700,10 @@ Suite *badinput_cli_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad_checkpoint, 0, (int)(sizeof ckpt_cases / sizeof *ckpt_cases));
     suite_add_tcase(s, tc);
+    /* whole training runs (K-FAC eigendecompositions of 785 x 785 factors):
+     * left out under valgrind, run everywhere else */
     tc = tcase_create("numeric");
+    tcase_set_tags(tc, "training");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_divergence_keeps_last_good, 0, 2);
     tcase_add_loop_test(tc, test_zero_images_tiny_damping, 0, 2);
