@@ -109,7 +109,7 @@ test: deps
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:max_allocation_size_mb=1024 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
-             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 KFAC_TEST_NO_MEMCAP=1
+             KFAC_TEST_NO_MEMCAP=1
 check-sanitize: deps
 	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
 	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
