@@ -5,7 +5,9 @@
 # REPEATS times so that load from other jobs hits them alike, each run
 # under flock /tmp/kfac-cpu.lock so it never overlaps other heavy jobs.
 # Prints every run, then the medians of the training seconds (evaluation
-# excluded) and examples per second.
+# excluded) and examples per second. --bind-to none: Open MPI binds a job
+# of 1 or 2 ranks to one core each by default, which would put the
+# 1 rank x 2 threads run's two threads on one core.
 # usage: bench/bench_mpi.sh MPI_BUILD_DIR NET DATA [REPEATS]   (make bench-mpi)
 set -euo pipefail
 bin=$1/kfac net=$2 data=$3 reps=${4:-3}
@@ -20,7 +22,7 @@ for r in $(seq 1 "$reps"); do
   for opt in sgd kfac; do
     for c in $configs; do
       ranks=${c%x*} threads=${c#*x}
-      out=$(OMP_NUM_THREADS=$threads flock /tmp/kfac-cpu.lock mpirun --oversubscribe -np "$ranks" -x OMP_NUM_THREADS \
+      out=$(OMP_NUM_THREADS=$threads flock /tmp/kfac-cpu.lock mpirun --oversubscribe --bind-to none -np "$ranks" -x OMP_NUM_THREADS \
             "$bin" train "$net" --data "$data" --optimizer "$opt" --epochs 1 --threads "$threads" --quiet)
       s=$(echo "$out" | awk '$1 == "1" { print $2 }')
       n=$(echo "$out" | sed -n 's/^# data .*: \([0-9]*\) training.*/\1/p')
