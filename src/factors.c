@@ -170,17 +170,26 @@ int kfac_factors_inverted(const kfac_factors *pc) { return pc->inverted; }
 static size_t packed_row(size_t i, size_t n) { return i * n - i * (i - 1) / 2; }
 
 /* X <- eps X + (1 - eps) S, S an upper triangle packed by rows; X is kept
- * full for LAPACK. */
+ * full for LAPACK: its upper triangle is averaged row by row (contiguous in
+ * S and X), then mirrored into the lower one in tiles. */
 static void fold_average(float *X, const float *S, int n, float eps)
 {
+    enum { T = 32 };
     float keep = eps, take = 1.0f - eps;
-#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            float s = j >= i ? S[packed_row((size_t)i, (size_t)n) + (size_t)(j - i)]
-                             : S[packed_row((size_t)j, (size_t)n) + (size_t)(i - j)];
-            X[(size_t)i * n + j] = keep * X[(size_t)i * n + j] + take * s;
-        }
+    int big = (long)n * n > 65536;
+#pragma omp parallel for schedule(dynamic, 16) if (big)
+    for (int i = 0; i < n; i++) {
+        const float *s = S + packed_row((size_t)i, (size_t)n) - i;
+        float *x = X + (size_t)i * n;
+        for (int j = i; j < n; j++)
+            x[j] = keep * x[j] + take * s[j];
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (big)
+    for (int ib = 0; ib < n; ib += T)
+        for (int jb = 0; jb <= ib; jb += T)
+            for (int i = ib; i < KFAC_MIN(ib + T, n); i++)
+                for (int j = jb; j < KFAC_MIN(jb + T, i); j++)
+                    X[(size_t)i * n + j] = X[(size_t)j * n + i];
 }
 
 /* dst <- scale x^T x, upper triangle packed by rows (zero for no rows):

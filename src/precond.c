@@ -419,9 +419,17 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     return KFAC_OK;
 }
 
-/* index of the first non-finite of x[0..n), or n */
+/* index of the first non-finite of x[0..n), or n. Runs on every step's
+ * inputs, so the common case is one vectorized pass: 0 * x is NaN exactly
+ * for NaN and Inf, and so is then the sum. */
 static size_t first_nonfinite(const float *x, size_t n)
 {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++)
+        acc += 0.0f * x[i];
+    if (acc == acc)
+        return n;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
             return i;
