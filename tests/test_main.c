@@ -59,6 +59,12 @@ int main(void)
         return 1;
     }
     atexit(remove_tmpdir);
+    /* Timeouts only turn a hang into a failure. The suites' timeouts are
+     * sized for an idle machine; a machine twice as slow, or sharing its
+     * cores with another process, must not fail a test, so they get a wide
+     * margin (a hang is forever either way). Check reads this as each TCase
+     * is created; a value in the environment wins. */
+    setenv("CK_TIMEOUT_MULTIPLIER", "10", 0);
 
     Suite *(*suites[])(void) = {rng_suite,    net_suite,    idx_suite,  netfile_suite,    optim_suite,
                                 linalg_suite, fisher_suite, kfac_suite, checkpoint_suite, train_suite,
