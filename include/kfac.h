@@ -332,6 +332,11 @@ typedef enum kfac_inversion {
                               pi by the trace norm: factored Tikhonov */
     KFAC_INV_EIGEN,        /* eigendecompositions; exact Tikhonov
                               (A (x) G + l I)^-1 in the eigenbasis */
+    KFAC_INV_LOWRANK,      /* CHOLESKY's factored damping, each large
+                              factor's inverse from its top eigenpairs
+                              (randomized subspace iteration) and one
+                              constant for the rest of its spectrum: the
+                              fast mode (default) */
     KFAC_INV_COUNT
 } kfac_inversion;
 
@@ -368,7 +373,7 @@ typedef struct kfac_kfac_params {
     float stat_fraction; /* fraction of the batch used for statistics (the
                           paper: 1/8); default 1; (0, 1] */
     kfac_fisher_kind fisher;  /* default SAMPLED */
-    kfac_inversion inversion; /* default CHOLESKY */
+    kfac_inversion inversion; /* default LOWRANK */
     kfac_step_rule rule;      /* default KL_CLIP */
     float kl_clip;     /* c of KL_CLIP; default 1e-3 (KFAC-Pytorch); (0, 1e6] */
     int lm_every;      /* T1 of the QUADRATIC rule's damping adaptation;
@@ -380,6 +385,10 @@ typedef struct kfac_kfac_params {
     float momentum;    /* K-FAC's own momentum (KL_CLIP rule), likewise;
                           negative means kfac_optim_params.momentum;
                           default -1; [-1, 1) */
+    int rank_max;      /* LOWRANK: at most this many eigenpairs per factor
+                          (those of at least 0.1 x the factor's damping
+                          are kept); factors smaller than 2 (rank_max + 8)
+                          stay dense; default 64; [1, 4096] */
 } kfac_kfac_params;
 
 KFAC_API void kfac_kfac_params_init(kfac_kfac_params *p);
@@ -411,6 +420,14 @@ typedef struct kfac_kfac_stats {
     double nu;              /* last KL-clip factor in (0, 1] (KL_CLIP) */
     double alpha, mu;       /* last step's coefficients (QUADRATIC) */
     double rho;             /* last reduction ratio (QUADRATIC) */
+    int n_layers;           /* entries of the per-layer arrays below */
+    int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* ranks of the
+                               last inverses of A and G: the eigenpairs
+                               kept (LOWRANK), or the factor's size */
+    int batch_form[KFAC_MAX_LAYERS]; /* 1: the last step preconditioned
+                               the layer from the batch rows of abar and g
+                               (its cost model's choice), 0: from its
+                               gradient */
 } kfac_kfac_stats;
 KFAC_API kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
 

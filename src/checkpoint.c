@@ -143,6 +143,16 @@ void kfac_ckio_int(kfac_ckio *io, int *v)
         *v = (int)x;
 }
 
+void kfac_ckio_int_range(kfac_ckio *io, int *v, int lo, int hi, const char *what)
+{
+    int x = *v;
+    kfac_ckio_int(io, &x);
+    if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && (x < lo || x > hi))
+        io->status = kfac_fail(KFAC_ERR_FORMAT, "%s of %d outside [%d, %d]", what, x, lo, hi);
+    if (storing(io))
+        *v = x;
+}
+
 void kfac_ckio_f64(kfac_ckio *io, double *v)
 {
     uint64_t bits;

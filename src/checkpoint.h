@@ -33,6 +33,8 @@ void kfac_ckio_u32(kfac_ckio *io, uint32_t *v);
 void kfac_ckio_u64(kfac_ckio *io, uint64_t *v);
 void kfac_ckio_int(kfac_ckio *io, int *v);   /* as i64; must fit an int */
 void kfac_ckio_long(kfac_ckio *io, long *v); /* as i64 */
+/* An int that must lie in [lo, hi] (KFAC_ERR_FORMAT naming `what`). */
+void kfac_ckio_int_range(kfac_ckio *io, int *v, int lo, int hi, const char *what);
 void kfac_ckio_f64(kfac_ckio *io, double *v);
 void kfac_ckio_f32(kfac_ckio *io, float *v);
 /* n floats preceded by n: a file with another n belongs to another object

@@ -13,16 +13,37 @@
 #include "linalg.h"
 #include "factors.h"
 
+/* LOWRANK (KFAC.md 4.3): Ritz pairs computed beyond those kept (the last
+ * of a sketch converge slowest), and the eigenvalues that size the sketch:
+ * those of at least RANK_TOL times the factor's damping. An eigenvalue l
+ * left out gets 1/(mu + gamma) instead of 1/(l + gamma), mu the tail's
+ * mean: off by less than RANK_TOL relative to the damping. */
+#define OVERSAMPLE 8
+#define RANK_TOL 0.1
+/* subspace iterations from a random start; from the previous basis, one */
+#define COLD_ITERS 3
+/* Elementwise loops run two threads only past this many elements. */
+#define PAR_MIN 65536
+
+/* One Kronecker factor (A or G of a layer) and its damped inverse. */
+typedef struct factor {
+    int n;          /* A: d_in (with the homogeneous 1); G: d_out */
+    float *S;       /* n x n running average (abar abar^T or g g^T) */
+    float *inv;     /* CHOLESKY, and small factors of LOWRANK: (S + gamma I)^-1
+                       (n x n); EIGEN: the eigenbasis Q (n x n); LOWRANK:
+                       the top Ritz vectors U, s x n, row i a vector */
+    float *e;       /* EIGEN: eigenvalues (n); LOWRANK: 1/(l_i + gamma) - c
+                       for the k kept pairs */
+    float *stat;    /* one batch's statistics, the upper triangle packed by
+                       rows (n (n+1)/2), inside the shared stage */
+    int lowrank;    /* represented by (U, e, c): KFAC.md 4.3 */
+    int s, k;       /* LOWRANK: sketch size; pairs kept */
+    float c;        /* LOWRANK: 1/(tail mean + gamma), the inverse on the
+                       rest of the spectrum */
+} factor;
+
 typedef struct layer_factors {
-    int din, dout;  /* W is dout x din; din counts the homogeneous 1 */
-    float *A;       /* din x din running average of abar abar^T */
-    float *G;       /* dout x dout running average of g g^T */
-    float *ainv;    /* din x din: (A + pi sqrt(l) I)^-1, or Q_A (eigen) */
-    float *ginv;    /* dout x dout: (G + sqrt(l)/pi I)^-1, or Q_G (eigen) */
-    float *ea, *eg; /* eigen: eigenvalues of A (din) and G (dout) */
-    float *sa, *sg; /* one batch's statistics, upper triangles packed by
-                       rows (din (din+1)/2 and dout (dout+1)/2) inside
-                       the shared stage */
+    factor a, g; /* W is g.n x a.n */
 } layer_factors;
 
 struct kfac_factors {
@@ -41,6 +62,8 @@ struct kfac_factors {
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
     float *P, *Q;    /* max_rows x max_d: g G^-1 and abar A^-1 */
     float *M1, *M2;  /* max_rows x max_rows: for <delta, grad> */
+    float *Ta, *Tas, *Tg, *Tgs; /* max(max_rows, max_d) x max_s: x U^T of
+                            the low-rank inverses, and scaled by e */
     int n_ws;        /* one LAPACK workspace per thread */
     kfac_linalg_ws **ws;
 };
@@ -51,15 +74,16 @@ void kfac_factors_free(kfac_factors *pc)
         return;
     for (int l = 0; pc->L && l < pc->n_layers; l++) {
         layer_factors *f = &pc->L[l];
-        kfac_free_floats(f->A), kfac_free_floats(f->G);
-        kfac_free_floats(f->ainv), kfac_free_floats(f->ginv);
-        kfac_free_floats(f->ea), kfac_free_floats(f->eg);
+        kfac_free_floats(f->a.S), kfac_free_floats(f->g.S);
+        kfac_free_floats(f->a.inv), kfac_free_floats(f->g.inv);
+        kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
     }
     free(pc->L);
     kfac_free_floats(pc->syrk), kfac_free_floats(pc->stage);
     kfac_free_floats(pc->tmp1), kfac_free_floats(pc->tmp2);
     kfac_free_floats(pc->P), kfac_free_floats(pc->Q);
     kfac_free_floats(pc->M1), kfac_free_floats(pc->M2);
+    kfac_free_floats(pc->Ta), kfac_free_floats(pc->Tas), kfac_free_floats(pc->Tg), kfac_free_floats(pc->Tgs);
     for (int i = 0; pc->ws && i < pc->n_ws; i++)
         kfac_linalg_ws_free(pc->ws[i]);
     free(pc->ws);
@@ -104,26 +128,29 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     pc->max_rows = max_rows;
     pc->max_d = max_d;
     pc->L = calloc((size_t)n_layers, sizeof *pc->L);
-    int eigen = p->inversion == KFAC_INV_EIGEN;
-    int ok = pc->L != NULL;
+    int eigen = p->inversion == KFAC_INV_EIGEN, ok = pc->L != NULL, max_s = 1;
     for (int l = 0; ok && l < n_layers; l++) {
         layer_factors *f = &pc->L[l];
-        size_t a2 = (size_t)d_in[l] * d_in[l], g2 = (size_t)d_out[l] * d_out[l];
-        f->din = d_in[l];
-        f->dout = d_out[l];
-        ok = (f->A = kfac_alloc_floats(a2)) && (f->G = kfac_alloc_floats(g2)) &&
-             (f->ainv = kfac_alloc_floats(a2)) && (f->ginv = kfac_alloc_floats(g2)) &&
-             (!eigen || ((f->ea = kfac_alloc_floats((size_t)d_in[l])) &&
-                         (f->eg = kfac_alloc_floats((size_t)d_out[l]))));
-        if (ok) {
-            /* all of it, inverses too: a checkpoint writes them whole */
-            memset(f->A, 0, sizeof(float) * a2);
-            memset(f->G, 0, sizeof(float) * g2);
-            memset(f->ainv, 0, sizeof(float) * a2);
-            memset(f->ginv, 0, sizeof(float) * g2);
-            if (eigen) {
-                memset(f->ea, 0, sizeof(float) * (size_t)d_in[l]);
-                memset(f->eg, 0, sizeof(float) * (size_t)d_out[l]);
+        factor *side[2] = {&f->a, &f->g};
+        for (int i = 0; i < 2 && ok; i++) {
+            factor *x = side[i];
+            x->n = i == 0 ? d_in[l] : d_out[l];
+            size_t n2 = (size_t)x->n * x->n;
+            /* a factor too small for a sketch of rank_max + OVERSAMPLE
+             * (at most n/2) stays dense: cheaper and exact there */
+            x->lowrank = p->inversion == KFAC_INV_LOWRANK && x->n >= 2 * (p->rank_max + OVERSAMPLE);
+            if (x->lowrank) {
+                x->s = KFAC_MIN(p->rank_max, 16) + OVERSAMPLE; /* until the spectrum is known */
+                max_s = KFAC_MAX(max_s, p->rank_max + OVERSAMPLE);
+            }
+            ok = (x->S = kfac_alloc_floats(n2)) && (x->inv = kfac_alloc_floats(n2)) &&
+                 (!(eigen || x->lowrank) || (x->e = kfac_alloc_floats((size_t)x->n)));
+            if (ok) {
+                /* all of it, inverses too: a checkpoint writes them whole */
+                memset(x->S, 0, sizeof(float) * n2);
+                memset(x->inv, 0, sizeof(float) * n2);
+                if (x->e)
+                    memset(x->e, 0, sizeof(float) * (size_t)x->n);
             }
         }
     }
@@ -132,10 +159,10 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     ok = ok && (pc->stage = kfac_alloc_floats(pc->n_stage));
     for (size_t at = 0, l = 0; ok && l < (size_t)n_layers; l++) {
         layer_factors *f = &pc->L[l];
-        f->sa = pc->stage + at;
-        at += (size_t)f->din * (f->din + 1) / 2;
-        f->sg = pc->stage + at;
-        at += (size_t)f->dout * (f->dout + 1) / 2;
+        f->a.stat = pc->stage + at;
+        at += (size_t)f->a.n * (f->a.n + 1) / 2;
+        f->g.stat = pc->stage + at;
+        at += (size_t)f->g.n * (f->g.n + 1) / 2;
     }
     size_t rows_d = (size_t)max_rows * (size_t)max_d;
     ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
@@ -143,6 +170,9 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
          (pc->Q = kfac_alloc_floats(rows_d)) &&
          (pc->M1 = kfac_alloc_floats((size_t)max_rows * max_rows)) &&
          (pc->M2 = kfac_alloc_floats((size_t)max_rows * max_rows));
+    size_t t_rows = (size_t)KFAC_MAX(max_rows, max_d) * (size_t)max_s;
+    ok = ok && (pc->Ta = kfac_alloc_floats(t_rows)) && (pc->Tas = kfac_alloc_floats(t_rows)) &&
+         (pc->Tg = kfac_alloc_floats(t_rows)) && (pc->Tgs = kfac_alloc_floats(t_rows));
     pc->n_ws = omp_get_max_threads();
     ok = ok && (pc->ws = calloc((size_t)pc->n_ws, sizeof *pc->ws));
     for (int i = 0; ok && i < pc->n_ws; i++)
@@ -211,8 +241,8 @@ void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int ld
                               float scale)
 {
     layer_factors *f = &pc->L[l];
-    packed_gram(pc, abar, lda, f->din, rows, scale, f->sa);
-    packed_gram(pc, g, f->dout, f->dout, rows, scale, f->sg);
+    packed_gram(pc, abar, lda, f->a.n, rows, scale, f->a.stat);
+    packed_gram(pc, g, f->g.n, f->g.n, rows, scale, f->g.stat);
 }
 
 float *kfac_factors_stage(kfac_factors *pc, size_t *n)
@@ -224,8 +254,8 @@ float *kfac_factors_stage(kfac_factors *pc, size_t *n)
 void kfac_factors_fold(kfac_factors *pc, int l)
 {
     layer_factors *f = &pc->L[l];
-    fold_average(f->A, f->sa, f->din, pc->eps);
-    fold_average(f->G, f->sg, f->dout, pc->eps);
+    fold_average(f->a.S, f->a.stat, f->a.n, pc->eps);
+    fold_average(f->g.S, f->g.stat, f->g.n, pc->eps);
 }
 
 kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
@@ -237,8 +267,8 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
         return kfac_fail(KFAC_ERR_STATE, "kfac_factors_accumulate before kfac_factors_begin_stats");
     if (rows < 1 || rows > pc->max_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "%d rows outside [1, %d]", rows, pc->max_rows);
-    if (lda < pc->L[l].din)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "leading dimension %d < %d", lda, pc->L[l].din);
+    if (lda < pc->L[l].a.n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "leading dimension %d < %d", lda, pc->L[l].a.n);
     kfac_factors_batch_stats(pc, l, abar, lda, g, rows, 1.0f / rows);
     kfac_factors_fold(pc, l);
     return KFAC_OK;
@@ -252,6 +282,47 @@ static double trace(const float *X, int n)
     for (int i = 0; i < n; i++)
         t += X[(size_t)i * n + i];
     return t;
+}
+
+/* LOWRANK (KFAC.md 4.3): x's top eigenpairs by subspace iteration, warm
+ * started from the previous basis, and the inverse on the rest: keep the
+ * sketch's trusted pairs (all but its last OVERSAMPLE), c = 1 / (mu +
+ * gamma) with mu the mean of the other eigenvalues (from the trace), and
+ * e_i = 1/(l_i + gamma) - c, so (S + gamma I)^-1 ~ c I + U^T diag(e) U.
+ * Which pairs are kept does not hinge on a threshold (a rounding
+ * difference would then change the inverse by a whole pair): the
+ * threshold sizes the next sketch instead, to 1.5 times the pairs with
+ * l_i >= RANK_TOL gamma (at least 8, at most rank_max) plus OVERSAMPLE,
+ * its new rows random. A pair below the threshold changes the inverse by
+ * less than RANK_TOL / gamma, so keeping a few is cheap insurance. */
+static kfac_status lowrank_inverse(const kfac_factors *pc, factor *x, int layer, int is_g, double gamma,
+                                   kfac_linalg_ws *ws, int *flags)
+{
+    int n = x->n, s = x->s, warm = pc->inverted;
+    kfac_rng rng;
+    kfac_rng_seed(&rng, 0x6b666163ULL ^ ((uint64_t)layer << 33) ^ ((uint64_t)is_g << 32) ^ (uint64_t)pc->k);
+    if (!warm)
+        for (size_t i = 0; i < (size_t)s * n; i++)
+            x->inv[i] = (float)kfac_rng_normal(&rng);
+    kfac_status st = kfac_sym_topk(x->S, n, s, warm ? 1 : COLD_ITERS, x->inv, x->e, ws, flags);
+    if (st != KFAC_OK)
+        return st;
+    int k = KFAC_MIN(s - OVERSAMPLE, pc->p.rank_max), above = 0;
+    double kept = 0.0;
+    for (int i = 0; i < k; i++) {
+        kept += x->e[i];
+        above += x->e[i] >= RANK_TOL * gamma;
+    }
+    double tail = fmax(0.0, trace(x->S, n) - kept) / (n - k), c = 1.0 / (tail + gamma);
+    for (int i = 0; i < k; i++)
+        x->e[i] = (float)(1.0 / (x->e[i] + gamma) - c);
+    x->k = k;
+    x->c = (float)c;
+    int next = KFAC_MIN(n / 2, KFAC_MIN(pc->p.rank_max, KFAC_MAX(8, above + above / 2)) + OVERSAMPLE);
+    for (size_t i = (size_t)s * n; i < (size_t)next * n; i++)
+        x->inv[i] = (float)kfac_rng_normal(&rng);
+    x->s = next;
+    return KFAC_OK;
 }
 
 /* One factor to invert: layer, which side, size. */
@@ -290,13 +361,17 @@ static kfac_status share_inverses(kfac_factors *pc, const invert_job *jobs, int 
     }
     if (failed) /* the caller reports it; nothing worth sending */
         return KFAC_OK;
-    int eigen = pc->p.inversion == KFAC_INV_EIGEN;
     for (int j = 0; j < n_jobs && st == KFAC_OK; j++) {
-        layer_factors *f = &pc->L[jobs[j].layer];
-        size_t n = (size_t)jobs[j].n;
-        st = kfac_dist_bcast(pc->dist, jobs[j].is_g ? f->ginv : f->ainv, sizeof(float) * n * n, owner[j]);
-        if (st == KFAC_OK && eigen)
-            st = kfac_dist_bcast(pc->dist, jobs[j].is_g ? f->eg : f->ea, sizeof(float) * n, owner[j]);
+        factor *x = jobs[j].is_g ? &pc->L[jobs[j].layer].g : &pc->L[jobs[j].layer].a;
+        size_t n = (size_t)x->n;
+        st = kfac_dist_bcast(pc->dist, x->inv, sizeof(float) * n * n, owner[j]);
+        if (st == KFAC_OK && x->e)
+            st = kfac_dist_bcast(pc->dist, x->e, sizeof(float) * n, owner[j]);
+        if (st == KFAC_OK && x->lowrank) { /* the owner's rank and sketch */
+            double meta[3] = {x->s, x->k, x->c};
+            if ((st = kfac_dist_bcast(pc->dist, meta, sizeof meta, owner[j])) == KFAC_OK)
+                x->s = (int)meta[0], x->k = (int)meta[1], x->c = (float)meta[2];
+        }
     }
     return st;
 }
@@ -314,11 +389,11 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
         layer_factors *f = &pc->L[l];
         /* factored Tikhonov (KFAC.md 4): pi balances the two factors by
          * their mean eigenvalues; a dead factor (zero trace) gets pi = 1 */
-        double ta = trace(f->A, f->din) / f->din, tg = trace(f->G, f->dout) / f->dout;
+        double ta = trace(f->a.S, f->a.n) / f->a.n, tg = trace(f->g.S, f->g.n) / f->g.n;
         double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
         double s = sqrt(lambda);
-        jobs[n_jobs++] = (invert_job){l, 0, f->din, pi * s};
-        jobs[n_jobs++] = (invert_job){l, 1, f->dout, s / pi};
+        jobs[n_jobs++] = (invert_job){l, 0, f->a.n, pi * s};
+        jobs[n_jobs++] = (invert_job){l, 1, f->g.n, s / pi};
     }
     /* biggest first, so two threads finish together */
     qsort(jobs, (size_t)n_jobs, sizeof *jobs, by_size_desc);
@@ -345,13 +420,14 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
             continue;
         kfac_linalg_ws *ws = pc->ws[omp_get_thread_num()];
         layer_factors *f = &pc->L[jobs[j].layer];
-        const float *S = jobs[j].is_g ? f->G : f->A;
-        float *dst = jobs[j].is_g ? f->ginv : f->ainv;
+        factor *x = jobs[j].is_g ? &f->g : &f->a;
         used[j] = jobs[j].damping;
         if (eigen)
-            status[j] = kfac_sym_eigen(S, jobs[j].n, dst, jobs[j].is_g ? f->eg : f->ea, ws, &flags[j]);
+            status[j] = kfac_sym_eigen(x->S, x->n, x->inv, x->e, ws, &flags[j]);
+        else if (x->lowrank)
+            status[j] = lowrank_inverse(pc, x, jobs[j].layer, jobs[j].is_g, jobs[j].damping, ws, &flags[j]);
         else
-            status[j] = kfac_damped_inverse(S, jobs[j].n, jobs[j].damping, dst, ws, &flags[j], &used[j]);
+            status[j] = kfac_damped_inverse(x->S, x->n, jobs[j].damping, x->inv, ws, &flags[j], &used[j]);
     }
     if (pc->dist) {
         kfac_status st = share_inverses(pc, jobs, n_jobs, owner, status, flags, used);
@@ -376,6 +452,54 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
     return KFAC_OK;
 }
 
+/* out (r x n) <- x (r x n, ld ldx) F^-1. Low-rank: c x + (x U^T) diag(e) U,
+ * with T <- x U^T and Ts <- T diag(e) (r x k; Ts may be T). */
+static void apply_rows(const factor *F, const float *x, int ldx, int r, float *out, float *T, float *Ts)
+{
+    int n = F->n, k = F->k;
+    if (!F->lowrank) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, n, 1.0f, x, ldx, F->inv, n, 0.0f, out, n);
+        return;
+    }
+    const float c = F->c;
+#pragma omp parallel for schedule(static) if ((long)r * n > PAR_MIN)
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j < n; j++)
+            out[(size_t)i * n + j] = c * x[(size_t)i * ldx + j];
+    if (k == 0)
+        return;
+    /* T (r x k) <- x U^T; Ts <- T diag(e); out += Ts U */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, k, n, 1.0f, x, ldx, F->inv, n, 0.0f, T, k);
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j < k; j++)
+            Ts[(size_t)i * k + j] = T[(size_t)i * k + j] * F->e[j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, k, 1.0f, Ts, k, F->inv, n, 1.0f, out, n);
+}
+
+/* out (n x cols) <- F^-1 y (n x cols). Low-rank: c y + U^T diag(e) (U y),
+ * T (k x cols) scratch. */
+static void apply_left(const factor *F, const float *y, int cols, float *out, float *T)
+{
+    int n = F->n, k = F->k;
+    if (!F->lowrank) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, n, 1.0f, F->inv, n, y, cols, 0.0f, out,
+                    cols);
+        return;
+    }
+    size_t len = (size_t)n * cols;
+    const float c = F->c;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++)
+        out[i] = c * y[i];
+    if (k == 0)
+        return;
+    /* T (k x cols) <- U y, rows scaled by e; out += U^T T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, cols, n, 1.0f, F->inv, n, y, cols, 0.0f, T, cols);
+    for (int i = 0; i < k; i++)
+        cblas_sscal(cols, F->e[i], T + (size_t)i * cols, 1);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, cols, k, 1.0f, F->inv, n, T, cols, 1.0f, out, cols);
+}
+
 kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta)
 {
     if (!pc || !grad || !delta || l < 0 || l >= pc->n_layers)
@@ -383,72 +507,91 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
     layer_factors *f = &pc->L[l];
-    int m = f->dout, n = f->din;
+    int m = f->g.n, n = f->a.n;
     if (pc->p.inversion == KFAC_INV_EIGEN) {
         /* exact Tikhonov in the eigenbasis (KFAC.md 4):
          * delta = Q_G [ (Q_G^T grad Q_A) / (eg ea^T + lambda) ] Q_A^T */
         /* tmp1 (m x n) <- Q_G^T (m x m) grad (m x n) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, grad, n, 0.0f, pc->tmp1, n);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, grad, n, 0.0f, pc->tmp1, n);
         /* tmp2 (m x n) <- tmp1 Q_A (n x n) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f,
                     pc->tmp2, n);
         float lam = (float)pc->lambda;
 #pragma omp parallel for schedule(static) if ((long)m * n > 65536)
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
-                pc->tmp2[(size_t)i * n + j] /= f->eg[i] * f->ea[j] + lam;
+                pc->tmp2[(size_t)i * n + j] /= f->g.e[i] * f->a.e[j] + lam;
         /* tmp1 <- Q_G tmp2 */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, pc->tmp2, n, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, pc->tmp2, n, 0.0f,
                     pc->tmp1, n);
         /* delta <- tmp1 Q_A^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f, delta,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f, delta,
                     n);
         return KFAC_OK;
     }
-    /* tmp1 (m x n) <- G^-1 (m x m) grad (m x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->ginv, m, grad, n, 0.0f, pc->tmp1, n);
-    /* delta (m x n) <- tmp1 A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->ainv, n, 0.0f, delta, n);
+    /* tmp1 (m x n) <- grad (m x n) A^-1; delta <- G^-1 tmp1 */
+    apply_rows(&f->a, grad, n, m, pc->tmp1, pc->Ta, pc->Ta);
+    apply_left(&f->g, pc->tmp1, n, delta, pc->Tg);
     return KFAC_OK;
 }
 
-int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch)
+/* Flops of x's inverse applied to r vectors: dense n^2 each; low-rank
+ * (x U^T, scaled, times U, plus c x) 4 n k + n. Before the first
+ * inversion k is the sketch's. */
+static double apply_cost(const factor *x, double r)
 {
-    if (pc->p.inversion != KFAC_INV_CHOLESKY || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
-        return 0;
-    double m = pc->L[l].dout, n = pc->L[l].din, b = batch;
-    /* flops: P, Q, delta and the B x B dot products, against forming the
-     * gradient and multiplying it by both inverses */
-    double lowrank = 2 * b * (m * m + n * n + m * n) + 2 * b * b * (m + n);
-    double full = 2 * b * m * n + 2 * m * m * n + 2 * m * n * n + 2 * m * n;
-    return lowrank < full;
+    double n = x->n, k = x->k > 0 ? x->k : x->s;
+    return x->lowrank ? r * (4.0 * n * k + n) : 2.0 * r * n * n;
 }
 
-/* delta (m x n) <- scale P^T Q with P = g G^-1 and Q = abar A^-1, which
- * stay in pc->P and pc->Q */
-static void lowrank_delta(kfac_factors *pc, const layer_factors *f, const float *abar, int lda, const float *g,
-                          int b, float scale, float *delta)
+/* Flops of x^T diag(...) x over r rows for <delta, grad> in the batch
+ * form: a Gram (syrk) plus the rank-k part, or P g^T. */
+static double gram_cost(const factor *x, double r)
 {
-    int m = f->dout, n = f->din;
-    /* P (b x m) <- g (b x m) G^-1 (m x m) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, m, m, 1.0f, g, m, f->ginv, m, 0.0f, pc->P, m);
-    /* Q (b x n) <- abar (b x n) A^-1 (n x n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, n, n, 1.0f, abar, lda, f->ainv, n, 0.0f, pc->Q, n);
-    /* delta (m x n) <- scale P^T (m x b) Q (b x n) = G^-1 [scale g^T abar] A^-1 */
+    double n = x->n, k = x->k > 0 ? x->k : x->s;
+    return x->lowrank ? r * r * (n + 2.0 * k) : 2.0 * r * r * n;
+}
+
+int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
+{
+    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
+        return 0;
+    const layer_factors *f = &pc->L[l];
+    double m = f->g.n, n = f->a.n, b = batch;
+    /* Both forms make one m x n x b product: the gradient, or delta =
+     * P^T Q. The batch form applies the inverses to b rows of g and abar
+     * and needs two b x b Grams for <delta, grad>; the weight form applies
+     * them to the m rows and n columns of the gradient. */
+    double by_rows = apply_cost(&f->g, b) + apply_cost(&f->a, b) + gram_cost(&f->g, b) + gram_cost(&f->a, b);
+    double by_weights = apply_cost(&f->a, m) + apply_cost(&f->g, n) + 2.0 * m * n;
+    return by_rows < by_weights;
+}
+
+/* P (b x m) <- g G^-1 and Q (b x n) <- abar A^-1 (kept in pc->P, pc->Q,
+ * with g U_G^T and abar U_A^T of low-rank factors in pc->Tg and pc->Ta,
+ * and scaled by e in pc->Tgs and pc->Tas), then delta (m x n) <- scale P^T Q = G^-1
+ * [scale g^T abar] A^-1. */
+static void batch_delta(kfac_factors *pc, const layer_factors *f, const float *abar, int lda, const float *g,
+                        int b, float scale, float *delta)
+{
+    int m = f->g.n, n = f->a.n;
+    apply_rows(&f->g, g, m, b, pc->P, pc->Tg, pc->Tgs);
+    apply_rows(&f->a, abar, lda, b, pc->Q, pc->Ta, pc->Tas);
+    /* delta (m x n) <- scale P^T (m x b) Q (b x n) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, scale, pc->P, m, pc->Q, n, 0.0f, delta, n);
 }
 
-void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
-                               float scale, float *delta)
+void kfac_factors_batch_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             float scale, float *delta)
 {
-    lowrank_delta(pc, &pc->L[l], abar, lda, g, batch, scale, delta);
+    batch_delta(pc, &pc->L[l], abar, lda, g, batch, scale, delta);
 }
 
 double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
                              const float *delta)
 {
     const layer_factors *f = &pc->L[l];
-    int m = f->dout, n = f->din;
+    int m = f->g.n, n = f->a.n;
     /* Q (b x n) <- g (b x m) delta (m x n); <delta, g^T abar> = sum Q .* abar */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, n, m, 1.0f, g, m, delta, n, 0.0f, pc->Q, n);
     double acc = 0.0;
@@ -457,42 +600,71 @@ double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda
     return acc;
 }
 
-kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
-                                       int batch, float *delta, double *dot)
+/* M (b x b, upper triangle) <- x F^-1 x^T for the rows x (ld ldx) whose
+ * product with F^-1 is xf (ld n): a Gram and the rank-k part for a
+ * low-rank F (T = x U^T, Ts = T diag(e)), else xf x^T. */
+static void inverse_gram(const factor *F, const float *x, int ldx, const float *xf, const float *T, const float *Ts,
+                         int b, float *M)
+{
+    int n = F->n, k = F->k;
+    if (!F->lowrank) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, n, 1.0f, xf, n, x, ldx, 0.0f, M, b);
+        return;
+    }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, b, n, F->c, x, ldx, 0.0f, M, b);
+    if (k > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, k, 1.0f, Ts, k, T, k, 1.0f, M, b);
+}
+
+kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
+                                     int batch, float *delta, double *dot)
 {
     if (!pc || !abar || !g || !delta || l < 0 || l >= pc->n_layers)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_lowrank: bad argument");
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_batch: bad argument");
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
-    if (pc->p.inversion != KFAC_INV_CHOLESKY)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the low-rank form needs Cholesky inverses");
+    if (pc->p.inversion == KFAC_INV_EIGEN)
+        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs Kronecker-factored inverses, not eigen");
     if (batch < 1 || batch > pc->max_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, pc->max_rows);
     layer_factors *f = &pc->L[l];
-    int m = f->dout, n = f->din, b = batch;
-    lowrank_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
+    int m = f->g.n, b = batch;
+    batch_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
     if (dot) {
-        /* <delta, grad> = (1/b^2) sum_{r,s} (P g^T)_{rs} (Q abar^T)_{rs} */
-        /* M1 (b x b) <- P (b x m) g^T (m x b) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, m, 1.0f, pc->P, m, g, m, 0.0f, pc->M1, b);
-        /* M2 (b x b) <- Q (b x n) abar^T (n x b) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, n, 1.0f, pc->Q, n, abar, lda, 0.0f, pc->M2, b);
+        /* <delta, grad> = (1/b^2) sum_{r,s} (g G^-1 g^T)_{rs} (abar A^-1 abar^T)_{rs},
+         * both symmetric: the upper triangles, off-diagonal terms twice */
+        inverse_gram(&f->g, g, m, pc->P, pc->Tg, pc->Tgs, b, pc->M1);
+        inverse_gram(&f->a, abar, lda, pc->Q, pc->Ta, pc->Tas, b, pc->M2);
         double acc = 0.0;
-        for (long i = 0; i < (long)b * b; i++)
-            acc += (double)pc->M1[i] * pc->M2[i];
+        for (int i = 0; i < b; i++) {
+            const float *r1 = pc->M1 + (size_t)i * b, *r2 = pc->M2 + (size_t)i * b;
+            acc += (double)r1[i] * r2[i];
+            double off = 0.0;
+            for (int j = i + 1; j < b; j++)
+                off += (double)r1[j] * r2[j];
+            acc += 2.0 * off;
+        }
         *dot = acc / ((double)b * b);
     }
     return KFAC_OK;
 }
 
+int kfac_factors_rank(const kfac_factors *pc, int l, int is_g)
+{
+    if (!pc || l < 0 || l >= pc->n_layers)
+        return -1;
+    const factor *x = is_g ? &pc->L[l].g : &pc->L[l].a;
+    return x->lowrank ? x->k : x->n;
+}
+
 const float *kfac_factors_factor_a(const kfac_factors *pc, int l)
 {
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].A : NULL;
+    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].a.S : NULL;
 }
 
 const float *kfac_factors_factor_g(const kfac_factors *pc, int l)
 {
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].G : NULL;
+    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].g.S : NULL;
 }
 
 void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
@@ -504,17 +676,23 @@ void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
     kfac_ckio_f32(io, &pc->eps);
     kfac_ckio_int(io, &pc->inverted);
     kfac_ckio_f64(io, &pc->lambda);
-    int eigen = pc->p.inversion == KFAC_INV_EIGEN;
     for (int l = 0; l < pc->n_layers; l++) {
-        layer_factors *f = &pc->L[l];
-        size_t a2 = (size_t)f->din * f->din, g2 = (size_t)f->dout * f->dout;
-        kfac_ckio_floats(io, f->A, a2, "K-FAC factor A");
-        kfac_ckio_floats(io, f->G, g2, "K-FAC factor G");
-        kfac_ckio_floats(io, f->ainv, a2, "K-FAC inverse of A");
-        kfac_ckio_floats(io, f->ginv, g2, "K-FAC inverse of G");
-        if (eigen) {
-            kfac_ckio_floats(io, f->ea, (size_t)f->din, "K-FAC eigenvalues of A");
-            kfac_ckio_floats(io, f->eg, (size_t)f->dout, "K-FAC eigenvalues of G");
-        }
+        factor *side[2] = {&pc->L[l].a, &pc->L[l].g};
+        for (int i = 0; i < 2; i++)
+            kfac_ckio_floats(io, side[i]->S, (size_t)side[i]->n * side[i]->n, i ? "K-FAC factor G" : "K-FAC factor A");
+        for (int i = 0; i < 2; i++)
+            kfac_ckio_floats(io, side[i]->inv, (size_t)side[i]->n * side[i]->n,
+                             i ? "K-FAC inverse of G" : "K-FAC inverse of A");
+        for (int i = 0; i < 2; i++)
+            if (side[i]->e)
+                kfac_ckio_floats(io, side[i]->e, (size_t)side[i]->n,
+                                 i ? "K-FAC eigenvalues of G" : "K-FAC eigenvalues of A");
+        for (int i = 0; i < 2; i++)
+            if (side[i]->lowrank) { /* sizes bounded so that U fits inv */
+                factor *x = side[i];
+                kfac_ckio_int_range(io, &x->s, 1, x->n / 2, "a K-FAC sketch size");
+                kfac_ckio_int_range(io, &x->k, 0, x->n / 2, "a K-FAC rank");
+                kfac_ckio_f32(io, &x->c);
+            }
     }
 }

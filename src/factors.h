@@ -1,7 +1,8 @@
 /* factors.h - K-FAC's Kronecker factors: one Kronecker-factored Fisher block
  * per dense layer, A = E[abar abar^T] and G = E[g g^T] (KFAC.md 3), their
  * running averages, damped inverses (KFAC.md 4) and the preconditioned
- * update (KFAC.md 5). It sees only per-layer matrices (abar, g, gradients),
+ * update (KFAC.md 5). In LOWRANK mode a large factor's damped inverse is
+ * its top eigenpairs plus one constant for the rest (KFAC.md 4.3). It sees only per-layer matrices (abar, g, gradients),
  * not a kfac_net, so it serves any network that can record them. The step
  * engine (precond.c, the public kfac_precond) and kfac check build on it.
  *
@@ -63,21 +64,27 @@ int kfac_factors_inverted(const kfac_factors *pc);
 kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta);
 
 /* The same from the batch factors of the gradient grad = (1/B) g^T abar,
- * without forming it: delta = (1/B) (g G^-1)^T (abar A^-1), cheaper when
- * B < d (KFAC.md 8). Also returns <delta, grad>_F in *dot (for the KL
- * clip). Cholesky mode only. */
-kfac_status kfac_factors_apply_lowrank(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
-                                       int batch, float *delta, double *dot);
-/* The low-rank form in a process group, whose ranks hold slices of the
+ * without forming it (the batch form, KFAC.md 8): delta = (1/B) (g G^-1)^T
+ * (abar A^-1), with each inverse applied to the B rows (dense, or low-rank
+ * in factored form). Also returns <delta, grad>_F in *dot (for the KL
+ * clip) from two B x B Grams. Not in EIGEN mode. */
+kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
+                                     int batch, float *delta, double *dot);
+/* The batch form in a process group, whose ranks hold slices of the
  * batch: this slice's part delta = scale (g G^-1)^T (abar A^-1), summed
  * over the group by the caller (scale = 1 / rows of the whole batch); and
  * <delta, g^T abar> of a slice, for <delta, grad> (arguments unchecked). */
-void kfac_factors_lowrank_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
-                               float scale, float *delta);
+void kfac_factors_batch_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
+                             float scale, float *delta);
 double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
                              const float *delta);
-/* Whether apply_lowrank is the cheaper form for layer l at this batch. */
-int kfac_factors_lowrank_pays(const kfac_factors *pc, int l, int batch);
+/* The cost model (KFAC.md 8): whether the batch form takes fewer flops
+ * than the weight form for layer l at this batch, given each factor's
+ * inverse (dense, or low-rank of its current rank). */
+int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch);
+/* The rank of layer l's inverse of A (is_g 0) or G (1): the pairs kept
+ * by a low-rank factor, the size of a dense one. */
+int kfac_factors_rank(const kfac_factors *pc, int l, int is_g);
 
 /* Read-only views for tests: running factors (NULL for a bad layer). */
 const float *kfac_factors_factor_a(const kfac_factors *pc, int l);

@@ -40,4 +40,12 @@ void ssyevd_(const char *jobz, const char *uplo, const int *n, float *a, const i
 void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work,
              const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len, size_t uplo_len);
 
+/* Householder QR of a (m x n, m >= n): R in the upper triangle, the
+ * reflectors below it and in tau (n). sorgqr then overwrites a with the
+ * first n columns of Q. lwork = -1: only the optimal size, into work[0]. */
+void sgeqrf_(const int *m, const int *n, float *a, const int *lda, float *tau, float *work, const int *lwork,
+             int *info);
+void sorgqr_(const int *m, const int *n, const int *k, float *a, const int *lda, const float *tau, float *work,
+             const int *lwork, int *info);
+
 #endif

@@ -400,3 +400,68 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
         *flags = used;
     return KFAC_OK;
 }
+
+kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, float *e, kfac_linalg_ws *ws,
+                          int *flags)
+{
+    kfac_clear_error();
+    if (!S || !U || !e || !ws)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_topk: NULL argument");
+    if (n < 2 || n > ws->max_n || s < 1 || s > n / 2 || iters < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_topk: n = %d, s = %d, %d iterations (need 1 <= s <= n/2 "
+                         "<= %d / 2)", n, s, iters, ws->max_n);
+    kfac_status st = check_input("kfac_sym_topk", S, n);
+    if (st != KFAC_OK)
+        return st;
+    /* Scratch in d2 (2 n^2 floats): Y and Z (n x s each), T and V (s x s),
+     * tau (s), then QR's work. Column-major n x s is the same memory as
+     * our row-major s x n, so U is LAPACK's n x s block as it stands. */
+    float *Y = (float *)ws->d2, *Z = Y + (size_t)n * s, *T = Z + (size_t)n * s, *V = T + (size_t)s * s;
+    float *tau = V + (size_t)s * s, *work = tau + s;
+    int lwork = (int)((size_t)2 * n * n - (size_t)(work - Y)), info = 0, query = -1;
+    float opt;
+    sgeqrf_(&n, &s, Y, &n, tau, &opt, &query, &info);
+    int need = (int)opt;
+    sorgqr_(&n, &s, &s, Y, &n, tau, &opt, &query, &info);
+    need = KFAC_MAX(need, (int)opt);
+    if (need > lwork)
+        lwork = KFAC_MAX(s, lwork); /* still valid: LAPACK's minimum is s */
+    else
+        lwork = need;
+    const float *Q = U;
+    for (int it = 0; it < iters; it++) {
+        /* Y (n x s) <- S Q; Y <- orth(Y) */
+        cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, s, n, 1.0f, S, n, Q, n, 0.0f, Y, n);
+        sgeqrf_(&n, &s, Y, &n, tau, work, &lwork, &info);
+        if (info == 0)
+            sorgqr_(&n, &s, &s, Y, &n, tau, work, &lwork, &info);
+        if (info != 0)
+            return kfac_fail(KFAC_ERR_NUMERIC, "kfac_sym_topk: QR of the %d x %d block failed (info %d)", n, s, info);
+        Q = Y;
+        if (it + 1 < iters)
+            memcpy(U, Y, sizeof(float) * (size_t)n * s), Q = U;
+    }
+    /* Rayleigh-Ritz: T (s x s) = Q^T S Q, eigenpairs (T, V) ascending */
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, s, n, 1.0f, S, n, Q, n, 0.0f, Z, n);
+    cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, s, s, n, 1.0f, Q, n, Z, n, 0.0f, T, s);
+    for (int i = 0; i < s; i++) /* symmetric up to rounding: make it exact */
+        for (int j = 0; j < i; j++)
+            T[(size_t)i * s + j] = T[(size_t)j * s + i] = 0.5f * (T[(size_t)i * s + j] + T[(size_t)j * s + i]);
+    if ((st = kfac_sym_eigen(T, s, V, e, ws, flags)) != KFAC_OK)
+        return st;
+    /* U (n x s, column j = Ritz vector of the j-th largest) <- Q V, with
+     * V's columns (row-major eigenvector k in column k) reversed */
+    for (int j = 0; j < s; j++)
+        for (int i = 0; i < s; i++)
+            T[(size_t)j * s + i] = V[(size_t)i * s + (s - 1 - j)];
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, s, s, 1.0f, Q, n, T, s, 0.0f, Z, n);
+    memcpy(U, Z, sizeof(float) * (size_t)n * s);
+    for (int i = 0; i < s / 2; i++) {
+        float t = e[i];
+        e[i] = e[s - 1 - i];
+        e[s - 1 - i] = t;
+    }
+    return all_finite(U, (size_t)n * s) && all_finite(e, (size_t)s)
+               ? KFAC_OK
+               : kfac_fail(KFAC_ERR_NUMERIC, "kfac_sym_topk: %d x %d Ritz vectors not finite", n, s);
+}

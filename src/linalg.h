@@ -32,4 +32,16 @@ kfac_status kfac_damped_inverse(const float *S, int n, double damping, float *ou
  * in *flags). KFAC_ERR_NUMERIC if S has a non-finite entry. */
 kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linalg_ws *ws, int *flags);
 
+/* The top of S's spectrum by randomized subspace iteration (Halko,
+ * Martinsson & Tropp 2011, Alg. 4.4 and 5.3), on sgemm: `iters` times
+ * Y = S U, U = orth(Y) (Householder QR), then Rayleigh-Ritz on span(U).
+ * U (in and out) is s x n row-major, row i a vector: in, the starting block
+ * (random, or the previous basis for a warm start: S changes slowly between
+ * inversions, so one iteration then suffices); out, the Ritz vectors by
+ * Ritz value descending, into e (s values, clipped below at 0). Needs
+ * 1 <= s <= n / 2 (a larger s costs more than a full eigendecomposition)
+ * and iters >= 1. *flags as kfac_sym_eigen's. */
+kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, float *e, kfac_linalg_ws *ws,
+                          int *flags);
+
 #endif

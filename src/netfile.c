@@ -161,6 +161,7 @@ static const key_def keys[] = {
     {SEC_KFAC,  "lm_every",     T_INT,   KFAC(lm_every),            1, 1000000,  CLOSED,  0, NULL},
     {SEC_KFAC,  "lr",           T_FLOAT, KFAC(lr),                  0, 1000,     CLOSED,  0, NULL},
     {SEC_KFAC,  "momentum",     T_FLOAT, KFAC(momentum),            -1, 1,       OPEN_HI, 0, NULL},
+    {SEC_KFAC,  "rank_max",     T_INT,   KFAC(rank_max),            1, 4096,     CLOSED,  0, NULL},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)

@@ -170,6 +170,11 @@ kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_get_stats: NULL argument");
     *out = pc->st;
     out->damping = pc->lambda;
+    out->n_layers = pc->n_layers;
+    for (int l = 0; l < pc->n_layers; l++) {
+        out->rank_a[l] = kfac_factors_rank(pc->fc, l, 0);
+        out->rank_g[l] = kfac_factors_rank(pc->fc, l, 1);
+    }
     return KFAC_OK;
 }
 
@@ -186,20 +191,20 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* Whether layer l takes the low-rank form (KFAC.md 8): it works from g and
+/* Whether layer l takes the batch form (KFAC.md 8): it works from g and
  * abar, so not with weight decay. In a process group each rank
  * preconditions its own slice and the slices' deltas are summed (the form
  * is linear in the gradient): the same bytes as summing the gradient, and
  * the cheap form stays cheap when each rank holds few rows. The quadratic
  * rule needs the summed gradient itself, so there every layer takes the
  * full form. */
-static int lowrank(const kfac_precond *pc, const kfac_precond_input *in, int l)
+static int batch_form(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
     if (in->grad || pc->wd != 0.0f || (pc->dist && pc->kp.rule == KFAC_RULE_QUADRATIC))
         return 0;
     /* every rank must choose alike: by the largest slice, not its own */
     int size = kfac_dist_size(pc->dist), rows = (in->total_rows + size - 1) / size;
-    return kfac_factors_lowrank_pays(pc->fc, l, pc->dist ? rows : in->rows);
+    return kfac_factors_batch_pays(pc->fc, l, pc->dist ? rows : in->rows);
 }
 
 /* Sum buf over the group, layer blocks with mask[l] set, one collective per
@@ -229,7 +234,7 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
     for (int l = 0; l < pc->n_layers; l++) {
         int din = pc->d_in[l], dout = pc->d_out[l];
         float *gl = pc->grad + pc->off[l];
-        if (!(formed[l] = need_grad || !lowrank(pc, in, l)))
+        if (!(formed[l] = need_grad || !batch_form(pc, in, l)))
             continue;
         if (in->grad) /* the caller's: copied, decay must not touch it */
             memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
@@ -247,7 +252,7 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
 }
 
 /* delta <- F_kfac^-1 (grad + wd W) layer by layer, in the form gradient()
- * prepared; *vg <- <delta, grad + wd W>. In a group the low-rank layers'
+ * prepared; *vg <- <delta, grad + wd W>. In a group the batch-form layers'
  * deltas and their part of vg are sums over the ranks' slices. */
 static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, double *vg)
 {
@@ -258,12 +263,13 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         size_t off = pc->off[l], n = (size_t)din * pc->d_out[l];
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
-        if ((lr[l] = lowrank(pc, in, l)) && pc->dist) {
-            kfac_factors_lowrank_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
+        pc->st.batch_form[l] = lr[l] = batch_form(pc, in, l);
+        if (lr[l] && pc->dist) {
+            kfac_factors_batch_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
             any_lr = 1;
         } else if (lr[l]) {
             double dot;
-            if ((st = kfac_factors_apply_lowrank(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, d, &dot)) !=
+            if ((st = kfac_factors_apply_batch(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, d, &dot)) !=
                 KFAC_OK)
                 return st;
             total += dot;

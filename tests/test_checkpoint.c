@@ -91,6 +91,7 @@ static const config configs[] = {
     {"adam", KFAC_OPT_ADAM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY},
     {"kfac", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY},
     {"kfac quadratic eigen", KFAC_OPT_KFAC, KFAC_RULE_QUADRATIC, KFAC_INV_EIGEN},
+    {"kfac lowrank", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK},
 };
 
 static void params_of(kfac_train_params *p, const config *c)
@@ -108,6 +109,9 @@ static void params_of(kfac_train_params *p, const config *c)
     p->kfac.inversion = c->inv;
     p->kfac.damping = c->rule == KFAC_RULE_QUADRATIC ? 1.0f : 0.1f;
     p->kfac.lm_every = 2;
+    /* 2 (4 + 8) <= 50: tiny.net's first A is a low-rank inverse, whose
+     * basis, rank and constant the checkpoint must carry */
+    p->kfac.rank_max = 4;
 }
 
 static kfac_trainer *new_trainer(const kfac_net_spec *s, const kfac_train_params *p, const kfac_dataset *d)

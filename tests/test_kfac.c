@@ -232,11 +232,140 @@ START_TEST(test_kronecker_identity)
     ck_assert_msg(sqrt(err / norm) < 1e-4, "relative error %g", sqrt(err / norm));
 
     double got_dot;
-    ck_assert_int_eq(kfac_factors_apply_lowrank(pc, 0, abar, DIN, g, B, delta_lr, &got_dot), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_apply_batch(pc, 0, abar, DIN, g, B, delta_lr, &got_dot), KFAC_OK);
     for (int i = 0; i < N; i++)
         ck_assert_double_eq_tol(delta_lr[i], x[i], 1e-4 * sqrt(norm));
     ck_assert_double_eq_tol(got_dot, dot, 1e-4 * fabs(dot));
     kfac_factors_free(pc);
+}
+END_TEST
+
+/* rows x d matrix whose rows are `latent`-dimensional (scales sc) plus
+ * noise of size `noise`; the last column is the homogeneous 1 if `ones` */
+static void low_rank_rows(float *x, int rows, int d, int latent, const double *sc, double noise, int ones,
+                          kfac_rng *r)
+{
+    double *load = malloc(sizeof(double) * (size_t)latent * d);
+    ck_assert_ptr_nonnull(load);
+    for (int i = 0; i < latent * d; i++)
+        load[i] = kfac_rng_normal(r) / sqrt((double)d);
+    for (int n = 0; n < rows; n++) {
+        double z[8];
+        for (int k = 0; k < latent; k++)
+            z[k] = sc[k] * kfac_rng_normal(r);
+        for (int j = 0; j < d; j++) {
+            double v = noise * kfac_rng_normal(r);
+            for (int k = 0; k < latent; k++)
+                v += z[k] * load[k * d + j];
+            x[(size_t)n * d + j] = (float)v;
+        }
+        if (ones)
+            x[(size_t)n * d + d - 1] = 1.0f;
+    }
+    free(load);
+}
+
+/* LOWRANK (KFAC.md 4.3) against CHOLESKY on the same statistics: where the
+ * factors' spectra fall below RANK_TOL x damping after a few eigenvalues
+ * the two directions agree closely; with a full-rank tail (isotropic
+ * noise) the tail's constant keeps them close. The batch form gives the
+ * weight form's delta and <delta, grad>. */
+START_TEST(test_lowrank_matches_dense)
+{
+    enum { DIN = 60, DOUT = 48, B = 200, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    const double sa[] = {10, 6, 4, 3, 2}, sg[] = {3, 2, 1.5, 1};
+    static float abar[B * DIN], g[B * DOUT], V[N], d_lr[N], d_ex[N], d_batch[N];
+    for (int noisy = 0; noisy < 2; noisy++) {
+        kfac_rng r;
+        kfac_rng_seed(&r, 31 + noisy);
+        low_rank_rows(abar, B, DIN, 5, sa, noisy ? 0.3 : 1e-4, 1, &r);
+        low_rank_rows(g, B, DOUT, 4, sg, noisy ? 0.1 : 1e-4, 0, &r);
+        kfac_kfac_params kp;
+        kfac_kfac_params_init(&kp);
+        kp.rank_max = 8; /* 2 (8 + 8) <= 48: both factors low-rank */
+        kfac_factors *lr, *ex;
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &lr), KFAC_OK);
+        kp.inversion = KFAC_INV_CHOLESKY;
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &ex), KFAC_OK);
+        kfac_factors *both[2] = {lr, ex};
+        for (int i = 0; i < 2; i++) {
+            kfac_factors_begin_stats(both[i]);
+            ck_assert_int_eq(kfac_factors_accumulate(both[i], 0, abar, DIN, g, B), KFAC_OK);
+            ck_assert_int_eq(kfac_factors_invert(both[i], 1e-2, NULL), KFAC_OK);
+        }
+        int ka = kfac_factors_rank(lr, 0, 0), kg = kfac_factors_rank(lr, 0, 1);
+        ck_assert_msg(ka >= 1 && ka <= 8 && kg >= 1 && kg <= 8, "ranks %d, %d", ka, kg);
+        ck_assert_int_eq(kfac_factors_rank(ex, 0, 0), DIN);
+        /* V = (1/B) g^T abar */
+        for (int i = 0; i < DOUT; i++)
+            for (int j = 0; j < DIN; j++) {
+                double acc = 0;
+                for (int n = 0; n < B; n++)
+                    acc += (double)g[n * DOUT + i] * abar[n * DIN + j];
+                V[i * DIN + j] = (float)(acc / B);
+            }
+        ck_assert_int_eq(kfac_factors_apply(lr, 0, V, d_lr), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_apply(ex, 0, V, d_ex), KFAC_OK);
+        double err = 0, norm = 0, dot = 0, cross = 0, nlr = 0;
+        for (int i = 0; i < N; i++) {
+            err += ((double)d_lr[i] - d_ex[i]) * ((double)d_lr[i] - d_ex[i]);
+            norm += (double)d_ex[i] * d_ex[i];
+            nlr += (double)d_lr[i] * d_lr[i];
+            cross += (double)d_lr[i] * d_ex[i];
+            dot += (double)d_lr[i] * V[i];
+        }
+        ck_assert(norm > 1e-6);
+        double rel = sqrt(err / norm), cosine = cross / sqrt(norm * nlr);
+        ck_assert_msg(noisy ? cosine > 0.99 : rel < 1e-3, "noisy %d: relative error %g, cosine %g (ranks %d, %d)",
+                      noisy, rel, cosine, ka, kg);
+        /* the batch form of the same inverses */
+        double got;
+        ck_assert_int_eq(kfac_factors_apply_batch(lr, 0, abar, DIN, g, B, d_batch, &got), KFAC_OK);
+        double berr = 0, bnorm = 0;
+        for (int i = 0; i < N; i++) {
+            berr += ((double)d_batch[i] - d_lr[i]) * ((double)d_batch[i] - d_lr[i]);
+            bnorm += (double)d_lr[i] * d_lr[i];
+        }
+        /* c x + (x U^T) e U cancels most of x along U (e ~ -c there), so
+         * float rounding of the two orders differs by more than 1e-4 */
+        ck_assert_msg(sqrt(berr / bnorm) < 2e-3, "noisy %d: batch form: relative error %g", noisy,
+                      sqrt(berr / bnorm));
+        ck_assert_msg(fabs(got - dot) <= 2e-3 * fabs(dot), "<delta, grad>: %g against %g", got, dot);
+        kfac_factors_free(lr);
+        kfac_factors_free(ex);
+    }
+}
+END_TEST
+
+/* The cost model (KFAC.md 8): a wide layer at a small batch takes the
+ * batch form, at a batch larger than its widths the weight form; EIGEN
+ * never the batch form; low-rank inverses make the weight form cheaper,
+ * so they move the switch to smaller batches. */
+START_TEST(test_cost_model)
+{
+    int din = 785, dout = 1000;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kfac_factors *pc[3];
+    kfac_inversion kinds[3] = {KFAC_INV_CHOLESKY, KFAC_INV_LOWRANK, KFAC_INV_EIGEN};
+    int switch_at[3];
+    for (int i = 0; i < 3; i++) {
+        kp.inversion = kinds[i];
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8192, &kp, &pc[i]), KFAC_OK);
+        switch_at[i] = 0;
+        for (int b = 1; b <= 8192; b *= 2)
+            if (!switch_at[i] && !kfac_factors_batch_pays(pc[i], 0, b))
+                switch_at[i] = b;
+    }
+    ck_assert_int_eq(kfac_factors_batch_pays(pc[0], 0, 128), 1);
+    ck_assert_int_eq(kfac_factors_batch_pays(pc[1], 0, 128), 1);
+    ck_assert_int_eq(switch_at[2], 1);                      /* eigen: never */
+    ck_assert_msg(switch_at[0] > 128 && switch_at[0] <= 2048, "dense switches at %d", switch_at[0]);
+    ck_assert_msg(switch_at[1] > 128 && switch_at[1] < switch_at[0], "low-rank switches at %d (dense %d)",
+                  switch_at[1], switch_at[0]);
+    for (int i = 0; i < 3; i++)
+        kfac_factors_free(pc[i]);
 }
 END_TEST
 
@@ -616,6 +745,8 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_single_layer_block_is_exact);
     tcase_add_test(tc, test_kronecker_identity);
     tcase_add_test(tc, test_eigen_exact_tikhonov);
+    tcase_add_test(tc, test_lowrank_matches_dense);
+    tcase_add_test(tc, test_cost_model);
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);

@@ -502,6 +502,62 @@ END_TEST
 
 /* The same call twice, and after a different size, gives the same bits:
  * the workspace carries nothing over. */
+/* Randomized top-k (KFAC.md 4.3) on matrices of known spectrum: fast decay,
+ * rank-deficient (5 non-zero eigenvalues) and ill-conditioned (1e4 down to
+ * 1e-8). The Ritz values match the top eigenvalues and each Ritz vector
+ * is an eigenvector (residual ||S u - l u|| small against the largest);
+ * warm-started from the first basis, one iteration keeps that accuracy. */
+START_TEST(test_topk_known_spectrum)
+{
+    enum { N = 120, S_ = 24, K = 8 };
+    fixture f;
+    fixture_new(&f, N);
+    kfac_rng r;
+    kfac_rng_seed(&r, 77);
+    float *U = malloc(sizeof(float) * N * S_), e[S_];
+    ck_assert_ptr_nonnull(U);
+    for (int kind = 0; kind < 3; kind++) {
+        random_orthogonal(f.v, N, &r);
+        for (int k = 0; k < N; k++)
+            f.lambda[k] = kind == 0 ? 100.0 * pow(0.6, k) : kind == 1 ? (k < 5 ? 10.0 - k : 0.0)
+                                                                        : 1e4 * pow(10.0, -12.0 * k / (N - 1));
+        spectral_matrix(f.S, N, f.v, f.lambda);
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 0)
+                for (int i = 0; i < N * S_; i++)
+                    U[i] = (float)kfac_rng_normal(&r);
+            int flags = 0;
+            /* cold: 3 iterations from random; warm: 1 from the last basis */
+            ck_assert_int_eq(kfac_sym_topk(f.S, N, S_, pass ? 1 : 3, U, e, f.ws, &flags), KFAC_OK);
+            for (int k = 0; k < K; k++) {
+                double want = f.lambda[k], tol = 2e-3 * f.lambda[0];
+                ck_assert_msg(fabs(e[k] - want) <= tol, "kind %d pass %d: Ritz value %d is %g, eigenvalue %g", kind,
+                              pass, k, e[k], want);
+                double res = 0.0, unorm = 0.0;
+                for (int i = 0; i < N; i++) {
+                    double su = 0.0;
+                    for (int j = 0; j < N; j++)
+                        su += (double)f.S[i * N + j] * U[k * N + j];
+                    res += (su - e[k] * U[k * N + i]) * (su - e[k] * U[k * N + i]);
+                    unorm += (double)U[k * N + i] * U[k * N + i];
+                }
+                ck_assert_double_eq_tol(unorm, 1.0, 1e-4);
+                ck_assert_msg(sqrt(res) <= 1e-2 * f.lambda[0], "kind %d pass %d: vector %d residual %g", kind, pass,
+                              k, sqrt(res));
+            }
+            for (int k = 1; k < S_; k++) /* descending, non-negative */
+                ck_assert(e[k] <= e[k - 1] && e[k] >= 0.0f);
+        }
+    }
+    /* a sketch wider than n/2, or an Inf, is refused */
+    ck_assert_int_eq(kfac_sym_topk(f.S, N, N / 2 + 1, 1, U, e, f.ws, NULL), KFAC_ERR_INVALID_ARG);
+    f.S[5] = INFINITY;
+    ck_assert_int_eq(kfac_sym_topk(f.S, N, S_, 1, U, e, f.ws, NULL), KFAC_ERR_NUMERIC);
+    free(U);
+    fixture_free(&f);
+}
+END_TEST
+
 START_TEST(test_workspace_reuse)
 {
     const int n = 64;
@@ -535,6 +591,7 @@ Suite *linalg_suite(void)
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_loop_test(tc, test_eigen_psd, 0, N_SIZES);
     tcase_add_test(tc, test_workspace_reuse);
+    tcase_add_test(tc, test_topk_known_spectrum);
     suite_add_tcase(s, tc);
     return s;
 }

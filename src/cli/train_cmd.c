@@ -72,7 +72,10 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --inv-every N       inverses every N steps (T_inv) [%d]\n"
             "  --stat-fraction X   fraction of the batch for statistics, (0, 1] [%g]\n"
             "  --fisher NAME       sampled (the Fisher) | empirical (not the Fisher) [%s]\n"
-            "  --inversion NAME    cholesky (factored damping) | eigen (exact damping) [%s]\n"
+            "  --inversion NAME    lowrank (factored damping, top eigenpairs of large\n"
+            "                      factors: fast) | cholesky (factored damping, dense)\n"
+            "                      | eigen (exact damping) [%s]\n"
+            "  --rank-max N        lowrank: eigenpairs kept per factor at most [%d]\n"
             "  --rule NAME         kl_clip (lr, momentum, KL clipping) | quadratic\n"
             "                      (alpha, mu from exact F products, adaptive damping) [%s]\n"
             "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
@@ -85,7 +88,7 @@ static void train_usage(FILE *f, cli_mode mode)
             (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.weight_decay,
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
-            kfac_inversion_name(d.kfac.inversion), kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
+            kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
             d.kfac.lm_every, (double)d.kfac.lr, (double)d.kfac.momentum);
 }
 
@@ -179,6 +182,12 @@ static void describe_kfac(const kfac_trainer *tr)
     printf("; seconds: statistics %.2f, inversions %.2f, preconditioning %.2f, F-vector products %.2f; "
            "damping %g\n",
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
+    /* per layer: the ranks of the inverses of A and G, and the form the
+     * cost model chose (batch rows of abar and g, or the gradient) */
+    printf("# kfac: layers (rank of A^-1, rank of G^-1, form):");
+    for (int l = 0; l < k.n_layers; l++)
+        printf(" %d:%d,%d,%s", l + 1, k.rank_a[l], k.rank_g[l], k.batch_form[l] ? "batch" : "weights");
+    printf("\n");
 }
 
 /* Parse NETFILE and flags into o. Returns -1 to go on, else an exit
@@ -197,7 +206,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
-        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers",
+        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max",
         "--save",      "--save-every", "--resume"};
 
     for (int i = 1; i < argc; i++) {
@@ -311,6 +320,8 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             bad = cli_parse_float(v, &p->kfac.kl_clip);
         else if (!strcmp(name, "--lm-every"))
             bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.lm_every = (int)iv, 0);
+        else if (!strcmp(name, "--rank-max"))
+            bad = cli_parse_int(v, 1, 4096, &iv) || (p->kfac.rank_max = (int)iv, 0);
         else if (!strcmp(name, "--kfac-lr"))
             bad = cli_parse_float(v, &p->kfac.lr);
         else if (!strcmp(name, "--kfac-momentum"))

@@ -99,6 +99,7 @@ typedef struct config {
     kfac_step_rule rule;
     int batch;    /* 0: BATCH */
     int examples; /* 0: EXAMPLES */
+    int rank_max; /* 0: the default */
 } config;
 
 static void equivalence(const kfac_net_spec *spec, const kfac_train_params *base, const kfac_dataset *all,
@@ -116,6 +117,8 @@ static void equivalence(const kfac_net_spec *spec, const kfac_train_params *base
     p.kfac.stat_fraction = c->stat_fraction;
     p.kfac.inversion = c->inversion;
     p.kfac.rule = c->rule;
+    if (c->rank_max)
+        p.kfac.rank_max = c->rank_max;
     if (c->rule == KFAC_RULE_QUADRATIC)
         p.kfac.damping = 1.0f;
     int kf = c->opt == KFAC_OPT_KFAC;
@@ -264,16 +267,22 @@ int main(int argc, char **argv)
                (unsigned long long)base.seed, kfac_get_threads());
 
     static const config configs[] = {
-        {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0},
-        {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0},
-        {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0},
-        {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0},
-        {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0},
-        /* 5 or 6 rows a rank: the low-rank form, its slices' deltas summed.
+        {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
+        {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
+        {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
+        {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0, 0},
+        {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0},
+        /* lowrank inverses (2 (4 + 8) <= 50: the first A), each on its owner
+         * rank, basis, rank and constant broadcast */
+        {"kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 0, 4},
+        /* 5 or 6 rows a rank: the batch form, its slices' deltas summed.
          * K-FAC on batches of 11 is chaotic: rounding differences grow
          * from 7e-7 after 10 steps to 5e-5 after 200 and 3e-2 after 400,
          * so 200 steps (1100 examples, 2 epochs; 3.9e-4 here) */
-        {"kfac low-rank form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100},
+        {"kfac batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0},
+        /* Not here yet: lowrank inverses in the batch form at batch 11
+         * (rank_max 4) differ by 1e-3 after 4 steps and 3e-2 after 20,
+         * against 9e-7 with dense inverses; unexplained (issue 12's note). */
     };
     for (size_t i = 0; i < sizeof configs / sizeof *configs; i++)
         equivalence(&spec, &base, &d, &configs[i]);
