@@ -13,7 +13,7 @@
 #include "linalg.h"
 #include "factors.h"
 
-/* LOWRANK (KFAC.md 4.3): Ritz pairs computed beyond those kept (the last
+/* LOWRANK (README, K-FAC: low-rank inverses): Ritz pairs computed beyond those kept (the last
  * of a sketch converge slowest), and the eigenvalues that size the sketch:
  * those of at least RANK_TOL times the factor's damping. An eigenvalue l
  * left out gets 1/(mu + gamma) instead of 1/(l + gamma), mu the tail's
@@ -36,7 +36,7 @@ typedef struct factor {
                        for the k kept pairs */
     float *stat;    /* one batch's statistics, the upper triangle packed by
                        rows (n (n+1)/2), inside the shared stage */
-    int lowrank;    /* represented by (U, e, c): KFAC.md 4.3 */
+    int lowrank;    /* represented by (U, e, c): README, K-FAC: low-rank inverses */
     int s, k;       /* LOWRANK: sketch size; pairs kept */
     float c;        /* LOWRANK: 1/(tail mean + gamma), the inverse on the
                        rest of the spectrum */
@@ -61,7 +61,8 @@ struct kfac_factors {
     const kfac_dist *dist; /* NULL: one process */
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
     float *P, *Q;    /* max_rows x max_d: g G^-1 and abar A^-1 */
-    float *M1, *M2;  /* max_rows x max_rows: for <delta, grad> */
+    float *M1, *M2;  /* a max_rows x max_rows Gram per thread, for
+                        <delta, grad> */
     float *Ta, *Tas, *Tg, *Tgs; /* max(max_rows, max_d) x max_s: x U^T of
                             the low-rank inverses, and scaled by e */
     int n_ws;        /* one LAPACK workspace per thread */
@@ -168,8 +169,8 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
          (pc->tmp2 = kfac_alloc_floats(max_w)) && (pc->P = kfac_alloc_floats(rows_d)) &&
          (pc->Q = kfac_alloc_floats(rows_d)) &&
-         (pc->M1 = kfac_alloc_floats((size_t)max_rows * max_rows)) &&
-         (pc->M2 = kfac_alloc_floats((size_t)max_rows * max_rows));
+         (pc->M1 = kfac_alloc_floats((size_t)omp_get_max_threads() * max_rows * max_rows)) &&
+         (pc->M2 = kfac_alloc_floats((size_t)omp_get_max_threads() * max_rows * max_rows));
     size_t t_rows = (size_t)KFAC_MAX(max_rows, max_d) * (size_t)max_s;
     ok = ok && (pc->Ta = kfac_alloc_floats(t_rows)) && (pc->Tas = kfac_alloc_floats(t_rows)) &&
          (pc->Tg = kfac_alloc_floats(t_rows)) && (pc->Tgs = kfac_alloc_floats(t_rows));
@@ -284,7 +285,7 @@ static double trace(const float *X, int n)
     return t;
 }
 
-/* LOWRANK (KFAC.md 4.3): x's top eigenpairs by subspace iteration, warm
+/* LOWRANK (README, K-FAC: low-rank inverses): x's top eigenpairs by subspace iteration, warm
  * started from the previous basis, and the inverse on the rest: keep the
  * sketch's trusted pairs (all but its last OVERSAMPLE), c = 1 / (mu +
  * gamma) with mu the mean of the other eigenvalues (from the trace), and
@@ -600,20 +601,18 @@ double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda
     return acc;
 }
 
-/* M (b x b, upper triangle) <- x F^-1 x^T for the rows x (ld ldx) whose
- * product with F^-1 is xf (ld n): a Gram and the rank-k part for a
- * low-rank F (T = x U^T, Ts = T diag(e)), else xf x^T. */
-static void inverse_gram(const factor *F, const float *x, int ldx, const float *xf, const float *T, const float *Ts,
-                         int b, float *M)
+/* M (b x b) <- the part of x F^-1 x^T (rows x, ld ldx; xf = x F^-1, ld n)
+ * from columns [j0, j1): c x x^T there for a low-rank F (upper triangle,
+ * its rank-k part is added once by the caller), else xf x^T. */
+static void partial_gram(const factor *F, const float *x, int ldx, const float *xf, int b, int j0, int j1, float *M)
 {
-    int n = F->n, k = F->k;
-    if (!F->lowrank) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, n, 1.0f, xf, n, x, ldx, 0.0f, M, b);
-        return;
-    }
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, b, n, F->c, x, ldx, 0.0f, M, b);
-    if (k > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, k, 1.0f, Ts, k, T, k, 1.0f, M, b);
+    int w = j1 - j0;
+    if (w < 1)
+        memset(M, 0, sizeof(float) * (size_t)b * b);
+    else if (F->lowrank)
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, b, w, F->c, x + j0, ldx, 0.0f, M, b);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, w, 1.0f, xf + j0, F->n, x + j0, ldx, 0.0f, M, b);
 }
 
 kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
@@ -631,10 +630,33 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
     int m = f->g.n, b = batch;
     batch_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
     if (dot) {
-        /* <delta, grad> = (1/b^2) sum_{r,s} (g G^-1 g^T)_{rs} (abar A^-1 abar^T)_{rs},
-         * both symmetric: the upper triangles, off-diagonal terms twice */
-        inverse_gram(&f->g, g, m, pc->P, pc->Tg, pc->Tgs, b, pc->M1);
-        inverse_gram(&f->a, abar, lda, pc->Q, pc->Ta, pc->Tas, b, pc->M2);
+        /* <delta, grad> = (1/b^2) sum_{r,s} (g G^-1 g^T)_{rs} (abar A^-1 abar^T)_{rs}.
+         * The Grams' inner dimensions are split over the threads, one
+         * single-threaded BLAS call each (syrk does not scale with threads
+         * at b x b outputs), then summed. */
+        size_t bb = (size_t)b * b;
+        int used = 1;
+#pragma omp parallel num_threads(pc->n_ws)
+        {
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+            if (t == 0)
+                used = T;
+            partial_gram(&f->g, g, m, pc->P, b, m * t / T, m * (t + 1) / T, pc->M1 + t * bb);
+            partial_gram(&f->a, abar, lda, pc->Q, b, f->a.n * t / T, f->a.n * (t + 1) / T, pc->M2 + t * bb);
+        }
+        for (int t = 1; t < used; t++)
+            for (size_t i = 0; i < bb; i++) {
+                pc->M1[i] += pc->M1[t * bb + i];
+                pc->M2[i] += pc->M2[t * bb + i];
+            }
+        /* the rank-k parts: (x U^T) diag(e) (x U^T)^T */
+        if (f->g.lowrank && f->g.k > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, f->g.k, 1.0f, pc->Tgs, f->g.k, pc->Tg, f->g.k,
+                        1.0f, pc->M1, b);
+        if (f->a.lowrank && f->a.k > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, f->a.k, 1.0f, pc->Tas, f->a.k, pc->Ta, f->a.k,
+                        1.0f, pc->M2, b);
+        /* both symmetric: the upper triangles, off-diagonal terms twice */
         double acc = 0.0;
         for (int i = 0; i < b; i++) {
             const float *r1 = pc->M1 + (size_t)i * b, *r2 = pc->M2 + (size_t)i * b;

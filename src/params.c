@@ -96,7 +96,7 @@ void kfac_kfac_params_init(kfac_kfac_params *p)
     p->lr = 0.0f;        /* 0: the [train] learning rate */
     p->momentum = -1.0f; /* negative: the [train] momentum */
     /* a cap, not a target: on nets/fmnist-mlp no factor keeps more than
-     * about 20 pairs at damping 0.1 (KFAC.md 4.3) */
+     * about 20 pairs at damping 0.1 (README, K-FAC: low-rank inverses) */
     p->rank_max = 64;
 }
 

@@ -191,7 +191,7 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* Whether layer l takes the batch form (KFAC.md 8): it works from g and
+/* Whether layer l takes the batch form (README, K-FAC: the cost model): it works from g and
  * abar, so not with weight decay. In a process group each rank
  * preconditions its own slice and the slices' deltas are summed (the form
  * is linear in the gradient): the same bytes as summing the gradient, and

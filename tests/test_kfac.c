@@ -265,7 +265,7 @@ static void low_rank_rows(float *x, int rows, int d, int latent, const double *s
     free(load);
 }
 
-/* LOWRANK (KFAC.md 4.3) against CHOLESKY on the same statistics: where the
+/* LOWRANK (README, K-FAC: low-rank inverses) against CHOLESKY on the same statistics: where the
  * factors' spectra fall below RANK_TOL x damping after a few eigenvalues
  * the two directions agree closely; with a full-rank tail (isotropic
  * noise) the tail's constant keeps them close. The batch form gives the
@@ -338,7 +338,7 @@ START_TEST(test_lowrank_matches_dense)
 }
 END_TEST
 
-/* The cost model (KFAC.md 8): a wide layer at a small batch takes the
+/* The cost model (README, K-FAC): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
  * so they move the switch to smaller batches. */
