@@ -352,16 +352,16 @@ START_TEST(test_cost_model)
     int switch_at[3];
     for (int i = 0; i < 3; i++) {
         kp.inversion = kinds[i];
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8192, &kp, &pc[i]), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 1024, &kp, &pc[i]), KFAC_OK);
         switch_at[i] = 0;
-        for (int b = 1; b <= 8192; b *= 2)
+        for (int b = 1; b <= 1024; b *= 2) /* past max_rows: never the batch form */
             if (!switch_at[i] && !kfac_factors_batch_pays(pc[i], 0, b))
                 switch_at[i] = b;
     }
     ck_assert_int_eq(kfac_factors_batch_pays(pc[0], 0, 128), 1);
     ck_assert_int_eq(kfac_factors_batch_pays(pc[1], 0, 128), 1);
     ck_assert_int_eq(switch_at[2], 1);                      /* eigen: never */
-    ck_assert_msg(switch_at[0] > 128 && switch_at[0] <= 2048, "dense switches at %d", switch_at[0]);
+    ck_assert_msg(switch_at[0] > 128 && switch_at[0] <= 1024, "dense switches at %d", switch_at[0]);
     ck_assert_msg(switch_at[1] > 128 && switch_at[1] < switch_at[0], "low-rank switches at %d (dense %d)",
                   switch_at[1], switch_at[0]);
     for (int i = 0; i < 3; i++)
