@@ -275,6 +275,52 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
     return KFAC_OK;
 }
 
+/* X (n x n): lower triangle <- upper, in tiles */
+static void mirror_upper(float *X, int n)
+{
+    enum { T = 32 };
+    for (int ib = 0; ib < n; ib += T)
+        for (int jb = 0; jb <= ib; jb += T)
+            for (int i = ib; i < KFAC_MIN(ib + T, n); i++)
+                for (int j = jb; j < KFAC_MIN(jb + T, i); j++)
+                    X[(size_t)i * n + j] = X[(size_t)j * n + i];
+}
+
+static int by_n_desc(const void *a, const void *b)
+{
+    return (*(const factor *const *)b)->n - (*(const factor *const *)a)->n;
+}
+
+void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                                 int rows, float scale)
+{
+    /* syrk at these shapes runs no faster on two threads than on one, so
+     * the threads take whole factors, biggest first */
+    factor *job[2 * KFAC_MAX_LAYERS];
+    const float *src[2 * KFAC_MAX_LAYERS];
+    int ld[2 * KFAC_MAX_LAYERS], n_jobs = 2 * pc->n_layers;
+    for (int l = 0; l < pc->n_layers; l++) {
+        job[2 * l] = &pc->L[l].a;
+        job[2 * l + 1] = &pc->L[l].g;
+    }
+    qsort(job, (size_t)n_jobs, sizeof *job, by_n_desc);
+    for (int j = 0; j < n_jobs; j++)
+        for (int l = 0; l < pc->n_layers; l++) {
+            if (job[j] == &pc->L[l].a)
+                src[j] = abar[l], ld[j] = lda[l];
+            else if (job[j] == &pc->L[l].g)
+                src[j] = g[l], ld[j] = pc->L[l].g.n;
+        }
+    /* S <- eps S + (1 - eps) scale x^T x on the upper triangle, mirrored */
+    const float keep = pc->eps, take = (1.0f - pc->eps) * scale;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pc->n_ws)
+    for (int j = 0; j < n_jobs; j++) {
+        factor *x = job[j];
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, x->n, rows, take, src[j], ld[j], keep, x->S, x->n);
+        mirror_upper(x->S, x->n);
+    }
+}
+
 void kfac_factors_set_dist(kfac_factors *pc, const kfac_dist *dist) { pc->dist = dist; }
 
 static double trace(const float *X, int n)

@@ -39,6 +39,12 @@ kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, 
                                     int rows);
 long kfac_factors_stats_rounds(const kfac_factors *pc);
 
+/* Every layer's kfac_factors_accumulate at once, for one process: the
+ * factors in parallel, each a single-threaded syrk straight into its
+ * running average (scale = 1 / rows; arguments unchecked). */
+void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                                 int rows, float scale);
+
 /* kfac_factors_accumulate in two halves, for a process group to sum the
  * batch statistics in between (scale = 1 / rows of the whole group):
  * batch_stats stages scale abar^T abar and scale g^T g for layer l (zeros

@@ -480,7 +480,12 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     int stats_now = (t - 1) % kp->cov_every == 0;
     if ((st = check_finite_input(pc, in, stats_now)) != KFAC_OK)
         return st;
-    if (stats_now) {
+    if (stats_now && !pc->dist) {
+        /* alone: straight into the running averages */
+        kfac_factors_begin_stats(pc->fc);
+        kfac_factors_accumulate_all(pc->fc, in->abar, pc->d_in, in->gstat, in->stat_rows, 1.0f / in->stat_rows);
+        pc->st.stats_rounds++;
+    } else if (stats_now) {
         /* this process's share of the batch statistics, summed over the
          * group before they join the running averages, so every rank
          * holds the same factors */
