@@ -503,7 +503,8 @@ KFAC_API int kfac_precond_stat_rows(const kfac_precond *pc, int rows);
 typedef struct kfac_precond_batch {
     int rows;                      /* B, in [1, max_rows] */
     float *const *weights;         /* W_l: updated in place */
-    const float *const *grads;     /* grad_l: mean gradient, no decay */
+    const float *const *grads;     /* grad_l: mean gradient, no decay;
+                                      or NULL, given abar and g below */
     const float *const *abar;      /* abar_l: read when statistics are due
                                       (NULL otherwise allowed) */
     const float *const *g_sampled; /* g_l of sampled targets, first
@@ -513,6 +514,15 @@ typedef struct kfac_precond_batch {
                                       current weights, finite and >= 0 (the
                                       rule assumes a loss bounded below by
                                       0); ignored by KL_CLIP */
+    const float *const *g;         /* g_l of the training targets, rows x
+                                      d_out, per example (not divided by
+                                      rows), or NULL. With grads NULL, abar
+                                      (every row) and g replace the
+                                      gradients, grad_l = (1/rows) g_l^T
+                                      abar_l, and each layer may take the
+                                      batch form (the cost model's choice,
+                                      as in the trainer): the gradient
+                                      need never be formed */
 } kfac_precond_batch;
 
 /* Statistics, inversion, preconditioning and the update, as above. Every

@@ -564,8 +564,15 @@ kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *b)
     int L = pc->n_layers;
     if (b->rows < 1 || b->rows > pc->max_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: %d rows outside [1, %d]", b->rows, pc->max_rows);
-    if (!all_set((const void *const *)b->weights, L) || !all_set((const void *const *)b->grads, L))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: weights and grads need %d non-NULL pointers", L);
+    if (!all_set((const void *const *)b->weights, L))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: weights need %d non-NULL pointers", L);
+    /* the gradients, or what they are made of */
+    int by_rows = !b->grads;
+    if (by_rows && (!all_set((const void *const *)b->abar, L) || !all_set((const void *const *)b->g, L)))
+        return kfac_fail(KFAC_ERR_INVALID_ARG,
+                         "kfac_precond_step: without grads, abar and g need %d non-NULL pointers", L);
+    if (!by_rows && !all_set((const void *const *)b->grads, L))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: grads need %d non-NULL pointers", L);
     int stats = kfac_precond_stats_due(pc);
     if (stats && (!all_set((const void *const *)b->abar, L) || !all_set((const void *const *)b->g_sampled, L)))
         return kfac_fail(KFAC_ERR_INVALID_ARG,
@@ -581,9 +588,9 @@ kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *b)
     }
     kfac_precond_input in = {.rows = b->rows,
                              .w = b->weights,
-                             .grad = b->grads,
+                             .grad = by_rows ? NULL : b->grads,
                              .abar = b->abar,
-                             .gtrue = NULL,
+                             .gtrue = by_rows ? b->g : NULL,
                              .gstat = b->g_sampled,
                              .stat_rows = stats ? kfac_precond_stat_rows(pc, b->rows) : 0,
                              .total_rows = b->rows,

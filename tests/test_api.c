@@ -129,7 +129,7 @@ START_TEST(test_misuse)
     float w0[36] = {0}, w1[21] = {0}, g0[36] = {0}, g1[21] = {0}, ab0[24] = {0}, ab1[28] = {0}, gs0[24], gs1[12];
     float *w[2] = {w0, w1};
     const float *grads[2] = {g0, g1}, *abar[2] = {ab0, ab1}, *gs[2] = {gs0, gs1}, *half[2] = {g0, NULL};
-    kfac_precond_batch b = {4, w, grads, abar, gs, 0.0};
+    kfac_precond_batch b = {4, w, grads, abar, gs, 0.0, NULL};
     ck_assert_int_eq(kfac_precond_stats_due(pc), 1);
     b.rows = 5;
     ck_assert_int_eq(kfac_precond_step(pc, &b), KFAC_ERR_INVALID_ARG);
@@ -244,14 +244,20 @@ static kfac_status ctx_loss(void *user, double *loss)
 
 /* The public preconditioner, fed by hand from a kfac_net's recorded abar,
  * gradients and sampled-target g, takes exactly the built-in optimizer's
- * steps: both are one engine. Rows (64) above the layer sizes keep the
- * built-in in the full (not the low-rank) form, as the public path is. */
+ * steps: both are one engine. Loops 0 and 1: rows (64) above the layer
+ * sizes keep the built-in in the weight form, as gradients given to the
+ * public path are. Loop 2: a wider net at 16 rows, low-rank inverses, and
+ * the public path given abar and the labels' g instead of gradients, so
+ * both may take the batch form (and the first layer does). */
 START_TEST(test_precond_is_the_builtin)
 {
-    enum { B = 64, STEPS = 12 };
+    enum { STEPS = 12, MAXB = 64, MAXIN = 40 };
+    const int by_rows = _i == 2, B = by_rows ? 16 : 64, IN = by_rows ? 40 : 5, H = by_rows ? 48 : 6;
     kfac_set_threads(1);
     kfac_net_spec s;
     spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
+    s.inputs = IN;
+    s.layers[0].units = H;
     kfac_train_params tp;
     kfac_train_params_init(&tp);
     tp.optimizer = KFAC_OPT_KFAC;
@@ -265,6 +271,10 @@ START_TEST(test_precond_is_the_builtin)
         tp.kfac.damping = 1.0f;
         tp.kfac.lm_every = 2;
     }
+    if (by_rows) {
+        tp.kfac.inversion = KFAC_INV_LOWRANK;
+        tp.kfac.rank_max = 8; /* 2 (8 + 8) <= 41, 48, 49: low-rank */
+    }
     kfac_net *na, *nb;
     ck_assert_int_eq(kfac_net_new(&s, B, &na), KFAC_OK);
     ck_assert_int_eq(kfac_net_new(&s, B, &nb), KFAC_OK);
@@ -277,7 +287,7 @@ START_TEST(test_precond_is_the_builtin)
 
     kfac_optimizer *opt;
     ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, &opt) == KFAC_OK, "%s", kfac_last_error());
-    int din[2] = {6, 7}, dout[2] = {6, 3};
+    int din[2] = {IN + 1, H + 1}, dout[2] = {H, 3};
     kfac_precond *pc;
     ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc), KFAC_OK);
     fisher_ctx fc = {NULL, nb, NULL};
@@ -286,9 +296,11 @@ START_TEST(test_precond_is_the_builtin)
         ck_assert_int_eq(kfac_precond_set_fisher(pc, ctx_fisher_vec, ctx_loss, &fc), KFAC_OK);
     }
     size_t P = kfac_net_n_params(na);
-    float *grad = malloc(P * sizeof(float)), x[B * 5], y[B * 3], ys[B * 3];
+    float *grad = malloc(P * sizeof(float)), *gt = malloc(sizeof(float) * B * (H + 3));
+    float x[MAXB * MAXIN], y[MAXB * 3], ys[MAXB * 3];
+    int batch_form = 0;
     for (int step = 0; step < STEPS; step++) {
-        fill(x, B * 5, &r);
+        fill(x, (size_t)B * IN, &r);
         memset(y, 0, sizeof y);
         for (int i = 0; i < B; i++)
             y[i * 3 + kfac_rng_below(&r, 3)] = 1.0f;
@@ -305,6 +317,9 @@ START_TEST(test_precond_is_the_builtin)
         ck_assert_int_eq(kfac_net_forward(nb, x, B), KFAC_OK);
         ck_assert_int_eq(kfac_net_loss(nb, y, &loss, NULL), KFAC_OK);
         ck_assert_int_eq(kfac_net_backward(nb, y, grad), KFAC_OK);
+        /* the labels' g, kept before the sampled-target pass overwrites it */
+        memcpy(gt, kfac_net_layer_pregrad(nb, 0), sizeof(float) * B * H);
+        memcpy(gt + B * H, kfac_net_layer_pregrad(nb, 1), sizeof(float) * B * 3);
         if (kfac_precond_stats_due(pc)) {
             ck_assert_int_eq(kfac_sample_targets(s.loss, kfac_net_output(nb), ys, B, 3, &rb), KFAC_OK);
             ck_assert_int_eq(kfac_net_backward(nb, ys, NULL), KFAC_OK);
@@ -313,18 +328,24 @@ START_TEST(test_precond_is_the_builtin)
         const float *g[2] = {grad, grad + kfac_net_layer_offset(nb, 1)};
         const float *ab[2] = {kfac_net_layer_input(nb, 0), kfac_net_layer_input(nb, 1)};
         const float *gs[2] = {kfac_net_layer_pregrad(nb, 0), kfac_net_layer_pregrad(nb, 1)};
-        kfac_precond_batch batch = {B, w, g, ab, gs, loss};
+        const float *gl[2] = {gt, gt + B * H};
+        kfac_precond_batch batch = {B, w, by_rows ? NULL : g, ab, gs, loss, by_rows ? gl : NULL};
         fc.y = y;
         ck_assert_msg(kfac_precond_step(pc, &batch) == KFAC_OK, "%s", kfac_last_error());
 
         ck_assert_msg(memcmp(kfac_net_params(na), kfac_net_params(nb), P * sizeof(float)) == 0,
                       "step %d: the public preconditioner and the built-in optimizer differ", step + 1);
+        kfac_kfac_stats ks;
+        ck_assert_int_eq(kfac_precond_get_stats(pc, &ks), KFAC_OK);
+        batch_form |= ks.batch_form[0];
     }
+    ck_assert_int_eq(batch_form, by_rows); /* the batch form was exercised, or not */
     kfac_kfac_stats st;
     ck_assert_int_eq(kfac_precond_get_stats(pc, &st), KFAC_OK);
     ck_assert_int_eq(st.stats_rounds, STEPS / 2);
     ck_assert_int_eq(kfac_precond_steps(pc), STEPS);
     free(grad);
+    free(gt);
     kfac_fisher_free(fc.f);
     kfac_precond_free(pc);
     kfac_optimizer_free(opt);
@@ -352,7 +373,7 @@ START_TEST(test_precond_checkpoint)
     fill(wa, 57, &r);
     float *w[2] = {wa, wa + 36};
     const float *g[2] = {grad, grad + 36}, *abar[2] = {ab0, ab1}, *gs[2] = {gs0, gs1};
-    kfac_precond_batch batch = {4, w, g, abar, gs, 0.0};
+    kfac_precond_batch batch = {4, w, g, abar, gs, 0.0, NULL};
     for (int step = 0; step < 10; step++) {
         if (step == 5) {
             char path[512];
@@ -414,7 +435,7 @@ Suite *api_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_misuse);
     tcase_add_loop_test(tc, test_predict, 0, 3);
-    tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 2);
+    tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);
     tcase_add_test(tc, test_embedding_examples);
     suite_add_tcase(s, tc);

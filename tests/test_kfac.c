@@ -672,7 +672,7 @@ static kfac_status pstep(kfac_precond *pc, pbatch *b)
 {
     float *w[1] = {b->w};
     const float *g[1] = {b->grad}, *ab[1] = {b->abar}, *gs[1] = {b->g};
-    kfac_precond_batch batch = {PB, w, g, ab, gs, 1.0};
+    kfac_precond_batch batch = {PB, w, g, ab, gs, 1.0, NULL};
     return kfac_precond_step(pc, &batch);
 }
 

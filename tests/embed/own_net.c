@@ -194,7 +194,7 @@ int main(void)
             memcpy(gs1, kf.g1, sizeof gs1);
             memcpy(gs2, kf.g2, sizeof gs2);
         }
-        kfac_precond_batch batch = {B, w, grads, abar, gsamp, loss};
+        kfac_precond_batch batch = {B, w, grads, abar, gsamp, loss, NULL};
         if (kfac_precond_step(pc, &batch) != KFAC_OK) {
             fprintf(stderr, "own_net: %s\n", kfac_last_error());
             return 1;
