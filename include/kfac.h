@@ -385,6 +385,11 @@ typedef struct kfac_kfac_params {
     float momentum;    /* K-FAC's own momentum (KL_CLIP rule), likewise;
                           negative means kfac_optim_params.momentum;
                           default -1; [-1, 1) */
+    float fvp_fraction; /* QUADRATIC in the trainer: the exact F products
+                          of the quadratic model on this first fraction of
+                          the batch (Martens & Grosse 2015 use a subset);
+                          kfac_precond's callback decides its own rows;
+                          default 1; (0, 1] */
     int rank_max;      /* LOWRANK: at most this many eigenpairs per factor
                           (those of at least 0.1 x the factor's damping
                           are kept); factors smaller than 2 (rank_max + 8)

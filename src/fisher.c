@@ -67,6 +67,11 @@ kfac_status kfac_fisher_new(const kfac_net *net, kfac_fisher **out)
 
 kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v, float *fv)
 {
+    return kfac_fisher_vec_rows(f, net, net ? net->batch : 0, v, fv);
+}
+
+kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net, int rows, const float *v, float *fv)
+{
     if (!f || !net || !v || !fv)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_vec: NULL argument");
     if (net->n_layers != f->n_layers ||
@@ -78,7 +83,13 @@ kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v,
     if (net->batch > f->max_batch)
         return kfac_fail(KFAC_ERR_SHAPE, "kfac_fisher_vec: batch %d above the buffers' %d",
                          net->batch, f->max_batch);
-    const int B = net->batch, L = net->n_layers;
+    if (rows < 0 || rows > net->batch)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_vec: %d rows outside [0, %d]", rows, net->batch);
+    if (rows == 0) { /* a process with none of the group's rows */
+        memset(fv, 0, sizeof(float) * net->n_params);
+        return KFAC_OK;
+    }
+    const int B = rows, L = net->n_layers;
 
     /* Forward mode along v: R(s_l) = V_l abar_{l-1} + W_l R(abar_{l-1}), where
      * R(abar) has a zero in the ones column, so only W_l[:, :d_{l-1}] meets

@@ -17,6 +17,9 @@ void kfac_fisher_free(kfac_fisher *f);
  * pass, H_out at the output, one backward pass. Reads the recorded abar and
  * output; changes nothing in the net; allocates nothing. */
 kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v, float *fv);
+/* The same over the first `rows` rows (0 .. the last pass's): F v of that
+ * subset, its mean; zeros for no rows. */
+kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net, int rows, const float *v, float *fv);
 
 /* The explicit F (n_params x n_params doubles, row-major) over the rows of
  * the last forward pass, from per-example Jacobians J_n got by

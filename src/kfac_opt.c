@@ -19,10 +19,12 @@
 typedef struct kfac_state {
     kfac_fisher_kind fisher_kind;
     int quad;            /* QUADRATIC: the engine needs the batch loss */
+    float fvp_fraction;
     kfac_precond *pc;
     kfac_fisher *fisher; /* QUADRATIC only */
     kfac_net *net;       /* the current step's network and targets, for */
     const float *y;      /* the callbacks */
+    int fvp_rows;        /* QUADRATIC: F v over this process's first rows */
     float *gsave;        /* max_batch x d_out per layer: the true g while the
                             sampled-target pass overwrites the net's */
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
@@ -32,7 +34,7 @@ typedef struct kfac_state {
 static kfac_status net_fisher_vec(void *user, const float *v, float *fv)
 {
     kfac_state *s = user;
-    return kfac_fisher_vec(s->fisher, s->net, v, fv);
+    return kfac_fisher_vec_rows(s->fisher, s->net, s->fvp_rows, v, fv);
 }
 
 /* the batch loss at the updated weights: one more forward pass */
@@ -66,6 +68,7 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
     opt->ext = s;
     s->fisher_kind = kp->fisher;
     s->quad = kp->rule == KFAC_RULE_QUADRATIC;
+    s->fvp_fraction = kp->fvp_fraction;
     int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
     size_t g_total = 0;
     for (int l = 0; l < L; l++) {
@@ -171,6 +174,10 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
         if (st != KFAC_OK)
             return st;
     }
+    /* the quadratic model's F products on the first fvp_fraction of the
+     * whole batch, like the statistics: this process's part of them */
+    in.total_fvp_rows = KFAC_MAX(1, KFAC_MIN(total, (int)ceil((double)s->fvp_fraction * total)));
+    in.fvp_rows = s->fvp_rows = KFAC_MAX(0, KFAC_MIN(in.total_fvp_rows - ctx->row0, B));
     in.w = w;
     in.abar = abar;
     in.gtrue = gtrue;

@@ -162,6 +162,7 @@ static const key_def keys[] = {
     {SEC_KFAC,  "lr",           T_FLOAT, KFAC(lr),                  0, 1000,     CLOSED,  0, NULL},
     {SEC_KFAC,  "momentum",     T_FLOAT, KFAC(momentum),            -1, 1,       OPEN_HI, 0, NULL},
     {SEC_KFAC,  "rank_max",     T_INT,   KFAC(rank_max),            1, 4096,     CLOSED,  0, NULL},
+    {SEC_KFAC,  "fvp_fraction", T_FLOAT, KFAC(fvp_fraction),        0, 1,        OPEN_LO, 0, NULL},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)

@@ -24,6 +24,9 @@ typedef struct kfac_precond_input {
     int total_stat_rows;          /* the group's stat_rows (alone: stat_rows) */
     double loss0;                 /* QUADRATIC: the batch loss now (of the
                                      process's rows) */
+    int fvp_rows;                 /* QUADRATIC: rows the F v callback
+                                     averages over (may be 0 in a group) */
+    int total_fvp_rows;           /* the group's fvp_rows (alone: fvp_rows) */
 } kfac_precond_input;
 
 /* The step of kfac_precond_step, arguments already checked. */

@@ -195,7 +195,7 @@ static uint64_t state_hash(const kfac_trainer *t)
     h = FNV(h, k->damping), h = FNV(h, k->decay), h = FNV(h, k->cov_every), h = FNV(h, k->inv_every);
     h = FNV(h, k->stat_fraction), h = FNV(h, k->fisher), h = FNV(h, k->inversion), h = FNV(h, k->rule);
     h = FNV(h, k->kl_clip), h = FNV(h, k->lm_every), h = FNV(h, k->lr), h = FNV(h, k->momentum);
-    h = FNV(h, k->rank_max);
+    h = FNV(h, k->rank_max), h = FNV(h, k->fvp_fraction);
     return h;
 }
 

@@ -466,6 +466,40 @@ START_TEST(test_fisher_vec_leaves_net)
 }
 END_TEST
 
+/* F v over the first m rows (the quadratic rule's subset) is F v of a
+ * forward pass over those m rows alone; 0 rows give zeros. */
+START_TEST(test_fisher_vec_rows)
+{
+    const fisher_case *c = &cases[_i];
+    float x[BATCH * 5];
+    kfac_net *net = make_case(c, 900 + _i, x);
+    size_t P = kfac_net_n_params(net);
+    float *v = malloc(sizeof *v * P), *sub = malloc(sizeof *sub * P), *alone = malloc(sizeof *alone * P);
+    kfac_rng r;
+    kfac_rng_seed(&r, 4);
+    fill_uniform(v, P, -1.0f, 1.0f, &r);
+    kfac_fisher *f = NULL;
+    ck_assert_int_eq(kfac_fisher_new(net, &f), KFAC_OK);
+    int m = BATCH / 3;
+    ck_assert_int_eq(kfac_fisher_vec_rows(f, net, m, v, sub), KFAC_OK);
+    ck_assert_int_eq(kfac_net_forward(net, x, m), KFAC_OK);
+    ck_assert_int_eq(kfac_fisher_vec(f, net, v, alone), KFAC_OK);
+    double diff = 0.0, norm = norm2(alone, P);
+    ck_assert(norm > 1e-4);
+    for (size_t i = 0; i < P; i++)
+        diff += ((double)sub[i] - alone[i]) * ((double)sub[i] - alone[i]);
+    ck_assert_msg(sqrt(diff) <= 1e-5 * norm, "case %d: rows %d: |diff| %g, |F v| %g", _i, m, sqrt(diff), norm);
+    ck_assert_int_eq(kfac_fisher_vec_rows(f, net, 0, v, sub), KFAC_OK);
+    ck_assert(norm2(sub, P) == 0.0);
+    ck_assert_int_eq(kfac_fisher_vec_rows(f, net, m + 1, v, sub), KFAC_ERR_INVALID_ARG);
+    kfac_fisher_free(f);
+    free(v);
+    free(sub);
+    free(alone);
+    kfac_net_free(net);
+}
+END_TEST
+
 /* ---- the loss table's KL: the defining formula where it is safe, and
  * finite, non-negative and zero at zp = zq where it is not */
 START_TEST(test_loss_kl)
@@ -567,6 +601,7 @@ Suite *fisher_suite(void)
     tcase_add_loop_test(tc, test_explicit_symmetric_psd, 0, N_CASES);
     tcase_add_loop_test(tc, test_kl_quadratic, 0, N_CASES);
     tcase_add_test(tc, test_fisher_vec_leaves_net);
+    tcase_add_loop_test(tc, test_fisher_vec_rows, 0, N_CASES);
     tcase_add_test(tc, test_loss_kl);
     tcase_add_test(tc, test_fisher_errors);
     suite_add_tcase(s, tc);

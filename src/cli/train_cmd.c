@@ -80,6 +80,8 @@ static void train_usage(FILE *f, cli_mode mode)
             "                      (alpha, mu from exact F products, adaptive damping) [%s]\n"
             "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
             "  --lm-every N        damping adaptation period of the quadratic rule [%d]\n"
+            "  --fvp-fraction X    quadratic rule: exact F products on this fraction\n"
+            "                      of the batch, (0, 1] [%g]\n"
             "  --kfac-lr X         K-FAC's own learning rate, 0: --lr's [%g]\n"
             "  --kfac-momentum X   K-FAC's own momentum, < 0: --momentum's [%g]\n"
             "\n"
@@ -89,7 +91,7 @@ static void train_usage(FILE *f, cli_mode mode)
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
-            d.kfac.lm_every, (double)d.kfac.lr, (double)d.kfac.momentum);
+            d.kfac.lm_every, (double)d.kfac.fvp_fraction, (double)d.kfac.lr, (double)d.kfac.momentum);
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -206,7 +208,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
-        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max",
+        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max", "--fvp-fraction",
         "--save",      "--save-every", "--resume"};
 
     for (int i = 1; i < argc; i++) {
@@ -320,6 +322,8 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             bad = cli_parse_float(v, &p->kfac.kl_clip);
         else if (!strcmp(name, "--lm-every"))
             bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.lm_every = (int)iv, 0);
+        else if (!strcmp(name, "--fvp-fraction"))
+            bad = cli_parse_float(v, &p->kfac.fvp_fraction);
         else if (!strcmp(name, "--rank-max"))
             bad = cli_parse_int(v, 1, 4096, &iv) || (p->kfac.rank_max = (int)iv, 0);
         else if (!strcmp(name, "--kfac-lr"))
