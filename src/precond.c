@@ -437,7 +437,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
 static size_t first_nonfinite(const float *x, size_t n)
 {
     float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         acc += 0.0f * x[i];
     if (acc == acc)
