@@ -605,7 +605,14 @@ typedef struct kfac_check_report {
     int n_params;          /* P: F is P x P */
     int examples;          /* N */
     double damping;        /* lambda, for both K-FAC and the exact solve */
-    double cos_kfac;       /* cosine(K-FAC direction, d) */
+    double cos_kfac;       /* cosine(K-FAC direction, d): the inversion
+                              of p->kfac */
+    double cos_by_inversion[KFAC_INV_COUNT]; /* the same for each
+                              inversion kind (the same samples) */
+    int n_layers;          /* entries of rank_a, rank_g */
+    int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* LOWRANK's
+                              ranks of A^-1 and G^-1 (a factor's size:
+                              dense) */
     double cos_grad;       /* cosine(gradient, d) */
     double kl_quadratic;   /* 1/2 s^T F s for the step s = -eps d */
     double kl_measured;    /* mean KL(p_theta || p_{theta + s}) */

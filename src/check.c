@@ -47,7 +47,7 @@ static double batch_loss(kfac_net *net, const float *y, int n)
 /* the K-FAC direction of KFAC.md 5 on this batch: factors from targets
  * sampled from the model, damped inverses, G^-1 grad A^-1 per layer */
 static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, const float *grad, int n,
-                                  float *ysample, kfac_rng *rng, float *delta)
+                                  float *ysample, kfac_rng *rng, float *delta, kfac_check_report *out)
 {
     int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
@@ -68,6 +68,11 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
         st = kfac_factors_invert(pc, p->kfac.damping, NULL);
     for (int l = 0; l < L && st == KFAC_OK; l++)
         st = kfac_factors_apply(pc, l, grad + net->offset[l], delta + net->offset[l]);
+    out->n_layers = L;
+    for (int l = 0; l < L && p->kfac.inversion == KFAC_INV_LOWRANK; l++) {
+        out->rank_a[l] = kfac_factors_rank(pc, l, 0);
+        out->rank_g[l] = kfac_factors_rank(pc, l, 1);
+    }
 done:
     kfac_factors_free(pc);
     return st;
@@ -215,13 +220,20 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     }
     out->grad_rel_err = rel_err(fd, g64, P);
 
-    /* K-FAC on the same batch and damping, against d */
+    /* K-FAC on the same batch and damping, against d: each inversion
+     * kind from the same sampled targets */
     batch_loss(net, y, n); /* restores abar and z at theta */
-    if ((st = kfac_direction(net, p, grad, n, y, &rng, delta)) != KFAC_OK)
-        goto done;
-    for (size_t i = 0; i < P; i++)
-        dk[i] = delta[i];
-    out->cos_kfac = cosine(dk, d_exact, P);
+    for (int k = 0; k < KFAC_INV_COUNT; k++) {
+        kfac_train_params q = *p;
+        kfac_rng same = rng;
+        q.kfac.inversion = (kfac_inversion)k;
+        if ((st = kfac_direction(net, &q, grad, n, y, &same, delta, out)) != KFAC_OK)
+            goto done;
+        for (size_t i = 0; i < P; i++)
+            dk[i] = delta[i];
+        out->cos_by_inversion[k] = cosine(dk, d_exact, P);
+    }
+    out->cos_kfac = out->cos_by_inversion[p->kfac.inversion];
     out->cos_grad = cosine(g64, d_exact, P);
     out->n_params = (int)P;
     out->examples = n;

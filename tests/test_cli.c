@@ -1,6 +1,7 @@
 /* test_cli.c - the kfac program as a user meets it: help texts, one clear
  * line and the documented exit status for every kind of bad command line
  * or input, and a real run whose CSV log is complete and atomic. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,12 +190,19 @@ END_TEST
 START_TEST(test_check)
 {
     char args[1024];
-    snprintf(args, sizeof args, "check nets/tiny.net --data '%s' --examples 500", test_data_dir());
+    /* rank_max 8: tiny.net's first A (50 x 50) is a rank-8 inverse */
+    snprintf(args, sizeof args, "check nets/tiny.net --data '%s' --examples 500 --rank-max 8", test_data_dir());
     int status = run_kfac(args);
     const char *out = slurp(out_path);
     ck_assert_msg(status == 0, "exit %d: %s%s", status, out, slurp(err_path));
     ck_assert_ptr_nonnull(strstr(out, "cosine(K-FAC, exact natural gradient)"));
     ck_assert_ptr_null(strstr(out, "FAIL"));
+    /* the low-rank inverse's direction is as good as the dense one's */
+    const char *chol = strstr(out, "cholesky inverses"), *lr = strstr(out, "lowrank  inverses");
+    double c_chol = 0, c_lr = 0;
+    ck_assert_msg(chol && lr && sscanf(chol + 17, "%lf", &c_chol) == 1 && sscanf(lr + 17, "%lf", &c_lr) == 1, "%s", out);
+    ck_assert_ptr_nonnull(strstr(lr, "ranks of A^-1, G^-1: 8,"));
+    ck_assert_msg(c_chol > 0.5 && fabs(c_lr - c_chol) <= 0.02, "cosines: cholesky %g, lowrank %g", c_chol, c_lr);
     snprintf(args, sizeof args, "check nets/small.net --data '%s'", test_data_dir());
     expect_error(args, 2, "tiny network");
 }

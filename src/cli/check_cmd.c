@@ -16,7 +16,7 @@ static void check_usage(FILE *f)
 {
     fprintf(f,
             "usage: kfac check NETFILE [--data DIR] [--examples N] [--warmup-epochs N]\n"
-            "                  [--damping X] [--threads N]\n"
+            "                  [--damping X] [--rank-max N] [--threads N]\n"
             "\n"
             "On a tiny network (nets/tiny.net: 970 parameters) and real data: train\n"
             "--warmup-epochs epochs [1] with the net file's optimizer, then on the first\n"
@@ -24,7 +24,9 @@ static void check_usage(FILE *f)
             "natural gradient d = (F + lambda I)^-1 grad (lambda = --damping, else the net\n"
             "file's K-FAC damping), and report:\n"
             "  - cosine between the K-FAC direction and d (must be >= %.2f and above the\n"
-            "    plain gradient's), and between the gradient and d;\n"
+            "    plain gradient's), and between the gradient and d; and the K-FAC\n"
+            "    cosine with each inversion (lowrank with --rank-max, else the net\n"
+            "    file's: a factor smaller than 2 (rank_max + 8) stays dense);\n"
             "  - 1/2 s^T F s against the measured KL of a small step s (within %.0f%%);\n"
             "  - the gradient against central differences (within %.0e relative);\n"
             "  - F v by the R-op against the explicit F (within %.0e relative).\n"
@@ -37,6 +39,7 @@ int cmd_check(int argc, char **argv)
     const char *netfile = NULL, *data = KFAC_DEFAULT_DATA_DIR;
     long examples = 1000, warmup = 1, threads = 0;
     float damping = 0.0f;
+    long rank_max = 0;
     for (int i = 1; i < argc; i++) {
         const char *a, *v;
         size_t len;
@@ -62,6 +65,8 @@ int cmd_check(int argc, char **argv)
             bad = cli_parse_int(v, 1, 1024, &threads);
         else if (cli_opt_is(a, len, "--damping"))
             bad = cli_parse_float(v, &damping) || !(damping > 0.0f);
+        else if (cli_opt_is(a, len, "--rank-max"))
+            bad = cli_parse_int(v, 1, 4096, &rank_max);
         else {
             cli_error("check: unknown option '%.*s' (try 'kfac check --help')", (int)len, a);
             return EXIT_USAGE;
@@ -84,6 +89,8 @@ int cmd_check(int argc, char **argv)
     }
     if (damping > 0.0f)
         p.kfac.damping = damping;
+    if (rank_max > 0)
+        p.kfac.rank_max = (int)rank_max;
     if (threads > 0)
         kfac_set_threads((int)threads);
     kfac_dataset train, test;
@@ -109,6 +116,17 @@ int cmd_check(int argc, char **argv)
     printf("cosine(K-FAC, exact natural gradient)    %8.4f   %s (>= %.2f and > the gradient's)\n", r.cos_kfac,
            ok_cos ? "ok  " : "FAIL", MIN_COS_KFAC);
     printf("cosine(gradient, exact natural gradient) %8.4f\n", r.cos_grad);
+    for (int k = 0; k < KFAC_INV_COUNT; k++) {
+        printf("  K-FAC with %-8s inverses            %8.4f", kfac_inversion_name((kfac_inversion)k),
+               r.cos_by_inversion[k]);
+        if (k == KFAC_INV_LOWRANK) {
+            printf("   (rank_max %d; ranks of A^-1, G^-1:", p.kfac.rank_max);
+            for (int l = 0; l < r.n_layers; l++)
+                printf(" %d,%d", r.rank_a[l], r.rank_g[l]);
+            printf(")");
+        }
+        printf("\n");
+    }
     printf("KL of a small step: measured %.4e, 1/2 s^T F s %.4e, relative error %.2e   %s (<= %.0e)\n",
            r.kl_measured, r.kl_quadratic, kl_err, ok_kl ? "ok  " : "FAIL", TOL_KL);
     printf("gradient vs central differences: relative error %.2e   %s (<= %.0e)\n", r.grad_rel_err,
