@@ -300,6 +300,8 @@ static int write_plot(const config *c, const char *name, const char *title, run 
     fprintf(g, "set terminal pngcairo size 1400,560 font 'DejaVu Sans,11'\n"
                "set output '%s/%s.png'\n"
                "set datafile separator ','\nset key %s\nset grid\nset logscale y\n"
+               /* log axes labelled at 1, 2, 4, 8 of each decade, not only at decades */
+               "set ytics 2\nset format y '%%g'\n"
                "set multiplot layout 1,2 title '%s'\n",
             c->out, name, key, title);
     for (int panel = 0; panel < 2; panel++) {
@@ -536,18 +538,18 @@ int main(int argc, char **argv)
 
     /* plots */
     write_plot(&c, "fmnist-mlp", "nets/fmnist-mlp on Fashion-MNIST: training loss (mean over each epoch)", runs, n,
-               "fmnist-mlp", 4, "training loss", 1, "epochs", best, "outside right top", 1);
+               "fmnist-mlp", 4, "training loss", 1, "epochs", best, "top right", 1);
     char title[256];
     snprintf(title, sizeof title,
              "nets/mnist-autoencoder on Fashion-MNIST: training error (Bernoulli cross-entropy per image, first %d "
              "training images)", c.ae_eval_n);
     write_plot(&c, "autoencoder", title, runs, n, "autoencoder", 7, "training cross-entropy per image", 2, "iterations",
-               best, "outside right top", 0);
+               best, "top right", 0);
     snprintf(title, sizeof title,
              "nets/mnist-autoencoder on Fashion-MNIST: training squared reconstruction error per image (first %d "
              "training images)", c.ae_eval_n);
     write_plot(&c, "autoencoder-squared", title, runs, n, "autoencoder", 8, "training squared error per image", 2,
-               "iterations", best, "outside right top", 0);
+               "iterations", best, "top right", 0);
 
     /* RESULTS.md */
     const char *path = c.results, *pre = c.prefix;
