@@ -25,8 +25,9 @@ typedef struct kfac_state {
     kfac_net *net;       /* the current step's network and targets, for */
     const float *y;      /* the callbacks */
     int fvp_rows;        /* QUADRATIC: F v over this process's first rows */
-    float *gsave;        /* max_batch x d_out per layer: the true g while the
-                            sampled-target pass overwrites the net's */
+    float *gspare;       /* max_batch x d_out per layer: where the
+                            sampled-target pass writes its g, so the true g
+                            stays where the backward pass left it */
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
 } kfac_state;
 
@@ -52,7 +53,7 @@ void kfac_opt_detach(kfac_optimizer *opt)
         return;
     kfac_precond_free(s->pc);
     kfac_fisher_free(s->fisher);
-    kfac_free_floats(s->gsave), kfac_free_floats(s->ysample);
+    kfac_free_floats(s->gspare), kfac_free_floats(s->ysample);
     free(s);
     opt->ext = NULL;
 }
@@ -78,7 +79,7 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
     }
     if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &opt->p, kp, &s->pc)) != KFAC_OK)
         goto fail;
-    if (!(s->gsave = kfac_alloc_floats(g_total)) ||
+    if (!(s->gspare = kfac_alloc_floats(g_total)) ||
         !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->dims[L]))) {
         st = kfac_fail(KFAC_ERR_NOMEM, "K-FAC buffers: out of memory");
         goto fail;
@@ -112,33 +113,37 @@ void kfac_opt_io(kfac_optimizer *opt, kfac_ckio *io)
 }
 
 /* For the statistics (KFAC.md 3): G's g from targets sampled from the model
- * for the first m rows, back-propagated alone, while gtrue keeps each
- * layer's g of the training labels, which the direction needs. Row i's
- * draw is seeded by one number from rng and its index row0 + i in the
- * whole batch, so a batch split over processes draws what one process
- * would. The empirical Fisher uses the labels' g for both. */
-static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kfac_rng *rng, const float **gtrue)
+ * for the first m rows, back-propagated alone into the spare buffers (the
+ * net's g pointers swapped for the pass, so nothing is copied), while
+ * gtrue keeps each layer's g of the training labels, which the direction
+ * needs. Row i's draw is seeded by one number from rng and its index
+ * row0 + i in the whole batch, so a batch split over processes draws what
+ * one process would. The empirical Fisher uses the labels' g for both. */
+static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kfac_rng *rng, const float **gtrue,
+                               const float **gstat)
 {
     int B = net->batch, L = net->n_layers, dL = net->dims[L];
-    if (s->fisher_kind != KFAC_FISHER_SAMPLED) {
-        for (int l = 0; l < L; l++)
-            gtrue[l] = net->g[l];
+    for (int l = 0; l < L; l++)
+        gtrue[l] = gstat[l] = net->g[l];
+    if (s->fisher_kind != KFAC_FISHER_SAMPLED)
         return KFAC_OK;
-    }
     uint64_t base = kfac_rng_next(rng); /* taken by every rank, rows or not */
-    float *save = s->gsave;
-    for (int l = 0; l < L; l++) {
-        size_t n = (size_t)B * (size_t)net->dims[l + 1];
-        memcpy(save, net->g[l], sizeof(float) * n);
-        gtrue[l] = save;
-        save += (size_t)net->max_batch * (size_t)net->dims[l + 1];
-    }
     if (m < 1) /* none of the statistics rows is this process's */
         return KFAC_OK;
+    float *spare = s->gspare, *own[KFAC_MAX_LAYERS];
+    for (int l = 0; l < L; l++) {
+        own[l] = net->g[l];
+        net->g[l] = spare;
+        spare += (size_t)net->max_batch * (size_t)net->dims[l + 1];
+    }
     kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, dL, base, row0);
     net->batch = m;
     kfac_status st = kfac_net_backward(net, s->ysample, NULL);
     net->batch = B;
+    for (int l = 0; l < L; l++) {
+        gstat[l] = net->g[l];
+        net->g[l] = own[l];
+    }
     return st;
 }
 
@@ -169,7 +174,7 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
          * process's part of them */
         in.total_stat_rows = kfac_precond_stat_rows(s->pc, total);
         in.stat_rows = KFAC_MAX(0, KFAC_MIN(in.total_stat_rows - ctx->row0, B));
-        st = sample_pass(s, net, in.stat_rows, ctx->row0, ctx->rng, gtrue);
+        st = sample_pass(s, net, in.stat_rows, ctx->row0, ctx->rng, gtrue, gstat);
         kfac_precond_stats_ref(s->pc)->seconds_stats += kfac_seconds() - t0;
         if (st != KFAC_OK)
             return st;
