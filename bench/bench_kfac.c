@@ -113,10 +113,11 @@ static int bench_batch(const kfac_net_spec *spec, const kfac_train_params *base,
                (total - k->seconds_stats - k->seconds_invert - k->seconds_precond - k->seconds_fvp) / e, k->inversions);
     }
     /* what the cost model chose: ranks of the inverses of A and G, form */
-    printf("layers of the lowrank run (rank of A^-1, rank of G^-1, form):");
+    printf("layers of the lowrank run (rank of A^-1, rank of G^-1, form (MFLOP of the batch/weight forms)):\n ");
     for (int l = 0; l < ks[LOWRANK].n_layers; l++)
-        printf(" %d:%d,%d,%s", l + 1, ks[LOWRANK].rank_a[l], ks[LOWRANK].rank_g[l],
-               ks[LOWRANK].batch_form[l] ? "batch" : "weights");
+        printf(" %d:%d,%d,%s(%.1f/%.1f)", l + 1, ks[LOWRANK].rank_a[l], ks[LOWRANK].rank_g[l],
+               ks[LOWRANK].batch_form[l] ? "batch" : "weights", ks[LOWRANK].flops_batch[l] / 1e6,
+               ks[LOWRANK].flops_weights[l] / 1e6);
     printf("\n");
     return 0;
 }

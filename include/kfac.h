@@ -433,6 +433,10 @@ typedef struct kfac_kfac_stats {
                                the layer from the batch rows of abar and g
                                (its cost model's choice), 0: from its
                                gradient */
+    double flops_batch[KFAC_MAX_LAYERS], flops_weights[KFAC_MAX_LAYERS];
+                            /* why: the cost model's count for each form
+                               at the last step (beyond the product both
+                               share; 0 where no choice was made) */
 } kfac_kfac_stats;
 KFAC_API kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
 

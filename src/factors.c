@@ -599,18 +599,24 @@ static double gram_cost(const factor *x, double r)
     return x->lowrank ? r * r * (n + 2.0 * k) : 2.0 * r * r * n;
 }
 
-int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
+void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *by_rows, double *by_weights)
 {
-    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
-        return 0;
     const layer_factors *f = &pc->L[l];
     double m = f->g.n, n = f->a.n, b = batch;
     /* Both forms make one m x n x b product: the gradient, or delta =
      * P^T Q. The batch form applies the inverses to b rows of g and abar
      * and needs two b x b Grams for <delta, grad>; the weight form applies
      * them to the m rows and n columns of the gradient. */
-    double by_rows = apply_cost(&f->g, b) + apply_cost(&f->a, b) + gram_cost(&f->g, b) + gram_cost(&f->a, b);
-    double by_weights = apply_cost(&f->a, m) + apply_cost(&f->g, n) + 2.0 * m * n;
+    *by_rows = apply_cost(&f->g, b) + apply_cost(&f->a, b) + gram_cost(&f->g, b) + gram_cost(&f->a, b);
+    *by_weights = apply_cost(&f->a, m) + apply_cost(&f->g, n) + 2.0 * m * n;
+}
+
+int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
+{
+    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
+        return 0;
+    double by_rows, by_weights;
+    kfac_factors_form_flops(pc, l, batch, &by_rows, &by_weights);
     return by_rows < by_weights;
 }
 

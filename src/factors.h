@@ -89,6 +89,8 @@ double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda
  * than the weight form for layer l at this batch, given each factor's
  * inverse (dense, or low-rank of its current rank). */
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch);
+/* The counts behind it: the batch form's and the weight form's flops. */
+void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *by_rows, double *by_weights);
 /* The rank of layer l's inverse of A (is_g 0) or G (1): the pairs kept
  * by a low-rank factor, the size of a dense one. */
 int kfac_factors_rank(const kfac_factors *pc, int l, int is_g);

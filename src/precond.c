@@ -267,6 +267,10 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
         pc->st.batch_form[l] = lr[l] = batch_form(pc, in, l);
+        /* why, for the report: the flops the cost model counted */
+        pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
+        if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
+            kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
         if (lr[l] && pc->dist) {
             kfac_factors_batch_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
             any_lr = 1;

@@ -186,9 +186,12 @@ static void describe_kfac(const kfac_trainer *tr)
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
     /* per layer: the ranks of the inverses of A and G, and the form the
      * cost model chose (batch rows of abar and g, or the gradient) */
-    printf("# kfac: layers (rank of A^-1, rank of G^-1, form):");
-    for (int l = 0; l < k.n_layers; l++)
+    printf("# kfac: layers (rank of A^-1, rank of G^-1, form (MFLOP batch/weights)):");
+    for (int l = 0; l < k.n_layers; l++) {
         printf(" %d:%d,%d,%s", l + 1, k.rank_a[l], k.rank_g[l], k.batch_form[l] ? "batch" : "weights");
+        if (k.flops_batch[l] > 0)
+            printf("(%.1f/%.1f)", k.flops_batch[l] / 1e6, k.flops_weights[l] / 1e6);
+    }
     printf("\n");
 }
 
