@@ -211,12 +211,15 @@ install: all
 	    kfac.pc.in > $(INSTALL_LIB)/pkgconfig/kfac.pc
 	install -m 755 $(B)/kfac $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 nets/*.net $(INSTALL_NETS)/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/kfac
+	install -m 644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/kfac/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/kfac.h $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
 	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
 	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
-	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac 2>/dev/null || true
+	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE
+	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac $(DESTDIR)$(PREFIX)/share/doc/kfac 2>/dev/null || true
 
 # The embedding examples (tests/embed/) built as a user builds them:
 # installed into a temporary prefix, compiled with pkg-config's flags
