@@ -100,6 +100,7 @@ typedef struct config {
     int batch;    /* 0: BATCH */
     int examples; /* 0: EXAMPLES */
     int rank_max; /* 0: the default */
+    float fvp_fraction; /* 0: the default */
 } config;
 
 static void equivalence(const kfac_net_spec *spec, const kfac_train_params *base, const kfac_dataset *all,
@@ -119,6 +120,8 @@ static void equivalence(const kfac_net_spec *spec, const kfac_train_params *base
     p.kfac.rule = c->rule;
     if (c->rank_max)
         p.kfac.rank_max = c->rank_max;
+    if (c->fvp_fraction > 0)
+        p.kfac.fvp_fraction = c->fvp_fraction;
     if (c->rule == KFAC_RULE_QUADRATIC)
         p.kfac.damping = 1.0f;
     int kf = c->opt == KFAC_OPT_KFAC;
@@ -267,19 +270,23 @@ int main(int argc, char **argv)
                (unsigned long long)base.seed, kfac_get_threads());
 
     static const config configs[] = {
-        {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
-        {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
-        {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0},
-        {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0, 0},
-        {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0},
+        {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
+        {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
+        {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
+        {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
+        {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0, 0.0f},
+        /* F products on the first 51 of 101 rows: all of rank 0's 50, one
+         * of rank 1's */
+        {"kfac quadratic, F on half the batch", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0,
+         0, 0, 0.5f},
         /* lowrank inverses (2 (16 + 8) <= 50: the first A), each on its
          * owner rank, basis, rank and constant broadcast */
-        {"kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 0, 16},
+        {"kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 0, 16, 0.0f},
         /* 5 or 6 rows a rank: the batch form, its slices' deltas summed.
          * K-FAC on batches of 11 is chaotic: rounding differences grow
          * from 7e-7 after 10 steps to 5e-5 after 200 and 3e-2 after 400,
          * so 200 steps (1100 examples, 2 epochs; 3.9e-4 here) */
-        {"kfac batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0},
+        {"kfac batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0, 0.0f},
         /* lowrank inverses in the batch form, slices' parts summed. Only 4
          * steps: batch-11 K-FAC is chaotic, and the low-rank apply
          * (c x + (x U^T) e U, cancelling along U) starts from about 5e-6
@@ -287,7 +294,7 @@ int main(int argc, char **argv)
          * rank_max 16, not 4: a truncation inside the spectrum's large
          * part leaves the kept subspace ill-determined (l_k ~ l_k+1), and
          * rounding then moves the inverse by 1e-3 in a step. */
-        {"kfac lowrank, batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 11, 22, 16},
+        {"kfac lowrank, batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 11, 22, 16, 0.0f},
     };
     for (size_t i = 0; i < sizeof configs / sizeof *configs; i++)
         equivalence(&spec, &base, &d, &configs[i]);
