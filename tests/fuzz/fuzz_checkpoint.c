@@ -40,6 +40,7 @@ static void setup(kfac_trainer **t, kfac_optimizer_kind kind, int quadratic)
     kfac_train_params p;
     FUZZ_REQUIRE(kfac_netfile_parse(NET, "fuzz.net", &spec, &p) == KFAC_OK, "%s", kfac_last_error());
     p.optimizer = kind;
+    p.kfac.inversion = KFAC_INV_CHOLESKY; /* as the seed corpus was written */
     if (quadratic) {
         p.kfac.rule = KFAC_RULE_QUADRATIC;
         p.kfac.inversion = KFAC_INV_EIGEN;
