@@ -273,8 +273,11 @@ fail:
 int kfac_trainer_rank(const kfac_trainer *t) { return t ? kfac_dist_rank(t->dist) : -1; }
 int kfac_trainer_ranks(const kfac_trainer *t) { return t ? kfac_dist_size(t->dist) : -1; }
 
-static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user, kfac_epoch_stats *stats)
+kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
+                               kfac_epoch_stats *stats)
 {
+    if (!t)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_epoch: trainer is NULL");
     double start = kfac_seconds();
     int n = t->train->n, batch = t->p.batch;
     /* Fisher-Yates on the running order: each epoch a fresh permutation */
@@ -357,21 +360,6 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         stats->seconds = t->seconds;
         stats->train_loss = seen > 0 ? loss_sum / (double)seen : NAN;
     }
-    return st;
-}
-
-kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
-                               kfac_epoch_stats *stats)
-{
-    if (!t)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_epoch: trainer is NULL");
-    /* Values that decay toward zero step after step (Adam's m and v,
-     * momentum of a weight whose gradient stopped) pass through the
-     * denormals, where each operation costs ~100 cycles; flushed, they
-     * become 0 at once, which changes nothing a float step could notice. */
-    kfac_fp_flush_begin();
-    kfac_status st = epoch(t, progress, user, stats);
-    kfac_fp_flush_end();
     return st;
 }
 
