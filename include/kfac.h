@@ -73,7 +73,15 @@ KFAC_API const char *kfac_strerror(kfac_status s);
 KFAC_API const char *kfac_last_error(void);
 
 /* Threads used by OpenMP regions and OpenBLAS (one shared pool). n <= 0
- * means "all cores". */
+ * means "all cores".
+ * On a machine other processes may load, start the program with
+ * GOMP_SPINCOUNT=3000 (or OMP_WAIT_POLICY=passive) in its environment:
+ * libgomp's idle threads otherwise spin 300000 times (about 3 ms) before
+ * they sleep, and with another process on one of 2 cores an epoch took
+ * 9-12x its idle time (2.2-2.6x with GOMP_SPINCOUNT=3000). libgomp reads
+ * these variables once, as it is loaded, so setenv() in a running program
+ * is too late. The kfac program sets GOMP_SPINCOUNT=3000 itself unless
+ * either is set. */
 KFAC_API void kfac_set_threads(int n);
 KFAC_API int kfac_get_threads(void);
 
@@ -599,7 +607,14 @@ KFAC_API void kfac_trainer_free(kfac_trainer *t);
 
 KFAC_API kfac_net *kfac_trainer_net(kfac_trainer *t);
 /* One pass over the training data in a fresh shuffled order. stats->test_*
- * are left zero; use kfac_trainer_evaluate. */
+ * are left zero; use kfac_evaluate.
+ * Meanwhile the calling thread and the threads of its OpenMP pool flush
+ * denormal results and inputs to zero (x86-64: MXCSR's FTZ and DAZ; other
+ * machines are left as they are), as Adam's decaying state otherwise
+ * spends much of an epoch in slow denormal arithmetic. Before it returns,
+ * each thread gets its floating-point modes back (rounding, exception
+ * masks, FTZ, DAZ); exception flags raised stay raised. kfac_evaluate and
+ * kfac_precond_step leave the environment as they find it. */
 KFAC_API kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats);
 /* How good K-FAC is on a tiny network (KFAC.md 7): measured against the

@@ -27,6 +27,12 @@ void kfac_free_floats(float *p);
  * breakdown. */
 double kfac_seconds(void);
 
+/* Flush denormal results and inputs to zero (SSE's FTZ and DAZ, x86-64
+ * only) on the calling thread and its OpenMP pool until the matching
+ * kfac_fp_flush_end, which restores each thread's modes. Nests. */
+void kfac_fp_flush_begin(void);
+void kfac_fp_flush_end(void);
+
 /* OpenMP's runtime calls. A build without -fopenmp (the fuzzing build,
  * tests/fuzz/) ignores the pragmas and runs everything on one thread. */
 #ifdef _OPENMP

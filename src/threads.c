@@ -1,10 +1,14 @@
 /* threads.c - the runtime: one thread count for our OpenMP loops and
- * OpenBLAS (its OpenMP build shares libgomp's pool), aligned float buffers
- * and the clock. */
+ * OpenBLAS (its OpenMP build shares libgomp's pool), flush-to-zero while
+ * training, aligned float buffers and the clock. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "common.h"
 
@@ -17,6 +21,63 @@ void kfac_set_threads(int n)
 }
 
 int kfac_get_threads(void) { return omp_get_max_threads(); }
+
+#if defined(__x86_64__)
+/* MXCSR's flush-to-zero (FTZ, results) and denormals-are-zero (DAZ,
+ * inputs) bits; every x86-64 processor has both. */
+#define FLUSH_BITS 0x8040u
+#define FLAG_BITS 0x003fu /* the sticky exception flags */
+static unsigned csr_get(void) { return _mm_getcsr(); }
+static void csr_set(unsigned v) { _mm_setcsr(v); }
+#else
+/* elsewhere the environment is left alone (slower where denormals are) */
+#define FLUSH_BITS 0u
+#define FLAG_BITS 0u
+static unsigned csr_get(void) { return 0; }
+static void csr_set(unsigned v) { (void)v; }
+#endif
+
+static _Thread_local int flush_depth;      /* the calling thread's nesting */
+static _Thread_local unsigned flush_saved; /* each thread's MXCSR before */
+static _Thread_local int flush_held;       /* flush_saved is this thread's */
+
+/* The threads a call may use: our regions' and OpenBLAS's (at most the
+ * larger, from the one libgomp pool of the calling thread). */
+#define POOL_THREADS KFAC_MAX(omp_get_max_threads(), openblas_get_num_threads())
+
+/* MXCSR is per thread, so it is set in a region of as many threads as
+ * training uses. This relies on libgomp keeping the calling thread's pool:
+ * later regions of that many threads (or of one, which leaves the pool be)
+ * run on these same threads. A thread the pool adds meanwhile inherits the
+ * caller's flushed MXCSR, and kfac_fp_flush_end gives it the caller's old
+ * one. */
+void kfac_fp_flush_begin(void)
+{
+    if (FLUSH_BITS == 0 || flush_depth++ > 0)
+        return;
+#pragma omp parallel num_threads(POOL_THREADS)
+    {
+        flush_saved = csr_get();
+        flush_held = 1;
+        csr_set(flush_saved | FLUSH_BITS);
+    }
+}
+
+/* The modes (rounding, masks, FTZ, DAZ) as they were; exception flags
+ * raised meanwhile stay raised, as after any arithmetic (feupdateenv's
+ * rule). */
+void kfac_fp_flush_end(void)
+{
+    if (FLUSH_BITS == 0 || flush_depth == 0 || --flush_depth > 0)
+        return;
+    unsigned caller = flush_saved;
+#pragma omp parallel num_threads(POOL_THREADS)
+    {
+        unsigned before = flush_held ? flush_saved : caller;
+        csr_set((before & ~FLAG_BITS) | ((before | csr_get()) & FLAG_BITS));
+        flush_held = 0;
+    }
+}
 
 float *kfac_alloc_floats(size_t n)
 {

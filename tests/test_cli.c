@@ -12,19 +12,21 @@
 
 static char out_path[512], err_path[512];
 
-/* Run `kfac ARGS` from the project root; returns the exit status and leaves
- * stdout/stderr in out_path/err_path. */
-static int run_kfac(const char *args)
+/* Run `PREFIX kfac ARGS` from the project root (PREFIX: `env ...`, say);
+ * returns the exit status and leaves stdout/stderr in out_path/err_path. */
+static int run_kfac_env(const char *prefix, const char *args)
 {
     snprintf(out_path, sizeof out_path, "%s/cli.out", test_tmpdir());
     snprintf(err_path, sizeof err_path, "%s/cli.err", test_tmpdir());
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s' </dev/null", test_root(), test_kfac_bin(), args,
-             out_path, err_path);
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s >'%s' 2>'%s' </dev/null", test_root(), prefix,
+             test_kfac_bin(), args, out_path, err_path);
     int st = system(cmd);
     ck_assert_msg(st != -1 && WIFEXITED(st), "could not run: %s", cmd);
     return WEXITSTATUS(st);
 }
+
+static int run_kfac(const char *args) { return run_kfac_env("", args); }
 
 static char *slurp(const char *path)
 {
@@ -324,6 +326,49 @@ START_TEST(test_checkpoints)
 }
 END_TEST
 
+/* The program bounds libgomp's spin-waiting (src/cli/main.c): with neither
+ * GOMP_SPINCOUNT nor OMP_WAIT_POLICY set it runs itself again, exactly
+ * once, with GOMP_SPINCOUNT=3000, and libgomp reads that value; a policy
+ * the user set is kept and the program runs once. libgomp's
+ * OMP_DISPLAY_ENV report, printed as it loads, shows each image and what
+ * it read. The training header names the policy in effect. */
+START_TEST(test_spin_wait_bounded)
+{
+    static const struct {
+        const char *env, *libgomp_read, *header;
+        int images;
+    } runs[] = {
+        {"-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "GOMP_SPINCOUNT = '3000'", "1 threads (GOMP_SPINCOUNT=3000)\n", 2},
+        {"-u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "GOMP_SPINCOUNT = '77'", "1 threads (GOMP_SPINCOUNT=77)\n", 1},
+        {"-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "GOMP_SPINCOUNT = '0'", "1 threads (OMP_WAIT_POLICY=passive)\n",
+         1},
+    };
+    const char *data = small_data();
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char env[256], args[1024];
+        /* the timeout stops a loop of re-executions */
+        snprintf(env, sizeof env, "timeout 300 env %s OMP_DISPLAY_ENV=verbose", runs[i].env);
+        ck_assert_int_eq(run_kfac_env(env, "--version"), 0);
+        ck_assert_str_eq(slurp(out_path), "kfac " KFAC_VERSION_STRING "\n");
+        const char *err = slurp(err_path), *last = NULL;
+        int images = 0;
+        for (const char *at = err; (at = strstr(at, "OPENMP DISPLAY ENVIRONMENT BEGIN")) != NULL; at++)
+            images++, last = at;
+        ck_assert_msg(images == runs[i].images, "env %s: %d program images, expected %d:\n%.3000s", runs[i].env,
+                      images, runs[i].images, err);
+        ck_assert_msg(strstr(last, runs[i].libgomp_read), "env %s: libgomp lacks %s:\n%s", runs[i].env,
+                      runs[i].libgomp_read, last);
+
+        snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 1 --batch 50 --threads 1 --quiet", data);
+        snprintf(env, sizeof env, "env %s", runs[i].env);
+        ck_assert_msg(run_kfac_env(env, args) == 0, "%s", slurp(err_path));
+        const char *out = slurp(out_path);
+        ck_assert_msg(strstr(out, runs[i].header), "env %s: the header lacks '%s':\n%s", runs[i].env, runs[i].header,
+                      out);
+    }
+}
+END_TEST
+
 Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -336,6 +381,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_compare);
     tcase_add_test(tc, test_run_and_log);
     tcase_add_test(tc, test_checkpoints);
+    tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);
     /* trains on the real data (left out under valgrind) */
     tc = tcase_create("check");

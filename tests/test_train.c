@@ -1,13 +1,21 @@
 /* test_train.c - the trainer end to end on a slice of the real
  * Fashion-MNIST: every optimizer reaches a stated test accuracy, runs are
- * reproducible, the autoencoder's reconstruction error falls, and bad
- * set-ups are refused. */
+ * reproducible, the autoencoder's reconstruction error falls, bad set-ups
+ * are refused, and an epoch flushes denormals without leaving the caller's
+ * floating-point modes changed. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <omp.h>
+#include <xmmintrin.h>
+#endif
+
+#include "checkpoint.h"
 #include "kfac.h"
+#include "optim.h"
 #include "tests.h"
 
 enum { TRAIN_N = 6000, TEST_N = 2000 };
@@ -352,6 +360,115 @@ START_TEST(test_nan_caught_at_first_loss)
 }
 END_TEST
 
+#if defined(__x86_64__)
+enum { CSR_FLUSH = 0x8040, CSR_FLAGS = 0x3f };
+
+typedef struct fp_probe {
+    int steps;
+    int unflushed_threads; /* summed over steps */
+    int denormal_results;  /* steps where tiny arithmetic gave a non-zero */
+} fp_probe;
+
+/* In the middle of the epoch: FTZ and DAZ on the calling thread and every
+ * thread of its pool (a region of the trainer's size runs on the pool's
+ * threads), and they act. */
+static int probe_fp(void *user, long step, long steps)
+{
+    (void)step, (void)steps;
+    fp_probe *p = user;
+    int bad = 0;
+#pragma omp parallel num_threads(kfac_get_threads()) reduction(+ : bad)
+    bad += (_mm_getcsr() & CSR_FLUSH) != CSR_FLUSH;
+    volatile float tiny = 1e-30f, denormal = 1e-40f, scale = 2.0f;
+    float ftz = tiny * 1e-10f, daz = denormal * scale;
+    p->steps++;
+    p->unflushed_threads += bad;
+    p->denormal_results += ftz != 0.0f || daz != 0.0f;
+    return 0;
+}
+
+/* Adam on a problem whose state would hold denormals: a feature of 1e-18
+ * makes its weights' gradients about 1e-19 (every label 0, so the mean of
+ * softmax - onehot stays near -0.5 and +0.5), and then (1 - beta2) g^2 lies
+ * between 1e-43 and 1e-39, below FLT_MIN. Flushed, v is 0 there. The
+ * caller's MXCSR (the loop's value: default, already flushing, rounding
+ * toward zero with a raised flag) keeps its modes and flags. */
+START_TEST(test_epoch_flushes_denormals)
+{
+    static const unsigned caller_csr[] = {0x1f80, 0x1f80 | CSR_FLUSH, 0x7f80 | 0x01};
+    enum { N = 64, F = 4, C = 2, B = 8 };
+    kfac_set_threads(2);
+    kfac_dataset d = {0};
+    d.n = N, d.features = F, d.rows = 1, d.cols = F, d.classes = C;
+    d.x = malloc(sizeof(float) * N * F);
+    d.labels = calloc(N, 1);
+    kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    for (int i = 0; i < N; i++) {
+        d.x[i * F] = 1e-18f;
+        for (int j = 1; j < F; j++)
+            d.x[i * F + j] = (float)kfac_rng_uniform(&r);
+    }
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = F;
+    s.n_layers = 1;
+    s.layers[0] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = KFAC_OPT_ADAM;
+    p.batch = B;
+    kfac_trainer *t;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK, "%s", kfac_last_error());
+
+    unsigned before = caller_csr[_i];
+    _mm_setcsr(before);
+    fp_probe probe = {0};
+    kfac_status st = kfac_trainer_epoch(t, probe_fp, &probe, NULL);
+    unsigned after = _mm_getcsr();
+    _mm_setcsr(0x1f80);
+    ck_assert_msg(st == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_msg((after & ~CSR_FLAGS) == (before & ~CSR_FLAGS), "MXCSR modes %#x before the epoch, %#x after",
+                  before & ~CSR_FLAGS, after & ~CSR_FLAGS);
+    ck_assert_msg((after & before & CSR_FLAGS) == (before & CSR_FLAGS), "MXCSR flags %#x before, %#x after", before,
+                  after);
+    ck_assert_int_eq(probe.steps, N / B);
+    ck_assert_msg(probe.unflushed_threads == 0, "%d thread-steps without FTZ and DAZ", probe.unflushed_threads);
+    ck_assert_msg(probe.denormal_results == 0, "%d steps computed denormals", probe.denormal_results);
+
+    /* Adam's m and v, read back through the checkpoint's visitors */
+    kfac_ckio w = {.mode = KFAC_CKIO_WRITE};
+    kfac_trainer_io(t, &w);
+    ck_assert_int_eq(w.status, KFAC_OK);
+    size_t P = kfac_net_n_params(kfac_trainer_net(t));
+    float theta[C * (F + 1)];
+    ck_assert_uint_eq(P, C * (F + 1));
+    kfac_optimizer *adam;
+    ck_assert_int_eq(kfac_optimizer_new(KFAC_OPT_ADAM, NULL, P, &adam), KFAC_OK);
+    kfac_ckio rd = {.mode = KFAC_CKIO_READ, .buf = w.buf, .len = w.len};
+    kfac_ckio_floats(&rd, theta, P, "network parameters");
+    kfac_optimizer_io(adam, &rd);
+    ck_assert_msg(rd.status == KFAC_OK, "%s", kfac_last_error());
+    const float *m = adam->state[0], *v = adam->state[1];
+    for (size_t i = 0; i < P; i++) {
+        ck_assert_msg(fpclassify(theta[i]) != FP_SUBNORMAL && fpclassify(m[i]) != FP_SUBNORMAL &&
+                          fpclassify(v[i]) != FP_SUBNORMAL,
+                      "parameter %zu: theta %g, m %g, v %g (a denormal)", i, theta[i], m[i], v[i]);
+        if (i % (F + 1) == 0) { /* W's column of the tiny feature */
+            /* the gradient was there and tiny, so unflushed v would be too */
+            ck_assert_msg(fabsf(m[i]) > 1e-25f && fabsf(m[i]) < 1e-15f, "m[%zu] = %g", i, m[i]);
+            ck_assert_msg(v[i] == 0.0f, "v[%zu] = %g, not flushed", i, v[i]);
+        }
+    }
+    kfac_optimizer_free(adam);
+    free(w.buf);
+    kfac_trainer_free(t);
+    free(d.x);
+    free(d.labels);
+}
+END_TEST
+#endif
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -373,5 +490,15 @@ Suite *train_suite(void)
     tcase_add_test(tc, test_divergence_on_last_step);
     tcase_add_loop_test(tc, test_nan_caught_at_first_loss, 0, KFAC_OPT_COUNT);
     suite_add_tcase(s, tc);
+
+#if defined(__x86_64__)
+    /* valgrind does not emulate MXCSR's modes (make check-valgrind
+     * excludes the tag) */
+    tc = tcase_create("floating point");
+    tcase_set_tags(tc, "fpenv");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_epoch_flushes_denormals, 0, 3);
+    suite_add_tcase(s, tc);
+#endif
     return s;
 }

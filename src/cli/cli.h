@@ -55,6 +55,10 @@ int cli_opt_is(const char *name, size_t len, const char *want);
  * error and returns the exit status on failure, 0 on success. */
 int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test);
 
+/* The OpenMP wait policy this process runs with, as set in its
+ * environment ("GOMP_SPINCOUNT=1000"; "" for libgomp's default). */
+const char *cli_wait_policy(void);
+
 int cmd_train(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

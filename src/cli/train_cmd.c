@@ -153,8 +153,9 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
         printf(" momentum %g", mu);
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
-    printf(", batch %d, %d epochs, seed %llu, %d threads\n", p->batch, p->epochs,
-           (unsigned long long)p->seed, kfac_get_threads());
+    const char *wait = cli_wait_policy();
+    printf(", batch %d, %d epochs, seed %llu, %d threads%s%s%s\n", p->batch, p->epochs,
+           (unsigned long long)p->seed, kfac_get_threads(), *wait ? " (" : "", wait, *wait ? ")" : "");
     if (p->optimizer == KFAC_OPT_KFAC) {
         const kfac_kfac_params *k = &p->kfac;
         printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %g of the batch, %s Fisher, "
