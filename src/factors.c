@@ -49,6 +49,8 @@ typedef struct layer_factors {
 struct kfac_factors {
     kfac_kfac_params p;
     int n_layers, max_rows, max_d;
+    int gram_rows;   /* the batch form's largest batch: its B x B Grams
+                        are allocated for this many rows */
     layer_factors *L;
     long k;          /* statistics rounds so far */
     float eps;       /* min(1 - 1/k, decay) for the current round */
@@ -60,10 +62,10 @@ struct kfac_factors {
     size_t n_stage;
     const kfac_dist *dist; /* NULL: one process */
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
-    float *P, *Q;    /* max_rows x max_d: g G^-1 and abar A^-1 */
-    float *M1, *M2;  /* a max_rows x max_rows Gram per thread, for
+    float *P, *Q;    /* gram_rows x max_d: g G^-1 and abar A^-1 */
+    float *M1, *M2;  /* a gram_rows x gram_rows Gram per thread, for
                         <delta, grad> */
-    float *Ta, *Tas, *Tg, *Tgs; /* max(max_rows, max_d) x max_s: x U^T of
+    float *Ta, *Tas, *Tg, *Tgs; /* max(gram_rows, max_d) x max_s: x U^T of
                             the low-rank inverses, and scaled by e */
     int n_ws;        /* one LAPACK workspace per thread */
     kfac_linalg_ws **ws;
@@ -128,6 +130,11 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     pc->n_layers = n_layers;
     pc->max_rows = max_rows;
     pc->max_d = max_d;
+    /* The batch form only for batches up to 4096 rows: past that its
+     * Grams, B^2 (d_in + d_out), outgrow the weight form's gradient,
+     * 2 B d_in d_out, unless a layer is wider than about 2 B, and they would
+     * take 64 MiB a thread; its P, Q and Grams are sized for that */
+    pc->gram_rows = KFAC_MIN(max_rows, 4096);
     pc->L = calloc((size_t)n_layers, sizeof *pc->L);
     int eigen = p->inversion == KFAC_INV_EIGEN, ok = pc->L != NULL, max_s = 1;
     for (int l = 0; ok && l < n_layers; l++) {
@@ -165,13 +172,13 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
         f->g.stat = pc->stage + at;
         at += (size_t)f->g.n * (f->g.n + 1) / 2;
     }
-    size_t rows_d = (size_t)max_rows * (size_t)max_d;
+    size_t rows_d = (size_t)pc->gram_rows * (size_t)max_d;
     ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
          (pc->tmp2 = kfac_alloc_floats(max_w)) && (pc->P = kfac_alloc_floats(rows_d)) &&
          (pc->Q = kfac_alloc_floats(rows_d)) &&
-         (pc->M1 = kfac_alloc_floats((size_t)omp_get_max_threads() * max_rows * max_rows)) &&
-         (pc->M2 = kfac_alloc_floats((size_t)omp_get_max_threads() * max_rows * max_rows));
-    size_t t_rows = (size_t)KFAC_MAX(max_rows, max_d) * (size_t)max_s;
+         (pc->M1 = kfac_alloc_floats((size_t)omp_get_max_threads() * pc->gram_rows * pc->gram_rows)) &&
+         (pc->M2 = kfac_alloc_floats((size_t)omp_get_max_threads() * pc->gram_rows * pc->gram_rows));
+    size_t t_rows = (size_t)KFAC_MAX(pc->gram_rows, max_d) * (size_t)max_s;
     ok = ok && (pc->Ta = kfac_alloc_floats(t_rows)) && (pc->Tas = kfac_alloc_floats(t_rows)) &&
          (pc->Tg = kfac_alloc_floats(t_rows)) && (pc->Tgs = kfac_alloc_floats(t_rows));
     pc->n_ws = omp_get_max_threads();
@@ -613,7 +620,7 @@ void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *b
 
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
 {
-    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->max_rows)
+    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->gram_rows)
         return 0;
     double by_rows, by_weights;
     kfac_factors_form_flops(pc, l, batch, &by_rows, &by_weights);
@@ -676,8 +683,9 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
     if (pc->p.inversion == KFAC_INV_EIGEN)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs Kronecker-factored inverses, not eigen");
-    if (batch < 1 || batch > pc->max_rows)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, pc->max_rows);
+    if (batch < 1 || batch > pc->gram_rows)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d] (the batch form's largest)", batch,
+                         pc->gram_rows);
     layer_factors *f = &pc->L[l];
     int m = f->g.n, b = batch;
     batch_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
