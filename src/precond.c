@@ -191,13 +191,13 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* Whether layer l takes the batch form (README, K-FAC: the cost model): it works from g and
- * abar, so not with weight decay. In a process group each rank
- * preconditions its own slice and the slices' deltas are summed (the form
- * is linear in the gradient): the same bytes as summing the gradient, and
- * the cheap form stays cheap when each rank holds few rows. The quadratic
- * rule needs the summed gradient itself, so there every layer takes the
- * full form. */
+/* Whether layer l takes the batch form (README, K-FAC: the cost model):
+ * it works from g and abar, so not with weight decay. In a process group
+ * each rank preconditions its own slice and the slices' deltas are summed
+ * (the form is linear in the gradient): the same bytes as summing the
+ * gradient, and the cheap form stays cheap when each rank holds few rows.
+ * The quadratic rule needs the summed gradient itself, so there every
+ * layer takes the weight form. */
 static int batch_form(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
     if (in->grad || pc->wd != 0.0f || (pc->dist && pc->kp.rule == KFAC_RULE_QUADRATIC))
