@@ -53,6 +53,18 @@ static void solve(double *M, double *b, int n)
     }
 }
 
+/* V (dout x din) <- (1/B) g^T abar, the mean gradient, in double */
+static void mean_gradient(const float *g, const float *abar, int B, int dout, int din, float *V)
+{
+    for (int i = 0; i < dout; i++)
+        for (int j = 0; j < din; j++) {
+            double s = 0;
+            for (int n = 0; n < B; n++)
+                s += (double)g[n * dout + i] * abar[n * din + j];
+            V[i * din + j] = (float)(s / B);
+        }
+}
+
 /* Running averages: after rounds with batches X_1, X_2, X_3 the factor is
  * the epsilon-weighted sum, epsilon_k = min(1 - 1/k, decay) (KFAC.md 3). */
 START_TEST(test_factors_are_running_sums)
@@ -203,13 +215,7 @@ START_TEST(test_kronecker_identity)
 
     /* V: a gradient (1/B) g^T abar from the first B rows */
     float V[N], delta[N], delta_lr[N];
-    for (int i = 0; i < DOUT; i++)
-        for (int j = 0; j < DIN; j++) {
-            double s = 0;
-            for (int n = 0; n < B; n++)
-                s += (double)g[n * DOUT + i] * abar[n * DIN + j];
-            V[i * DIN + j] = (float)(s / B);
-        }
+    mean_gradient(g, abar, B, DOUT, DIN, V);
     ck_assert_int_eq(kfac_factors_apply(pc, 0, V, delta), KFAC_OK);
     static double K[N * N];
     double x[N];
@@ -297,14 +303,7 @@ START_TEST(test_lowrank_matches_dense)
         int ka = kfac_factors_rank(lr, 0, 0), kg = kfac_factors_rank(lr, 0, 1);
         ck_assert_msg(ka >= 1 && ka <= 8 && kg >= 1 && kg <= 8, "ranks %d, %d", ka, kg);
         ck_assert_int_eq(kfac_factors_rank(ex, 0, 0), DIN);
-        /* V = (1/B) g^T abar */
-        for (int i = 0; i < DOUT; i++)
-            for (int j = 0; j < DIN; j++) {
-                double acc = 0;
-                for (int n = 0; n < B; n++)
-                    acc += (double)g[n * DOUT + i] * abar[n * DIN + j];
-                V[i * DIN + j] = (float)(acc / B);
-            }
+        mean_gradient(g, abar, B, DOUT, DIN, V);
         ck_assert_int_eq(kfac_factors_apply(lr, 0, V, d_lr), KFAC_OK);
         ck_assert_int_eq(kfac_factors_apply(ex, 0, V, d_ex), KFAC_OK);
         double err = 0, norm = 0, dot = 0, cross = 0, nlr = 0;

@@ -49,6 +49,15 @@ static void small_spec(kfac_net_spec *s, kfac_train_params *p)
     ck_assert_msg(kfac_netfile_load(path, s, p) == KFAC_OK, "%s", kfac_last_error());
 }
 
+/* s: one linear layer, inputs -> classes (softmax cross-entropy) */
+static void linear_spec(kfac_net_spec *s, int inputs, int classes)
+{
+    kfac_net_spec_init(s);
+    s->inputs = inputs;
+    s->n_layers = 1;
+    s->layers[0] = (kfac_layer_spec){classes, KFAC_ACT_LINEAR};
+}
+
 /* Each optimizer, with a learning rate suited to it, trains nets/small.net
  * for 3 epochs on 6000 images to at least 78% test accuracy (an untrained
  * net scores about 10%). */
@@ -278,10 +287,7 @@ START_TEST(test_divergence_on_last_step)
         d.x[(size_t)i * F + (i % C)] = 1e36f;
     }
     kfac_net_spec s;
-    kfac_net_spec_init(&s);
-    s.inputs = F;
-    s.n_layers = 1;
-    s.layers[0] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    linear_spec(&s, F, C);
     kfac_train_params p;
     kfac_train_params_init(&p);
     p.optimizer = KFAC_OPT_SGD;
@@ -410,10 +416,7 @@ START_TEST(test_epoch_flushes_denormals)
             d.x[i * F + j] = (float)kfac_rng_uniform(&r);
     }
     kfac_net_spec s;
-    kfac_net_spec_init(&s);
-    s.inputs = F;
-    s.n_layers = 1;
-    s.layers[0] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    linear_spec(&s, F, C);
     kfac_train_params p;
     kfac_train_params_init(&p);
     p.optimizer = KFAC_OPT_ADAM;
