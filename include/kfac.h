@@ -179,7 +179,7 @@ KFAC_API kfac_status kfac_net_spec_validate(const kfac_net_spec *spec);
  * All weights live in one contiguous float vector (layer 0 first), as does
  * the gradient, so optimizers work on flat vectors.
  *
- * Forward records each layer's input abar (KFAC.md 2); backward records each
+ * Forward records each layer's input abar (docs/algorithm.md §2); backward records each
  * layer's per-example pre-activation gradient g_l = dl_n/ds_l (NOT divided
  * by the batch size) and, if asked, the mean gradient
  * dW_l = (1/B) g_l^T abar_{l-1}: the only place the 1/B appears.
@@ -235,7 +235,7 @@ KFAC_API kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, 
  * z (n x d) under `loss`: one-hot categorical from softmax(z), per-output
  * Bernoulli from sigmoid(z), or z + N(0, I). Back-propagating these instead
  * of the labels gives the per-example g whose statistics make K-FAC's G
- * factor an estimate of the true Fisher (KFAC.md 3); see kfac_precond.
+ * factor an estimate of the true Fisher (docs/algorithm.md §3); see kfac_precond.
  * Takes one number from rng, which with the row's index seeds each row's
  * own generator: the draw depends on the seed alone, not on the threads.
  * n, d >= 1. */
@@ -326,7 +326,7 @@ KFAC_API kfac_optimizer_kind kfac_optimizer_get_kind(const kfac_optimizer *opt);
 
 /* ---------------------------------------------------------------- K-FAC */
 
-/* Which targets the G factor's gradients come from (KFAC.md 1, 3). */
+/* Which targets the G factor's gradients come from (docs/algorithm.md §1, 3). */
 typedef enum kfac_fisher_kind {
     KFAC_FISHER_SAMPLED = 0, /* y ~ p(y|x, theta): the Fisher (default) */
     KFAC_FISHER_EMPIRICAL,   /* the training labels: NOT the Fisher (Martens
@@ -334,7 +334,7 @@ typedef enum kfac_fisher_kind {
     KFAC_FISHER_COUNT
 } kfac_fisher_kind;
 
-/* How the damped factors are inverted (KFAC.md 4). */
+/* How the damped factors are inverted (docs/algorithm.md §4). */
 typedef enum kfac_inversion {
     KFAC_INV_CHOLESKY = 0, /* (A + pi sqrt(l) I)^-1, (G + sqrt(l)/pi I)^-1,
                               pi by the trace norm: factored Tikhonov */
@@ -348,7 +348,7 @@ typedef enum kfac_inversion {
     KFAC_INV_COUNT
 } kfac_inversion;
 
-/* How the preconditioned direction becomes an update (KFAC.md 5). */
+/* How the preconditioned direction becomes an update (docs/algorithm.md §5). */
 typedef enum kfac_step_rule {
     KFAC_RULE_KL_CLIP = 0, /* lr and momentum, the step scaled down so that
                               lr^2 <Delta, grad> <= kl_clip (Ba et al.) */
@@ -617,7 +617,7 @@ KFAC_API kfac_net *kfac_trainer_net(kfac_trainer *t);
  * kfac_precond_step leave the environment as they find it. */
 KFAC_API kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                                kfac_epoch_stats *stats);
-/* How good K-FAC is on a tiny network (KFAC.md 7): measured against the
+/* How good K-FAC is on a tiny network (docs/algorithm.md §7): measured against the
  * exact Fisher F = (1/N) sum_n J_n^T H_n J_n of N examples and the exact
  * natural gradient d = (F + lambda I)^-1 grad. */
 typedef struct kfac_check_report {

@@ -1,5 +1,5 @@
 /* check.c - K-FAC measured against the exact natural gradient on a tiny
- * network (KFAC.md 7): the explicit Fisher of N examples, the exact
+ * network (docs/algorithm.md §7): the explicit Fisher of N examples, the exact
  * damped natural gradient, and the checks a numerical user runs first
  * (gradient by finite differences, F v by the R-op against explicit F, the
  * KL of a small step against its quadratic model). */
@@ -44,7 +44,7 @@ static double batch_loss(kfac_net *net, const float *y, int n)
     return loss;
 }
 
-/* the K-FAC direction of KFAC.md 5 on this batch: factors from targets
+/* the K-FAC direction of docs/algorithm.md §5 on this batch: factors from targets
  * sampled from the model, damped inverses, G^-1 grad A^-1 per layer */
 static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, const float *grad, int n,
                                   float *ysample, kfac_rng *rng, float *delta, kfac_check_report *out)

@@ -1,6 +1,6 @@
 /* dataset.c - transforms of an in-memory dataset: average pooling of the
  * images, which lets a network of a few hundred parameters (the exact
- * Fisher checks of KFAC.md 7) see real Fashion-MNIST. */
+ * Fisher checks of docs/algorithm.md §7) see real Fashion-MNIST. */
 #include <stdlib.h>
 #include <string.h>
 

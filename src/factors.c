@@ -1,7 +1,7 @@
 /* factors.c - K-FAC's Kronecker-factored curvature: running averages of
- * A = E[abar abar^T] and G = E[g g^T] per layer (KFAC.md 3), damped
+ * A = E[abar abar^T] and G = E[g g^T] per layer (docs/algorithm.md §3), damped
  * inverses or eigenbases recomputed on demand with layers in parallel
- * (KFAC.md 4), and the preconditioned gradient of one layer (KFAC.md 5). */
+ * (docs/algorithm.md §4), and the preconditioned gradient of one layer (docs/algorithm.md §5). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 #include "linalg.h"
 #include "factors.h"
 
-/* LOWRANK (README, K-FAC: low-rank inverses): Ritz pairs computed beyond those kept (the last
+/* LOWRANK (docs/algorithm.md §4.4): Ritz pairs computed beyond those kept (the last
  * of a sketch converge slowest), and the eigenvalues that size the sketch:
  * those of at least RANK_TOL times the factor's damping. An eigenvalue l
  * left out gets 1/(mu + gamma) instead of 1/(l + gamma), mu the tail's
@@ -36,7 +36,7 @@ typedef struct factor {
                        for the k kept pairs */
     float *stat;    /* one batch's statistics, the upper triangle packed by
                        rows (n (n+1)/2), inside the shared stage */
-    int lowrank;    /* represented by (U, e, c): README, K-FAC: low-rank inverses */
+    int lowrank;    /* represented by (U, e, c): docs/algorithm.md §4.4 */
     int s, k;       /* LOWRANK: sketch size; pairs kept */
     float c;        /* LOWRANK: 1/(tail mean + gamma), the inverse on the
                        rest of the spectrum */
@@ -196,7 +196,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
 void kfac_factors_begin_stats(kfac_factors *pc)
 {
     pc->k++;
-    /* KFAC.md 3: a plain mean while k is small, then an exponential one */
+    /* docs/algorithm.md §3: a plain mean while k is small, then an exponential one */
     float warm = 1.0f - 1.0f / (float)pc->k;
     pc->eps = KFAC_MIN(warm, pc->p.decay);
 }
@@ -338,7 +338,7 @@ static double trace(const float *X, int n)
     return t;
 }
 
-/* LOWRANK (README, K-FAC: low-rank inverses): x's top eigenpairs by subspace iteration, warm
+/* LOWRANK (docs/algorithm.md §4.4): x's top eigenpairs by subspace iteration, warm
  * started from the previous basis, and the inverse on the rest: keep the
  * sketch's trusted pairs (all but its last OVERSAMPLE), c = 1 / (mu +
  * gamma) with mu the mean of the other eigenvalues (from the trace), and
@@ -441,7 +441,7 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
     int n_jobs = 0;
     for (int l = 0; l < pc->n_layers; l++) {
         layer_factors *f = &pc->L[l];
-        /* factored Tikhonov (KFAC.md 4): pi balances the two factors by
+        /* factored Tikhonov (docs/algorithm.md §4): pi balances the two factors by
          * their mean eigenvalues; a dead factor (zero trace) gets pi = 1 */
         double ta = trace(f->a.S, f->a.n) / f->a.n, tg = trace(f->g.S, f->g.n) / f->g.n;
         double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
@@ -462,7 +462,7 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
     kfac_status status[2 * KFAC_MAX_LAYERS];
     int flags[2 * KFAC_MAX_LAYERS];
     double used[2 * KFAC_MAX_LAYERS];
-    /* Layers are independent (KFAC.md 4): one factor per thread. Inside a
+    /* Layers are independent (docs/algorithm.md §4): one factor per thread. Inside a
      * parallel region the OpenMP build of OpenBLAS runs each LAPACK call
      * single-threaded, so the pool is not oversubscribed. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(pc->n_ws)
@@ -563,7 +563,7 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
     layer_factors *f = &pc->L[l];
     int m = f->g.n, n = f->a.n;
     if (pc->p.inversion == KFAC_INV_EIGEN) {
-        /* exact Tikhonov in the eigenbasis (KFAC.md 4):
+        /* exact Tikhonov in the eigenbasis (docs/algorithm.md §4):
          * delta = Q_G [ (Q_G^T grad Q_A) / (eg ea^T + lambda) ] Q_A^T */
         /* tmp1 (m x n) <- Q_G^T (m x m) grad (m x n) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, grad, n, 0.0f, pc->tmp1, n);

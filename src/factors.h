@@ -1,11 +1,11 @@
 /* factors.h - K-FAC's Kronecker factors: one Kronecker-factored Fisher block
- * per dense layer, A = E[abar abar^T] and G = E[g g^T] (KFAC.md 3), their
- * running averages, damped inverses (KFAC.md 4) and the preconditioned
- * update (KFAC.md 5). In LOWRANK mode a large factor's damped inverse is
- * its top eigenpairs plus one constant for the rest (README, K-FAC:
- * low-rank inverses). It sees only per-layer matrices (abar, g,
- * gradients), not a kfac_net, so it serves any network that can record them. The step
- * engine (precond.c, the public kfac_precond) and kfac check build on it.
+ * per dense layer, A = E[abar abar^T] and G = E[g g^T] (docs/algorithm.md
+ * §3), their running averages, damped inverses (§4) and the preconditioned
+ * update (§5). In LOWRANK mode a large factor's damped inverse is its top
+ * eigenpairs plus one constant for the rest (§4.4). It sees only per-layer
+ * matrices (abar, g, gradients), not a kfac_net, so it serves any network
+ * that can record them. The step engine (precond.c, the public
+ * kfac_precond) and kfac check build on it.
  *
  * Layout: layer l has W_l of d_out x d_in (d_in counts the homogeneous
  * coordinate), row-major. With row-major vec, the block is
@@ -71,7 +71,7 @@ int kfac_factors_inverted(const kfac_factors *pc);
 kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta);
 
 /* The same from the batch factors of the gradient grad = (1/B) g^T abar,
- * without forming it (the batch form; README, K-FAC: the cost model): delta = (1/B) (g G^-1)^T
+ * without forming it (the batch form; docs/algorithm.md §8): delta = (1/B) (g G^-1)^T
  * (abar A^-1), with each inverse applied to the B rows (dense, or low-rank
  * in factored form). Also returns <delta, grad>_F in *dot (for the KL
  * clip) from two B x B Grams. Not in EIGEN mode. */
@@ -85,7 +85,7 @@ void kfac_factors_batch_part(kfac_factors *pc, int l, const float *abar, int lda
                              float scale, float *delta);
 double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
                              const float *delta);
-/* The cost model (README, K-FAC): whether the batch form takes fewer flops
+/* The cost model (docs/algorithm.md §8): whether the batch form takes fewer flops
  * than the weight form for layer l at this batch, given each factor's
  * inverse (dense, or low-rank of its current rank). */
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch);

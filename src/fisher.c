@@ -1,6 +1,6 @@
 /* fisher.c - exact Fisher-vector products by one R-op (forward-mode) pass,
- * H_out at the output and one backward pass (KFAC.md 6); and the explicit
- * Fisher of a tiny net from per-example Jacobians (KFAC.md 7). */
+ * H_out at the output and one backward pass (docs/algorithm.md §6); and the explicit
+ * Fisher of a tiny net from per-example Jacobians (docs/algorithm.md §7). */
 #include <cblas.h>
 #include <limits.h>
 #include <stdint.h>

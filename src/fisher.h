@@ -1,7 +1,7 @@
 /* fisher.h - exact Fisher products for a kfac_net without forming F
- * (KFAC.md 6): for our losses F is the generalized Gauss-Newton matrix
+ * (docs/algorithm.md §6): for our losses F is the generalized Gauss-Newton matrix
  * (1/B) sum_n J_n^T H_out(z_n) J_n over the batch of the last forward pass.
- * Also the explicit F of a tiny net (KFAC.md 7), for checks. */
+ * Also the explicit F of a tiny net (docs/algorithm.md §7), for checks. */
 #ifndef KFAC_FISHER_H
 #define KFAC_FISHER_H
 

@@ -1,9 +1,9 @@
 /* kfac_opt.c - the K-FAC optimizer on a kfac_net: the step engine of
  * precond.c (the public kfac_precond) fed from what the network recorded,
  * plus what only a network can give it: targets sampled from the model and
- * one extra backward pass for the G statistics (KFAC.md 3), and exact
- * Fisher-vector products and batch losses for the quadratic rule (KFAC.md
- * 5-6). */
+ * one extra backward pass for the G statistics (docs/algorithm.md §3), and exact
+ * Fisher-vector products and batch losses for the quadratic rule
+ * (docs/algorithm.md §5-6). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +31,7 @@ typedef struct kfac_state {
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
 } kfac_state;
 
-/* F v over the batch of the last forward pass (KFAC.md 6) */
+/* F v over the batch of the last forward pass (docs/algorithm.md §6) */
 static kfac_status net_fisher_vec(void *user, const float *v, float *fv)
 {
     kfac_state *s = user;
@@ -112,7 +112,7 @@ void kfac_opt_io(kfac_optimizer *opt, kfac_ckio *io)
     kfac_precond_io(s->pc, io);
 }
 
-/* For the statistics (KFAC.md 3): G's g from targets sampled from the model
+/* For the statistics (docs/algorithm.md §3): G's g from targets sampled from the model
  * for the first m rows, back-propagated alone into the spare buffers (the
  * net's g pointers swapped for the pass, so nothing is copied), while
  * gtrue keeps each layer's g of the training labels, which the direction

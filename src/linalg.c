@@ -1,5 +1,5 @@
 /* linalg.c - damped inverses and eigendecompositions of the Kronecker
- * factors through LAPACK, with the fallback chain of KFAC.md 4 (double,
+ * factors through LAPACK, with the fallback chain of docs/algorithm.md §4 (double,
  * more damping, clipped eigenvalues) so that no NaN reaches the update. */
 #include <cblas.h>
 #include <float.h>
@@ -22,7 +22,7 @@
 #define RCOND_MIN_FLOAT (100.0 * FLT_EPSILON)
 #define RCOND_MIN_DOUBLE (100.0 * DBL_EPSILON)
 
-/* Damping raises (x10 each) before the eigenvalue fallback (KFAC.md 4). */
+/* Damping raises (x10 each) before the eigenvalue fallback (docs/algorithm.md §4). */
 #define DAMPING_RAISES 4
 
 /* Blocks for the triangle copies and transposes (cache-sized tiles). */
@@ -187,7 +187,7 @@ void kfac_linalg_ws_free(kfac_linalg_ws *ws)
 
 /* ---------------------------------------------------- damped inverse */
 
-/* Step 1 (KFAC.md 4, Cholesky is cheapest): ws->f <- (S + damping I)^-1 in
+/* Step 1 (docs/algorithm.md §4, Cholesky is cheapest): ws->f <- (S + damping I)^-1 in
  * float. 1 on success, 0 if the factorisation fails, is too ill-conditioned
  * to trust, or gives a non-finite value. */
 static int inverse_float(const float *S, int n, double damping, kfac_linalg_ws *ws)
@@ -257,7 +257,7 @@ static int inverse_double(const float *S, int n, double damping, kfac_linalg_ws 
     return 1;
 }
 
-/* Step 4 (exact damping in the eigenbasis, KFAC.md 4): S = Q diag(e) Q^T
+/* Step 4 (exact damping in the eigenbasis, docs/algorithm.md §4): S = Q diag(e) Q^T
  * in double, ws->f <- Q diag(1 / (max(e, 0) + damping)) Q^T, damping > 0. */
 static int inverse_eigen(const float *S, int n, double damping, kfac_linalg_ws *ws)
 {
@@ -304,7 +304,7 @@ kfac_status kfac_damped_inverse(const float *S, int n, double damping, float *ou
     double d = damping;
     int ok = inverse_float(S, n, d, ws);
     if (!ok) {
-        /* KFAC.md 4: NaN or failure with small damping -> retry in double */
+        /* docs/algorithm.md §4: NaN or failure with small damping -> retry in double */
         used |= KFAC_FALLBACK_DOUBLE;
         ok = inverse_double(S, n, d, ws);
     }
@@ -391,7 +391,7 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
         if (!all_finite(ws->wf, (size_t)n) || !all_finite(v, (size_t)n * n))
             return kfac_fail(KFAC_ERR_NUMERIC, "kfac_sym_eigen: %d x %d eigendecomposition not finite", n, n);
     }
-    /* the factors are PSD: a negative eigenvalue is rounding (KFAC.md 4) */
+    /* the factors are PSD: a negative eigenvalue is rounding (docs/algorithm.md §4) */
     for (int k = 0; k < n; k++)
         e[k] = fmaxf(ws->wf[k], 0.0f);
     /* Q (row-major, eigenvector k in column k) <- v^T */

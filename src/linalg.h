@@ -8,7 +8,7 @@
 #include "kfac.h"
 
 /* What an inversion or eigendecomposition needed beyond the plain float
- * path: the KFAC_FALLBACK_* bits of kfac.h (KFAC.md 4). */
+ * path: the KFAC_FALLBACK_* bits of kfac.h (docs/algorithm.md §4). */
 
 /* Workspace for matrices up to max_n: allocated once, reused by every call
  * (so periodic inversions allocate nothing). One per thread. */

@@ -17,13 +17,13 @@ typedef struct kfac_loss_type {
      * the model's mean (softmax / sigmoid of z, or z itself) */
     double (*metric)(const float *z, const float *y, int n, int d);
     /* y ~ p(y | z): targets sampled from the model's predictive
-     * distribution (KFAC.md 3): categorical one-hot, per-unit Bernoulli,
+     * distribution (docs/algorithm.md §3): categorical one-hot, per-unit Bernoulli,
      * or z + N(0, I). Row i draws from its own generator, seeded from
      * (base, row0 + i) alone: a batch split over processes, each passing
      * its rows' global index row0, draws exactly what one process drawing
      * the whole batch would, whatever the threads. */
     void (*sample)(const float *z, float *y, int n, int d, uint64_t base, long row0);
-    /* hv_n = H_out(z_n) v_n, H_out the Hessian of l in z (KFAC.md 1):
+    /* hv_n = H_out(z_n) v_n, H_out the Hessian of l in z (docs/algorithm.md §1):
      * diag(p) - p p^T, diag(p (1-p)), or I */
     void (*hess_vec)(const float *z, const float *v, float *hv, int n, int d);
     /* sum over rows of KL(p(y|zp_n) || p(y|zq_n)), in double */

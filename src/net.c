@@ -1,5 +1,5 @@
 /* net.c - dense networks: creation, forward (recording abar) and backward
- * (recording per-example g and the mean gradient). KFAC.md section 2. */
+ * (recording per-example g and the mean gradient). docs/algorithm.md §2. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -247,7 +247,7 @@ kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
         const float *w = net->theta + net->offset[l];
         if (grad) {
             /* dW_l (d x in) <- (1/B) g_l^T (d x batch) * abar_l (batch x in):
-             * the one place the batch mean is taken (KFAC.md 2) */
+             * the one place the batch mean is taken (docs/algorithm.md §2) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, batch, 1.0f / batch,
                         net->g[l], d, net->abar[l], in, 0.0f, grad + net->offset[l], in);
         }

@@ -74,7 +74,7 @@ kfac_status kfac_train_params_validate(const kfac_train_params *p)
     return st != KFAC_OK ? st : kfac_kfac_params_validate(&p->kfac);
 }
 
-/* ---- K-FAC (defaults: KFAC.md 3-5 and KFAC-Pytorch's T_cov, T_inv, c) */
+/* ---- K-FAC (defaults: docs/algorithm.md §3-5 and KFAC-Pytorch's T_cov, T_inv, c) */
 
 void kfac_kfac_params_init(kfac_kfac_params *p)
 {
@@ -96,7 +96,7 @@ void kfac_kfac_params_init(kfac_kfac_params *p)
     p->lr = 0.0f;        /* 0: the [train] learning rate */
     p->momentum = -1.0f; /* negative: the [train] momentum */
     /* a cap, not a target: on nets/fmnist-mlp no factor keeps more than
-     * about 20 pairs at damping 0.1 (README, K-FAC: low-rank inverses) */
+     * about 20 pairs at damping 0.1 (docs/algorithm.md §4.4) */
     p->rank_max = 64;
     /* the whole batch: on fmnist-mlp a quarter made the F products 2x
      * cheaper but the loss after 3 epochs 0.288 against 0.229, worse per

@@ -1,4 +1,4 @@
-/* precond.c - the K-FAC step engine (KFAC.md 3-5), public as kfac_precond:
+/* precond.c - the K-FAC step engine (docs/algorithm.md §3-5), public as kfac_precond:
  * when to take factor statistics and invert, the preconditioned direction
  * (with damping raised when it is not finite), and the two step rules
  * (KL-clipped momentum; the quadratic model with caller-supplied exact
@@ -191,7 +191,7 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* Whether layer l takes the batch form (README, K-FAC: the cost model):
+/* Whether layer l takes the batch form (docs/algorithm.md §8):
  * it works from g and abar, so not with weight decay. In a process group
  * each rank preconditions its own slice and the slices' deltas are summed
  * (the form is linear in the gradient): the same bytes as summing the
@@ -249,7 +249,7 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
     if (st != KFAC_OK || pc->wd == 0.0f)
         return st;
     for (int l = 0; l < pc->n_layers; l++)
-        if (formed[l]) /* grad_l += wd W_l (KFAC.md 5) */
+        if (formed[l]) /* grad_l += wd W_l (docs/algorithm.md §5) */
             cblas_saxpy((int)(pc->off[l + 1] - pc->off[l]), pc->wd, in->w[l], 1, pc->grad + pc->off[l], 1);
     return KFAC_OK;
 }
@@ -305,7 +305,7 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
     return KFAC_OK;
 }
 
-/* KFAC.md 5.1: nu = min(1, sqrt(c / (lr^2 <delta, grad>))); v <- mu v +
+/* docs/algorithm.md §5.1: nu = min(1, sqrt(c / (lr^2 <delta, grad>))); v <- mu v +
  * nu delta; W <- W - lr v. */
 static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
 {
@@ -335,7 +335,7 @@ static void add_step(kfac_precond *pc, float *const *w, const float *step, float
         cblas_saxpy((int)(pc->off[l + 1] - pc->off[l]), sign, step + pc->off[l], 1, w[l], 1);
 }
 
-/* KFAC.md 5.2-5.3: delta_new = alpha D + mu delta0 with D = -delta the
+/* docs/algorithm.md §5.2-5.3: delta_new = alpha D + mu delta0 with D = -delta the
  * K-FAC descent direction, alpha and mu minimising the quadratic model
  * with C = F + (lambda + wd) I and exact F products on this batch; every
  * lm_every steps lambda follows the reduction ratio rho. A model that
@@ -514,7 +514,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     double t1 = kfac_seconds();
     pc->st.seconds_stats += t1 - t0;
 
-    /* KFAC.md 4: every T_inv steps, and at each statistics round of the
+    /* docs/algorithm.md §4: every T_inv steps, and at each statistics round of the
      * first T_inv steps while the factors are still settling */
     double damping = pc->lambda + (quad ? pc->wd : 0.0);
     int inv_now = !kfac_factors_inverted(pc->fc) || (t - 1) % kp->inv_every == 0 ||

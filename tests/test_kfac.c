@@ -66,7 +66,7 @@ static void mean_gradient(const float *g, const float *abar, int B, int dout, in
 }
 
 /* Running averages: after rounds with batches X_1, X_2, X_3 the factor is
- * the epsilon-weighted sum, epsilon_k = min(1 - 1/k, decay) (KFAC.md 3). */
+ * the epsilon-weighted sum, epsilon_k = min(1 - 1/k, decay) (docs/algorithm.md §3). */
 START_TEST(test_factors_are_running_sums)
 {
     enum { DIN = 4, DOUT = 3, B = 6, ROUNDS = 4 };
@@ -115,7 +115,7 @@ START_TEST(test_factors_are_running_sums)
 }
 END_TEST
 
-/* KFAC.md 3: for one example and one layer, with the expectation over the
+/* docs/algorithm.md §3: for one example and one layer, with the expectation over the
  * model's targets taken exactly, A (x) G is the exact Fisher block. The
  * expectation sum_k p_k g_k g_k^T is fed as rows sqrt(d p_k) g_k, g_k the
  * recorded g for target class k. Row-major vec: F[(i,j),(k,l)] = G_ik A_jl. */
@@ -186,7 +186,7 @@ START_TEST(test_single_layer_block_is_exact)
 END_TEST
 
 /* (G_d (x) A_d)^-1 vec(V) = vec(G_d^-1 V A_d^-1) with the factored damping
- * of KFAC.md 4, against an explicit Kronecker product solved directly; and
+ * of docs/algorithm.md §4, against an explicit Kronecker product solved directly; and
  * the low-rank form gives the same delta and <delta, grad>. */
 START_TEST(test_kronecker_identity)
 {
@@ -271,7 +271,7 @@ static void low_rank_rows(float *x, int rows, int d, int latent, const double *s
     free(load);
 }
 
-/* LOWRANK (README, K-FAC: low-rank inverses) against CHOLESKY on the same statistics: where the
+/* LOWRANK (docs/algorithm.md §4.4) against CHOLESKY on the same statistics: where the
  * factors' spectra fall below RANK_TOL x damping after a few eigenvalues
  * the two directions agree closely; with a full-rank tail (isotropic
  * noise) the tail's constant keeps them close. The batch form gives the
@@ -337,7 +337,7 @@ START_TEST(test_lowrank_matches_dense)
 }
 END_TEST
 
-/* The cost model (README, K-FAC): a wide layer at a small batch takes the
+/* The cost model (docs/algorithm.md §8): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
  * so they move the switch to smaller batches. */
@@ -368,7 +368,7 @@ START_TEST(test_cost_model)
 }
 END_TEST
 
-/* eigen mode: (G (x) A + lambda I)^-1 vec(V), exact Tikhonov (KFAC.md 4) */
+/* eigen mode: (G (x) A + lambda I)^-1 vec(V), exact Tikhonov (docs/algorithm.md §4) */
 START_TEST(test_eigen_exact_tikhonov)
 {
     enum { DIN = 4, DOUT = 3, N = DIN * DOUT };
@@ -446,7 +446,7 @@ static void tiny_kfac_spec(kfac_net_spec *s, kfac_train_params *p, int features,
     p->kfac.inv_every = 1;
 }
 
-/* The quadratic rule (KFAC.md 5.2): alpha and mu minimise
+/* The quadratic rule (docs/algorithm.md §5.2): alpha and mu minimise
  * M = grad^T delta + 1/2 delta^T C delta over delta = alpha D + mu delta0,
  * so the model's gradient grad + C delta is orthogonal to D and delta0.
  * Checked with the explicit Fisher of the (full) batch. */

@@ -502,7 +502,7 @@ END_TEST
 
 /* The same call twice, and after a different size, gives the same bits:
  * the workspace carries nothing over. */
-/* Randomized top-k (README, K-FAC: low-rank inverses) on matrices of known spectrum: fast decay,
+/* Randomized top-k (docs/algorithm.md §4.4) on matrices of known spectrum: fast decay,
  * rank-deficient (5 non-zero eigenvalues) and ill-conditioned (1e4 down to
  * 1e-8). The Ritz values match the top eigenvalues and each Ritz vector
  * is an eigenvector (residual ||S u - l u|| small against the largest);

@@ -262,7 +262,7 @@ START_TEST(test_recorded_abar_and_g)
 }
 END_TEST
 
-/* The scaling trap (KFAC.md 2): an example's g does not depend on the batch
+/* The scaling trap (docs/algorithm.md §2): an example's g does not depend on the batch
  * it is in, while its share of the batch gradient is 1/B of g abar^T. */
 START_TEST(test_g_independent_of_batch)
 {

@@ -164,7 +164,7 @@ START_TEST(test_autoencoder_learns)
 }
 END_TEST
 
-/* KFAC.md 9 in small: on a slice of the deep autoencoder problem (sigmoid
+/* docs/algorithm.md §9 in small: on a slice of the deep autoencoder problem (sigmoid
  * units, a linear code, Bernoulli cross-entropy on the pixels) K-FAC
  * reaches a lower training loss than SGD with Nesterov momentum at the best
  * learning rate of a grid, in the same number of steps (60). */

@@ -1,5 +1,5 @@
 /* check_cmd.c - `kfac check`: K-FAC against the exact natural gradient on
- * a tiny network and real data (KFAC.md 7), with pass/fail tolerances. */
+ * a tiny network and real data (docs/algorithm.md §7), with pass/fail tolerances. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
