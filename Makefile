@@ -16,20 +16,27 @@ CC      := mpicc
 EXTRA_PKGS += $(MPI_PKGS)
 MPI_DEPS := deps
 endif
-# OpenBLAS's OpenMP build, linked by path so that BLAS and our OpenMP regions
-# share one libgomp thread pool whatever the BLAS alternative points to.
-BLASDIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+# BLAS and LAPACK: OpenBLAS's OpenMP build, so that BLAS and our OpenMP
+# regions share one libgomp thread pool. Found with pkg-config in that
+# build's own directory (the default openblas.pc is whichever build the
+# alternatives system picked), and linked with an rpath to it. Evaluated
+# again by the sub-make that compiles, after `deps` installed pkg-config.
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo $$(uname -m)-linux-gnu)
+BLAS_PC   := PKG_CONFIG_PATH=/usr/lib/$(MULTIARCH)/openblas-openmp/pkgconfig pkg-config
+BLASDIR   := $(patsubst %/,%,$(shell $(BLAS_PC) --variable=libdir openblas 2>/dev/null))
+BLAS_CFLAGS := $(shell $(BLAS_PC) --cflags openblas 2>/dev/null)
+BLAS_LIBS := $(shell $(BLAS_PC) --libs openblas zlib 2>/dev/null)
 CFLAGS  ?= -O3 -g
 # The fuzzing build leaves OpenMP out (its pragmas are then ignored).
 OPENMP  ?= -fopenmp
 override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wextra -Wshadow -Wstrict-prototypes \
-           $(OPENMP) -fPIC -Iinclude -Isrc
+           $(OPENMP) -fPIC -Iinclude -Isrc $(BLAS_CFLAGS)
 # Only the functions include/kfac.h marks KFAC_API leave the shared library.
 override CFLAGS += -fvisibility=hidden
 ifeq ($(MPI),1)
 override CFLAGS += -DKFAC_MPI
 endif
-LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lz -lm $(OPENMP)
+LDLIBS  := $(BLAS_LIBS) -Wl,-rpath,$(BLASDIR) -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.

@@ -6,10 +6,6 @@
 #include "activation.h"
 #include "common.h"
 
-/* Element-wise loops are memory-bound: only split them over threads when the
- * block is big enough to pay for waking the pool. */
-#define PAR_MIN 32768
-
 static void linear_fwd(float *a, int rows, int cols, int ld) { (void)a, (void)rows, (void)cols, (void)ld; }
 static void linear_bwd(float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
@@ -18,7 +14,7 @@ static void linear_bwd(float *g, int ldg, const float *a, int lda, int rows, int
 
 static void relu_fwd(float *a, int rows, int cols, int ld)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_STREAM)
     for (int i = 0; i < rows; i++) {
         float *r = a + (size_t)i * ld;
         for (int j = 0; j < cols; j++)
@@ -27,7 +23,7 @@ static void relu_fwd(float *a, int rows, int cols, int ld)
 }
 static void relu_bwd(float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_STREAM)
     for (int i = 0; i < rows; i++) {
         float *gr = g + (size_t)i * ldg;
         const float *ar = a + (size_t)i * lda;
@@ -38,7 +34,7 @@ static void relu_bwd(float *g, int ldg, const float *a, int lda, int rows, int c
 
 static void tanh_fwd(float *a, int rows, int cols, int ld)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN / 8)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < rows; i++) {
         float *r = a + (size_t)i * ld;
         for (int j = 0; j < cols; j++)
@@ -47,7 +43,7 @@ static void tanh_fwd(float *a, int rows, int cols, int ld)
 }
 static void tanh_bwd(float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_STREAM)
     for (int i = 0; i < rows; i++) {
         float *gr = g + (size_t)i * ldg;
         const float *ar = a + (size_t)i * lda;
@@ -66,7 +62,7 @@ static inline float sigmoidf(float x)
 }
 static void sigmoid_fwd(float *a, int rows, int cols, int ld)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN / 8)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < rows; i++) {
         float *r = a + (size_t)i * ld;
         for (int j = 0; j < cols; j++)
@@ -75,7 +71,7 @@ static void sigmoid_fwd(float *a, int rows, int cols, int ld)
 }
 static void sigmoid_bwd(float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * cols > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)rows * cols > KFAC_PAR_STREAM)
     for (int i = 0; i < rows; i++) {
         float *gr = g + (size_t)i * ldg;
         const float *ar = a + (size_t)i * lda;
@@ -91,20 +87,4 @@ const kfac_activation_type kfac_activation_types[KFAC_ACT_COUNT] = {
     [KFAC_ACT_SIGMOID] = {"sigmoid", sigmoid_fwd, sigmoid_bwd},
 };
 
-const char *kfac_activation_name(kfac_activation a)
-{
-    return (unsigned)a < KFAC_ACT_COUNT ? kfac_activation_types[a].name : NULL;
-}
-
-kfac_status kfac_activation_from_name(const char *name, kfac_activation *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_activation_from_name: out is NULL");
-    for (int i = 0; name && i < KFAC_ACT_COUNT; i++)
-        if (strcmp(name, kfac_activation_types[i].name) == 0) {
-            *out = (kfac_activation)i;
-            return KFAC_OK;
-        }
-    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown activation '%s' (linear, relu, tanh, sigmoid)",
-                     name ? name : "(null)");
-}
+KFAC_NAMED_ENUM(kfac_activation, kfac_activation, kfac_activation_types, KFAC_ACT_COUNT, "activation")

@@ -10,7 +10,7 @@
 
 #include "common.h"
 #include "fisher.h"
-#include "lapack.h"
+#include "linalg.h"
 #include "loss.h"
 #include "net.h"
 #include "factors.h"
@@ -151,14 +151,8 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     for (size_t i = 0; i < P; i++)
         chol[i * P + i] += lambda;
     memcpy(d_exact, g64, sizeof *d_exact * P);
-    int iP = (int)P, one = 1, info = 0;
-    dpotrf_("U", &iP, chol, &iP, &info, 1);
-    if (info == 0)
-        dpotrs_("U", &iP, &one, chol, &iP, d_exact, &iP, &info, 1);
-    if (info != 0) {
-        st = kfac_fail(KFAC_ERR_NUMERIC, "kfac_check: F + lambda I is not positive definite (info %d)", info);
+    if ((st = kfac_spd_solve_double(chol, (int)P, d_exact, "kfac_check: F + lambda I")) != KFAC_OK)
         goto done;
-    }
 
     /* F v: the R-op against the explicit matrix, for a random v */
     kfac_rng rng;

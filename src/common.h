@@ -18,10 +18,34 @@ kfac_status kfac_fail(kfac_status s, const char *fmt, ...) KFAC_PRINTF(2, 3);
 /* Clear the detail (called on entry by functions that may fail). */
 void kfac_clear_error(void);
 
-/* 64-byte aligned float buffers (cache lines, AVX-512 loads); NULL on
- * failure or overflow. Free with kfac_free_floats. */
+/* The library's one allocator of float buffers: 64-byte aligned (cache
+ * lines, AVX-512 loads), on transparent huge pages from 8 MB; NULL on
+ * failure or overflow. Free with kfac_free_floats (which is free()). */
 float *kfac_alloc_floats(size_t n);
 void kfac_free_floats(float *p);
+
+/* Enum names (names.c): `rows` is a table of `count` rows of `stride`
+ * bytes, each beginning with `const char *name` (NULL: a row not filled
+ * in). kfac_enum_lookup fails with "unknown <what> '<name>' (a, b, ...)". */
+const char *kfac_enum_name(const void *rows, size_t stride, int count, int k);
+kfac_status kfac_enum_lookup(const void *rows, size_t stride, int count, const char *what, const char *name,
+                             int *out);
+
+/* Defines the public `const char *prefix_name(type)` and
+ * `kfac_status prefix_from_name(const char *, type *)` of an enum from its
+ * table: the one way every enum is named. */
+#define KFAC_NAMED_ENUM(type, prefix, rows, count, what)                                                          \
+    const char *prefix##_name(type k) { return kfac_enum_name(&(rows)[0], sizeof(rows)[0], (count), (int)k); }   \
+    kfac_status prefix##_from_name(const char *name, type *out)                                                   \
+    {                                                                                                             \
+        if (!out)                                                                                                 \
+            return kfac_fail(KFAC_ERR_INVALID_ARG, #prefix "_from_name: out is NULL");                            \
+        int v = 0;                                                                                                \
+        kfac_status st = kfac_enum_lookup(&(rows)[0], sizeof(rows)[0], (count), (what), name, &v);                \
+        if (st == KFAC_OK)                                                                                        \
+            *out = (type)v;                                                                                       \
+        return st;                                                                                                \
+    }
 
 /* Monotonic wall-clock seconds, for the training time and K-FAC's
  * breakdown. */
@@ -44,6 +68,19 @@ static inline int omp_get_thread_num(void) { return 0; }
 static inline int omp_get_num_threads(void) { return 1; }
 static inline void omp_set_num_threads(int n) { (void)n; }
 #endif
+
+/* Parallel-work thresholds, in elements: an OpenMP loop splits over the
+ * threads only past these, since waking the pool costs a few microseconds.
+ * Measured on the 2-core target: two threads start winning on memory-bound
+ * passes over 2-5 float vectors (optimizer updates, ReLU) between 32k and
+ * 64k elements; near 8k with Adam's square root and division per element;
+ * near 4k with an exp, log or tanh per element (losses, tanh, sigmoid).
+ * Plain copies and scalings of matrices wait for 64k. Changing one changes
+ * which loops run in parallel, and so the rounding of their reductions. */
+#define KFAC_PAR_STREAM 32768
+#define KFAC_PAR_ADAM 8192
+#define KFAC_PAR_TRANSCENDENTAL 4096
+#define KFAC_PAR_COPY 65536
 
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))

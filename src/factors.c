@@ -22,8 +22,6 @@
 #define RANK_TOL 0.1
 /* subspace iterations from a random start; from the previous basis, one */
 #define COLD_ITERS 3
-/* Elementwise loops run two threads only past this many elements. */
-#define PAR_MIN 65536
 
 /* One Kronecker factor (A or G of a layer) and its damped inverse. */
 typedef struct factor {
@@ -214,7 +212,7 @@ static void fold_average(float *X, const float *S, int n, float eps)
 {
     enum { T = 32 };
     float keep = eps, take = 1.0f - eps;
-    int big = (long)n * n > 65536;
+    int big = (long)n * n > KFAC_PAR_COPY;
 #pragma omp parallel for schedule(dynamic, 16) if (big)
     for (int i = 0; i < n; i++) {
         const float *s = S + packed_row((size_t)i, (size_t)n) - i;
@@ -516,7 +514,7 @@ static void apply_rows(const factor *F, const float *x, int ldx, int r, float *o
         return;
     }
     const float c = F->c;
-#pragma omp parallel for schedule(static) if ((long)r * n > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)r * n > KFAC_PAR_COPY)
     for (int i = 0; i < r; i++)
         for (int j = 0; j < n; j++)
             out[(size_t)i * n + j] = c * x[(size_t)i * ldx + j];
@@ -542,7 +540,7 @@ static void apply_left(const factor *F, const float *y, int cols, float *out, fl
     }
     size_t len = (size_t)n * cols;
     const float c = F->c;
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (len > KFAC_PAR_COPY)
     for (size_t i = 0; i < len; i++)
         out[i] = c * y[i];
     if (k == 0)
@@ -571,7 +569,7 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f,
                     pc->tmp2, n);
         float lam = (float)pc->lambda;
-#pragma omp parallel for schedule(static) if ((long)m * n > 65536)
+#pragma omp parallel for schedule(static) if ((long)m * n > KFAC_PAR_COPY)
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
                 pc->tmp2[(size_t)i * n + j] /= f->g.e[i] * f->a.e[j] + lam;

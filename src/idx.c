@@ -1,13 +1,10 @@
 /* idx.c - reader of (Fashion-)MNIST IDX files, gzipped or plain, into a
  * kfac_dataset; every malformed input is a status with "<path>: problem". */
-/* madvise(MADV_HUGEPAGE) is outside POSIX */
-#define _DEFAULT_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -253,24 +250,6 @@ fail:
     return st;
 }
 
-/* n floats, on transparent huge pages when big: first touching 188 MB
- * 4 KiB at a time costs more than decompressing it. Freed by free(). */
-static float *alloc_floats(size_t n)
-{
-    size_t size = n * sizeof(float);
-#ifdef MADV_HUGEPAGE
-    const size_t huge = (size_t)2 << 20;
-    if (size >= 4 * huge) {
-        size_t rounded = (size + huge - 1) / huge * huge;
-        float *x = aligned_alloc(huge, rounded);
-        if (x)
-            madvise(x, rounded, MADV_HUGEPAGE); /* advice only; may fail */
-        return x;
-    }
-#endif
-    return malloc(size);
-}
-
 kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
                           kfac_dataset *out)
 {
@@ -312,7 +291,7 @@ kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int 
     }
     /* The pixels are all there: now the float array can take its size. */
     size_t total = im.count * im.item;
-    x = alloc_floats(total);
+    x = kfac_alloc_floats(total);
     if (!x) {
         st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu floats", images_path, total);
         goto done;
@@ -380,7 +359,7 @@ void kfac_dataset_free(kfac_dataset *d)
 {
     if (!d)
         return;
-    free(d->x);
+    kfac_free_floats(d->x);
     free(d->labels);
     memset(d, 0, sizeof *d);
 }

@@ -13,20 +13,7 @@ static const char *const init_names[KFAC_INIT_COUNT] = {
     [KFAC_INIT_SPARSE] = "sparse",
 };
 
-const char *kfac_init_name(kfac_init i) { return (unsigned)i < KFAC_INIT_COUNT ? init_names[i] : NULL; }
-
-kfac_status kfac_init_from_name(const char *name, kfac_init *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_init_from_name: out is NULL");
-    for (int i = 0; name && i < KFAC_INIT_COUNT; i++)
-        if (strcmp(name, init_names[i]) == 0) {
-            *out = (kfac_init)i;
-            return KFAC_OK;
-        }
-    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown init '%s' (glorot, he, trunc_normal, sparse)",
-                     name ? name : "(null)");
-}
+KFAC_NAMED_ENUM(kfac_init, kfac_init, init_names, KFAC_INIT_COUNT, "init")
 
 /* Fill one layer's weights W (rows x (fan_in+1), bias last, left zero). */
 static void init_layer(const kfac_net_spec *spec, float *w, int rows, int fan_in, kfac_rng *rng)

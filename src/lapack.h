@@ -2,8 +2,8 @@
  * (OpenBLAS exports them; there is no LAPACKE on purpose). gfortran ABI:
  * every argument by pointer, and each CHARACTER argument adds a hidden
  * size_t length at the end of the list. Matrices are column-major; for a
- * symmetric matrix that is the same memory as row-major. Private to the
- * library (linalg.c; check.c's exact natural gradient). */
+ * symmetric matrix that is the same memory as row-major. Included by
+ * linalg.c alone: the only file that calls LAPACK. */
 #ifndef KFAC_LAPACK_H
 #define KFAC_LAPACK_H
 

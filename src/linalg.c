@@ -401,6 +401,18 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
     return KFAC_OK;
 }
 
+kfac_status kfac_spd_solve_double(double *a, int n, double *b, const char *what)
+{
+    if (!a || !b || !what || n < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_spd_solve_double: bad argument");
+    int one = 1, info = 0;
+    dpotrf_(&UPLO, &n, a, &n, &info, 1);
+    if (info == 0)
+        dpotrs_(&UPLO, &n, &one, a, &n, b, &n, &info, 1);
+    return info == 0 ? KFAC_OK
+                     : kfac_fail(KFAC_ERR_NUMERIC, "%s is not positive definite (info %d)", what, info);
+}
+
 kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, float *e, kfac_linalg_ws *ws,
                           int *flags)
 {

@@ -44,4 +44,10 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
 kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, float *e, kfac_linalg_ws *ws,
                           int *flags);
 
+/* b <- A^-1 b for symmetric positive definite A (n x n, double), by
+ * Cholesky in place (a is overwritten by the factor). KFAC_ERR_NUMERIC if
+ * A is not positive definite, the message naming `what`. For the exact
+ * checks (check.c). */
+kfac_status kfac_spd_solve_double(double *a, int n, double *b, const char *what);
+
 #endif

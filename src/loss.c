@@ -8,7 +8,6 @@
 #include "common.h"
 #include "loss.h"
 
-#define PAR_MIN 4096 /* rows x cols below which a loop stays serial */
 
 /* The generator of global row `row` of a draw: splitmix64's finaliser of
  * base + (row + 1) golden-ratio steps, so nearby rows and bases give
@@ -55,7 +54,7 @@ static int argmax(const float *v, int d)
 static double softmax_value(const float *z, const float *y, int n, int d)
 {
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
         double lse = softmax_row(zr, NULL, d), l = 0.0;
@@ -67,7 +66,7 @@ static double softmax_value(const float *z, const float *y, int n, int d)
 }
 static void softmax_grad(const float *z, const float *y, float *dz, int n, int d)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
         float *g = dz + (size_t)i * d;
@@ -88,7 +87,7 @@ static double argmax_metric(const float *z, const float *y, int n, int d)
 }
 static void softmax_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         float *yr = y + (size_t)i * d;
         kfac_rng rng = row_rng(base, row0 + i);
@@ -108,7 +107,7 @@ static void softmax_sample(const float *z, float *y, int n, int d, uint64_t base
 }
 static void softmax_hess_vec(const float *z, const float *v, float *hv, int n, int d)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         const float *vr = v + (size_t)i * d;
         float *h = hv + (size_t)i * d; /* holds p until overwritten */
@@ -137,7 +136,7 @@ static double lse_row(const float *z, int d)
 static double softmax_kl(const float *zp, const float *zq, int n, int d)
 {
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         const float *pr = zp + (size_t)i * d, *qr = zq + (size_t)i * d;
         double lp = lse_row(pr, d), lq = lse_row(qr, d), dot = 0.0;
@@ -160,7 +159,7 @@ static inline float sigmoidf(float x)
 static double sigmoid_value(const float *z, const float *y, int n, int d)
 {
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         const float *zr = z + (size_t)i * d, *yr = y + (size_t)i * d;
         double l = 0.0;
@@ -176,7 +175,7 @@ static double sigmoid_value(const float *z, const float *y, int n, int d)
 static void sigmoid_grad(const float *z, const float *y, float *dz, int n, int d)
 {
     long nd = (long)n * d;
-#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++)
         dz[k] = sigmoidf(z[k]) - y[k];
 }
@@ -184,7 +183,7 @@ static double sigmoid_metric(const float *z, const float *y, int n, int d)
 {
     long nd = (long)n * d;
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++) {
         double e = (double)sigmoidf(z[k]) - y[k];
         total += e * e;
@@ -193,7 +192,7 @@ static double sigmoid_metric(const float *z, const float *y, int n, int d)
 }
 static void sigmoid_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         kfac_rng rng = row_rng(base, row0 + i);
         for (size_t k = (size_t)i * d; k < (size_t)(i + 1) * d; k++)
@@ -203,7 +202,7 @@ static void sigmoid_sample(const float *z, float *y, int n, int d, uint64_t base
 static void sigmoid_hess_vec(const float *z, const float *v, float *hv, int n, int d)
 {
     long nd = (long)n * d;
-#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++) {
         float p = sigmoidf(z[k]);
         hv[k] = p * (1.0f - p) * v[k];
@@ -218,7 +217,7 @@ static double sigmoid_kl(const float *zp, const float *zq, int n, int d)
 {
     long nd = (long)n * d;
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++) {
         double a = zp[k], b = zq[k];
         double p = a >= 0.0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a));
@@ -233,7 +232,7 @@ static double squared_value(const float *z, const float *y, int n, int d)
 {
     long nd = (long)n * d;
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for reduction(+ : total) schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++) {
         double e = (double)z[k] - y[k];
         total += 0.5 * e * e;
@@ -243,7 +242,7 @@ static double squared_value(const float *z, const float *y, int n, int d)
 static void squared_grad(const float *z, const float *y, float *dz, int n, int d)
 {
     long nd = (long)n * d;
-#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++)
         dz[k] = z[k] - y[k];
 }
@@ -253,7 +252,7 @@ static double squared_metric(const float *z, const float *y, int n, int d)
 }
 static void squared_sample(const float *z, float *y, int n, int d, uint64_t base, long row0)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++) {
         kfac_rng rng = row_rng(base, row0 + i);
         for (size_t k = (size_t)i * d; k < (size_t)(i + 1) * d; k++)
@@ -274,14 +273,14 @@ static double squared_kl(const float *zp, const float *zq, int n, int d)
 
 static void softmax_mean(const float *z, float *p, int n, int d)
 {
-#pragma omp parallel for schedule(static) if ((long)n * d > PAR_MIN)
+#pragma omp parallel for schedule(static) if ((long)n * d > KFAC_PAR_TRANSCENDENTAL)
     for (int i = 0; i < n; i++)
         softmax_row(z + (size_t)i * d, p + (size_t)i * d, d);
 }
 static void sigmoid_mean(const float *z, float *p, int n, int d)
 {
     long nd = (long)n * d;
-#pragma omp parallel for schedule(static) if (nd > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nd > KFAC_PAR_TRANSCENDENTAL)
     for (long k = 0; k < nd; k++)
         p[k] = sigmoidf(z[k]);
 }
@@ -313,21 +312,4 @@ kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n,
     return KFAC_OK;
 }
 
-const char *kfac_loss_name(kfac_loss l)
-{
-    return (unsigned)l < KFAC_LOSS_COUNT ? kfac_loss_types[l].name : NULL;
-}
-
-kfac_status kfac_loss_from_name(const char *name, kfac_loss *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_loss_from_name: out is NULL");
-    for (int i = 0; name && i < KFAC_LOSS_COUNT; i++)
-        if (strcmp(name, kfac_loss_types[i].name) == 0) {
-            *out = (kfac_loss)i;
-            return KFAC_OK;
-        }
-    return kfac_fail(KFAC_ERR_INVALID_ARG,
-                     "unknown loss '%s' (softmax_xent, sigmoid_xent, squared)",
-                     name ? name : "(null)");
-}
+KFAC_NAMED_ENUM(kfac_loss, kfac_loss, kfac_loss_types, KFAC_LOSS_COUNT, "loss")

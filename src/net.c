@@ -198,7 +198,7 @@ kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
     int d0 = net->dims[0];
     float *a0 = net->abar[0];
-#pragma omp parallel for schedule(static) if ((long)batch * d0 > 65536)
+#pragma omp parallel for schedule(static) if ((long)batch * d0 > KFAC_PAR_COPY)
     for (int b = 0; b < batch; b++)
         memcpy(a0 + (size_t)b * (d0 + 1), x + (size_t)b * d0, sizeof(float) * (size_t)d0);
     return kfac_net_forward_in_place(net, batch);

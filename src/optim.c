@@ -12,19 +12,6 @@
 #include "kfac_opt.h"
 #include "optim.h"
 
-/* The update loops stream 2-5 float vectors once and do a few flops per
- * element, so they are memory-bound: a second thread only pays off once the
- * vectors are long enough to amortise waking the OpenMP pool (a few
- * microseconds). Measured on the 2-core target, two threads start winning
- * between 32k and 64k parameters for SGD/momentum/Nesterov, and near 10k
- * for Adam, whose square root and division per element make it compute
- * bound. */
-#define PAR_MIN 32768
-#define PAR_MIN_ADAM 8192
-
-/* State vectors start on a cache line so the simd loops get aligned loads. */
-#define STATE_ALIGN 64
-
 static kfac_status sgd_step(kfac_optimizer *opt, float *restrict theta,
                             const float *restrict grad, long t, const kfac_step_ctx *ctx)
 {
@@ -32,7 +19,7 @@ static kfac_status sgd_step(kfac_optimizer *opt, float *restrict theta,
     const size_t n = opt->n;
     const float lr = opt->p.lr;
     /* theta <- theta - lr g */
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
     for (size_t i = 0; i < n; i++)
         theta[i] -= lr * grad[i];
     return KFAC_OK;
@@ -47,7 +34,7 @@ static kfac_status momentum_step(kfac_optimizer *opt, float *restrict theta,
     float *restrict v = opt->state[0];
     /* v <- mu v + g; theta <- theta - lr v (PyTorch's form without
      * dampening: zero initial v makes the first step v = g, as there) */
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
     for (size_t i = 0; i < n; i++) {
         float vi = mu * v[i] + grad[i];
         v[i] = vi;
@@ -66,7 +53,7 @@ static kfac_status nesterov_step(kfac_optimizer *opt, float *restrict theta,
     /* v <- mu v + g; theta <- theta - lr (g + mu v): PyTorch's Nesterov,
      * which looks ahead along the updated velocity without a second
      * gradient evaluation */
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
     for (size_t i = 0; i < n; i++) {
         float gi = grad[i];
         float vi = mu * v[i] + gi;
@@ -97,7 +84,7 @@ static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
     /* sqrtf vectorises only under -fno-math-errno (otherwise GCC keeps a
      * branch to set errno for negative input, which v never is); with it
      * this loop runs about 4x faster. */
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN_ADAM)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_ADAM)
     for (size_t i = 0; i < n; i++) {
         float gi = grad[i];
         float mi = b1 * m[i] + c1 * gi;        /* m <- b1 m + (1-b1) g */
@@ -127,38 +114,8 @@ static const kfac_optimizer_type *type_of(kfac_optimizer_kind k)
     return &kfac_optimizer_types[k];
 }
 
-const char *kfac_optimizer_name(kfac_optimizer_kind k)
-{
-    const kfac_optimizer_type *type = type_of(k);
-    return type ? type->name : NULL;
-}
-
-kfac_status kfac_optimizer_from_name(const char *name, kfac_optimizer_kind *out)
-{
-    if (!out)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_optimizer_from_name: out is NULL");
-    for (int i = 0; name && i < KFAC_OPT_COUNT; i++) {
-        const kfac_optimizer_type *type = type_of((kfac_optimizer_kind)i);
-        if (type && strcmp(name, type->name) == 0) {
-            *out = (kfac_optimizer_kind)i;
-            return KFAC_OK;
-        }
-    }
-    /* list the valid names from the table, so the message follows it */
-    char list[256] = "";
-    size_t len = 0;
-    for (int i = 0; i < KFAC_OPT_COUNT; i++) {
-        const char *nm = kfac_optimizer_name((kfac_optimizer_kind)i);
-        if (!nm)
-            continue;
-        int w = snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", nm);
-        if (w < 0 || (size_t)w >= sizeof list - len)
-            break;
-        len += (size_t)w;
-    }
-    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer '%s' (%s)", name ? name : "(null)",
-                     list);
-}
+/* (a row not filled in has no name: unknown, like the kinds past the end) */
+KFAC_NAMED_ENUM(kfac_optimizer_kind, kfac_optimizer, kfac_optimizer_types, KFAC_OPT_COUNT, "optimizer")
 
 void kfac_optimizer_free(kfac_optimizer *opt)
 {
@@ -167,7 +124,7 @@ void kfac_optimizer_free(kfac_optimizer *opt)
     if (opt->ext && opt->type->detach)
         opt->type->detach(opt);
     for (int i = 0; i < 2; i++)
-        free(opt->state[i]);
+        kfac_free_floats(opt->state[i]);
     free(opt);
 }
 
@@ -183,8 +140,7 @@ static kfac_status optimizer_alloc(kfac_optimizer_kind kind, const kfac_optim_pa
     kfac_status s = kfac_optim_params_validate(p);
     if (s != KFAC_OK)
         return s;
-    /* the bound also keeps the rounded-up byte count below from overflowing */
-    if (n_params < 1 || n_params > (SIZE_MAX - STATE_ALIGN) / sizeof(float))
+    if (n_params < 1 || n_params > SIZE_MAX / 2 / sizeof(float))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer: %zu parameters", n_params);
 
     kfac_optimizer *opt = calloc(1, sizeof *opt);
@@ -195,11 +151,9 @@ static kfac_status optimizer_alloc(kfac_optimizer_kind kind, const kfac_optim_pa
     opt->p = *p;
     opt->n = n_params;
     opt->t = 0;
-    /* aligned_alloc wants a size that is a multiple of the alignment */
-    size_t bytes = (n_params * sizeof(float) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+    size_t bytes = n_params * sizeof(float);
     for (int i = 0; i < type->state_vectors && i < 2; i++) {
-        opt->state[i] = aligned_alloc(STATE_ALIGN, bytes);
-        if (!opt->state[i]) {
+        if (!(opt->state[i] = kfac_alloc_floats(n_params))) {
             kfac_optimizer_free(opt);
             return kfac_fail(KFAC_ERR_NOMEM, "optimizer: cannot allocate %zu bytes of state",
                              bytes);
@@ -256,7 +210,7 @@ kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *gr
      * when decay is on; it cannot be folded into the rows' loops because
      * they take grad as already decayed. */
     if (wd != 0.0f && grad) {
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++)
             grad[i] += wd * theta[i];
     }

@@ -145,35 +145,6 @@ static const char *const fisher_names[KFAC_FISHER_COUNT] = {"sampled", "empirica
 static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen", "lowrank"};
 static const char *const rule_names[KFAC_RULE_COUNT] = {"kl_clip", "quadratic"};
 
-static kfac_status lookup(const char *const *names, int count, const char *what, const char *name, int *out)
-{
-    for (int i = 0; name && i < count; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = i;
-            return KFAC_OK;
-        }
-    char list[128] = "";
-    for (int i = 0; i < count; i++) {
-        size_t len = strlen(list);
-        snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
-    }
-    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown %s '%s' (%s)", what, name ? name : "(null)", list);
-}
-
-/* One definition for each K-FAC enum's name and look-up. */
-#define NAMED_ENUM(type, prefix, names, count, what)                                                               \
-    const char *prefix##_name(type k) { return (unsigned)k < (count) ? names[k] : NULL; }                          \
-    kfac_status prefix##_from_name(const char *name, type *out)                                                    \
-    {                                                                                                              \
-        if (!out)                                                                                                  \
-            return kfac_fail(KFAC_ERR_INVALID_ARG, #prefix "_from_name: out is NULL");                             \
-        int v = 0;                                                                                                 \
-        kfac_status st = lookup(names, (count), what, name, &v);                                                   \
-        if (st == KFAC_OK)                                                                                         \
-            *out = (type)v;                                                                                        \
-        return st;                                                                                                 \
-    }
-
-NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names, KFAC_FISHER_COUNT, "Fisher kind")
-NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names, KFAC_INV_COUNT, "inversion")
-NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names, KFAC_RULE_COUNT, "step rule")
+KFAC_NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names, KFAC_FISHER_COUNT, "Fisher kind")
+KFAC_NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names, KFAC_INV_COUNT, "inversion")
+KFAC_NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names, KFAC_RULE_COUNT, "step rule")

@@ -16,9 +16,6 @@
 #include "factors.h"
 #include "precond.h"
 
-/* Elementwise updates run two threads only on long vectors (optim.c). */
-#define PAR_MIN 32768
-
 struct kfac_precond {
     kfac_kfac_params kp;
     float lr, momentum, wd; /* effective: kp's lr/momentum override op's */
@@ -317,7 +314,7 @@ static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
         size_t n = pc->off[l + 1] - pc->off[l];
         float *v = pc->v + pc->off[l], *theta = w[l];
         const float *delta = pc->delta + pc->off[l];
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
             float vi = mu * v[i] + fnu * delta[i];
             v[i] = vi;
@@ -363,7 +360,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
     const float *dv = pc->delta, *fv = pc->fv, *fv0 = pc->fv0, *gr = pc->grad;
     if (has_prev) /* one pass over the five vectors, not six over pairs */
-#pragma omp parallel for simd schedule(static) reduction(+ : dFd, dd, dFd0, dd0, d0Fd0, b2) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) reduction(+ : dFd, dd, dFd0, dd0, d0Fd0, b2) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
             double x = dv[i], y = d0[i];
             dFd += x * fv[i], dd += x * x, dFd0 += x * fv0[i];
@@ -401,7 +398,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
         size_t nl = pc->off[l + 1] - pc->off[l];
         float *theta = w[l], *dl = d0 + pc->off[l];
         const float *delta = pc->delta + pc->off[l];
-#pragma omp parallel for simd schedule(static) if (nl > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (nl > KFAC_PAR_STREAM)
         for (size_t i = 0; i < nl; i++) {
             float step = -fa * delta[i] + fm * dl[i];
             dl[i] = step;
@@ -441,7 +438,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
 static size_t first_nonfinite(const float *x, size_t n)
 {
     float acc = 0.0f;
-#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n > KFAC_PAR_STREAM)
     for (size_t i = 0; i < n; i++)
         acc += 0.0f * x[i];
     if (acc == acc)

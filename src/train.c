@@ -63,7 +63,7 @@ static void gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, in
     int ldx = net->dims[0] + 1;
     int f = d->features, outputs = net->dims[net->n_layers];
     int classify = net->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
-#pragma omp parallel for schedule(static) if ((long)n * f > 65536)
+#pragma omp parallel for schedule(static) if ((long)n * f > KFAC_PAR_COPY)
     for (int i = 0; i < n; i++) {
         size_t row = idx ? idx[first + i] : (size_t)(first + i);
         const float *src = d->x + row * f;

@@ -175,6 +175,38 @@ END_TEST
 
 /* Predictions are the model's means: softmax rows summing to 1, sigmoid in
  * (0, 1), z itself for squared error. */
+/* Every enum is named one way (names.c): each name looks itself up,
+ * past-the-end kinds have none, and an unknown name lists the valid ones. */
+#define ROUND_TRIP(type, prefix, count, first, what)                                                              \
+    do {                                                                                                          \
+        for (int k = 0; k < (count); k++) {                                                                       \
+            const char *nm = prefix##_name((type)k);                                                              \
+            ck_assert_msg(nm && *nm, #prefix " %d has no name", k);                                               \
+            type back = (type)((k + 1) % (count));                                                                \
+            ck_assert_int_eq(prefix##_from_name(nm, &back), KFAC_OK);                                             \
+            ck_assert_int_eq(back, k);                                                                            \
+        }                                                                                                         \
+        ck_assert_ptr_null(prefix##_name((type)(count)));                                                         \
+        type untouched = (type)0;                                                                                 \
+        ck_assert_int_eq(prefix##_from_name("no-such-name", &untouched), KFAC_ERR_INVALID_ARG);                   \
+        char want[128];                                                                                           \
+        snprintf(want, sizeof want, "unknown %s 'no-such-name' (%s, ", what, first);                              \
+        ck_assert_msg(strstr(kfac_last_error(), want), "%s", kfac_last_error());                                  \
+        ck_assert_int_eq(prefix##_from_name(NULL, &untouched), KFAC_ERR_INVALID_ARG);                             \
+    } while (0)
+
+START_TEST(test_enum_names)
+{
+    ROUND_TRIP(kfac_activation, kfac_activation, KFAC_ACT_COUNT, "linear", "activation");
+    ROUND_TRIP(kfac_loss, kfac_loss, KFAC_LOSS_COUNT, "softmax_xent", "loss");
+    ROUND_TRIP(kfac_init, kfac_init, KFAC_INIT_COUNT, "glorot", "init");
+    ROUND_TRIP(kfac_optimizer_kind, kfac_optimizer, KFAC_OPT_COUNT, "sgd", "optimizer");
+    ROUND_TRIP(kfac_fisher_kind, kfac_fisher, KFAC_FISHER_COUNT, "sampled", "Fisher kind");
+    ROUND_TRIP(kfac_inversion, kfac_inversion, KFAC_INV_COUNT, "cholesky", "inversion");
+    ROUND_TRIP(kfac_step_rule, kfac_step_rule, KFAC_RULE_COUNT, "kl_clip", "step rule");
+}
+END_TEST
+
 START_TEST(test_predict)
 {
     static const kfac_loss losses[] = {KFAC_LOSS_SOFTMAX_XENT, KFAC_LOSS_SIGMOID_XENT, KFAC_LOSS_SQUARED};
@@ -434,6 +466,7 @@ Suite *api_suite(void)
     TCase *tc = tcase_create("api");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_misuse);
+    tcase_add_test(tc, test_enum_names);
     tcase_add_loop_test(tc, test_predict, 0, 3);
     tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);
