@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
+#include "ckio.h"
 #include "common.h"
 #include "dist.h"
 #include "linalg.h"

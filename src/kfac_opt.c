@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
+#include "ckio.h"
 #include "common.h"
 #include "fisher.h"
 #include "kfac_opt.h"

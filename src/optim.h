@@ -68,4 +68,8 @@ kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_n
 kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *grad,
                                     const kfac_step_ctx *ctx);
 
+/* The optimizer's state for a checkpoint (ckio.h): its kind, steps, state
+ * vectors and its algorithm's own state. */
+void kfac_optimizer_io(kfac_optimizer *opt, struct kfac_ckio *io);
+
 #endif

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
+#include "ckio.h"
 #include "common.h"
 #include "dist.h"
 #include "factors.h"

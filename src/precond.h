@@ -41,4 +41,9 @@ void kfac_precond_set_dist(kfac_precond *pc, const struct kfac_dist *dist);
  * built-in optimizer's sampled-target pass). */
 kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc);
 
+/* The engine's state for a checkpoint (ckio.h): settings, counters,
+ * damping, momentum and the factors. */
+struct kfac_ckio;
+void kfac_precond_io(kfac_precond *pc, struct kfac_ckio *io);
+
 #endif

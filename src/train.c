@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
+#include "ckio.h"
 #include "common.h"
 #include "dist.h"
 #include "kfac_opt.h"
 #include "net.h"
 #include "optim.h"
+#include "train.h"
 
 struct kfac_trainer {
     kfac_train_params p;

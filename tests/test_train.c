@@ -13,9 +13,10 @@
 #include <xmmintrin.h>
 #endif
 
-#include "checkpoint.h"
+#include "ckio.h"
 #include "kfac.h"
 #include "optim.h"
+#include "train.h"
 #include "tests.h"
 
 enum { TRAIN_N = 6000, TEST_N = 2000 };

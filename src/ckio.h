@@ -1,4 +1,4 @@
-/* checkpoint.h - the checkpoint format's primitives. Every stateful object
+/* ckio.h - the checkpoint byte format's primitives. Every stateful object
  * (network, optimizer, K-FAC factors and step state, trainer) lists its
  * fields once, in a *_io function that calls the kfac_ckio_* visitors
  * below; the same list then writes a checkpoint (little-endian, byte by
@@ -7,8 +7,8 @@
  *
  * A file is: magic "KFACCKPT", u32 version, u32 content kind, u64 payload
  * length, the payload, u32 zlib crc32 of everything before it. */
-#ifndef KFAC_CHECKPOINT_H
-#define KFAC_CHECKPOINT_H
+#ifndef KFAC_CKIO_H
+#define KFAC_CKIO_H
 
 #include "kfac.h"
 
@@ -47,13 +47,21 @@ void kfac_ckio_perm(kfac_ckio *io, uint32_t *v, size_t n);
  * or read and compared (KFAC_ERR_SHAPE naming `what`). */
 void kfac_ckio_expect(kfac_ckio *io, uint64_t v, const char *what);
 
-/* The visitors of the objects that make up a checkpoint. */
-kfac_optimizer_kind kfac_trainer_optimizer(const kfac_trainer *t);
-void kfac_precond_io(kfac_precond *pc, kfac_ckio *io);
-void kfac_optimizer_io(kfac_optimizer *opt, kfac_ckio *io);
-void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io);
-/* In a process group: every rank's status of a step all must take or skip
- * together (the worst of them); alone: st. Collective. */
-kfac_status kfac_trainer_agree(kfac_trainer *t, kfac_status st);
+/* What a file holds; a trainer's file also gives kfac_net_load_checkpoint
+ * its network. */
+enum { KFAC_CKPT_TRAINER = 1, KFAC_CKPT_PRECOND = 2 };
+
+/* A WRITE visitor with room for the header, filled in by finish_write. */
+void kfac_ckio_start_write(kfac_ckio *io);
+/* Header, crc32, then the bytes into path.tmpXXXXXX, flushed, fsync'ed and
+ * renamed over path: a crash leaves either the old file or the new. Frees
+ * io's buffer. */
+kfac_status kfac_ckio_finish_write(kfac_ckio *io, uint32_t content, const char *path);
+/* Read path and check its container (magic, version, content kind, length,
+ * crc32); *io is then a READ visitor over the payload, inside *data, which
+ * the caller frees. */
+kfac_status kfac_ckio_read_file(const char *path, uint32_t content, unsigned char **data, kfac_ckio *io);
+/* st, with the detail of the failure prefixed by the file name. */
+kfac_status kfac_ckio_fail_file(kfac_status st, const char *path);
 
 #endif
