@@ -40,7 +40,7 @@ LDLIBS  := $(BLAS_LIBS) -Wl,-rpath,$(BLASDIR) -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
-DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist
+DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3
 
 SONAME  := libkfac.so.0
 # The library version, from the header (one place to change it).
@@ -60,7 +60,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: all deps run test check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
+.PHONY: all deps run test check-graph check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
         mpi-test bench-mpi
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
 
@@ -108,6 +108,14 @@ run: deps
 test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
 	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
+	$(MAKE) --no-print-directory check-graph
+
+# The library's modules (src/*.c and .h) and their dependencies, includes
+# and calls (nm on the objects): no circle allowed (tools/depgraph.py).
+# `tools/depgraph.py build/obj --dot | dot -Tsvg` draws it.
+check-graph: $(LIB_OBJ)
+	/usr/bin/python3 tools/depgraph.py --self-test
+	/usr/bin/python3 tools/depgraph.py $(B)/obj
 
 # The test suite again, built in $(B)-san with AddressSanitizer and
 # UndefinedBehaviorSanitizer (LeakSanitizer included): any report fails the

@@ -87,4 +87,4 @@ const kfac_activation_type kfac_activation_types[KFAC_ACT_COUNT] = {
     [KFAC_ACT_SIGMOID] = {"sigmoid", sigmoid_fwd, sigmoid_bwd},
 };
 
-KFAC_NAMED_ENUM(kfac_activation, kfac_activation, kfac_activation_types, KFAC_ACT_COUNT, "activation")
+KFAC_NAMED_ENUM(kfac_activation, kfac_activation, kfac_activation_types[k].name, KFAC_ACT_COUNT, "activation")

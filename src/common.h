@@ -24,24 +24,24 @@ void kfac_clear_error(void);
 float *kfac_alloc_floats(size_t n);
 void kfac_free_floats(float *p);
 
-/* Enum names (names.c): `rows` is a table of `count` rows of `stride`
- * bytes, each beginning with `const char *name` (NULL: a row not filled
- * in). kfac_enum_lookup fails with "unknown <what> '<name>' (a, b, ...)". */
-const char *kfac_enum_name(const void *rows, size_t stride, int count, int k);
-kfac_status kfac_enum_lookup(const void *rows, size_t stride, int count, const char *what, const char *name,
+/* Enum names (names.c): the index of `name` among the `count` names that
+ * name_of gives (NULL: a row not filled in), or a failure "unknown <what>
+ * '<name>' (a, b, ...)" listing them. */
+kfac_status kfac_enum_lookup(const char *(*name_of)(int k), int count, const char *what, const char *name,
                              int *out);
 
 /* Defines the public `const char *prefix_name(type)` and
- * `kfac_status prefix_from_name(const char *, type *)` of an enum from its
- * table: the one way every enum is named. */
-#define KFAC_NAMED_ENUM(type, prefix, rows, count, what)                                                          \
-    const char *prefix##_name(type k) { return kfac_enum_name(&(rows)[0], sizeof(rows)[0], (count), (int)k); }   \
+ * `kfac_status prefix_from_name(const char *, type *)` of an enum from an
+ * expression naming row k of its table: the one way every enum is named. */
+#define KFAC_NAMED_ENUM(type, prefix, name_of_k, count, what)                                                     \
+    static const char *prefix##_row_name(int k) { return (name_of_k); }                                          \
+    const char *prefix##_name(type k) { return (unsigned)k < (unsigned)(count) ? prefix##_row_name((int)k) : NULL; } \
     kfac_status prefix##_from_name(const char *name, type *out)                                                   \
     {                                                                                                             \
         if (!out)                                                                                                 \
             return kfac_fail(KFAC_ERR_INVALID_ARG, #prefix "_from_name: out is NULL");                            \
         int v = 0;                                                                                                \
-        kfac_status st = kfac_enum_lookup(&(rows)[0], sizeof(rows)[0], (count), (what), name, &v);                \
+        kfac_status st = kfac_enum_lookup(prefix##_row_name, (count), (what), name, &v);                          \
         if (st == KFAC_OK)                                                                                        \
             *out = (type)v;                                                                                       \
         return st;                                                                                                \

@@ -13,7 +13,7 @@ static const char *const init_names[KFAC_INIT_COUNT] = {
     [KFAC_INIT_SPARSE] = "sparse",
 };
 
-KFAC_NAMED_ENUM(kfac_init, kfac_init, init_names, KFAC_INIT_COUNT, "init")
+KFAC_NAMED_ENUM(kfac_init, kfac_init, init_names[k], KFAC_INIT_COUNT, "init")
 
 /* Fill one layer's weights W (rows x (fan_in+1), bias last, left zero). */
 static void init_layer(const kfac_net_spec *spec, float *w, int rows, int fan_in, kfac_rng *rng)

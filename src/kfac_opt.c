@@ -1,4 +1,4 @@
-/* kfac_opt.c - the K-FAC optimizer on a kfac_net: the step engine of
+/* kfac_opt.c - the K-FAC optimizer type on a kfac_net: the step engine of
  * precond.c (the public kfac_precond) fed from what the network recorded,
  * plus what only a network can give it: targets sampled from the model and
  * one extra backward pass for the G statistics (docs/algorithm.md §3), and exact
@@ -46,27 +46,26 @@ static kfac_status net_batch_loss(void *user, double *loss)
     return st != KFAC_OK ? st : kfac_net_loss(s->net, s->y, loss, NULL);
 }
 
-void kfac_opt_detach(kfac_optimizer *opt)
+static void kfac_free(void *state)
 {
-    kfac_state *s = opt->ext;
+    kfac_state *s = state;
     if (!s)
         return;
     kfac_precond_free(s->pc);
     kfac_fisher_free(s->fisher);
     kfac_free_floats(s->gspare), kfac_free_floats(s->ysample);
     free(s);
-    opt->ext = NULL;
 }
 
-kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac_kfac_params *kp)
+static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, void **state)
 {
+    const kfac_kfac_params *kp = &tp->kfac;
     kfac_status st = kfac_kfac_params_validate(kp);
     if (st != KFAC_OK)
         return st;
     kfac_state *s = calloc(1, sizeof *s);
     if (!s)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
-    opt->ext = s;
     s->fisher_kind = kp->fisher;
     s->quad = kp->rule == KFAC_RULE_QUADRATIC;
     s->fvp_fraction = kp->fvp_fraction;
@@ -77,7 +76,7 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
         d_out[l] = net->dims[l + 1];
         g_total += (size_t)net->max_batch * (size_t)d_out[l];
     }
-    if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &opt->p, kp, &s->pc)) != KFAC_OK)
+    if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &tp->optim, kp, &s->pc)) != KFAC_OK)
         goto fail;
     if (!(s->gspare = kfac_alloc_floats(g_total)) ||
         !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->dims[L]))) {
@@ -88,41 +87,42 @@ kfac_status kfac_opt_attach(kfac_optimizer *opt, const kfac_net *net, const kfac
         ((st = kfac_fisher_new(net, &s->fisher)) != KFAC_OK ||
          (st = kfac_precond_set_fisher(s->pc, net_fisher_vec, net_batch_loss, s)) != KFAC_OK))
         goto fail;
+    *state = s;
     return KFAC_OK;
 fail:
-    kfac_opt_detach(opt);
+    kfac_free(s);
     return st;
 }
 
-void kfac_opt_set_dist(kfac_optimizer *opt, const struct kfac_dist *dist)
+static void kfac_set_group(void *state, const struct kfac_dist *dist)
 {
-    kfac_state *s = opt->ext;
+    kfac_state *s = state;
     kfac_precond_set_dist(s->pc, dist);
 }
 
-void kfac_opt_stats(const kfac_optimizer *opt, kfac_kfac_stats *out)
+static void kfac_report(const void *state, kfac_kfac_stats *out)
 {
-    const kfac_state *s = opt->ext;
+    const kfac_state *s = state;
     kfac_precond_get_stats(s->pc, out);
 }
 
-void kfac_opt_io(kfac_optimizer *opt, kfac_ckio *io)
+static void kfac_io(void *state, kfac_ckio *io)
 {
-    kfac_state *s = opt->ext;
+    kfac_state *s = state;
     kfac_precond_io(s->pc, io);
 }
 
-/* For the statistics (docs/algorithm.md §3): G's g from targets sampled from the model
- * for the first m rows, back-propagated alone into the spare buffers (the
- * net's g pointers swapped for the pass, so nothing is copied), while
- * gtrue keeps each layer's g of the training labels, which the direction
+/* For the statistics (docs/algorithm.md §3): G's g from targets sampled
+ * from the model for the first m rows, back-propagated alone into the
+ * spare buffers, while gtrue keeps each layer's g of the training labels
+ * (where the network's own backward pass left them), which the direction
  * needs. Row i's draw is seeded by one number from rng and its index
  * row0 + i in the whole batch, so a batch split over processes draws what
  * one process would. The empirical Fisher uses the labels' g for both. */
 static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kfac_rng *rng, const float **gtrue,
                                const float **gstat)
 {
-    int B = net->batch, L = net->n_layers, dL = net->dims[L];
+    int L = net->n_layers, dL = net->dims[L];
     for (int l = 0; l < L; l++)
         gtrue[l] = gstat[l] = net->g[l];
     if (s->fisher_kind != KFAC_FISHER_SAMPLED)
@@ -130,30 +130,25 @@ static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kf
     uint64_t base = kfac_rng_next(rng); /* taken by every rank, rows or not */
     if (m < 1) /* none of the statistics rows is this process's */
         return KFAC_OK;
-    float *spare = s->gspare, *own[KFAC_MAX_LAYERS];
+    float *spare = s->gspare, *into[KFAC_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
-        own[l] = net->g[l];
-        net->g[l] = spare;
+        into[l] = spare;
         spare += (size_t)net->max_batch * (size_t)net->dims[l + 1];
     }
     kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, dL, base, row0);
-    net->batch = m;
-    kfac_status st = kfac_net_backward(net, s->ysample, NULL);
-    net->batch = B;
-    for (int l = 0; l < L; l++) {
-        gstat[l] = net->g[l];
-        net->g[l] = own[l];
-    }
+    kfac_status st = kfac_net_backward_into(net, s->ysample, m, into);
+    for (int l = 0; l < L && st == KFAC_OK; l++)
+        gstat[l] = into[l];
     return st;
 }
 
-kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, long t,
-                          const kfac_step_ctx *ctx)
+static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
-    (void)grad, (void)t; /* formed from abar and g where needed; the engine counts */
-    kfac_state *s = opt->ext;
-    kfac_net *net = ctx->net;
-    if (!net || !ctx->y || !ctx->rng || net->batch < 1 || theta != net->theta)
+    /* the gradient is formed from abar and g where needed; the engine
+     * counts the steps */
+    kfac_state *s = state;
+    kfac_net *net = ctx ? ctx->net : NULL;
+    if (!net || !ctx->y || !ctx->rng || net->batch < 1 || a->theta != net->theta)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC step without its network's forward and backward pass");
     int B = net->batch, L = net->n_layers;
     int total = ctx->total_rows > 0 ? ctx->total_rows : B;
@@ -191,3 +186,13 @@ kfac_status kfac_opt_step(kfac_optimizer *opt, float *theta, const float *grad, 
     s->y = ctx->y;
     return kfac_precond_step_input(s->pc, &in);
 }
+
+const kfac_optimizer_type kfac_kfac_type = {
+    .name = "kfac",
+    .alloc = kfac_alloc,
+    .free = kfac_free,
+    .step = kfac_step,
+    .io = kfac_io,
+    .set_group = kfac_set_group,
+    .report = kfac_report,
+};

@@ -312,4 +312,4 @@ kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n,
     return KFAC_OK;
 }
 
-KFAC_NAMED_ENUM(kfac_loss, kfac_loss, kfac_loss_types, KFAC_LOSS_COUNT, "loss")
+KFAC_NAMED_ENUM(kfac_loss, kfac_loss, kfac_loss_types[k].name, KFAC_LOSS_COUNT, "loss")

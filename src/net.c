@@ -229,6 +229,29 @@ kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, float *ou
     return st;
 }
 
+kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, float *const *g_out)
+{
+    if (!net || !y || !g_out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward_into: NULL argument");
+    if (rows < 1 || rows > net->batch)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward_into: %d rows of a pass over %d", rows,
+                         net->batch);
+    /* the same pass as kfac_net_backward, on the caller's buffers for the
+     * duration: pointers swapped, nothing copied */
+    float *own[KFAC_MAX_LAYERS];
+    int batch = net->batch;
+    for (int l = 0; l < net->n_layers; l++) {
+        own[l] = net->g[l];
+        net->g[l] = g_out[l];
+    }
+    net->batch = rows;
+    kfac_status st = kfac_net_backward(net, y, NULL);
+    net->batch = batch;
+    for (int l = 0; l < net->n_layers; l++)
+        net->g[l] = own[l];
+    return st;
+}
+
 kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
 {
     if (!net || !y)

@@ -23,4 +23,10 @@ struct kfac_net {
  * trainer gathers its minibatch there directly, saving a copy per step. */
 kfac_status kfac_net_forward_in_place(kfac_net *net, int batch);
 
+/* Back-propagation of y's loss (rows x outputs) through the first `rows`
+ * rows of the last forward pass into g_out[l] (rows x d_{l+1} each), not
+ * into the network's g, which keep what they held; no weight gradient.
+ * K-FAC's pass for targets sampled from the model (docs/algorithm.md §3). */
+kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, float *const *g_out);
+
 #endif

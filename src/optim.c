@@ -1,6 +1,7 @@
 /* optim.c - the first-order optimizers (SGD, heavy-ball momentum, Nesterov,
- * Adam) as rows of the const type table, and the optimizer object that
- * owns their state. Updates follow PyTorch's torch.optim conventions. */
+ * Adam) as optimizer types (docs/algorithm.md §11; PyTorch's torch.optim
+ * conventions), the table of every kind's type, and the optimizer object
+ * that owns their parameters, step count and state. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,12 +13,13 @@
 #include "kfac_opt.h"
 #include "optim.h"
 
-static kfac_status sgd_step(kfac_optimizer *opt, float *restrict theta,
-                            const float *restrict grad, long t, const kfac_step_ctx *ctx)
+static kfac_status sgd_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
-    (void)t, (void)ctx;
-    const size_t n = opt->n;
-    const float lr = opt->p.lr;
+    (void)state, (void)ctx;
+    const size_t n = a->n;
+    const float lr = a->p->lr;
+    float *restrict theta = a->theta;
+    const float *restrict grad = a->grad;
     /* theta <- theta - lr g */
 #pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
     for (size_t i = 0; i < n; i++)
@@ -25,13 +27,13 @@ static kfac_status sgd_step(kfac_optimizer *opt, float *restrict theta,
     return KFAC_OK;
 }
 
-static kfac_status momentum_step(kfac_optimizer *opt, float *restrict theta,
-                                 const float *restrict grad, long t, const kfac_step_ctx *ctx)
+static kfac_status momentum_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
-    (void)t, (void)ctx;
-    const size_t n = opt->n;
-    const float lr = opt->p.lr, mu = opt->p.momentum;
-    float *restrict v = opt->state[0];
+    (void)state, (void)ctx;
+    const size_t n = a->n;
+    const float lr = a->p->lr, mu = a->p->momentum;
+    float *restrict theta = a->theta, *restrict v = a->vec[0];
+    const float *restrict grad = a->grad;
     /* v <- mu v + g; theta <- theta - lr v (PyTorch's form without
      * dampening: zero initial v makes the first step v = g, as there) */
 #pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
@@ -43,13 +45,13 @@ static kfac_status momentum_step(kfac_optimizer *opt, float *restrict theta,
     return KFAC_OK;
 }
 
-static kfac_status nesterov_step(kfac_optimizer *opt, float *restrict theta,
-                                 const float *restrict grad, long t, const kfac_step_ctx *ctx)
+static kfac_status nesterov_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
-    (void)t, (void)ctx;
-    const size_t n = opt->n;
-    const float lr = opt->p.lr, mu = opt->p.momentum;
-    float *restrict v = opt->state[0];
+    (void)state, (void)ctx;
+    const size_t n = a->n;
+    const float lr = a->p->lr, mu = a->p->momentum;
+    float *restrict theta = a->theta, *restrict v = a->vec[0];
+    const float *restrict grad = a->grad;
     /* v <- mu v + g; theta <- theta - lr (g + mu v): PyTorch's Nesterov,
      * which looks ahead along the updated velocity without a second
      * gradient evaluation */
@@ -63,15 +65,15 @@ static kfac_status nesterov_step(kfac_optimizer *opt, float *restrict theta,
     return KFAC_OK;
 }
 
-static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
-                             const float *restrict grad, long t, const kfac_step_ctx *ctx)
+static kfac_status adam_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
-    (void)ctx;
-    const size_t n = opt->n;
-    const float b1 = opt->p.beta1, b2 = opt->p.beta2, eps = opt->p.eps;
+    (void)state, (void)ctx;
+    const size_t n = a->n;
+    const long t = a->t;
+    const float b1 = a->p->beta1, b2 = a->p->beta2, eps = a->p->eps;
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    float *restrict m = opt->state[0];
-    float *restrict v = opt->state[1];
+    float *restrict theta = a->theta, *restrict m = a->vec[0], *restrict v = a->vec[1];
+    const float *restrict grad = a->grad;
     /* Bias corrections 1 - beta^t in double, once per step: in float,
      * 1 - 0.999^t loses most of its digits for small t, and pow per
      * element would cost more than the whole update. As in PyTorch,
@@ -79,7 +81,7 @@ static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
      * lr mhat / (sqrt(vhat) + eps) with mhat = m / bc1, vhat = v / bc2. */
     const double bc1 = 1.0 - pow((double)b1, (double)t);
     const double bc2 = 1.0 - pow((double)b2, (double)t);
-    const float step = (float)((double)opt->p.lr / bc1);
+    const float step = (float)((double)a->p->lr / bc1);
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     /* sqrtf vectorises only under -fno-math-errno (otherwise GCC keeps a
      * branch to set errno for negative input, which v never is); with it
@@ -96,33 +98,46 @@ static kfac_status adam_step(kfac_optimizer *opt, float *restrict theta,
     return KFAC_OK;
 }
 
-const kfac_optimizer_type kfac_optimizer_types[KFAC_OPT_COUNT] = {
-    [KFAC_OPT_SGD] = {"sgd", 0, 1, NULL, NULL, sgd_step, NULL},
-    [KFAC_OPT_MOMENTUM] = {"momentum", 1, 1, NULL, NULL, momentum_step, NULL},
-    [KFAC_OPT_NESTEROV] = {"nesterov", 1, 1, NULL, NULL, nesterov_step, NULL},
-    [KFAC_OPT_ADAM] = {"adam", 2, 1, NULL, NULL, adam_step, NULL},
-    /* K-FAC's momentum (or previous update) lives in its engine */
-    [KFAC_OPT_KFAC] = {"kfac", 0, 0, kfac_opt_attach, kfac_opt_detach, kfac_opt_step, kfac_opt_io},
+static const kfac_optimizer_type sgd_type = {.name = "sgd", .flat_gradient = 1, .step = sgd_step};
+static const kfac_optimizer_type momentum_type = {
+    .name = "momentum", .state_vectors = 1, .flat_gradient = 1, .step = momentum_step};
+static const kfac_optimizer_type nesterov_type = {
+    .name = "nesterov", .state_vectors = 1, .flat_gradient = 1, .step = nesterov_step};
+static const kfac_optimizer_type adam_type = {.name = "adam", .state_vectors = 2, .flat_gradient = 1, .step = adam_step};
+
+const kfac_optimizer_type *const kfac_optimizer_types[KFAC_OPT_COUNT] = {
+    [KFAC_OPT_SGD] = &sgd_type,
+    [KFAC_OPT_MOMENTUM] = &momentum_type,
+    [KFAC_OPT_NESTEROV] = &nesterov_type,
+    [KFAC_OPT_ADAM] = &adam_type,
+    [KFAC_OPT_KFAC] = &kfac_kfac_type, /* its momentum lives in its own state */
 };
 
-/* A kind whose row was not filled in (an enum value added without its
- * implementation) has no step; treat it as unknown rather than crash. */
+struct kfac_optimizer {
+    const kfac_optimizer_type *type;
+    kfac_optimizer_kind kind;
+    kfac_optim_params p;
+    size_t n;        /* parameters */
+    long t;          /* steps taken */
+    float *state[2]; /* the type's state_vectors vectors of n floats */
+    void *own;       /* the type's own state (alloc), else NULL */
+};
+
 static const kfac_optimizer_type *type_of(kfac_optimizer_kind k)
 {
-    if ((unsigned)k >= KFAC_OPT_COUNT || !kfac_optimizer_types[k].step)
-        return NULL;
-    return &kfac_optimizer_types[k];
+    return (unsigned)k < KFAC_OPT_COUNT ? kfac_optimizer_types[k] : NULL;
 }
 
 /* (a row not filled in has no name: unknown, like the kinds past the end) */
-KFAC_NAMED_ENUM(kfac_optimizer_kind, kfac_optimizer, kfac_optimizer_types, KFAC_OPT_COUNT, "optimizer")
+KFAC_NAMED_ENUM(kfac_optimizer_kind, kfac_optimizer, kfac_optimizer_types[k] ? kfac_optimizer_types[k]->name : NULL,
+                KFAC_OPT_COUNT, "optimizer")
 
 void kfac_optimizer_free(kfac_optimizer *opt)
 {
     if (!opt)
         return;
-    if (opt->ext && opt->type->detach)
-        opt->type->detach(opt);
+    if (opt->own && opt->type->free)
+        opt->type->free(opt->own);
     for (int i = 0; i < 2; i++)
         kfac_free_floats(opt->state[i]);
     free(opt);
@@ -173,7 +188,7 @@ kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params
     const kfac_optimizer_type *type = type_of(kind);
     if (!type)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)kind);
-    if (type->attach)
+    if (type->alloc)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer %s needs a network: use a kfac_trainer",
                          type->name);
     return optimizer_alloc(kind, p, n_params, out);
@@ -189,7 +204,7 @@ kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_n
     if (!type)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)tp->optimizer);
     kfac_status s = optimizer_alloc(tp->optimizer, &tp->optim, kfac_net_n_params(net), out);
-    if (s == KFAC_OK && type->attach && (s = type->attach(*out, net, &tp->kfac)) != KFAC_OK) {
+    if (s == KFAC_OK && type->alloc && (s = type->alloc(net, tp, &(*out)->own)) != KFAC_OK) {
         kfac_optimizer_free(*out);
         *out = NULL;
     }
@@ -201,7 +216,7 @@ kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *gr
 {
     if (!opt || !theta || (!grad && opt->type->flat_gradient))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer step: NULL argument");
-    if (opt->type->attach && (!opt->ext || !ctx))
+    if (opt->type->alloc && (!opt->own || !ctx))
         return kfac_fail(KFAC_ERR_STATE, "optimizer %s steps need its network", opt->type->name);
     const size_t n = opt->n;
     const float wd = opt->p.weight_decay;
@@ -216,7 +231,8 @@ kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *gr
     }
     /* t counts the steps actually taken */
     long t = opt->t + 1;
-    kfac_status s = opt->type->step(opt, theta, grad, t, ctx);
+    kfac_step_args a = {&opt->p, n, theta, grad, opt->state, t};
+    kfac_status s = opt->type->step(opt->own, &a, ctx);
     if (s == KFAC_OK)
         opt->t = t;
     return s;
@@ -241,5 +257,27 @@ void kfac_optimizer_io(kfac_optimizer *opt, kfac_ckio *io)
     for (int i = 0; i < opt->type->state_vectors && i < 2; i++)
         kfac_ckio_floats(io, opt->state[i], opt->n, "optimizer state vector");
     if (opt->type->io)
-        opt->type->io(opt, io);
+        opt->type->io(opt->own, io);
+}
+
+const float *kfac_optimizer_state_vector(const kfac_optimizer *opt, int i)
+{
+    return i >= 0 && i < opt->type->state_vectors && i < 2 ? opt->state[i] : NULL;
+}
+
+int kfac_optimizer_flat_gradient(const kfac_optimizer *opt) { return opt->type->flat_gradient; }
+
+void kfac_optimizer_set_group(kfac_optimizer *opt, const struct kfac_dist *dist)
+{
+    if (opt->type->set_group)
+        opt->type->set_group(opt->own, dist);
+}
+
+kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *out)
+{
+    if (!opt->type->report)
+        return kfac_fail(KFAC_ERR_STATE, "optimizer %s keeps no curvature statistics (K-FAC does)",
+                         opt->type->name);
+    opt->type->report(opt->own, out);
+    return KFAC_OK;
 }

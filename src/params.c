@@ -145,6 +145,6 @@ static const char *const fisher_names[KFAC_FISHER_COUNT] = {"sampled", "empirica
 static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen", "lowrank"};
 static const char *const rule_names[KFAC_RULE_COUNT] = {"kl_clip", "quadratic"};
 
-KFAC_NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names, KFAC_FISHER_COUNT, "Fisher kind")
-KFAC_NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names, KFAC_INV_COUNT, "inversion")
-KFAC_NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names, KFAC_RULE_COUNT, "step rule")
+KFAC_NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names[k], KFAC_FISHER_COUNT, "Fisher kind")
+KFAC_NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names[k], KFAC_INV_COUNT, "inversion")
+KFAC_NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names[k], KFAC_RULE_COUNT, "step rule")

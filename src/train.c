@@ -11,7 +11,6 @@
 #include "ckio.h"
 #include "common.h"
 #include "dist.h"
-#include "kfac_opt.h"
 #include "net.h"
 #include "optim.h"
 #include "train.h"
@@ -143,7 +142,7 @@ fail:
 
 kfac_net *kfac_trainer_net(kfac_trainer *t) { return t ? t->net : NULL; }
 int kfac_trainer_epochs_done(const kfac_trainer *t) { return t ? t->epoch : -1; }
-kfac_optimizer_kind kfac_trainer_optimizer(const kfac_trainer *t) { return t->opt->kind; }
+kfac_optimizer_kind kfac_trainer_optimizer(const kfac_trainer *t) { return kfac_optimizer_get_kind(t->opt); }
 
 void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io)
 {
@@ -162,10 +161,7 @@ kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out)
 {
     if (!t || !out)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_kfac_stats: NULL argument");
-    if (t->opt->kind != KFAC_OPT_KFAC)
-        return kfac_fail(KFAC_ERR_STATE, "the trainer's optimizer is %s, not kfac", t->opt->type->name);
-    kfac_opt_stats(t->opt, out);
-    return KFAC_OK;
+    return kfac_optimizer_report(t->opt, out);
 }
 
 /* FNV-1a over what must be the same on every rank of a group */
@@ -185,11 +181,12 @@ static uint64_t state_hash(const kfac_trainer *t)
     const kfac_train_params *p = &t->p;
     const kfac_optim_params *o = &p->optim;
     const kfac_kfac_params *k = &p->kfac;
+    long steps = kfac_optimizer_steps(t->opt);
     uint64_t h = 0xcbf29ce484222325ULL;
     h = fnv(h, t->net->theta, sizeof(float) * t->net->n_params);
     h = fnv(h, t->rng.s, sizeof t->rng.s);
     h = fnv(h, t->order, sizeof(uint32_t) * (size_t)t->train->n);
-    h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, t->opt->t);
+    h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, steps);
     h = FNV(h, p->optimizer), h = FNV(h, p->batch), h = FNV(h, p->epochs), h = FNV(h, p->seed);
     h = FNV(h, o->lr), h = FNV(h, o->momentum), h = FNV(h, o->beta1), h = FNV(h, o->beta2);
     h = FNV(h, o->eps), h = FNV(h, o->weight_decay);
@@ -263,8 +260,7 @@ kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm)
         goto fail;
     }
     t->dist = d;
-    if (t->opt->kind == KFAC_OPT_KFAC)
-        kfac_opt_set_dist(t->opt, d);
+    kfac_optimizer_set_group(t->opt, d);
     return KFAC_OK;
 fail:
     kfac_dist_free(d);
@@ -317,7 +313,7 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         seen += rows;
         kfac_step_ctx ctx = {t->net, t->by, mine, &t->rng, lo, rows};
         /* K-FAC forms what it needs of the gradient from abar and g */
-        float *grad = t->opt->type->flat_gradient ? t->grad : NULL;
+        float *grad = kfac_optimizer_flat_gradient(t->opt) ? t->grad : NULL;
         if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK)
             break;
         if (grad && t->dist) {

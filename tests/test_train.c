@@ -453,7 +453,7 @@ START_TEST(test_epoch_flushes_denormals)
     kfac_ckio_floats(&rd, theta, P, "network parameters");
     kfac_optimizer_io(adam, &rd);
     ck_assert_msg(rd.status == KFAC_OK, "%s", kfac_last_error());
-    const float *m = adam->state[0], *v = adam->state[1];
+    const float *m = kfac_optimizer_state_vector(adam, 0), *v = kfac_optimizer_state_vector(adam, 1);
     for (size_t i = 0; i < P; i++) {
         ck_assert_msg(fpclassify(theta[i]) != FP_SUBNORMAL && fpclassify(m[i]) != FP_SUBNORMAL &&
                           fpclassify(v[i]) != FP_SUBNORMAL,

@@ -8,8 +8,10 @@ each strongly connected component of more than one module is printed with
 the edges that close it, and the exit status is 1.
 
 usage: tools/depgraph.py OBJDIR [--dot]
+       tools/depgraph.py --self-test
   OBJDIR: the objects of src/*.c (build/obj); run from the repository root.
   --dot: print the graph in Graphviz's format instead.
+  --self-test: the circle finder on graphs with and without circles.
 """
 import glob
 import os
@@ -95,9 +97,24 @@ def components(nodes, adj):
     return out
 
 
+def self_test():
+    """The finder must see a circle where there is one, and only there."""
+    chain = {"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}
+    assert all(len(c) == 1 for c in components(set(chain), chain)), "a chain has no circle"
+    loop = dict(chain, c={"a"})
+    found = [c for c in components(set(loop), loop) if len(c) > 1]
+    assert found == [["a", "b", "c"]], found
+    two = {"x": {"y"}, "y": {"x"}, "z": {"x"}}
+    assert [c for c in components(set(two), two) if len(c) > 1] == [["x", "y"]]
+    print("depgraph: self-test passed")
+    return 0
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--self-test":
+        return self_test()
     objdir = sys.argv[1]
     if not glob.glob(os.path.join(objdir, "*.o")):
         sys.exit("depgraph: no objects in %s (build the library first)" % objdir)
