@@ -720,7 +720,8 @@ KFAC_API int kfac_trainer_ranks(const kfac_trainer *t);
 
 /* Write t's state to `path`: into a unique temporary file beside it,
  * flushed and fsync'ed, then renamed over `path`, so an interrupted save
- * never destroys the previous checkpoint. Not during kfac_trainer_epoch on
+ * never destroys the previous checkpoint. The file gets the mode the umask
+ * gives a new file (0666 less the umask). Not during kfac_trainer_epoch on
  * the same trainer. */
 KFAC_API kfac_status kfac_trainer_save(const kfac_trainer *t, const char *path);
 

@@ -267,7 +267,10 @@ static kfac_status finish_write(kfac_ckio *io, uint32_t content, const char *pat
         tmp = NULL;
         goto done;
     }
-    (void)fchmod(fd, 0644); /* mkstemp makes it 0600 */
+    /* mkstemp makes it 0600; a checkpoint gets the mode open() would give */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     if (!(f = fdopen(fd, "wb"))) {
         st = kfac_fail(KFAC_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto done;

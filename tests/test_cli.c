@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "kfac.h"
@@ -267,6 +268,34 @@ START_TEST(test_run_and_log)
 }
 END_TEST
 
+/* The log and the checkpoint get the mode open() would give them under
+ * the user's umask (mkstemp alone makes 0600). */
+START_TEST(test_output_modes)
+{
+    static const struct {
+        const char *umask;
+        mode_t mode;
+    } runs[] = {{"umask 022;", 0644}, {"umask 077;", 0600}};
+    const char *data = small_data();
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char args[2048], log[600], ckpt[600];
+        snprintf(log, sizeof log, "%s/mode%zu.csv", test_tmpdir(), i);
+        snprintf(ckpt, sizeof ckpt, "%s/mode%zu.ckpt", test_tmpdir(), i);
+        snprintf(args, sizeof args,
+                 "train nets/small.net --data '%s' --epochs 1 --batch 20 --threads 1 --quiet --log '%s' --save '%s'",
+                 data, log, ckpt);
+        ck_assert_msg(run_kfac_env(runs[i].umask, args) == 0, "%s", slurp(err_path));
+        const char *files[2] = {log, ckpt};
+        for (int k = 0; k < 2; k++) {
+            struct stat sb;
+            ck_assert_int_eq(stat(files[k], &sb), 0);
+            ck_assert_msg((sb.st_mode & 0777) == runs[i].mode, "%s %s: mode %03o, expected %03o", runs[i].umask,
+                          files[k], (unsigned)(sb.st_mode & 0777), (unsigned)runs[i].mode);
+        }
+    }
+}
+END_TEST
+
 /* The test_loss line of `kfac eval` */
 static void eval_line(const char *data, const char *ckpt, char *line, size_t cap)
 {
@@ -380,6 +409,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_kfac_flags);
     tcase_add_test(tc, test_compare);
     tcase_add_test(tc, test_run_and_log);
+    tcase_add_test(tc, test_output_modes);
     tcase_add_test(tc, test_checkpoints);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -127,6 +128,10 @@ static int write_log(const char *path, const char *text)
     int fd = mkstemp(tmp);
     if (fd < 0)
         return -1;
+    /* mkstemp makes it 0600; the log gets the mode open() would give */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     size_t len = strlen(text);
     int ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
