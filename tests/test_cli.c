@@ -268,6 +268,39 @@ START_TEST(test_run_and_log)
 }
 END_TEST
 
+/* The autoencoder's last column is its reconstruction error: named
+ * recon_err on stdout, in train's log and in each of compare's logs. */
+START_TEST(test_autoencoder_log)
+{
+    const char *data = small_data();
+    char net[600], log[600], args[2048];
+    snprintf(net, sizeof net, "%s/ae.net", test_tmpdir());
+    FILE *f = fopen(net, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("[net]\ninputs = 784\nloss = sigmoid_xent\n[dense]\nunits = 8\nactivation = sigmoid\n"
+          "[dense]\nunits = 784\nactivation = linear\n[train]\nbatch = 20\nepochs = 1\n",
+          f);
+    fclose(f);
+    static const char header[] = "epoch,seconds,train_loss,test_loss,recon_err\n";
+    snprintf(log, sizeof log, "%s/ae.csv", test_tmpdir());
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), " recon_err\n"));
+    const char *csv = slurp(log);
+    ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %s", csv);
+    ck_assert_int_eq(count_lines(csv), 2);
+    snprintf(args, sizeof args, "compare '%s' --data '%s' --threads 1 --quiet --optimizers sgd,adam --log '%s'", net,
+             data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    for (int k = 0; k < 2; k++) {
+        snprintf(log, sizeof log, "%s/ae-%s.csv", test_tmpdir(), k ? "adam" : "sgd");
+        csv = slurp(log);
+        ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "%s: header: %s", log, csv);
+        ck_assert_int_eq(count_lines(csv), 2);
+    }
+}
+END_TEST
+
 /* The log and the checkpoint get the mode open() would give them under
  * the user's umask (mkstemp alone makes 0600). */
 START_TEST(test_output_modes)
@@ -410,6 +443,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_compare);
     tcase_add_test(tc, test_run_and_log);
     tcase_add_test(tc, test_output_modes);
+    tcase_add_test(tc, test_autoencoder_log);
     tcase_add_test(tc, test_checkpoints);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);

@@ -56,7 +56,8 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
-            "                      (train; compare writes one file per optimizer,\n"
+            "                      (recon_err for the autoencoder, as on stdout;\n"
+            "                      compare writes one file per optimizer,\n"
             "                      FILE-NAME.csv)\n"
             "  --save FILE         (train) write a checkpoint at the end, atomically\n"
             "  --save-every N      (train) also every N epochs [only at the end]\n"
@@ -93,6 +94,13 @@ static void train_usage(FILE *f, cli_mode mode)
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
             d.kfac.lm_every, (double)d.kfac.fvp_fraction, (double)d.kfac.lr, (double)d.kfac.momentum);
+}
+
+/* The last column, on stdout and in the log: the accuracy of a classifier,
+ * the reconstruction error of the autoencoder (any other loss). */
+static const char *metric_name(const kfac_net_spec *s)
+{
+    return s->loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -391,7 +399,6 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
             cli_error("%s: %s", o->netfile, kfac_last_error());
         return cli_status_exit(st);
     }
-    int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
     /* under mpirun every rank trains its slice of each batch (README,
      * "Running on a cluster"); rank 0 alone logs and saves */
     const void *comm = cli_mpi_comm();
@@ -416,7 +423,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
             code = EXIT_RUNTIME;
             goto done;
         }
-        strcpy(log_text, "epoch,seconds,train_loss,test_loss,test_acc\n");
+        snprintf(log_text, log_cap, "epoch,seconds,train_loss,test_loss,%s\n", metric_name(&o->spec));
         if (write_log(log_path, log_text) != 0) { /* fail before training, not after */
             cli_error("%s: cannot write: %s", log_path, strerror(errno));
             code = EXIT_RUNTIME;
@@ -431,8 +438,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
     if (o->resume_path)
         printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
-    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
-           classify ? "test_acc" : "recon_err");
+    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
     fflush(stdout);
     int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO);
     for (int e = kfac_trainer_epochs_done(tr) + 1; e <= p->epochs; e++) {
@@ -554,14 +560,13 @@ int cmd_compare(int argc, char **argv)
         code = run(&o, &p, o.log_path ? log_path : NULL, &train, &test, rec + (size_t)k * o.p.epochs);
     }
     if (code == EXIT_OK) {
-        const char *metric = o.spec.loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
         printf("\n# side by side: %s, seed %llu, %d threads\n%5s", o.netfile, (unsigned long long)o.p.seed,
                kfac_get_threads(), "");
         for (int k = 0; k < n; k++)
             printf(" | %-30s", kfac_optimizer_name(kinds[k]));
         printf("\n%5s", "epoch");
         for (int k = 0; k < n; k++)
-            printf(" | %8s %11s %9s", "seconds", "train_loss", metric);
+            printf(" | %8s %11s %9s", "seconds", "train_loss", metric_name(&o.spec));
         printf("\n");
         for (int e = 0; e < o.p.epochs; e++) {
             printf("%5d", e + 1);
