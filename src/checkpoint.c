@@ -381,7 +381,8 @@ static kfac_status read_file(const char *path, uint32_t content, unsigned char *
         goto fail;
     }
     if (size < HEADER + 4) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu bytes, not even a header", path, size);
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu byte%s, not even a header", path, size,
+                       KFAC_S(size));
         goto fail;
     }
     kfac_ckio h = {.mode = KFAC_CKIO_READ, .buf = buf, .len = HEADER, .pos = 8};
@@ -402,8 +403,8 @@ static kfac_status read_file(const char *path, uint32_t content, unsigned char *
     if (size > total) {
         /* reading stopped one byte past the end; a regular file says how many */
         if (regular && (uint64_t)sb.st_size > total)
-            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %llu bytes after its end", path,
-                           (unsigned long long)sb.st_size - total);
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %llu byte%s after its end", path,
+                           (unsigned long long)sb.st_size - total, KFAC_S((uint64_t)sb.st_size - total));
         else
             st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: bytes after its end", path);
         goto fail;
@@ -545,8 +546,8 @@ kfac_status kfac_trainer_load(kfac_trainer *t, const char *path)
         check.mode = KFAC_CKIO_CHECK;
         kfac_trainer_io(t, &check);
         if (check.status == KFAC_OK && check.pos != check.len)
-            check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the trainer's state",
-                                     check.len - check.pos);
+            check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu byte%s left over after the trainer's state",
+                                     check.len - check.pos, KFAC_S(check.len - check.pos));
         if ((st = check.status) != KFAC_OK)
             st = fail_file(st, path);
     }
@@ -610,8 +611,8 @@ kfac_status kfac_precond_load(kfac_precond *pc, const char *path)
     check.mode = KFAC_CKIO_CHECK;
     kfac_precond_io(pc, &check);
     if (check.status == KFAC_OK && check.pos != check.len)
-        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the preconditioner's state",
-                                 check.len - check.pos);
+        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu byte%s left over after the preconditioner's state",
+                                 check.len - check.pos, KFAC_S(check.len - check.pos));
     if ((st = check.status) == KFAC_OK) {
         kfac_precond_io(pc, &io);
         st = io.status;

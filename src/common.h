@@ -4,6 +4,7 @@
 #define KFAC_COMMON_H
 
 #include "kfac.h"
+#include "plural.h"
 
 #if defined(__GNUC__)
 #define KFAC_PRINTF(a, b) __attribute__((format(printf, a, b)))

@@ -37,19 +37,19 @@ static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d)
     if (!d || !d->x || d->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "empty dataset");
     if (d->features != spec->inputs)
-        return kfac_fail(KFAC_ERR_SHAPE, "the data has %d features per example (%dx%d) but the network takes %d inputs",
-                         d->features, d->rows, d->cols, spec->inputs);
+        return kfac_fail(KFAC_ERR_SHAPE,
+                         "the data has %d feature%s per example (%dx%d) but the network takes %d input%s", d->features, KFAC_S(d->features), d->rows, d->cols, spec->inputs, KFAC_S(spec->inputs));
     int outputs = spec->layers[spec->n_layers - 1].units;
     if (spec->loss == KFAC_LOSS_SOFTMAX_XENT) {
         if (!d->labels)
             return kfac_fail(KFAC_ERR_SHAPE, "a classifier needs labels");
         if (outputs != d->classes)
-            return kfac_fail(KFAC_ERR_SHAPE, "the data has %d classes but the network has %d outputs",
-                             d->classes, outputs);
+            return kfac_fail(KFAC_ERR_SHAPE, "the data has %d class%s but the network has %d output%s",
+                             d->classes, d->classes == 1 ? "" : "es", outputs, KFAC_S(outputs));
     } else if (outputs != d->features) {
         return kfac_fail(KFAC_ERR_SHAPE,
-                         "loss %s reconstructs the input: %d outputs needed, the network has %d",
-                         kfac_loss_name(spec->loss), d->features, outputs);
+                         "loss %s reconstructs the input: %d output%s needed, the network has %d",
+                         kfac_loss_name(spec->loss), d->features, KFAC_S(d->features), outputs);
     }
     return KFAC_OK;
 }
@@ -111,8 +111,8 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     if ((st = check_fit(spec, train)) != KFAC_OK)
         return st;
     if (p->batch > train->n)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d examples)",
-                         p->batch, train->n);
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d example%s)",
+                         p->batch, train->n, KFAC_S(train->n));
 
     kfac_trainer *t = calloc(1, sizeof *t);
     if (!t)

@@ -301,6 +301,34 @@ START_TEST(test_autoencoder_log)
 }
 END_TEST
 
+/* Counts agree with their nouns: "1 epoch", "2 epochs", "1 thread",
+ * statistics on the whole batch or a fraction of it. */
+START_TEST(test_plurals)
+{
+    static const struct {
+        const char *cmd, *flags, *has[3];
+    } runs[] = {
+        {"train", "--optimizer kfac --epochs 1 --threads 1",
+         {", 1 epoch, ", ", 1 thread", "statistics on the whole batch,"}},
+        {"train", "--optimizer kfac --epochs 2 --threads 2 --stat-fraction 0.5",
+         {", 2 epochs, ", ", 2 threads", "statistics on 0.5 of the batch,"}},
+        {"compare", "--epochs 1 --threads 1 --optimizers kfac,sgd", {", 1 epoch, ", ", 1 thread\n", NULL}},
+    };
+    const char *data = small_data();
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "%s nets/small.net --data '%s' --batch 20 --quiet %s", runs[i].cmd, data,
+                 runs[i].flags);
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
+        const char *out = slurp(out_path);
+        for (int k = 0; k < 3 && runs[i].has[k]; k++)
+            ck_assert_msg(strstr(out, runs[i].has[k]), "%s: lacks '%s':\n%s", args, runs[i].has[k], out);
+        ck_assert_msg(!strstr(out, " 1 epochs") && !strstr(out, " 1 threads") && !strstr(out, " 1 of the batch"),
+                      "%s: a singular count with a plural noun:\n%s", args, out);
+    }
+}
+END_TEST
+
 /* The log and the checkpoint get the mode open() would give them under
  * the user's umask (mkstemp alone makes 0600). */
 START_TEST(test_output_modes)
@@ -400,9 +428,9 @@ START_TEST(test_spin_wait_bounded)
         const char *env, *libgomp_read, *header;
         int images;
     } runs[] = {
-        {"-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "GOMP_SPINCOUNT = '3000'", "1 threads (GOMP_SPINCOUNT=3000)\n", 2},
-        {"-u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "GOMP_SPINCOUNT = '77'", "1 threads (GOMP_SPINCOUNT=77)\n", 1},
-        {"-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "GOMP_SPINCOUNT = '0'", "1 threads (OMP_WAIT_POLICY=passive)\n",
+        {"-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "GOMP_SPINCOUNT = '3000'", "1 thread (GOMP_SPINCOUNT=3000)\n", 2},
+        {"-u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "GOMP_SPINCOUNT = '77'", "1 thread (GOMP_SPINCOUNT=77)\n", 1},
+        {"-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "GOMP_SPINCOUNT = '0'", "1 thread (OMP_WAIT_POLICY=passive)\n",
          1},
     };
     const char *data = small_data();
@@ -444,6 +472,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_run_and_log);
     tcase_add_test(tc, test_output_modes);
     tcase_add_test(tc, test_autoencoder_log);
+    tcase_add_test(tc, test_plurals);
     tcase_add_test(tc, test_checkpoints);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);

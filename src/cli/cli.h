@@ -4,6 +4,7 @@
 #define KFAC_CLI_H
 
 #include "kfac.h"
+#include "plural.h"
 
 /* Exit statuses (documented in `kfac --help` and the README). */
 enum {

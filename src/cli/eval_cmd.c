@@ -88,7 +88,7 @@ int cmd_eval(int argc, char **argv)
         code = cli_status_exit(st);
         goto done;
     }
-    printf("# %s with %s: %d test examples of %s\n", netfile, load, test.n, data);
+    printf("# %s with %s: %d test example%s of %s\n", netfile, load, test.n, KFAC_S(test.n), data);
     printf("test_loss %.6f %s %.4f\n", loss, spec.loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err", metric);
 done:
     kfac_net_free(net);

@@ -167,18 +167,22 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
     const char *wait = cli_wait_policy();
-    printf(", batch %d, %d epochs, seed %llu, %d threads%s%s%s\n", p->batch, p->epochs,
-           (unsigned long long)p->seed, kfac_get_threads(), *wait ? " (" : "", wait, *wait ? ")" : "");
+    int threads = kfac_get_threads();
+    printf(", batch %d, %d epoch%s, seed %llu, %d thread%s%s%s%s\n", p->batch, p->epochs, KFAC_S(p->epochs),
+           (unsigned long long)p->seed, threads, KFAC_S(threads), *wait ? " (" : "", wait, *wait ? ")" : "");
     if (p->optimizer == KFAC_OPT_KFAC) {
         const kfac_kfac_params *k = &p->kfac;
-        printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %g of the batch, %s Fisher, "
+        char share[32] = "the whole";
+        if (k->stat_fraction < 1.0f)
+            snprintf(share, sizeof share, "%g of the", (double)k->stat_fraction);
+        printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %s batch, %s Fisher, "
                "%s inverses, %s rule",
-               (double)k->damping, (double)k->decay, k->cov_every, k->inv_every, (double)k->stat_fraction,
-               kfac_fisher_name(k->fisher), kfac_inversion_name(k->inversion), kfac_step_rule_name(k->rule));
+               (double)k->damping, (double)k->decay, k->cov_every, k->inv_every, share, kfac_fisher_name(k->fisher),
+               kfac_inversion_name(k->inversion), kfac_step_rule_name(k->rule));
         if (k->rule == KFAC_RULE_KL_CLIP)
             printf(" (kl_clip %g)\n", (double)k->kl_clip);
         else
-            printf(" (damping adapted every %d steps)\n", k->lm_every);
+            printf(" (damping adapted every %d step%s)\n", k->lm_every, KFAC_S(k->lm_every));
     }
 }
 
@@ -188,13 +192,14 @@ static void describe_kfac(const kfac_trainer *tr)
     kfac_kfac_stats k;
     if (kfac_trainer_kfac_stats(tr, &k) != KFAC_OK)
         return;
-    printf("# kfac: %ld statistics rounds, %ld inversions", k.stats_rounds, k.inversions);
+    printf("# kfac: %ld statistics round%s, %ld inversion%s", k.stats_rounds, KFAC_S(k.stats_rounds), k.inversions,
+           KFAC_S(k.inversions));
     if (k.fallbacks)
         printf(" (fallbacks:%s%s%s)", k.fallbacks & KFAC_FALLBACK_DOUBLE ? " double" : "",
                k.fallbacks & KFAC_FALLBACK_DAMPING ? " more damping" : "",
                k.fallbacks & KFAC_FALLBACK_EIGEN_CLIP ? " eigenvalue clipping" : "");
     if (k.damping_retries)
-        printf(", %ld directions redone with more damping", k.damping_retries);
+        printf(", %ld direction%s redone with more damping", k.damping_retries, KFAC_S(k.damping_retries));
     printf("; seconds: statistics %.2f, inversions %.2f, preconditioning %.2f, F-vector products %.2f; "
            "damping %g\n",
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
@@ -432,10 +437,14 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     if ((code = cli_mpi_agree(code)) != EXIT_OK)
         goto done;
     describe(o->netfile, &o->spec, p);
-    if (cli_ranks() > 1)
-        printf("# %d MPI processes, each %d-%d rows of every batch of %d (%d threads each)\n", cli_ranks(),
-               p->batch / cli_ranks(), (p->batch + cli_ranks() - 1) / cli_ranks(), p->batch, kfac_get_threads());
-    printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
+    if (cli_ranks() > 1) {
+        int lo = p->batch / cli_ranks(), hi = (p->batch + cli_ranks() - 1) / cli_ranks(), threads = kfac_get_threads();
+        char rows[32];
+        snprintf(rows, sizeof rows, lo == hi ? "%d" : "%d-%d", lo, hi);
+        printf("# %d MPI processes, each %s row%s of every batch of %d (%d thread%s each)\n", cli_ranks(), rows,
+               KFAC_S(hi), p->batch, threads, KFAC_S(threads));
+    }
+    printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
     if (o->resume_path)
         printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
@@ -560,8 +569,9 @@ int cmd_compare(int argc, char **argv)
         code = run(&o, &p, o.log_path ? log_path : NULL, &train, &test, rec + (size_t)k * o.p.epochs);
     }
     if (code == EXIT_OK) {
-        printf("\n# side by side: %s, seed %llu, %d threads\n%5s", o.netfile, (unsigned long long)o.p.seed,
-               kfac_get_threads(), "");
+        int threads = kfac_get_threads();
+        printf("\n# side by side: %s, seed %llu, %d thread%s\n%5s", o.netfile, (unsigned long long)o.p.seed, threads,
+               KFAC_S(threads), "");
         for (int k = 0; k < n; k++)
             printf(" | %-30s", kfac_optimizer_name(kinds[k]));
         printf("\n%5s", "epoch");
