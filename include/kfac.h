@@ -44,10 +44,21 @@ extern "C" {
 #define KFAC_API
 #endif
 
+/* The version, written here only: the string is made from the numbers,
+ * and the Makefile reads them for the shared library's name and SONAME
+ * and for kfac.pc. */
 #define KFAC_VERSION_MAJOR 0
 #define KFAC_VERSION_MINOR 1
 #define KFAC_VERSION_PATCH 0
-#define KFAC_VERSION_STRING "0.1.0"
+#define KFAC_VERSION_STR_(x) #x
+#define KFAC_VERSION_XSTR_(x) KFAC_VERSION_STR_(x)
+#define KFAC_VERSION_STRING                                                                    \
+    KFAC_VERSION_XSTR_(KFAC_VERSION_MAJOR) "." KFAC_VERSION_XSTR_(KFAC_VERSION_MINOR) "." \
+    KFAC_VERSION_XSTR_(KFAC_VERSION_PATCH)
+
+/* The version of the library linked in ("0.1.0": its KFAC_VERSION_STRING);
+ * a program built against another header can tell. */
+KFAC_API const char *kfac_version(void);
 
 /* ---------------------------------------------------------------- status */
 

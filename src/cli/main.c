@@ -203,7 +203,7 @@ static int dispatch(int argc, char **argv)
         return EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("kfac %s\n", KFAC_VERSION_STRING);
+        printf("kfac %s\n", kfac_version());
         return EXIT_OK;
     }
     if (!strcmp(cmd, "train"))
