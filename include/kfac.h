@@ -172,8 +172,11 @@ typedef struct kfac_net_spec {
     int sparse_count;  /* SPARSE: non-zero weights per unit; default 15
                           (Martens 2010), >= 1 */
     int input_pool;    /* the images reach the network average-pooled in
-                          input_pool x input_pool blocks (kfac_dataset_pool;
-                          the command line applies it); default 1; [1, 64] */
+                          input_pool x input_pool blocks (kfac_dataset_pool):
+                          the trainer, kfac_evaluate and kfac_check pool a
+                          data set of full-size images themselves, and take
+                          one of `inputs` features as it is; default 1;
+                          [1, 64] */
 } kfac_net_spec;
 
 /* Fill defaults: no layers, inputs 0 (to be set). */

@@ -46,6 +46,14 @@ static inline int omp_get_num_threads(void) { return 1; }
 static inline void omp_set_num_threads(int n) { (void)n; }
 #endif
 
+/* The data set a network of `spec` reads: d itself, or, when spec pools
+ * its input (input_pool > 1) and d holds the full-size images, d pooled
+ * into *pooled (zeroed otherwise; the caller frees it with
+ * kfac_dataset_free). The trainer, kfac_evaluate and kfac_check call it,
+ * so a net file's `pool` works through the API. */
+kfac_status kfac_dataset_for_net(const kfac_net_spec *spec, const kfac_dataset *d, kfac_dataset *pooled,
+                                 const kfac_dataset **use);
+
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))
 

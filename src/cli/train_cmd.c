@@ -509,7 +509,7 @@ int cmd_train(int argc, char **argv)
     if (code >= 0)
         return code;
     kfac_dataset train, test;
-    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     code = run(&o, &o.p, o.log_path, &train, &test, NULL);
     kfac_dataset_free(&train);
@@ -545,7 +545,7 @@ int cmd_compare(int argc, char **argv)
         return EXIT_USAGE;
     }
     kfac_dataset train, test;
-    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     kfac_epoch_stats *rec = calloc((size_t)n * (size_t)o.p.epochs, sizeof *rec);
     if (!rec) {
