@@ -87,7 +87,7 @@ static int count_lines(const char *s)
 
 static void mkdir_p(const char *dir)
 {
-    char cmd[800];
+    char cmd[1024];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);
 }
@@ -581,6 +581,142 @@ START_TEST(test_bad_checkpoint)
 }
 END_TEST
 
+/* ---------------------------------------------------- resumed run logs */
+
+/* `--resume --log` appends to the log only when it is this run's so far:
+ * the header and exactly the checkpoint's epochs 1..E. Each case spoils
+ * the log of a 2-epoch run; resuming to 4 epochs is refused with status 3
+ * and one line naming the log and the problem, and the log and the
+ * checkpoint stay as they were. */
+typedef struct log_case {
+    const char *name;
+    const char *problem;
+} log_case;
+
+static const log_case log_cases[] = {
+    {"header", "its first line is 'epoch,seconds,train_loss,test_loss,recon_err', not "
+               "'epoch,seconds,train_loss,test_loss,test_acc'"},
+    {"more-rows", "it has 3 epoch rows but the checkpoint "},
+    {"fewer-rows", "it has 1 epoch row but the checkpoint "},
+    {"numbering", "line 2, '2,"},
+    {"fields", "has 4 fields, not 5"},
+    {"incomplete", "its last line, line 3, is incomplete"},
+    {"empty", "its first line is '', not 'epoch,"},
+    {"directory", "cannot read the log to append to: Is a directory"},
+};
+
+START_TEST(test_resume_bad_log)
+{
+    const log_case *c = &log_cases[_i];
+    char dir[600], log[800], ckpt[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-log-%s", test_tmpdir(), c->name);
+    mkdir_p(dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --log '%s' --save '%s'",
+             good_data(), log, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    size_t n, ckpt_n;
+    char *text = read_all(log, &n), *ckpt_before = read_all(ckpt, &ckpt_n);
+    text = realloc(text, n + 64);
+    char *row1 = strchr(text, '\n') + 1, *row2 = strchr(row1, '\n') + 1;
+    switch (_i) {
+    case 0: { /* the autoencoder's header */
+        static const char ae[] = "epoch,seconds,train_loss,test_loss,recon_err\n";
+        size_t rows = n - (size_t)(row1 - text);
+        memmove(text + sizeof ae - 1, row1, rows);
+        memcpy(text, ae, sizeof ae - 1);
+        n = sizeof ae - 1 + rows;
+        break;
+    }
+    case 1: memcpy(text + n, "3,0.1,0.5,0.5,0.8\n", 18), n += 18; break;
+    case 2: n = (size_t)(row2 - text); break;
+    case 3: { /* rows 2, 1 */
+        size_t l1 = (size_t)(row2 - row1), l2 = n - (size_t)(row2 - text);
+        char tmp[256];
+        memcpy(tmp, row1, l1);
+        memmove(row1, row2, l2);
+        memcpy(row1 + l2, tmp, l1);
+        break;
+    }
+    case 4: *strrchr(row2, ',') = ';'; break;
+    case 5: n--; break;
+    case 6: n = 0; break;
+    case 7: break;
+    }
+    if (_i == 7) {
+        snprintf(log, sizeof log, "%s/logdir", dir);
+        mkdir_p(log);
+    } else {
+        write_all(log, text, n);
+    }
+    free(text);
+    size_t before_n = 0;
+    char *before = _i == 7 ? NULL : read_all(log, &before_n);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 4 --batch 20 --quiet --resume '%s' --save '%s' "
+             "--save-every 1 --log '%s'",
+             good_data(), ckpt, ckpt, log);
+    int got = run_kfac(args);
+    expect_one_line(c->name, got, 3, log, c->problem);
+    if (before) {
+        size_t after_n;
+        char *after = read_all(log, &after_n);
+        ck_assert_msg(after_n == before_n && memcmp(after, before, before_n) == 0, "%s: the log changed", c->name);
+        free(after);
+        free(before);
+    }
+    size_t now_n;
+    char *now = read_all(ckpt, &now_n);
+    ck_assert_msg(now_n == ckpt_n && memcmp(now, ckpt_before, ckpt_n) == 0, "%s: the checkpoint changed", c->name);
+    free(now);
+    free(ckpt_before);
+    ck_assert_msg(!tmp_files_in(dir), "%s: a temporary file was left", c->name);
+}
+END_TEST
+
+/* A resume to no more epochs than the checkpoint holds says so on stderr,
+ * exits 0 and touches no file: the log (existing or not) and the
+ * checkpoint it would save over. */
+START_TEST(test_resume_nothing_to_do)
+{
+    char dir[600], log[800], missing[800], ckpt[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-nothing", test_tmpdir());
+    mkdir_p(dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(missing, sizeof missing, "%s/none.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --log '%s' --save '%s'",
+             good_data(), log, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    struct stat log_sb, ckpt_sb, sb;
+    ck_assert_int_eq(stat(log, &log_sb), 0);
+    ck_assert_int_eq(stat(ckpt, &ckpt_sb), 0);
+    for (int epochs = 1; epochs <= 2; epochs++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(args, sizeof args,
+                     "train nets/small.net --data '%s' --threads 1 --epochs %d --batch 20 --resume '%s' --save '%s' "
+                     "--log '%s'",
+                     good_data(), epochs, ckpt, ckpt, k ? missing : log);
+            int got = run_kfac(args);
+            char *err = read_all(err_path, NULL);
+            ck_assert_msg(got == 0, "--epochs %d: exit %d: %s", epochs, got, err);
+            ck_assert_str_eq(err, "kfac: nothing to do: the checkpoint already has 2 epochs\n");
+            free(err);
+            ck_assert_msg(!exists(missing), "--epochs %d: the log was created", epochs);
+            ck_assert_int_eq(stat(log, &sb), 0);
+            ck_assert_msg(sb.st_ino == log_sb.st_ino && sb.st_mtime == log_sb.st_mtime && sb.st_size == log_sb.st_size,
+                          "--epochs %d: the log was touched", epochs);
+            ck_assert_int_eq(stat(ckpt, &sb), 0);
+            ck_assert_msg(sb.st_ino == ckpt_sb.st_ino && sb.st_mtime == ckpt_sb.st_mtime,
+                          "--epochs %d: the checkpoint was touched", epochs);
+        }
+    ck_assert_msg(!tmp_files_in(dir), "a temporary file was left");
+}
+END_TEST
+
 /* ----------------------------------------------------------- divergence */
 
 /* An absurd learning rate on a linear hidden layer (ReLU units would just
@@ -699,6 +835,8 @@ Suite *badinput_cli_suite(void)
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad_checkpoint, 0, (int)(sizeof ckpt_cases / sizeof *ckpt_cases));
+    tcase_add_loop_test(tc, test_resume_bad_log, 0, (int)(sizeof log_cases / sizeof *log_cases));
+    tcase_add_test(tc, test_resume_nothing_to_do);
     suite_add_tcase(s, tc);
     /* whole training runs (K-FAC eigendecompositions of 785 x 785 factors):
      * left out under valgrind, run everywhere else */

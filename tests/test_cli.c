@@ -364,6 +364,63 @@ START_TEST(test_output_modes)
 }
 END_TEST
 
+/* A copy of the CSV log without its seconds column (training time, which
+ * differs from run to run). */
+static char *without_seconds(const char *csv)
+{
+    char *out = malloc(strlen(csv) + 1), *o = out;
+    ck_assert_ptr_nonnull(out);
+    for (const char *line = csv; *line;) {
+        const char *comma = strchr(line, ','), *next = comma ? strchr(comma + 1, ',') : NULL;
+        const char *nl = strchr(line, '\n');
+        ck_assert_msg(comma && next && nl && next < nl, "not a log row: %s", line);
+        memcpy(o, line, (size_t)(comma - line)), o += comma - line;
+        memcpy(o, next, (size_t)(nl + 1 - next)), o += nl + 1 - next;
+        line = nl + 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* --resume with --log appends the new epochs: 1 epoch, then resumed to 3,
+ * logs what 3 straight epochs log (but for the seconds); a log that does
+ * not exist yet starts with the new epochs. */
+START_TEST(test_resume_appends_log)
+{
+    const char *data = small_data();
+    char args[2048], straight[600], resumed[600], fresh[600], ckpt[600], ckpt2[600];
+    snprintf(straight, sizeof straight, "%s/straight.csv", test_tmpdir());
+    snprintf(resumed, sizeof resumed, "%s/resumed.csv", test_tmpdir());
+    snprintf(fresh, sizeof fresh, "%s/fresh.csv", test_tmpdir());
+    snprintf(ckpt, sizeof ckpt, "%s/append.ckpt", test_tmpdir());
+    snprintf(ckpt2, sizeof ckpt2, "%s/append2.ckpt", test_tmpdir());
+    static const char common[] = "train nets/small.net --batch 20 --threads 1 --quiet";
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --log '%s'", common, data, straight);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    char *want = without_seconds(slurp(straight));
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 1 --log '%s' --save '%s'", common, data, resumed, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    snprintf(args, sizeof args, "cp '%s' '%s'", ckpt, ckpt2);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --save '%s' --log '%s'", common, data, ckpt,
+             ckpt, resumed);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    char *got = without_seconds(slurp(resumed));
+    ck_assert_msg(strcmp(got, want) == 0, "resumed log:\n%s\nstraight:\n%s", got, want);
+    free(got);
+    /* no log yet: the header and epochs 2 and 3 */
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --log '%s'", common, data, ckpt2, fresh);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    got = without_seconds(slurp(fresh));
+    const char *row2 = strchr(strchr(want, '\n') + 1, '\n') + 1;
+    ck_assert_msg(strncmp(got, want, (size_t)(strchr(want, '\n') + 1 - want)) == 0 &&
+                      strcmp(strchr(got, '\n') + 1, row2) == 0,
+                  "new log:\n%s\nexpected the header and:\n%s", got, row2);
+    free(got);
+    free(want);
+}
+END_TEST
+
 /* The test_loss line of `kfac eval` */
 static void eval_line(const char *data, const char *ckpt, char *line, size_t cap)
 {
@@ -483,6 +540,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_autoencoder_log);
     tcase_add_test(tc, test_plurals);
     tcase_add_test(tc, test_checkpoints);
+    tcase_add_test(tc, test_resume_appends_log);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);
     /* trains on the real data (left out under valgrind) */

@@ -58,12 +58,16 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
             "                      (recon_err for the autoencoder, as on stdout;\n"
             "                      compare writes one file per optimizer,\n"
-            "                      FILE-NAME.csv)\n"
+            "                      FILE-NAME.csv); with --resume the new epochs are\n"
+            "                      appended to FILE, which must hold the header and\n"
+            "                      exactly the checkpoint's epochs (else exit 3),\n"
+            "                      or, if FILE does not exist, start it\n"
             "  --save FILE         (train) write a checkpoint at the end, atomically\n"
             "  --save-every N      (train) also every N epochs [only at the end]\n"
             "  --resume FILE       (train) go on from a checkpoint of the same network\n"
             "                      and optimizer, up to --epochs in all; bit-identical\n"
-            "                      to an uninterrupted run at the same thread count\n"
+            "                      to an uninterrupted run at the same thread count;\n"
+            "                      none left: says so, exit 0, no file touched\n"
             "  --quiet             no progress bar\n"
             "  --help              this text\n"
             "\n"
@@ -150,6 +154,90 @@ static int write_log(const char *path, const char *text)
         return -1;
     }
     return 0;
+}
+
+/* One epoch's row at the end of the log text (grown to fit). */
+static int log_append(char **text, const kfac_epoch_stats *s)
+{
+    size_t used = strlen(*text);
+    int n = snprintf(NULL, 0, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
+                     s->test_acc);
+    char *t = n < 0 ? NULL : realloc(*text, used + (size_t)n + 1);
+    if (!t)
+        return -1;
+    snprintf(t + used, (size_t)n + 1, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
+             s->test_acc);
+    *text = t;
+    return 0;
+}
+
+/* A resumed run appends to its log, which must be this run's so far: this
+ * network's header and exactly the checkpoint's `epochs` rows, numbered 1
+ * to epochs. EXIT_OK with *text the log (malloc'ed), or NULL when there is
+ * no such file (the log then starts with the new epochs); else the
+ * problem is reported, its exit status returned, and nothing written. */
+static int read_resumed_log(const char *path, const char *header, const char *ckpt, int epochs, char **text)
+{
+    *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT)
+        return EXIT_OK;
+    size_t len = 0, cap = 4096, got;
+    char *buf = f ? malloc(cap + 1) : NULL;
+    while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0)
+        if ((len += got) == cap) {
+            char *more = realloc(buf, (cap *= 2) + 1);
+            if (!more)
+                free(buf);
+            buf = more;
+        }
+    int e = errno, failed = !f || (buf && ferror(f));
+    if (f)
+        fclose(f);
+    if (failed || !buf) {
+        free(buf);
+        cli_error("%s: cannot read the log to append to: %s", path, failed ? strerror(e) : "out of memory");
+        return failed ? EXIT_INPUT : EXIT_RUNTIME;
+    }
+    buf[len] = '\0';
+    char problem[256] = "";
+    size_t hlen = strlen(header);
+    int rows = 0;
+    for (size_t i = hlen; i < len; i++)
+        rows += buf[i] == '\n';
+    if (memchr(buf, '\0', len))
+        snprintf(problem, sizeof problem, "it is not text (a NUL byte)");
+    else if (len < hlen || memcmp(buf, header, hlen) != 0)
+        snprintf(problem, sizeof problem, "its first line is '%.*s', not '%.*s'",
+                 (int)(strcspn(buf, "\n") > 60 ? 60 : strcspn(buf, "\n")), buf, (int)hlen - 1, header);
+    else if (len > hlen && buf[len - 1] != '\n')
+        snprintf(problem, sizeof problem, "its last line, line %d, is incomplete", rows + 2);
+    else if (rows != epochs)
+        snprintf(problem, sizeof problem, "it has %d epoch row%s but the checkpoint %s has %d epoch%s", rows,
+                 KFAC_S(rows), ckpt, epochs, KFAC_S(epochs));
+    /* each row: its epoch number, then four more fields */
+    int row = 0;
+    for (const char *line = buf + hlen; !*problem && *line; line = strchr(line, '\n') + 1) {
+        int n = (int)strcspn(line, "\n"), fields = 1;
+        row++;
+        for (int i = 0; i < n; i++)
+            fields += line[i] == ',';
+        char *end;
+        long epoch = strtol(line, &end, 10);
+        if (fields != 5)
+            snprintf(problem, sizeof problem, "line %d, '%.*s', has %d field%s, not 5", row + 1, n > 60 ? 60 : n,
+                     line, fields, KFAC_S(fields));
+        else if (epoch != row || *end != ',')
+            snprintf(problem, sizeof problem, "line %d, '%.*s', is not epoch %d", row + 1, n > 60 ? 60 : n, line,
+                     row);
+    }
+    if (*problem) {
+        free(buf);
+        cli_error("%s: cannot append to this log: %s", path, problem);
+        return EXIT_INPUT;
+    }
+    *text = buf;
+    return EXIT_OK;
 }
 
 static void describe(const char *netfile, const kfac_net_spec *s, const kfac_train_params *p)
@@ -394,7 +482,6 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
 {
     int code = EXIT_OK;
     char *log_text = NULL;
-    size_t log_cap = 0;
     kfac_trainer *tr = NULL;
     kfac_status st;
     if ((st = kfac_trainer_new(&o->spec, p, train, &tr)) != KFAC_OK) {
@@ -420,16 +507,22 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         code = cli_status_exit(st);
         goto done;
     }
+    int done_epochs = kfac_trainer_epochs_done(tr);
+    if (o->resume_path && done_epochs >= p->epochs) {
+        /* no epoch to train: no file is touched */
+        cli_error("nothing to do: the checkpoint already has %d epoch%s", done_epochs, KFAC_S(done_epochs));
+        goto done;
+    }
     if (log_path) {
-        log_cap = 64 + 80 * (size_t)p->epochs;
-        log_text = malloc(log_cap);
-        if (!log_text) {
+        char header[64];
+        snprintf(header, sizeof header, "epoch,seconds,train_loss,test_loss,%s\n", metric_name(&o->spec));
+        if (o->resume_path)
+            code = read_resumed_log(log_path, header, o->resume_path, done_epochs, &log_text);
+        if (code == EXIT_OK && !log_text && !(log_text = strdup(header))) {
             cli_error("out of memory");
             code = EXIT_RUNTIME;
-            goto done;
         }
-        snprintf(log_text, log_cap, "epoch,seconds,train_loss,test_loss,%s\n", metric_name(&o->spec));
-        if (write_log(log_path, log_text) != 0) { /* fail before training, not after */
+        if (code == EXIT_OK && write_log(log_path, log_text) != 0) { /* fail before training, not after */
             cli_error("%s: cannot write: %s", log_path, strerror(errno));
             code = EXIT_RUNTIME;
         }
@@ -446,11 +539,11 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     }
     printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
     if (o->resume_path)
-        printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
+        printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
     fflush(stdout);
     int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO);
-    for (int e = kfac_trainer_epochs_done(tr) + 1; e <= p->epochs; e++) {
+    for (int e = done_epochs + 1; e <= p->epochs; e++) {
         kfac_epoch_stats s;
         progress pr = {e, -1};
         st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
@@ -480,10 +573,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs)
             code = save(tr, save_path);
         if (code == EXIT_OK && log_text) {
-            size_t used = strlen(log_text);
-            snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds, s.train_loss,
-                     s.test_loss, s.test_acc);
-            if (write_log(log_path, log_text) != 0) {
+            if (log_append(&log_text, &s) != 0 || write_log(log_path, log_text) != 0) {
                 cli_error("%s: cannot write: %s", log_path, strerror(errno));
                 code = EXIT_RUNTIME;
             }
