@@ -431,6 +431,14 @@ static const flag_case flag_cases[] = {
     {"--stat-fraction 1.5", "train: --stat-fraction '1.5': stat_fraction 1.5 outside (0, 1]"},
     {"--cov-every 0", "train: --cov-every '0'"},
     {"--inversion lu", "train: --inversion 'lu'"},
+    {"--optimizer adam --beta1 1", "train: --beta1 '1': beta1 1 outside [0, 1)"},
+    {"--beta1 -0.5", "train: --beta1 '-0.5': beta1 -0.5 outside [0, 1)"},
+    {"--beta2 0.99999999", "train: --beta2 '0.99999999': beta2 1 outside [0, 1)"},
+    {"--beta2 x", "train: --beta2 'x': not a valid number"},
+    {"--eps 0", "train: --eps '0': eps 0 outside (0, 1]"},
+    {"--eps 2", "train: --eps '2': eps 2 outside (0, 1]"},
+    {"--eps nan", "train: --eps 'nan': not a valid number"},
+    {"--eps", "train: --eps needs a value"},
     {"--save-every 0", "train: --save-every '0': expected an integer in [1, 100000]"},
 };
 

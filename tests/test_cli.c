@@ -421,6 +421,39 @@ START_TEST(test_resume_appends_log)
 }
 END_TEST
 
+/* --beta1, --beta2 and --eps reach Adam: each changes its log (but for
+ * the seconds), the defaults given as flags change nothing, the header
+ * names them, and --help lists them. */
+START_TEST(test_adam_flags)
+{
+    const char *data = small_data();
+    static const char *const flags[] = {"", "--beta1 0.9 --beta2 0.999 --eps 1e-8", "--beta1 0.5", "--beta2 0.9",
+                                        "--eps 0.1"};
+    char *logs[5];
+    for (int k = 0; k < 5; k++) {
+        char args[2048], log[600];
+        snprintf(log, sizeof log, "%s/adam%d.csv", test_tmpdir(), k);
+        snprintf(args, sizeof args,
+                 "train nets/small.net --data '%s' --optimizer adam --lr 0.01 --epochs 1 --batch 20 --threads 1 "
+                 "--quiet --log '%s' %s",
+                 data, log, flags[k]);
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
+        if (k == 4)
+            ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.01 beta1 0.9 beta2 0.999 eps 0.1,"), "%s",
+                          slurp(out_path));
+        logs[k] = without_seconds(slurp(log));
+    }
+    ck_assert_msg(strcmp(logs[0], logs[1]) == 0, "the defaults as flags changed the run:\n%s\n%s", logs[0], logs[1]);
+    for (int k = 2; k < 5; k++)
+        ck_assert_msg(strcmp(logs[0], logs[k]) != 0, "%s did not change Adam's run:\n%s", flags[k], logs[k]);
+    for (int k = 0; k < 5; k++)
+        free(logs[k]);
+    ck_assert_int_eq(run_kfac("train --help"), 0);
+    const char *help = slurp(out_path);
+    ck_assert_msg(strstr(help, "--beta1 X") && strstr(help, "--beta2 X") && strstr(help, "--eps X"), "%s", help);
+}
+END_TEST
+
 /* The test_loss line of `kfac eval` */
 static void eval_line(const char *data, const char *ckpt, char *line, size_t cap)
 {
@@ -541,6 +574,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_plurals);
     tcase_add_test(tc, test_checkpoints);
     tcase_add_test(tc, test_resume_appends_log);
+    tcase_add_test(tc, test_adam_flags);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);
     /* trains on the real data (left out under valgrind) */

@@ -52,6 +52,9 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --batch N           minibatch size, 1..training set size [else %d]\n"
             "  --lr X              learning rate, (0, 1000]; for kfac too [else %g]\n"
             "  --momentum X        momentum for momentum/nesterov/kfac, [0, 1) [else %g]\n"
+            "  --beta1 X           Adam's first-moment decay, [0, 1) [else %g]\n"
+            "  --beta2 X           Adam's second-moment decay, [0, 1) [else %g]\n"
+            "  --eps X             Adam's epsilon, (0, 1] [else %g]\n"
             "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
             "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
@@ -93,7 +96,8 @@ static void train_usage(FILE *f, cli_mode mode)
             "\n"
             "A run is reproducible for a given seed and thread count.\n",
             KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
-            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.weight_decay,
+            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.beta1, (double)d.optim.beta2,
+            (double)d.optim.eps, (double)d.optim.weight_decay,
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
@@ -252,6 +256,8 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
     printf("# %s lr %g", kfac_optimizer_name(p->optimizer), lr);
     if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || kf)
         printf(" momentum %g", mu);
+    if (p->optimizer == KFAC_OPT_ADAM)
+        printf(" beta1 %g beta2 %g eps %g", (double)p->optim.beta1, (double)p->optim.beta2, (double)p->optim.eps);
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
     const char *wait = cli_wait_policy();
@@ -319,7 +325,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
         "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max", "--fvp-fraction",
-        "--save",      "--save-every", "--resume"};
+        "--save",      "--save-every", "--resume", "--beta1",      "--beta2",         "--eps"};
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -414,6 +420,12 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             bad = cli_parse_float(v, &p->optim.lr) || (p->kfac.lr = 0.0f, 0); /* the flag wins */
         else if (!strcmp(name, "--momentum"))
             bad = cli_parse_float(v, &p->optim.momentum) || (p->kfac.momentum = -1.0f, 0); /* the flag wins */
+        else if (!strcmp(name, "--beta1"))
+            bad = cli_parse_float(v, &p->optim.beta1);
+        else if (!strcmp(name, "--beta2"))
+            bad = cli_parse_float(v, &p->optim.beta2);
+        else if (!strcmp(name, "--eps"))
+            bad = cli_parse_float(v, &p->optim.eps);
         else if (!strcmp(name, "--weight-decay"))
             bad = cli_parse_float(v, &p->optim.weight_decay);
         else if (!strcmp(name, "--seed"))
