@@ -42,9 +42,10 @@ LDFLAGS ?=
 # Debian packages the build needs; `deps` installs the missing ones.
 DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3
 
-SONAME  := libkfac.so.0
 # The library version, from the header (one place to change it).
-VERSION := $(shell sed -n 's/^\#define KFAC_VERSION_STRING "\(.*\)"/\1/p' include/kfac.h)
+version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac.h)
+VERSION := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+SONAME  := libkfac.so.$(call version_part,MAJOR)
 # Where `make install` puts things (DESTDIR for staged installs).
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -242,13 +243,17 @@ uninstall:
 
 # The embedding examples (tests/embed/) built as a user builds them:
 # installed into a temporary prefix, compiled with pkg-config's flags
-# alone, run with the installed nets, $(DATA) and a scratch file name.
+# alone, run with the installed nets, $(DATA) and a scratch file name;
+# first the installed program's --version against the installed kfac.pc.
 # tests/test_api.c runs this target, so `make test` covers it.
 EMBED_SRC := $(wildcard tests/embed/*.c)
 embed-test: all
 	@set -e; tmp=$$(mktemp -d /tmp/kfac-embed.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	$(MAKE) --no-print-directory -s install PREFIX=$$tmp DESTDIR= >/dev/null; \
 	export PKG_CONFIG_PATH=$$tmp/lib/pkgconfig; \
+	v=$$(pkg-config --modversion kfac); cli=$$($$tmp/bin/kfac --version); \
+	if [ "$$cli" != "kfac $$v" ]; then echo "embed: kfac --version says '$$cli', kfac.pc says '$$v'"; exit 1; fi; \
+	echo "embed: version $$v (kfac.pc, kfac --version)"; \
 	for src in $(EMBED_SRC); do \
 	  exe=$$tmp/$$(basename $$src .c); \
 	  $(CC) -O2 -Wall -Wextra -Werror $(EMBED_FLAGS) -o $$exe $$src $$(pkg-config --cflags --libs kfac); \

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "kfac.h"
+#include "plural.h"
 
 static double now(void)
 {
@@ -102,7 +103,8 @@ int main(int argc, char **argv)
     double epoch_flops = step_flops(&spec, p.batch) * full + (rest ? step_flops(&spec, (int)rest) : 0.0);
 
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("# %s, batch %d, sgd, %d threads, OPENBLAS_CORETYPE=%s, %s\n", netfile, p.batch, kfac_get_threads(),
+    int threads = kfac_get_threads();
+    printf("# %s, batch %d, sgd, %d thread%s, OPENBLAS_CORETYPE=%s, %s\n", netfile, p.batch, threads, KFAC_S(threads),
            core ? core : "(unset)", openblas_get_config());
     printf("# %.1f GFLOP per epoch (matrix products only)\n", epoch_flops * 1e-9);
     printf("%6s %10s %10s\n", "epoch", "seconds", "GFLOP/s");

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include "kfac.h"
+#include "plural.h"
 
 static double median(double *v, int n)
 {
@@ -83,8 +84,11 @@ static int bench_batch(const kfac_net_spec *spec, const kfac_train_params *base,
     kfac_kfac_stats ks[4];
     if (run_interleaved(spec, p, runs, train, ep, times, losses, ks))
         return -1;
-    printf("\n## batch %d: median of %d interleaved epochs each; K-FAC statistics on %g of the batch\n", batch, epochs,
-           (double)p[LOWRANK].kfac.stat_fraction);
+    char share[32] = "the whole";
+    if (p[LOWRANK].kfac.stat_fraction < 1.0f)
+        snprintf(share, sizeof share, "%g of the", (double)p[LOWRANK].kfac.stat_fraction);
+    printf("\n## batch %d: median of %d interleaved epoch%s each; K-FAC statistics on %s batch\n", batch, epochs,
+           KFAC_S(epochs), share);
     printf("%-36s %9s %7s   %-22s %s\n", "run", "s/epoch", "x SGD", "(epochs: s each)", "training loss per epoch");
     const char *names[4] = {"sgd (lr 0.05)", "kfac, lowrank inverses (default)", "kfac, dense cholesky inverses",
                             "kfac, quadratic rule (F products)"};
@@ -108,9 +112,10 @@ static int bench_batch(const kfac_net_spec *spec, const kfac_train_params *base,
         for (int k = 0; k < ep[r]; k++)
             total += times[r][k];
         const kfac_kfac_stats *k = &ks[r];
-        printf("%-28s %10.3f  %10.3f  %12.3f  %10.3f  %10.3f   (%ld inversions)\n", names[r], k->seconds_stats / e,
+        printf("%-28s %10.3f  %10.3f  %12.3f  %10.3f  %10.3f   (%ld inversion%s)\n", names[r], k->seconds_stats / e,
                k->seconds_invert / e, k->seconds_precond / e, k->seconds_fvp / e,
-               (total - k->seconds_stats - k->seconds_invert - k->seconds_precond - k->seconds_fvp) / e, k->inversions);
+               (total - k->seconds_stats - k->seconds_invert - k->seconds_precond - k->seconds_fvp) / e, k->inversions,
+               KFAC_S(k->inversions));
     }
     /* what the cost model chose: ranks of the inverses of A and G, form */
     printf("layers of the lowrank run (rank of A^-1, rank of G^-1, form (MFLOP of the batch/weight forms)):\n ");
@@ -141,8 +146,9 @@ int main(int argc, char **argv)
     base.kfac.cov_every = 10; /* KFAC-Pytorch's defaults */
     base.kfac.inv_every = 100;
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("# %s, batches %s, %d threads, OPENBLAS_CORETYPE=%s, T_cov 10, T_inv 100\n", netfile, batches,
-           kfac_get_threads(), core ? core : "(unset)");
+    int threads = kfac_get_threads();
+    printf("# %s, batches %s, %d thread%s, OPENBLAS_CORETYPE=%s, T_cov 10, T_inv 100\n", netfile, batches, threads,
+           KFAC_S(threads), core ? core : "(unset)");
     int first = 1;
     for (const char *b = batches; *b;) {
         int batch = atoi(b);

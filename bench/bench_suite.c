@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "kfac.h"
+#include "plural.h"
 
 #define MAX_EPOCHS 400 /* rows of a run */
 #define MAX_RUNS 64
@@ -565,7 +566,8 @@ int main(int argc, char **argv)
                "(excluded from the seconds). Seconds are training time. This VM's speed drifts by about 15%% over "
                "minutes; epochs are exact, seconds are not.\n");
 
-    fprintf(f, "\n## Classifier: nets/fmnist-mlp (784-1000-500-100-10), %d epochs\n\n", c.clf_epochs);
+    fprintf(f, "\n## Classifier: nets/fmnist-mlp (784-1000-500-100-10), %d epoch%s\n\n", c.clf_epochs,
+            KFAC_S(c.clf_epochs));
     fprintf(f, "Grids: SGD-momentum and Nesterov (momentum 0.9) lr %s; Adam lr %s; each at batch %s. K-FAC with the "
                "net file's settings (lr 0.03, damping 0.1, kl_clip 1e-3, T_cov 10, T_inv 100, low-rank inverses) at "
                "batch %s. Targets: training loss (mean over the epoch) <= %.2f; test accuracy >= %.2f.\n\n",

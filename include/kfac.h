@@ -44,10 +44,21 @@ extern "C" {
 #define KFAC_API
 #endif
 
+/* The version, written here only: the string is made from the numbers,
+ * and the Makefile reads them for the shared library's name and SONAME
+ * and for kfac.pc. */
 #define KFAC_VERSION_MAJOR 0
 #define KFAC_VERSION_MINOR 1
 #define KFAC_VERSION_PATCH 0
-#define KFAC_VERSION_STRING "0.1.0"
+#define KFAC_VERSION_STR_(x) #x
+#define KFAC_VERSION_XSTR_(x) KFAC_VERSION_STR_(x)
+#define KFAC_VERSION_STRING                                                                    \
+    KFAC_VERSION_XSTR_(KFAC_VERSION_MAJOR) "." KFAC_VERSION_XSTR_(KFAC_VERSION_MINOR) "." \
+    KFAC_VERSION_XSTR_(KFAC_VERSION_PATCH)
+
+/* The version of the library linked in ("0.1.0": its KFAC_VERSION_STRING);
+ * a program built against another header can tell. */
+KFAC_API const char *kfac_version(void);
 
 /* ---------------------------------------------------------------- status */
 
@@ -161,8 +172,11 @@ typedef struct kfac_net_spec {
     int sparse_count;  /* SPARSE: non-zero weights per unit; default 15
                           (Martens 2010), >= 1 */
     int input_pool;    /* the images reach the network average-pooled in
-                          input_pool x input_pool blocks (kfac_dataset_pool;
-                          the command line applies it); default 1; [1, 64] */
+                          input_pool x input_pool blocks (kfac_dataset_pool):
+                          the trainer, kfac_evaluate and kfac_check pool a
+                          data set of full-size images themselves, and take
+                          one of `inputs` features as it is; default 1;
+                          [1, 64] */
 } kfac_net_spec;
 
 /* Fill defaults: no layers, inputs 0 (to be set). */
@@ -720,7 +734,8 @@ KFAC_API int kfac_trainer_ranks(const kfac_trainer *t);
 
 /* Write t's state to `path`: into a unique temporary file beside it,
  * flushed and fsync'ed, then renamed over `path`, so an interrupted save
- * never destroys the previous checkpoint. Not during kfac_trainer_epoch on
+ * never destroys the previous checkpoint. The file gets the mode the umask
+ * gives a new file (0666 less the umask). Not during kfac_trainer_epoch on
  * the same trainer. */
 KFAC_API kfac_status kfac_trainer_save(const kfac_trainer *t, const char *path);
 

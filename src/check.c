@@ -91,6 +91,7 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     kfac_fisher *fs = NULL;
     double *F = NULL, *chol = NULL, *work = NULL;
     float *y = NULL, *grad = NULL, *delta = NULL, *v = NULL, *fv = NULL;
+    kfac_dataset pooled = {0};
     /* the size check comes before any training */
     kfac_status st = kfac_net_new(spec, examples, &net);
     if (st != KFAC_OK)
@@ -101,8 +102,11 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
         return kfac_fail(KFAC_ERR_INVALID_ARG,
                          "kfac_check: %zu parameters; the exact Fisher needs a tiny network (<= 20000)", P);
     }
-    if ((st = kfac_trainer_new(spec, p, train, &tr)) != KFAC_OK) {
+    /* pooled once here (the net file's `pool`), for the trainer and the batch */
+    if ((st = kfac_dataset_for_net(spec, train, &pooled, &train)) != KFAC_OK ||
+        (st = kfac_trainer_new(spec, p, train, &tr)) != KFAC_OK) {
         kfac_net_free(net);
+        kfac_dataset_free(&pooled);
         return st;
     }
     memset(out, 0, sizeof *out);
@@ -236,6 +240,7 @@ done:
     kfac_fisher_free(fs);
     kfac_net_free(net);
     kfac_trainer_free(tr);
+    kfac_dataset_free(&pooled);
     free(F), free(chol), free(work);
     kfac_free_floats(y), kfac_free_floats(grad), kfac_free_floats(delta), kfac_free_floats(v), kfac_free_floats(fv);
     return st;

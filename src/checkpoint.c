@@ -128,8 +128,8 @@ kfac_status kfac_trainer_load(kfac_trainer *t, const char *path)
         check.mode = KFAC_CKIO_CHECK;
         kfac_trainer_io(t, &check);
         if (check.status == KFAC_OK && check.pos != check.len)
-            check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the trainer's state",
-                                     check.len - check.pos);
+            check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu byte%s left over after the trainer's state",
+                                     check.len - check.pos, KFAC_S(check.len - check.pos));
         if ((st = check.status) != KFAC_OK)
             st = kfac_ckio_fail_file(st, path);
     }
@@ -193,8 +193,8 @@ kfac_status kfac_precond_load(kfac_precond *pc, const char *path)
     check.mode = KFAC_CKIO_CHECK;
     kfac_precond_io(pc, &check);
     if (check.status == KFAC_OK && check.pos != check.len)
-        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu bytes left over after the preconditioner's state",
-                                 check.len - check.pos);
+        check.status = kfac_fail(KFAC_ERR_FORMAT, "%zu byte%s left over after the preconditioner's state",
+                                 check.len - check.pos, KFAC_S(check.len - check.pos));
     if ((st = check.status) == KFAC_OK) {
         kfac_precond_io(pc, &io);
         st = io.status;

@@ -258,7 +258,10 @@ kfac_status kfac_ckio_finish_write(kfac_ckio *io, uint32_t content, const char *
         tmp = NULL;
         goto done;
     }
-    (void)fchmod(fd, 0644); /* mkstemp makes it 0600 */
+    /* mkstemp makes it 0600; a checkpoint gets the mode open() would give */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     if (!(f = fdopen(fd, "wb"))) {
         st = kfac_fail(KFAC_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto done;
@@ -369,7 +372,8 @@ kfac_status kfac_ckio_read_file(const char *path, uint32_t content, unsigned cha
         goto fail;
     }
     if (size < HEADER + 4) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu bytes, not even a header", path, size);
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: truncated checkpoint: %zu byte%s, not even a header", path, size,
+                       KFAC_S(size));
         goto fail;
     }
     kfac_ckio h = {.mode = KFAC_CKIO_READ, .buf = buf, .len = HEADER, .pos = 8};
@@ -390,8 +394,8 @@ kfac_status kfac_ckio_read_file(const char *path, uint32_t content, unsigned cha
     if (size > total) {
         /* reading stopped one byte past the end; a regular file says how many */
         if (regular && (uint64_t)sb.st_size > total)
-            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %llu bytes after its end", path,
-                           (unsigned long long)sb.st_size - total);
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: %llu byte%s after its end", path,
+                           (unsigned long long)sb.st_size - total, KFAC_S((uint64_t)sb.st_size - total));
         else
             st = kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt checkpoint: bytes after its end", path);
         goto fail;

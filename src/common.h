@@ -4,6 +4,7 @@
 #define KFAC_COMMON_H
 
 #include "kfac.h"
+#include "plural.h"
 
 #if defined(__GNUC__)
 #define KFAC_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -81,6 +82,14 @@ static inline void omp_set_num_threads(int n) { (void)n; }
 #define KFAC_PAR_ADAM 8192
 #define KFAC_PAR_TRANSCENDENTAL 4096
 #define KFAC_PAR_COPY 65536
+
+/* The data set a network of `spec` reads: d itself, or, when spec pools
+ * its input (input_pool > 1) and d holds the full-size images, d pooled
+ * into *pooled (zeroed otherwise; the caller frees it with
+ * kfac_dataset_free). The trainer, kfac_evaluate and kfac_check call it,
+ * so a net file's `pool` works through the API. */
+kfac_status kfac_dataset_for_net(const kfac_net_spec *spec, const kfac_dataset *d, kfac_dataset *pooled,
+                                 const kfac_dataset **use);
 
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -1,6 +1,7 @@
 /* dataset.c - transforms of an in-memory dataset: average pooling of the
  * images, which lets a network of a few hundred parameters (the exact
- * Fisher checks of docs/algorithm.md §7) see real Fashion-MNIST. */
+ * Fisher checks of docs/algorithm.md §7) see real Fashion-MNIST; and the data set a
+ * network of a net file's `pool` reads. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,4 +47,22 @@ kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *
     out->cols = cols;
     out->features = f;
     return KFAC_OK;
+}
+
+kfac_status kfac_dataset_for_net(const kfac_net_spec *spec, const kfac_dataset *d, kfac_dataset *pooled,
+                                 const kfac_dataset **use)
+{
+    memset(pooled, 0, sizeof *pooled);
+    *use = d;
+    int f = spec->input_pool;
+    /* data of `inputs` features is taken as it is (pooled already, or no
+     * pooling asked); images that do not pool to `inputs` are left for
+     * the caller's size check to name */
+    if (f <= 1 || !d || !d->x || d->n < 1 || d->features == spec->inputs || d->rows % f || d->cols % f ||
+        (d->rows / f) * (d->cols / f) != spec->inputs)
+        return KFAC_OK;
+    kfac_status st = kfac_dataset_pool(d, f, pooled);
+    if (st == KFAC_OK)
+        *use = pooled;
+    return st;
 }

@@ -1,4 +1,5 @@
-/* error.c - status names and the per-thread detail of the last failure. */
+/* error.c - status names and the per-thread detail of the last failure;
+ * the library's version. */
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -29,6 +30,8 @@ const char *kfac_strerror(kfac_status s)
 }
 
 const char *kfac_last_error(void) { return last_error; }
+
+const char *kfac_version(void) { return KFAC_VERSION_STRING; }
 
 void kfac_clear_error(void) { last_error[0] = '\0'; }
 

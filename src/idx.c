@@ -130,8 +130,8 @@ static kfac_status idx_open(idx_file *f, const char *path, int ndims)
         goto fail;
     }
     if (head[3] != ndims) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %d dimension(s), expected %d for %s", path, head[3],
-                       ndims, ndims == 3 ? "images" : "labels");
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %d dimension%s, expected %d for %s", path, head[3],
+                       KFAC_S(head[3]), ndims, ndims == 3 ? "images" : "labels");
         goto fail;
     }
     st = read_full(f, head + 4, want - 4, &got);
@@ -238,8 +238,8 @@ static kfac_status idx_read_data(const idx_file *f, unsigned char **out)
         extra += got;
     } while (got == sizeof scratch);
     if (extra) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %zu trailing byte(s) after the %zu bytes of data%s",
-                       f->path, extra, total, truncation_note(f));
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %zu trailing byte%s after the %zu byte%s of data%s",
+                       f->path, extra, KFAC_S(extra), total, KFAC_S(total), truncation_note(f));
         goto fail;
     }
     *out = buf;

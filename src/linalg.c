@@ -420,8 +420,8 @@ kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, flo
     if (!S || !U || !e || !ws)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_topk: NULL argument");
     if (n < 2 || n > ws->max_n || s < 1 || s > n / 2 || iters < 1)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_topk: n = %d, s = %d, %d iterations (need 1 <= s <= n/2 "
-                         "<= %d / 2)", n, s, iters, ws->max_n);
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_sym_topk: n = %d, s = %d, %d iteration%s (need 1 <= s <= n/2 "
+                         "<= %d / 2)", n, s, iters, KFAC_S(iters), ws->max_n);
     kfac_status st = check_input("kfac_sym_topk", S, n);
     if (st != KFAC_OK)
         return st;

@@ -5,6 +5,7 @@
  * same state and takes its slice of each batch; the gradients (here) and
  * K-FAC's statistics (precond.c) are averaged over the group. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,8 @@
 
 struct kfac_trainer {
     kfac_train_params p;
-    const kfac_dataset *train;
+    const kfac_dataset *train; /* the caller's, or pooled */
+    kfac_dataset pooled;       /* the caller's pooled for the net's `pool`, owned */
     kfac_net *net;
     kfac_optimizer *opt;
     kfac_rng rng;     /* data order (weights are drawn from it first) */
@@ -36,20 +38,25 @@ static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d)
 {
     if (!d || !d->x || d->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "empty dataset");
-    if (d->features != spec->inputs)
-        return kfac_fail(KFAC_ERR_SHAPE, "the data has %d features per example (%dx%d) but the network takes %d inputs",
-                         d->features, d->rows, d->cols, spec->inputs);
+    if (d->features != spec->inputs) {
+        char pool[64] = "";
+        if (spec->input_pool > 1)
+            snprintf(pool, sizeof pool, ", or images that pool %d makes that size", spec->input_pool);
+        return kfac_fail(KFAC_ERR_SHAPE,
+                         "the data has %d feature%s per example (%dx%d) but the network takes %d input%s%s",
+                         d->features, KFAC_S(d->features), d->rows, d->cols, spec->inputs, KFAC_S(spec->inputs), pool);
+    }
     int outputs = spec->layers[spec->n_layers - 1].units;
     if (spec->loss == KFAC_LOSS_SOFTMAX_XENT) {
         if (!d->labels)
             return kfac_fail(KFAC_ERR_SHAPE, "a classifier needs labels");
         if (outputs != d->classes)
-            return kfac_fail(KFAC_ERR_SHAPE, "the data has %d classes but the network has %d outputs",
-                             d->classes, outputs);
+            return kfac_fail(KFAC_ERR_SHAPE, "the data has %d class%s but the network has %d output%s",
+                             d->classes, d->classes == 1 ? "" : "es", outputs, KFAC_S(outputs));
     } else if (outputs != d->features) {
         return kfac_fail(KFAC_ERR_SHAPE,
-                         "loss %s reconstructs the input: %d outputs needed, the network has %d",
-                         kfac_loss_name(spec->loss), d->features, outputs);
+                         "loss %s reconstructs the input: %d output%s needed, the network has %d",
+                         kfac_loss_name(spec->loss), d->features, KFAC_S(d->features), outputs);
     }
     return KFAC_OK;
 }
@@ -88,6 +95,7 @@ void kfac_trainer_free(kfac_trainer *t)
     kfac_free_floats(t->by);
     kfac_free_floats(t->grad);
     kfac_dist_free(t->dist);
+    kfac_dataset_free(&t->pooled);
     free(t);
 }
 
@@ -108,17 +116,25 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         return st;
     if (!train || train->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "no training data");
-    if ((st = check_fit(spec, train)) != KFAC_OK)
+    kfac_dataset pooled;
+    kfac_trainer *t = NULL;
+    if ((st = kfac_dataset_for_net(spec, train, &pooled, &train)) != KFAC_OK)
         return st;
-    if (p->batch > train->n)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d examples)",
-                         p->batch, train->n);
+    if ((st = check_fit(spec, train)) != KFAC_OK)
+        goto refuse;
+    if (p->batch > train->n) {
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d example%s)", p->batch,
+                       train->n, KFAC_S(train->n));
+        goto refuse;
+    }
 
-    kfac_trainer *t = calloc(1, sizeof *t);
-    if (!t)
-        return kfac_fail(KFAC_ERR_NOMEM, "trainer: out of memory");
+    if (!(t = calloc(1, sizeof *t))) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "trainer: out of memory");
+        goto refuse;
+    }
     t->p = *p;
-    t->train = train;
+    t->pooled = pooled; /* t owns it from here */
+    t->train = train == &pooled ? &t->pooled : train;
     kfac_rng_seed(&t->rng, p->seed);
     if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK ||
         (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
@@ -137,6 +153,9 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     return KFAC_OK;
 fail:
     kfac_trainer_free(t);
+    return st;
+refuse:
+    kfac_dataset_free(&pooled);
     return st;
 }
 
@@ -378,13 +397,14 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     kfac_clear_error();
     if (!net || !d)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_evaluate: NULL argument");
-    kfac_status st = check_fit(&net->spec, d);
-    if (st != KFAC_OK)
-        return st;
-    int chunk = net->max_batch, outputs = net->dims[net->n_layers];
-    float *y = kfac_alloc_floats((size_t)chunk * (size_t)outputs);
+    kfac_dataset pooled;
+    float *y = NULL;
     double loss_sum = 0.0, metric_sum = 0.0;
-    if (!y) {
+    kfac_status st = kfac_dataset_for_net(&net->spec, d, &pooled, &d);
+    if (st != KFAC_OK || (st = check_fit(&net->spec, d)) != KFAC_OK)
+        goto done;
+    int chunk = net->max_batch, outputs = net->dims[net->n_layers];
+    if (!(y = kfac_alloc_floats((size_t)chunk * (size_t)outputs))) {
         st = kfac_fail(KFAC_ERR_NOMEM, "evaluation buffers: out of memory");
         goto done;
     }
@@ -403,5 +423,6 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
         *metric = metric_sum / d->n;
 done:
     kfac_free_floats(y);
+    kfac_dataset_free(&pooled);
     return st;
 }

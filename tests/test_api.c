@@ -457,6 +457,10 @@ START_TEST(test_embedding_examples)
     ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "make embed-test failed:\n%s", text);
     ck_assert_msg(strstr(text, "embed: own_net") && strstr(text, "embed: train_api"), "%s", text);
     ck_assert_msg(strstr(text, "checkpoint loss equal"), "%s", text);
+    /* the installed kfac.pc and program give this library's version */
+    char version[128];
+    snprintf(version, sizeof version, "embed: version %s (", kfac_version());
+    ck_assert_msg(strstr(text, version), "%s", text);
 }
 END_TEST
 

@@ -87,7 +87,7 @@ static int count_lines(const char *s)
 
 static void mkdir_p(const char *dir)
 {
-    char cmd[800];
+    char cmd[1024];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);
 }
@@ -224,7 +224,7 @@ static const idx_case idx_cases[] = {
     {"trunc-data", F_TEST_IMG, "truncated data (31280 of 31360 bytes for 40 x 28 x 28)", ""},
     {"magic", F_TRAIN_IMG, "bad magic 0x01000803 (not an IDX file)", ""},
     {"type", F_TEST_IMG, "element type 0x0d is not unsigned byte", ""},
-    {"ndims", F_TRAIN_LAB, "2 dimension(s), expected 1 for labels", ""},
+    {"ndims", F_TRAIN_LAB, "2 dimensions, expected 1 for labels", ""},
     {"zero-dim", F_TRAIN_IMG, "zero dimension in 120 x 0 x 28", ""},
     {"overflow", F_TRAIN_IMG, "dimensions 4294967295 x 4294967295 x 4294967295 too large", ""},
     {"features", F_TRAIN_IMG, "dimensions 120 x 65536 x 65536 too large (more than 1000000 features", ""},
@@ -235,7 +235,7 @@ static const idx_case idx_cases[] = {
     {"label", F_TEST_LAB, "label 12 at index 7 outside [0, 10)", ""},
     {"gzip-corrupt", F_TRAIN_IMG, "gzip", ""},
     {"gzip-cut", F_TRAIN_IMG, "gzip stream ends early", ""},
-    {"trailing", F_TEST_LAB, "3 trailing byte(s) after the 40 bytes of data", ""},
+    {"trailing", F_TEST_LAB, "3 trailing bytes after the 40 bytes of data", ""},
     {"missing", F_TEST_LAB, "No such file or directory", ""},
     {"size-net", -1, "the data has 100 features per example (10x10) but the network takes 784 inputs", ""},
     {"size-sets", -1, "the t10k images are 14x14 but the train images are 28x28", ""},
@@ -431,6 +431,14 @@ static const flag_case flag_cases[] = {
     {"--stat-fraction 1.5", "train: --stat-fraction '1.5': stat_fraction 1.5 outside (0, 1]"},
     {"--cov-every 0", "train: --cov-every '0'"},
     {"--inversion lu", "train: --inversion 'lu'"},
+    {"--optimizer adam --beta1 1", "train: --beta1 '1': beta1 1 outside [0, 1)"},
+    {"--beta1 -0.5", "train: --beta1 '-0.5': beta1 -0.5 outside [0, 1)"},
+    {"--beta2 0.99999999", "train: --beta2 '0.99999999': beta2 1 outside [0, 1)"},
+    {"--beta2 x", "train: --beta2 'x': not a valid number"},
+    {"--eps 0", "train: --eps '0': eps 0 outside (0, 1]"},
+    {"--eps 2", "train: --eps '2': eps 2 outside (0, 1]"},
+    {"--eps nan", "train: --eps 'nan': not a valid number"},
+    {"--eps", "train: --eps needs a value"},
     {"--save-every 0", "train: --save-every '0': expected an integer in [1, 100000]"},
 };
 
@@ -581,6 +589,142 @@ START_TEST(test_bad_checkpoint)
 }
 END_TEST
 
+/* ---------------------------------------------------- resumed run logs */
+
+/* `--resume --log` appends to the log only when it is this run's so far:
+ * the header and exactly the checkpoint's epochs 1..E. Each case spoils
+ * the log of a 2-epoch run; resuming to 4 epochs is refused with status 3
+ * and one line naming the log and the problem, and the log and the
+ * checkpoint stay as they were. */
+typedef struct log_case {
+    const char *name;
+    const char *problem;
+} log_case;
+
+static const log_case log_cases[] = {
+    {"header", "its first line is 'epoch,seconds,train_loss,test_loss,recon_err', not "
+               "'epoch,seconds,train_loss,test_loss,test_acc'"},
+    {"more-rows", "it has 3 epoch rows but the checkpoint "},
+    {"fewer-rows", "it has 1 epoch row but the checkpoint "},
+    {"numbering", "line 2, '2,"},
+    {"fields", "has 4 fields, not 5"},
+    {"incomplete", "its last line, line 3, is incomplete"},
+    {"empty", "its first line is '', not 'epoch,"},
+    {"directory", "cannot read the log to append to: Is a directory"},
+};
+
+START_TEST(test_resume_bad_log)
+{
+    const log_case *c = &log_cases[_i];
+    char dir[600], log[800], ckpt[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-log-%s", test_tmpdir(), c->name);
+    mkdir_p(dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --log '%s' --save '%s'",
+             good_data(), log, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    size_t n, ckpt_n;
+    char *text = read_all(log, &n), *ckpt_before = read_all(ckpt, &ckpt_n);
+    text = realloc(text, n + 64);
+    char *row1 = strchr(text, '\n') + 1, *row2 = strchr(row1, '\n') + 1;
+    switch (_i) {
+    case 0: { /* the autoencoder's header */
+        static const char ae[] = "epoch,seconds,train_loss,test_loss,recon_err\n";
+        size_t rows = n - (size_t)(row1 - text);
+        memmove(text + sizeof ae - 1, row1, rows);
+        memcpy(text, ae, sizeof ae - 1);
+        n = sizeof ae - 1 + rows;
+        break;
+    }
+    case 1: memcpy(text + n, "3,0.1,0.5,0.5,0.8\n", 18), n += 18; break;
+    case 2: n = (size_t)(row2 - text); break;
+    case 3: { /* rows 2, 1 */
+        size_t l1 = (size_t)(row2 - row1), l2 = n - (size_t)(row2 - text);
+        char tmp[256];
+        memcpy(tmp, row1, l1);
+        memmove(row1, row2, l2);
+        memcpy(row1 + l2, tmp, l1);
+        break;
+    }
+    case 4: *strrchr(row2, ',') = ';'; break;
+    case 5: n--; break;
+    case 6: n = 0; break;
+    case 7: break;
+    }
+    if (_i == 7) {
+        snprintf(log, sizeof log, "%s/logdir", dir);
+        mkdir_p(log);
+    } else {
+        write_all(log, text, n);
+    }
+    free(text);
+    size_t before_n = 0;
+    char *before = _i == 7 ? NULL : read_all(log, &before_n);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 4 --batch 20 --quiet --resume '%s' --save '%s' "
+             "--save-every 1 --log '%s'",
+             good_data(), ckpt, ckpt, log);
+    int got = run_kfac(args);
+    expect_one_line(c->name, got, 3, log, c->problem);
+    if (before) {
+        size_t after_n;
+        char *after = read_all(log, &after_n);
+        ck_assert_msg(after_n == before_n && memcmp(after, before, before_n) == 0, "%s: the log changed", c->name);
+        free(after);
+        free(before);
+    }
+    size_t now_n;
+    char *now = read_all(ckpt, &now_n);
+    ck_assert_msg(now_n == ckpt_n && memcmp(now, ckpt_before, ckpt_n) == 0, "%s: the checkpoint changed", c->name);
+    free(now);
+    free(ckpt_before);
+    ck_assert_msg(!tmp_files_in(dir), "%s: a temporary file was left", c->name);
+}
+END_TEST
+
+/* A resume to no more epochs than the checkpoint holds says so on stderr,
+ * exits 0 and touches no file: the log (existing or not) and the
+ * checkpoint it would save over. */
+START_TEST(test_resume_nothing_to_do)
+{
+    char dir[600], log[800], missing[800], ckpt[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-nothing", test_tmpdir());
+    mkdir_p(dir);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(missing, sizeof missing, "%s/none.csv", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 --quiet --log '%s' --save '%s'",
+             good_data(), log, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    struct stat log_sb, ckpt_sb, sb;
+    ck_assert_int_eq(stat(log, &log_sb), 0);
+    ck_assert_int_eq(stat(ckpt, &ckpt_sb), 0);
+    for (int epochs = 1; epochs <= 2; epochs++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(args, sizeof args,
+                     "train nets/small.net --data '%s' --threads 1 --epochs %d --batch 20 --resume '%s' --save '%s' "
+                     "--log '%s'",
+                     good_data(), epochs, ckpt, ckpt, k ? missing : log);
+            int got = run_kfac(args);
+            char *err = read_all(err_path, NULL);
+            ck_assert_msg(got == 0, "--epochs %d: exit %d: %s", epochs, got, err);
+            ck_assert_str_eq(err, "kfac: nothing to do: the checkpoint already has 2 epochs\n");
+            free(err);
+            ck_assert_msg(!exists(missing), "--epochs %d: the log was created", epochs);
+            ck_assert_int_eq(stat(log, &sb), 0);
+            ck_assert_msg(sb.st_ino == log_sb.st_ino && sb.st_mtime == log_sb.st_mtime && sb.st_size == log_sb.st_size,
+                          "--epochs %d: the log was touched", epochs);
+            ck_assert_int_eq(stat(ckpt, &sb), 0);
+            ck_assert_msg(sb.st_ino == ckpt_sb.st_ino && sb.st_mtime == ckpt_sb.st_mtime,
+                          "--epochs %d: the checkpoint was touched", epochs);
+        }
+    ck_assert_msg(!tmp_files_in(dir), "a temporary file was left");
+}
+END_TEST
+
 /* ----------------------------------------------------------- divergence */
 
 /* An absurd learning rate on a linear hidden layer (ReLU units would just
@@ -699,6 +843,8 @@ Suite *badinput_cli_suite(void)
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad_checkpoint, 0, (int)(sizeof ckpt_cases / sizeof *ckpt_cases));
+    tcase_add_loop_test(tc, test_resume_bad_log, 0, (int)(sizeof log_cases / sizeof *log_cases));
+    tcase_add_test(tc, test_resume_nothing_to_do);
     suite_add_tcase(s, tc);
     /* whole training runs (K-FAC eigendecompositions of 785 x 785 factors):
      * left out under valgrind, run everywhere else */

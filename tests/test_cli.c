@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "kfac.h"
@@ -121,6 +122,13 @@ START_TEST(test_help)
         ck_assert_msg(strstr(out, flags[i]) != NULL, "train --help lacks %s", flags[i]);
     ck_assert_int_eq(run_kfac(""), 2);
     expect_error("frobnicate", 2, "unknown command 'frobnicate'");
+    /* the library's version, which the header's numbers make */
+    ck_assert_int_eq(run_kfac("--version"), 0);
+    char version[128];
+    snprintf(version, sizeof version, "kfac %s\n", kfac_version());
+    ck_assert_str_eq(slurp(out_path), version);
+    snprintf(version, sizeof version, "%d.%d.%d", KFAC_VERSION_MAJOR, KFAC_VERSION_MINOR, KFAC_VERSION_PATCH);
+    ck_assert_str_eq(kfac_version(), version);
 }
 END_TEST
 
@@ -267,6 +275,185 @@ START_TEST(test_run_and_log)
 }
 END_TEST
 
+/* The autoencoder's last column is its reconstruction error: named
+ * recon_err on stdout, in train's log and in each of compare's logs. */
+START_TEST(test_autoencoder_log)
+{
+    const char *data = small_data();
+    char net[600], log[600], args[2048];
+    snprintf(net, sizeof net, "%s/ae.net", test_tmpdir());
+    FILE *f = fopen(net, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("[net]\ninputs = 784\nloss = sigmoid_xent\n[dense]\nunits = 8\nactivation = sigmoid\n"
+          "[dense]\nunits = 784\nactivation = linear\n[train]\nbatch = 20\nepochs = 1\n",
+          f);
+    fclose(f);
+    static const char header[] = "epoch,seconds,train_loss,test_loss,recon_err\n";
+    snprintf(log, sizeof log, "%s/ae.csv", test_tmpdir());
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), " recon_err\n"));
+    const char *csv = slurp(log);
+    ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %s", csv);
+    ck_assert_int_eq(count_lines(csv), 2);
+    snprintf(args, sizeof args, "compare '%s' --data '%s' --threads 1 --quiet --optimizers sgd,adam --log '%s'", net,
+             data, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    for (int k = 0; k < 2; k++) {
+        snprintf(log, sizeof log, "%s/ae-%s.csv", test_tmpdir(), k ? "adam" : "sgd");
+        csv = slurp(log);
+        ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "%s: header: %s", log, csv);
+        ck_assert_int_eq(count_lines(csv), 2);
+    }
+}
+END_TEST
+
+/* Counts agree with their nouns: "1 epoch", "2 epochs", "1 thread",
+ * statistics on the whole batch or a fraction of it. */
+START_TEST(test_plurals)
+{
+    static const struct {
+        const char *cmd, *flags, *has[3];
+    } runs[] = {
+        {"train", "--optimizer kfac --epochs 1 --threads 1",
+         {", 1 epoch, ", ", 1 thread", "statistics on the whole batch,"}},
+        {"train", "--optimizer kfac --epochs 2 --threads 2 --stat-fraction 0.5",
+         {", 2 epochs, ", ", 2 threads", "statistics on 0.5 of the batch,"}},
+        {"compare", "--epochs 1 --threads 1 --optimizers kfac,sgd", {", 1 epoch, ", ", 1 thread\n", NULL}},
+    };
+    const char *data = small_data();
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "%s nets/small.net --data '%s' --batch 20 --quiet %s", runs[i].cmd, data,
+                 runs[i].flags);
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
+        const char *out = slurp(out_path);
+        for (int k = 0; k < 3 && runs[i].has[k]; k++)
+            ck_assert_msg(strstr(out, runs[i].has[k]), "%s: lacks '%s':\n%s", args, runs[i].has[k], out);
+        ck_assert_msg(!strstr(out, " 1 epochs") && !strstr(out, " 1 threads") && !strstr(out, " 1 of the batch"),
+                      "%s: a singular count with a plural noun:\n%s", args, out);
+    }
+}
+END_TEST
+
+/* The log and the checkpoint get the mode open() would give them under
+ * the user's umask (mkstemp alone makes 0600). */
+START_TEST(test_output_modes)
+{
+    static const struct {
+        const char *umask;
+        mode_t mode;
+    } runs[] = {{"umask 022;", 0644}, {"umask 077;", 0600}};
+    const char *data = small_data();
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char args[2048], log[600], ckpt[600];
+        snprintf(log, sizeof log, "%s/mode%zu.csv", test_tmpdir(), i);
+        snprintf(ckpt, sizeof ckpt, "%s/mode%zu.ckpt", test_tmpdir(), i);
+        snprintf(args, sizeof args,
+                 "train nets/small.net --data '%s' --epochs 1 --batch 20 --threads 1 --quiet --log '%s' --save '%s'",
+                 data, log, ckpt);
+        ck_assert_msg(run_kfac_env(runs[i].umask, args) == 0, "%s", slurp(err_path));
+        const char *files[2] = {log, ckpt};
+        for (int k = 0; k < 2; k++) {
+            struct stat sb;
+            ck_assert_int_eq(stat(files[k], &sb), 0);
+            ck_assert_msg((sb.st_mode & 0777) == runs[i].mode, "%s %s: mode %03o, expected %03o", runs[i].umask,
+                          files[k], (unsigned)(sb.st_mode & 0777), (unsigned)runs[i].mode);
+        }
+    }
+}
+END_TEST
+
+/* A copy of the CSV log without its seconds column (training time, which
+ * differs from run to run). */
+static char *without_seconds(const char *csv)
+{
+    char *out = malloc(strlen(csv) + 1), *o = out;
+    ck_assert_ptr_nonnull(out);
+    for (const char *line = csv; *line;) {
+        const char *comma = strchr(line, ','), *next = comma ? strchr(comma + 1, ',') : NULL;
+        const char *nl = strchr(line, '\n');
+        ck_assert_msg(comma && next && nl && next < nl, "not a log row: %s", line);
+        memcpy(o, line, (size_t)(comma - line)), o += comma - line;
+        memcpy(o, next, (size_t)(nl + 1 - next)), o += nl + 1 - next;
+        line = nl + 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* --resume with --log appends the new epochs: 1 epoch, then resumed to 3,
+ * logs what 3 straight epochs log (but for the seconds); a log that does
+ * not exist yet starts with the new epochs. */
+START_TEST(test_resume_appends_log)
+{
+    const char *data = small_data();
+    char args[2048], straight[600], resumed[600], fresh[600], ckpt[600], ckpt2[600];
+    snprintf(straight, sizeof straight, "%s/straight.csv", test_tmpdir());
+    snprintf(resumed, sizeof resumed, "%s/resumed.csv", test_tmpdir());
+    snprintf(fresh, sizeof fresh, "%s/fresh.csv", test_tmpdir());
+    snprintf(ckpt, sizeof ckpt, "%s/append.ckpt", test_tmpdir());
+    snprintf(ckpt2, sizeof ckpt2, "%s/append2.ckpt", test_tmpdir());
+    static const char common[] = "train nets/small.net --batch 20 --threads 1 --quiet";
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --log '%s'", common, data, straight);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    char *want = without_seconds(slurp(straight));
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 1 --log '%s' --save '%s'", common, data, resumed, ckpt);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    snprintf(args, sizeof args, "cp '%s' '%s'", ckpt, ckpt2);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --save '%s' --log '%s'", common, data, ckpt,
+             ckpt, resumed);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    char *got = without_seconds(slurp(resumed));
+    ck_assert_msg(strcmp(got, want) == 0, "resumed log:\n%s\nstraight:\n%s", got, want);
+    free(got);
+    /* no log yet: the header and epochs 2 and 3 */
+    snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --log '%s'", common, data, ckpt2, fresh);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    got = without_seconds(slurp(fresh));
+    const char *row2 = strchr(strchr(want, '\n') + 1, '\n') + 1;
+    ck_assert_msg(strncmp(got, want, (size_t)(strchr(want, '\n') + 1 - want)) == 0 &&
+                      strcmp(strchr(got, '\n') + 1, row2) == 0,
+                  "new log:\n%s\nexpected the header and:\n%s", got, row2);
+    free(got);
+    free(want);
+}
+END_TEST
+
+/* --beta1, --beta2 and --eps reach Adam: each changes its log (but for
+ * the seconds), the defaults given as flags change nothing, the header
+ * names them, and --help lists them. */
+START_TEST(test_adam_flags)
+{
+    const char *data = small_data();
+    static const char *const flags[] = {"", "--beta1 0.9 --beta2 0.999 --eps 1e-8", "--beta1 0.5", "--beta2 0.9",
+                                        "--eps 0.1"};
+    char *logs[5];
+    for (int k = 0; k < 5; k++) {
+        char args[2048], log[600];
+        snprintf(log, sizeof log, "%s/adam%d.csv", test_tmpdir(), k);
+        snprintf(args, sizeof args,
+                 "train nets/small.net --data '%s' --optimizer adam --lr 0.01 --epochs 1 --batch 20 --threads 1 "
+                 "--quiet --log '%s' %s",
+                 data, log, flags[k]);
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
+        if (k == 4)
+            ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.01 beta1 0.9 beta2 0.999 eps 0.1,"), "%s",
+                          slurp(out_path));
+        logs[k] = without_seconds(slurp(log));
+    }
+    ck_assert_msg(strcmp(logs[0], logs[1]) == 0, "the defaults as flags changed the run:\n%s\n%s", logs[0], logs[1]);
+    for (int k = 2; k < 5; k++)
+        ck_assert_msg(strcmp(logs[0], logs[k]) != 0, "%s did not change Adam's run:\n%s", flags[k], logs[k]);
+    for (int k = 0; k < 5; k++)
+        free(logs[k]);
+    ck_assert_int_eq(run_kfac("train --help"), 0);
+    const char *help = slurp(out_path);
+    ck_assert_msg(strstr(help, "--beta1 X") && strstr(help, "--beta2 X") && strstr(help, "--eps X"), "%s", help);
+}
+END_TEST
+
 /* The test_loss line of `kfac eval` */
 static void eval_line(const char *data, const char *ckpt, char *line, size_t cap)
 {
@@ -338,18 +525,20 @@ START_TEST(test_spin_wait_bounded)
         const char *env, *libgomp_read, *header;
         int images;
     } runs[] = {
-        {"-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "GOMP_SPINCOUNT = '3000'", "1 threads (GOMP_SPINCOUNT=3000)\n", 2},
-        {"-u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "GOMP_SPINCOUNT = '77'", "1 threads (GOMP_SPINCOUNT=77)\n", 1},
-        {"-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "GOMP_SPINCOUNT = '0'", "1 threads (OMP_WAIT_POLICY=passive)\n",
+        {"-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "GOMP_SPINCOUNT = '3000'", "1 thread (GOMP_SPINCOUNT=3000)\n", 2},
+        {"-u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "GOMP_SPINCOUNT = '77'", "1 thread (GOMP_SPINCOUNT=77)\n", 1},
+        {"-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "GOMP_SPINCOUNT = '0'", "1 thread (OMP_WAIT_POLICY=passive)\n",
          1},
     };
     const char *data = small_data();
+    char version[128];
+    snprintf(version, sizeof version, "kfac %s\n", kfac_version());
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         char env[256], args[1024];
         /* the timeout stops a loop of re-executions */
         snprintf(env, sizeof env, "timeout 300 env %s OMP_DISPLAY_ENV=verbose", runs[i].env);
         ck_assert_int_eq(run_kfac_env(env, "--version"), 0);
-        ck_assert_str_eq(slurp(out_path), "kfac " KFAC_VERSION_STRING "\n");
+        ck_assert_msg(strcmp(slurp(out_path), version) == 0, "%s", slurp(out_path));
         const char *err = slurp(err_path), *last = NULL;
         int images = 0;
         for (const char *at = err; (at = strstr(at, "OPENMP DISPLAY ENVIRONMENT BEGIN")) != NULL; at++)
@@ -380,7 +569,12 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_kfac_flags);
     tcase_add_test(tc, test_compare);
     tcase_add_test(tc, test_run_and_log);
+    tcase_add_test(tc, test_output_modes);
+    tcase_add_test(tc, test_autoencoder_log);
+    tcase_add_test(tc, test_plurals);
     tcase_add_test(tc, test_checkpoints);
+    tcase_add_test(tc, test_resume_appends_log);
+    tcase_add_test(tc, test_adam_flags);
     tcase_add_test(tc, test_spin_wait_bounded);
     suite_add_tcase(s, tc);
     /* trains on the real data (left out under valgrind) */

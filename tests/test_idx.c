@@ -585,13 +585,13 @@ START_TEST(test_trailing_bytes)
     blob_add(&o, "xyz", 3);
     tmp_path(img, sizeof img, gz ? "trailing-images-extra.gz" : "trailing-images-extra");
     write_blob(img, &o, gz);
-    expect_fail(img, good_lab_path, 10, KFAC_ERR_FORMAT, img, "3 trailing byte(s)");
+    expect_fail(img, good_lab_path, 10, KFAC_ERR_FORMAT, img, "3 trailing bytes after the 12 bytes of data");
 
     labels_blob(&o, 3, good_lab);
     blob_add(&o, "\0", 1);
     tmp_path(lab, sizeof lab, gz ? "trailing-labels-extra.gz" : "trailing-labels-extra");
     write_blob(lab, &o, gz);
-    expect_fail(good_img, lab, 10, KFAC_ERR_FORMAT, lab, "1 trailing byte(s)");
+    expect_fail(good_img, lab, 10, KFAC_ERR_FORMAT, lab, "1 trailing byte after the 3 bytes of data");
 }
 END_TEST
 

@@ -126,6 +126,59 @@ START_TEST(test_reproducible)
 }
 END_TEST
 
+/* nets/tiny.net (pool = 4: 49 inputs) through the API alone, as the
+ * README's example does it: kfac_netfile_load, the full-size images, the
+ * trainer, kfac_evaluate. It learns, and the library's pooling is
+ * kfac_dataset_pool's: data pooled beforehand gives the same weights bit
+ * for bit and the same test figures. Images that pool to another size
+ * are refused, naming the pooling. */
+START_TEST(test_tiny_net_pools_through_api)
+{
+    kfac_set_threads(2);
+    load_data();
+    kfac_dataset tr = slice(&train_all, TRAIN_N), te = slice(&test_all, TEST_N), tr_pooled, te_pooled;
+    char path[512];
+    snprintf(path, sizeof path, "%s/nets/tiny.net", test_root());
+    kfac_net_spec s;
+    kfac_train_params p;
+    ck_assert_msg(kfac_netfile_load(path, &s, &p) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(s.input_pool, 4);
+    p.epochs = 2;
+    kfac_trainer *t, *u;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &tr, &t) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_dataset_pool(&tr, 4, &tr_pooled), KFAC_OK);
+    ck_assert_int_eq(kfac_dataset_pool(&te, 4, &te_pooled), KFAC_OK);
+    ck_assert_msg(kfac_trainer_new(&s, &p, &tr_pooled, &u) == KFAC_OK, "%s", kfac_last_error());
+    double loss0, acc0, loss, acc, loss_u, acc_u;
+    ck_assert_msg(kfac_evaluate(kfac_trainer_net(t), &te, &loss0, &acc0) == KFAC_OK, "%s", kfac_last_error());
+    for (int e = 0; e < p.epochs; e++) {
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, NULL) == KFAC_OK, "%s", kfac_last_error());
+        ck_assert_int_eq(kfac_trainer_epoch(u, NULL, NULL, NULL), KFAC_OK);
+    }
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(t), &te, &loss, &acc), KFAC_OK);
+    ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(u), &te_pooled, &loss_u, &acc_u), KFAC_OK);
+    fprintf(stderr, "  tiny.net through the API: test loss %.4f -> %.4f, accuracy %.4f -> %.4f\n", loss0, loss, acc0,
+            acc);
+    ck_assert_msg(acc >= 0.7 && loss < 0.7 * loss0, "accuracy %.4f, loss %.4f from %.4f", acc, loss, loss0);
+    kfac_net *nt = kfac_trainer_net(t), *nu = kfac_trainer_net(u);
+    ck_assert_int_eq(memcmp(kfac_net_params(nt), kfac_net_params(nu), sizeof(float) * kfac_net_n_params(nt)), 0);
+    ck_assert(loss == loss_u && acc == acc_u);
+    kfac_trainer_free(t);
+    kfac_trainer_free(u);
+    kfac_dataset_free(&tr_pooled);
+    kfac_dataset_free(&te_pooled);
+    /* 20x20 images pool 4 to 5x5 = 25 features, not 49 */
+    kfac_dataset odd = tr;
+    odd.rows = odd.cols = 20;
+    odd.features = 400;
+    odd.n = 100;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &odd, &t), KFAC_ERR_SHAPE);
+    ck_assert_msg(strstr(kfac_last_error(), "network takes 49 inputs, or images that pool 4 makes that size"), "%s",
+                  kfac_last_error());
+    free_data();
+}
+END_TEST
+
 /* A small sigmoid autoencoder (the images are the targets): its training
  * and test reconstruction errors fall. */
 START_TEST(test_autoencoder_learns)
@@ -483,6 +536,7 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_every_optimizer_learns, 0, KFAC_OPT_COUNT);
     tcase_add_test(tc, test_reproducible);
+    tcase_add_test(tc, test_tiny_net_pools_through_api);
     tcase_add_test(tc, test_autoencoder_learns);
     tcase_add_test(tc, test_kfac_beats_sgd_on_autoencoder);
     suite_add_tcase(s, tc);

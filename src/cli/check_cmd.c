@@ -94,7 +94,7 @@ int cmd_check(int argc, char **argv)
     if (threads > 0)
         kfac_set_threads((int)threads);
     kfac_dataset train, test;
-    int code = cli_load_data(data, &spec, &train, &test);
+    int code = cli_load_data(data, &train, &test);
     if (code != EXIT_OK)
         return code;
     if (examples > train.n)
@@ -110,9 +110,10 @@ int cmd_check(int argc, char **argv)
     double kl_err = fabs(r.kl_measured / r.kl_quadratic - 1.0);
     int ok_cos = r.cos_kfac >= MIN_COS_KFAC && r.cos_kfac > r.cos_grad, ok_kl = kl_err <= TOL_KL;
     int ok_grad = r.grad_rel_err <= TOL_GRAD, ok_fvp = r.fvp_rel_err <= TOL_FVP;
-    printf("# %s: %d parameters, %d examples of %s, damping %g, after %ld warm-up epoch(s) "
+    printf("# %s: %d parameters, %d example%s of %s, damping %g, after %ld warm-up epoch%s "
            "(training loss %.4f)\n",
-           netfile, r.n_params, r.examples, data, r.damping, warmup, r.warmup_loss);
+           netfile, r.n_params, r.examples, KFAC_S(r.examples), data, r.damping, warmup, KFAC_S(warmup),
+           r.warmup_loss);
     printf("cosine(K-FAC, exact natural gradient)    %8.4f   %s (>= %.2f and > the gradient's)\n", r.cos_kfac,
            ok_cos ? "ok  " : "FAIL", MIN_COS_KFAC);
     printf("cosine(gradient, exact natural gradient) %8.4f\n", r.cos_grad);

@@ -4,6 +4,7 @@
 #define KFAC_CLI_H
 
 #include "kfac.h"
+#include "plural.h"
 
 /* Exit statuses (documented in `kfac --help` and the README). */
 enum {
@@ -51,9 +52,10 @@ cli_arg_kind cli_next_arg(const char *cmd, int argc, char **argv, int *i, const 
 /* name (len bytes) is the option `want` */
 int cli_opt_is(const char *name, size_t len, const char *want);
 
-/* Load DIR's train and t10k sets, pooled as the net spec asks; prints the
- * error and returns the exit status on failure, 0 on success. */
-int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test);
+/* Load DIR's train and t10k sets (the library pools them for a net file's
+ * `pool`); prints the error and returns the exit status on failure, 0 on
+ * success. */
+int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test);
 
 /* The OpenMP wait policy this process runs with, as set in its
  * environment ("GOMP_SPINCOUNT=1000"; "" for libgomp's default). */

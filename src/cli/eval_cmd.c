@@ -65,7 +65,7 @@ int cmd_eval(int argc, char **argv)
     }
     /* the checkpoint first: a bad one is reported before the data loads */
     kfac_net *net = NULL;
-    kfac_dataset test = {0}, pooled;
+    kfac_dataset test = {0};
     int code = EXIT_OK;
     if ((st = kfac_net_new(&spec, 1000, &net)) != KFAC_OK || (st = kfac_net_load_checkpoint(net, load)) != KFAC_OK ||
         (st = kfac_mnist_load(data, "t10k", &test)) != KFAC_OK) {
@@ -73,22 +73,13 @@ int cmd_eval(int argc, char **argv)
         code = cli_status_exit(st);
         goto done;
     }
-    if (spec.input_pool > 1) {
-        if ((st = kfac_dataset_pool(&test, spec.input_pool, &pooled)) != KFAC_OK) {
-            cli_error("%s: %s", data, kfac_last_error());
-            code = cli_status_exit(st);
-            goto done;
-        }
-        kfac_dataset_free(&test);
-        test = pooled;
-    }
     double loss, metric;
     if ((st = kfac_evaluate(net, &test, &loss, &metric)) != KFAC_OK) {
         cli_error("%s: data %s: %s", netfile, data, kfac_last_error());
         code = cli_status_exit(st);
         goto done;
     }
-    printf("# %s with %s: %d test examples of %s\n", netfile, load, test.n, data);
+    printf("# %s with %s: %d test example%s of %s\n", netfile, load, test.n, KFAC_S(test.n), data);
     printf("test_loss %.6f %s %.4f\n", loss, spec.loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err", metric);
 done:
     kfac_net_free(net);

@@ -147,19 +147,7 @@ int cli_status_exit(kfac_status st)
     }
 }
 
-/* Replace *d by its pooled copy. */
-static kfac_status pool_in_place(kfac_dataset *d, int factor)
-{
-    kfac_dataset pooled;
-    kfac_status st = kfac_dataset_pool(d, factor, &pooled);
-    if (st == KFAC_OK) {
-        kfac_dataset_free(d);
-        *d = pooled;
-    }
-    return st;
-}
-
-int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *train, kfac_dataset *test)
+int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test)
 {
     kfac_status st;
     memset(train, 0, sizeof *train);
@@ -174,11 +162,6 @@ int cli_load_data(const char *dir, const kfac_net_spec *spec, kfac_dataset *trai
         cli_error_local("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows,
                         test->cols, train->rows, train->cols);
         code = EXIT_INPUT;
-    } else if (spec->input_pool > 1 &&
-               ((st = pool_in_place(train, spec->input_pool)) != KFAC_OK ||
-                (st = pool_in_place(test, spec->input_pool)) != KFAC_OK)) {
-        cli_error_local("%s: %s", dir, kfac_last_error());
-        code = cli_status_exit(st);
     }
     /* every rank reads the data itself: all go on, or none */
     int agreed = cli_mpi_agree(code);
@@ -203,7 +186,7 @@ static int dispatch(int argc, char **argv)
         return EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("kfac %s\n", KFAC_VERSION_STRING);
+        printf("kfac %s\n", kfac_version());
         return EXIT_OK;
     }
     if (!strcmp(cmd, "train"))

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -51,17 +52,25 @@ static void train_usage(FILE *f, cli_mode mode)
             "  --batch N           minibatch size, 1..training set size [else %d]\n"
             "  --lr X              learning rate, (0, 1000]; for kfac too [else %g]\n"
             "  --momentum X        momentum for momentum/nesterov/kfac, [0, 1) [else %g]\n"
+            "  --beta1 X           Adam's first-moment decay, [0, 1) [else %g]\n"
+            "  --beta2 X           Adam's second-moment decay, [0, 1) [else %g]\n"
+            "  --eps X             Adam's epsilon, (0, 1] [else %g]\n"
             "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
             "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
-            "                      (train; compare writes one file per optimizer,\n"
-            "                      FILE-NAME.csv)\n"
+            "                      (recon_err for the autoencoder, as on stdout;\n"
+            "                      compare writes one file per optimizer,\n"
+            "                      FILE-NAME.csv); with --resume the new epochs are\n"
+            "                      appended to FILE, which must hold the header and\n"
+            "                      exactly the checkpoint's epochs (else exit 3),\n"
+            "                      or, if FILE does not exist, start it\n"
             "  --save FILE         (train) write a checkpoint at the end, atomically\n"
             "  --save-every N      (train) also every N epochs [only at the end]\n"
             "  --resume FILE       (train) go on from a checkpoint of the same network\n"
             "                      and optimizer, up to --epochs in all; bit-identical\n"
-            "                      to an uninterrupted run at the same thread count\n"
+            "                      to an uninterrupted run at the same thread count;\n"
+            "                      none left: says so, exit 0, no file touched\n"
             "  --quiet             no progress bar\n"
             "  --help              this text\n"
             "\n"
@@ -87,11 +96,19 @@ static void train_usage(FILE *f, cli_mode mode)
             "\n"
             "A run is reproducible for a given seed and thread count.\n",
             KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
-            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.weight_decay,
+            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.beta1, (double)d.optim.beta2,
+            (double)d.optim.eps, (double)d.optim.weight_decay,
             (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
             d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
             kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
             d.kfac.lm_every, (double)d.kfac.fvp_fraction, (double)d.kfac.lr, (double)d.kfac.momentum);
+}
+
+/* The last column, on stdout and in the log: the accuracy of a classifier,
+ * the reconstruction error of the autoencoder (any other loss). */
+static const char *metric_name(const kfac_net_spec *s)
+{
+    return s->loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
 }
 
 /* Progress bar on a terminal: redrawn when the percentage changes. */
@@ -127,6 +144,10 @@ static int write_log(const char *path, const char *text)
     int fd = mkstemp(tmp);
     if (fd < 0)
         return -1;
+    /* mkstemp makes it 0600; the log gets the mode open() would give */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     size_t len = strlen(text);
     int ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
@@ -137,6 +158,90 @@ static int write_log(const char *path, const char *text)
         return -1;
     }
     return 0;
+}
+
+/* One epoch's row at the end of the log text (grown to fit). */
+static int log_append(char **text, const kfac_epoch_stats *s)
+{
+    size_t used = strlen(*text);
+    int n = snprintf(NULL, 0, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
+                     s->test_acc);
+    char *t = n < 0 ? NULL : realloc(*text, used + (size_t)n + 1);
+    if (!t)
+        return -1;
+    snprintf(t + used, (size_t)n + 1, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
+             s->test_acc);
+    *text = t;
+    return 0;
+}
+
+/* A resumed run appends to its log, which must be this run's so far: this
+ * network's header and exactly the checkpoint's `epochs` rows, numbered 1
+ * to epochs. EXIT_OK with *text the log (malloc'ed), or NULL when there is
+ * no such file (the log then starts with the new epochs); else the
+ * problem is reported, its exit status returned, and nothing written. */
+static int read_resumed_log(const char *path, const char *header, const char *ckpt, int epochs, char **text)
+{
+    *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT)
+        return EXIT_OK;
+    size_t len = 0, cap = 4096, got;
+    char *buf = f ? malloc(cap + 1) : NULL;
+    while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0)
+        if ((len += got) == cap) {
+            char *more = realloc(buf, (cap *= 2) + 1);
+            if (!more)
+                free(buf);
+            buf = more;
+        }
+    int e = errno, failed = !f || (buf && ferror(f));
+    if (f)
+        fclose(f);
+    if (failed || !buf) {
+        free(buf);
+        cli_error("%s: cannot read the log to append to: %s", path, failed ? strerror(e) : "out of memory");
+        return failed ? EXIT_INPUT : EXIT_RUNTIME;
+    }
+    buf[len] = '\0';
+    char problem[256] = "";
+    size_t hlen = strlen(header);
+    int rows = 0;
+    for (size_t i = hlen; i < len; i++)
+        rows += buf[i] == '\n';
+    if (memchr(buf, '\0', len))
+        snprintf(problem, sizeof problem, "it is not text (a NUL byte)");
+    else if (len < hlen || memcmp(buf, header, hlen) != 0)
+        snprintf(problem, sizeof problem, "its first line is '%.*s', not '%.*s'",
+                 (int)(strcspn(buf, "\n") > 60 ? 60 : strcspn(buf, "\n")), buf, (int)hlen - 1, header);
+    else if (len > hlen && buf[len - 1] != '\n')
+        snprintf(problem, sizeof problem, "its last line, line %d, is incomplete", rows + 2);
+    else if (rows != epochs)
+        snprintf(problem, sizeof problem, "it has %d epoch row%s but the checkpoint %s has %d epoch%s", rows,
+                 KFAC_S(rows), ckpt, epochs, KFAC_S(epochs));
+    /* each row: its epoch number, then four more fields */
+    int row = 0;
+    for (const char *line = buf + hlen; !*problem && *line; line = strchr(line, '\n') + 1) {
+        int n = (int)strcspn(line, "\n"), fields = 1;
+        row++;
+        for (int i = 0; i < n; i++)
+            fields += line[i] == ',';
+        char *end;
+        long epoch = strtol(line, &end, 10);
+        if (fields != 5)
+            snprintf(problem, sizeof problem, "line %d, '%.*s', has %d field%s, not 5", row + 1, n > 60 ? 60 : n,
+                     line, fields, KFAC_S(fields));
+        else if (epoch != row || *end != ',')
+            snprintf(problem, sizeof problem, "line %d, '%.*s', is not epoch %d", row + 1, n > 60 ? 60 : n, line,
+                     row);
+    }
+    if (*problem) {
+        free(buf);
+        cli_error("%s: cannot append to this log: %s", path, problem);
+        return EXIT_INPUT;
+    }
+    *text = buf;
+    return EXIT_OK;
 }
 
 static void describe(const char *netfile, const kfac_net_spec *s, const kfac_train_params *p)
@@ -151,21 +256,27 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
     printf("# %s lr %g", kfac_optimizer_name(p->optimizer), lr);
     if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || kf)
         printf(" momentum %g", mu);
+    if (p->optimizer == KFAC_OPT_ADAM)
+        printf(" beta1 %g beta2 %g eps %g", (double)p->optim.beta1, (double)p->optim.beta2, (double)p->optim.eps);
     if (p->optim.weight_decay > 0)
         printf(" weight_decay %g", (double)p->optim.weight_decay);
     const char *wait = cli_wait_policy();
-    printf(", batch %d, %d epochs, seed %llu, %d threads%s%s%s\n", p->batch, p->epochs,
-           (unsigned long long)p->seed, kfac_get_threads(), *wait ? " (" : "", wait, *wait ? ")" : "");
+    int threads = kfac_get_threads();
+    printf(", batch %d, %d epoch%s, seed %llu, %d thread%s%s%s%s\n", p->batch, p->epochs, KFAC_S(p->epochs),
+           (unsigned long long)p->seed, threads, KFAC_S(threads), *wait ? " (" : "", wait, *wait ? ")" : "");
     if (p->optimizer == KFAC_OPT_KFAC) {
         const kfac_kfac_params *k = &p->kfac;
-        printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %g of the batch, %s Fisher, "
+        char share[32] = "the whole";
+        if (k->stat_fraction < 1.0f)
+            snprintf(share, sizeof share, "%g of the", (double)k->stat_fraction);
+        printf("# kfac: damping %g, decay %g, T_cov %d, T_inv %d, statistics on %s batch, %s Fisher, "
                "%s inverses, %s rule",
-               (double)k->damping, (double)k->decay, k->cov_every, k->inv_every, (double)k->stat_fraction,
-               kfac_fisher_name(k->fisher), kfac_inversion_name(k->inversion), kfac_step_rule_name(k->rule));
+               (double)k->damping, (double)k->decay, k->cov_every, k->inv_every, share, kfac_fisher_name(k->fisher),
+               kfac_inversion_name(k->inversion), kfac_step_rule_name(k->rule));
         if (k->rule == KFAC_RULE_KL_CLIP)
             printf(" (kl_clip %g)\n", (double)k->kl_clip);
         else
-            printf(" (damping adapted every %d steps)\n", k->lm_every);
+            printf(" (damping adapted every %d step%s)\n", k->lm_every, KFAC_S(k->lm_every));
     }
 }
 
@@ -175,13 +286,14 @@ static void describe_kfac(const kfac_trainer *tr)
     kfac_kfac_stats k;
     if (kfac_trainer_kfac_stats(tr, &k) != KFAC_OK)
         return;
-    printf("# kfac: %ld statistics rounds, %ld inversions", k.stats_rounds, k.inversions);
+    printf("# kfac: %ld statistics round%s, %ld inversion%s", k.stats_rounds, KFAC_S(k.stats_rounds), k.inversions,
+           KFAC_S(k.inversions));
     if (k.fallbacks)
         printf(" (fallbacks:%s%s%s)", k.fallbacks & KFAC_FALLBACK_DOUBLE ? " double" : "",
                k.fallbacks & KFAC_FALLBACK_DAMPING ? " more damping" : "",
                k.fallbacks & KFAC_FALLBACK_EIGEN_CLIP ? " eigenvalue clipping" : "");
     if (k.damping_retries)
-        printf(", %ld directions redone with more damping", k.damping_retries);
+        printf(", %ld direction%s redone with more damping", k.damping_retries, KFAC_S(k.damping_retries));
     printf("; seconds: statistics %.2f, inversions %.2f, preconditioning %.2f, F-vector products %.2f; "
            "damping %g\n",
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
@@ -213,7 +325,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
         "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
         "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max", "--fvp-fraction",
-        "--save",      "--save-every", "--resume"};
+        "--save",      "--save-every", "--resume", "--beta1",      "--beta2",         "--eps"};
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -308,6 +420,12 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
             bad = cli_parse_float(v, &p->optim.lr) || (p->kfac.lr = 0.0f, 0); /* the flag wins */
         else if (!strcmp(name, "--momentum"))
             bad = cli_parse_float(v, &p->optim.momentum) || (p->kfac.momentum = -1.0f, 0); /* the flag wins */
+        else if (!strcmp(name, "--beta1"))
+            bad = cli_parse_float(v, &p->optim.beta1);
+        else if (!strcmp(name, "--beta2"))
+            bad = cli_parse_float(v, &p->optim.beta2);
+        else if (!strcmp(name, "--eps"))
+            bad = cli_parse_float(v, &p->optim.eps);
         else if (!strcmp(name, "--weight-decay"))
             bad = cli_parse_float(v, &p->optim.weight_decay);
         else if (!strcmp(name, "--seed"))
@@ -376,7 +494,6 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
 {
     int code = EXIT_OK;
     char *log_text = NULL;
-    size_t log_cap = 0;
     kfac_trainer *tr = NULL;
     kfac_status st;
     if ((st = kfac_trainer_new(&o->spec, p, train, &tr)) != KFAC_OK) {
@@ -386,7 +503,6 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
             cli_error("%s: %s", o->netfile, kfac_last_error());
         return cli_status_exit(st);
     }
-    int classify = o->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
     /* under mpirun every rank trains its slice of each batch (README,
      * "Running on a cluster"); rank 0 alone logs and saves */
     const void *comm = cli_mpi_comm();
@@ -403,16 +519,22 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         code = cli_status_exit(st);
         goto done;
     }
+    int done_epochs = kfac_trainer_epochs_done(tr);
+    if (o->resume_path && done_epochs >= p->epochs) {
+        /* no epoch to train: no file is touched */
+        cli_error("nothing to do: the checkpoint already has %d epoch%s", done_epochs, KFAC_S(done_epochs));
+        goto done;
+    }
     if (log_path) {
-        log_cap = 64 + 80 * (size_t)p->epochs;
-        log_text = malloc(log_cap);
-        if (!log_text) {
+        char header[64];
+        snprintf(header, sizeof header, "epoch,seconds,train_loss,test_loss,%s\n", metric_name(&o->spec));
+        if (o->resume_path)
+            code = read_resumed_log(log_path, header, o->resume_path, done_epochs, &log_text);
+        if (code == EXIT_OK && !log_text && !(log_text = strdup(header))) {
             cli_error("out of memory");
             code = EXIT_RUNTIME;
-            goto done;
         }
-        strcpy(log_text, "epoch,seconds,train_loss,test_loss,test_acc\n");
-        if (write_log(log_path, log_text) != 0) { /* fail before training, not after */
+        if (code == EXIT_OK && write_log(log_path, log_text) != 0) { /* fail before training, not after */
             cli_error("%s: cannot write: %s", log_path, strerror(errno));
             code = EXIT_RUNTIME;
         }
@@ -420,17 +542,20 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     if ((code = cli_mpi_agree(code)) != EXIT_OK)
         goto done;
     describe(o->netfile, &o->spec, p);
-    if (cli_ranks() > 1)
-        printf("# %d MPI processes, each %d-%d rows of every batch of %d (%d threads each)\n", cli_ranks(),
-               p->batch / cli_ranks(), (p->batch + cli_ranks() - 1) / cli_ranks(), p->batch, kfac_get_threads());
-    printf("# data %s: %d training, %d test examples\n", o->data, train->n, test->n);
+    if (cli_ranks() > 1) {
+        int lo = p->batch / cli_ranks(), hi = (p->batch + cli_ranks() - 1) / cli_ranks(), threads = kfac_get_threads();
+        char rows[32];
+        snprintf(rows, sizeof rows, lo == hi ? "%d" : "%d-%d", lo, hi);
+        printf("# %d MPI processes, each %s row%s of every batch of %d (%d thread%s each)\n", cli_ranks(), rows,
+               KFAC_S(hi), p->batch, threads, KFAC_S(threads));
+    }
+    printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
     if (o->resume_path)
-        printf("# resumed from %s after epoch %d\n", o->resume_path, kfac_trainer_epochs_done(tr));
-    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss",
-           classify ? "test_acc" : "recon_err");
+        printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
+    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
     fflush(stdout);
     int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO);
-    for (int e = kfac_trainer_epochs_done(tr) + 1; e <= p->epochs; e++) {
+    for (int e = done_epochs + 1; e <= p->epochs; e++) {
         kfac_epoch_stats s;
         progress pr = {e, -1};
         st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
@@ -460,10 +585,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs)
             code = save(tr, save_path);
         if (code == EXIT_OK && log_text) {
-            size_t used = strlen(log_text);
-            snprintf(log_text + used, log_cap - used, "%d,%.3f,%.6f,%.6f,%.6f\n", s.epoch, s.seconds, s.train_loss,
-                     s.test_loss, s.test_acc);
-            if (write_log(log_path, log_text) != 0) {
+            if (log_append(&log_text, &s) != 0 || write_log(log_path, log_text) != 0) {
                 cli_error("%s: cannot write: %s", log_path, strerror(errno));
                 code = EXIT_RUNTIME;
             }
@@ -489,7 +611,7 @@ int cmd_train(int argc, char **argv)
     if (code >= 0)
         return code;
     kfac_dataset train, test;
-    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     code = run(&o, &o.p, o.log_path, &train, &test, NULL);
     kfac_dataset_free(&train);
@@ -525,7 +647,7 @@ int cmd_compare(int argc, char **argv)
         return EXIT_USAGE;
     }
     kfac_dataset train, test;
-    if ((code = cli_load_data(o.data, &o.spec, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     kfac_epoch_stats *rec = calloc((size_t)n * (size_t)o.p.epochs, sizeof *rec);
     if (!rec) {
@@ -549,14 +671,14 @@ int cmd_compare(int argc, char **argv)
         code = run(&o, &p, o.log_path ? log_path : NULL, &train, &test, rec + (size_t)k * o.p.epochs);
     }
     if (code == EXIT_OK) {
-        const char *metric = o.spec.loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
-        printf("\n# side by side: %s, seed %llu, %d threads\n%5s", o.netfile, (unsigned long long)o.p.seed,
-               kfac_get_threads(), "");
+        int threads = kfac_get_threads();
+        printf("\n# side by side: %s, seed %llu, %d thread%s\n%5s", o.netfile, (unsigned long long)o.p.seed, threads,
+               KFAC_S(threads), "");
         for (int k = 0; k < n; k++)
             printf(" | %-30s", kfac_optimizer_name(kinds[k]));
         printf("\n%5s", "epoch");
         for (int k = 0; k < n; k++)
-            printf(" | %8s %11s %9s", "seconds", "train_loss", metric);
+            printf(" | %8s %11s %9s", "seconds", "train_loss", metric_name(&o.spec));
         printf("\n");
         for (int e = 0; e < o.p.epochs; e++) {
             printf("%5d", e + 1);

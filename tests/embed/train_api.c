@@ -7,6 +7,7 @@
 #include <kfac.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int fail(const char *what)
 {
@@ -21,6 +22,11 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *ckpt = argc > 3 ? argv[3] : "train_api.ckpt";
+    /* the installed header and the library it links describe one release */
+    if (strcmp(kfac_version(), KFAC_VERSION_STRING) != 0) {
+        fprintf(stderr, "train_api: library %s, header %s\n", kfac_version(), KFAC_VERSION_STRING);
+        return 1;
+    }
     char netfile[4096];
     snprintf(netfile, sizeof netfile, "%s/small.net", argv[1]);
     kfac_net_spec spec;
