@@ -170,7 +170,7 @@ typedef struct kfac_net_spec {
     kfac_init init;    /* default GLOROT */
     float init_sigma;  /* TRUNC_NORMAL sigma; default 0.03 (DeepOBS), > 0 */
     int sparse_count;  /* SPARSE: non-zero weights per unit; default 15
-                          (Martens 2010), >= 1 */
+                          (Martens 2010); [1, 100000] */
     int input_pool;    /* the images reach the network average-pooled in
                           input_pool x input_pool blocks (kfac_dataset_pool):
                           the trainer, kfac_evaluate and kfac_check pool a
@@ -595,6 +595,34 @@ typedef struct kfac_train_params {
 KFAC_API void kfac_train_params_init(kfac_train_params *p);
 KFAC_API kfac_status kfac_train_params_validate(const kfac_train_params *p);
 
+/* Training parameters by name. One table in the library gives every
+ * [train] and [kfac] setting of a net file its name, command-line flag,
+ * type, range, default and a line of documentation; these read it (for
+ * bindings, and for the kfac program's flags and --help). A name is
+ * "section.key" ("kfac.damping") or a key that one section alone has
+ * ("damping"). set checks the text as the net file does (number, range,
+ * enum name); on failure p is unchanged and kfac_last_error() says why. */
+KFAC_API kfac_status kfac_train_params_set(kfac_train_params *p, const char *name, const char *value);
+/* The value as text: floats with %.9g (they read back exactly), enums by
+ * name. */
+KFAC_API kfac_status kfac_train_params_get(const kfac_train_params *p, const char *name, char *buf, size_t size);
+
+typedef struct kfac_param_info {
+    const char *section; /* "train" or "kfac": its net-file section */
+    const char *key;     /* its key there */
+    const char *flag;    /* the kfac program's flag, "--kfac-lr" */
+    const char *arg;     /* the flag's value: "X" (number), "N" (integer), "NAME" */
+    const char *resets;  /* the flag also restores this one to its default
+                            ("kfac.lr" for --lr); NULL */
+    const char *doc;     /* one line */
+    char range[128];     /* "(0, 1000]", "[1, 100000]", "0 or more", "a | b" */
+    char def[32];        /* the default, as text */
+} kfac_param_info;
+
+/* The number of parameters, and parameter i's description (0 <= i < count). */
+KFAC_API int kfac_param_count(void);
+KFAC_API kfac_status kfac_param_get_info(int i, kfac_param_info *out);
+
 /* What an epoch (or an evaluation) measured. */
 typedef struct kfac_epoch_stats {
     int epoch;           /* 1-based */
@@ -755,12 +783,8 @@ KFAC_API kfac_status kfac_net_load_checkpoint(kfac_net *net, const char *path);
  *   [net]                 inputs, loss, init, init_sigma, sparse_count,
  *                         pool (the field input_pool)
  *   [dense]               one per layer, in order: units, activation
- *   [train]               optimizer, lr, momentum, beta1, beta2, eps,
- *                         weight_decay, batch, epochs, seed
- *   [kfac]                damping, decay, cov_every, inv_every,
- *                         stat_fraction, fisher, inversion, rule, kl_clip,
- *                         lm_every, lr, momentum (the fields of
- *                         kfac_kfac_params)
+ *   [train], [kfac]       the training parameters: every one that
+ *                         kfac_param_get_info lists, under its key
  *
  * Keys take the names of the fields above and the enum names of
  * kfac_*_name(). Unknown sections or keys, duplicated keys, missing

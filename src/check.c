@@ -84,6 +84,9 @@ kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, co
     kfac_clear_error();
     if (!spec || !p || !train || !out)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_check: NULL argument");
+    kfac_status vst = kfac_train_params_validate(p);
+    if (vst != KFAC_OK)
+        return vst;
     if (warmup_epochs < 0 || examples < 1 || examples > train->n)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_check: %d examples outside [1, %d]", examples, train->n);
     kfac_trainer *tr = NULL;

@@ -103,9 +103,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
         kfac_kfac_params_init(&defaults);
         p = &defaults;
     }
-    kfac_status st = kfac_kfac_params_validate(p);
-    if (st != KFAC_OK)
-        return st;
+    /* p was validated at the public entry (kfac_precond_new, kfac_check) */
     if (n_layers < 1 || n_layers > KFAC_MAX_LAYERS)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "%d layers outside [1, %d]", n_layers, KFAC_MAX_LAYERS);
     if (max_rows < 1 || max_rows > 1000000)

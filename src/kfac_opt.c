@@ -59,10 +59,9 @@ static void kfac_free(void *state)
 
 static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, void **state)
 {
+    /* tp was validated at the public entry (kfac_trainer_new) */
     const kfac_kfac_params *kp = &tp->kfac;
-    kfac_status st = kfac_kfac_params_validate(kp);
-    if (st != KFAC_OK)
-        return st;
+    kfac_status st;
     kfac_state *s = calloc(1, sizeof *s);
     if (!s)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");

@@ -55,8 +55,9 @@ kfac_status kfac_net_spec_validate(const kfac_net_spec *spec)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown init %d", (int)spec->init);
     if (!(spec->init_sigma > 0.0f && spec->init_sigma <= 100.0f))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "init_sigma %g outside (0, 100]", spec->init_sigma);
-    if (spec->sparse_count < 1)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d < 1", spec->sparse_count);
+    if (spec->sparse_count < 1 || spec->sparse_count > KFAC_SPARSE_COUNT_MAX)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d outside [1, %d]", spec->sparse_count,
+                         KFAC_SPARSE_COUNT_MAX);
     if (spec->input_pool < 1 || spec->input_pool > 64)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "pool %d outside [1, 64]", spec->input_pool);
     kfac_activation last = spec->layers[spec->n_layers - 1].activation;

@@ -5,6 +5,10 @@
 
 #include "kfac.h"
 
+/* sparse_count's largest value, for kfac_net_spec_validate and the net
+ * file's key alike */
+#define KFAC_SPARSE_COUNT_MAX 100000
+
 struct kfac_net {
     kfac_net_spec spec;
     int n_layers;                        /* L */

@@ -1,6 +1,7 @@
-/* netfile.c - reads the INI-like net files ([net], [dense], [train], [kfac]) into a
- * kfac_net_spec and kfac_train_params. Every key is one row of a table, so
- * a new section is a row in `sections` plus its rows in `keys`. */
+/* netfile.c - reads the INI-like net files ([net], [dense], [train], [kfac])
+ * into a kfac_net_spec and kfac_train_params. Every key is one row of a
+ * table: the architecture's below, the training parameters' in params.c
+ * (which the [train] and [kfac] sections read). */
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 
 #include "common.h"
+#include "net.h"
+#include "params.h"
 
 /* Bigger than any sane net file; stops a wrong path (a data set, /dev/zero)
  * from being read whole. */
@@ -16,31 +19,10 @@
 
 /* ------------------------------------------------------------- enums */
 
-/* An enum as the table sees it: set a field from a name, and list the names
- * for error messages. The adapters keep the real enum types, so no function
- * pointer is called through a mismatched type. */
-typedef struct enum_def {
-    const char *what; /* "activation", ... for messages */
-    int count;
-    kfac_status (*from_name)(const char *name, void *field);
-    const char *(*name)(int i);
-} enum_def;
-
-#define ENUM_DEF(var, what, type, prefix, count)                                              \
-    static kfac_status var##_from_name(const char *s, void *field)                            \
-    {                                                                                         \
-        return prefix##_from_name(s, (type *)field);                                          \
-    }                                                                                         \
-    static const char *var##_name(int i) { return prefix##_name((type)i); }                   \
-    static const enum_def var = {what, count, var##_from_name, var##_name};
-
-ENUM_DEF(act_enum, "activation", kfac_activation, kfac_activation, KFAC_ACT_COUNT)
-ENUM_DEF(loss_enum, "loss", kfac_loss, kfac_loss, KFAC_LOSS_COUNT)
-ENUM_DEF(init_enum, "init", kfac_init, kfac_init, KFAC_INIT_COUNT)
-ENUM_DEF(opt_enum, "optimizer", kfac_optimizer_kind, kfac_optimizer, KFAC_OPT_COUNT)
-ENUM_DEF(fisher_enum, "fisher", kfac_fisher_kind, kfac_fisher, KFAC_FISHER_COUNT)
-ENUM_DEF(inversion_enum, "inversion", kfac_inversion, kfac_inversion, KFAC_INV_COUNT)
-ENUM_DEF(rule_enum, "rule", kfac_step_rule, kfac_step_rule, KFAC_RULE_COUNT)
+/* the architecture's enums by index, for the key table */
+static const char *act_name(int k) { return kfac_activation_name((kfac_activation)k); }
+static const char *loss_name(int k) { return kfac_loss_name((kfac_loss)k); }
+static const char *init_name(int k) { return kfac_init_name((kfac_init)k); }
 
 /* ---------------------------------------------------------- sections */
 
@@ -98,74 +80,53 @@ static const section_def sections[SEC_COUNT] = {
 
 /* -------------------------------------------------------------- keys */
 
-typedef enum value_type {
-    T_INT,   /* int field, range [min, max] */
-    T_FLOAT, /* float field, range per `bounds` */
-    T_U64,   /* uint64_t field, any value (min/max unused) */
-    T_ENUM,  /* enum field, named by `en` */
-} value_type;
-
-/* Which ends of [min, max] are excluded. */
-enum { CLOSED = 0, OPEN_LO = 1, OPEN_HI = 2 };
-
+/* A key of the architecture sections ([net], [dense]); [train] and [kfac]
+ * take theirs from the parameter table (params.c). */
 typedef struct key_def {
     int section;
     const char *key;
-    value_type type;
     size_t offset; /* into the struct returned by the section's enter() */
-    double min, max;
-    int bounds;
+    kfac_value_spec v;
     int required;
-    const enum_def *en;
 } key_def;
 
 #define NET(f) offsetof(kfac_net_spec, f)
 #define LAYER(f) offsetof(kfac_layer_spec, f)
-#define TRAIN(f) offsetof(kfac_train_params, f)
-#define KFAC(f) offsetof(kfac_kfac_params, f)
+#define INT(lo, hi) {KFAC_V_INT, lo, hi, KFAC_CLOSED, NULL, NULL, 0}
+#define ENUM(what, names, count) {KFAC_V_ENUM, 0, 0, KFAC_CLOSED, what, names, count}
 
-/* Ranges mirror the documented ones in kfac.h, so a value is rejected with
- * its line rather than later by a *_validate without one. */
+/* The ranges are kfac_net_spec_validate's, so a value is rejected with
+ * its line rather than later without one. */
 static const key_def keys[] = {
-    /* section  key             type     offset                     min/max              req enum */
-    {SEC_NET,   "inputs",       T_INT,   NET(inputs),               1, 10000000, CLOSED,  1, NULL},
-    {SEC_NET,   "loss",         T_ENUM,  NET(loss),                 0, 0,        CLOSED,  0, &loss_enum},
-    {SEC_NET,   "init",         T_ENUM,  NET(init),                 0, 0,        CLOSED,  0, &init_enum},
-    {SEC_NET,   "init_sigma",   T_FLOAT, NET(init_sigma),           0, 100,      OPEN_LO, 0, NULL},
-    {SEC_NET,   "sparse_count", T_INT,   NET(sparse_count),         1, 100000,   CLOSED,  0, NULL},
-    {SEC_NET,   "pool",         T_INT,   NET(input_pool),           1, 64,       CLOSED,  0, NULL},
+    /* section  key             offset             value                                   required */
+    {SEC_NET,   "inputs",       NET(inputs),       INT(1, 10000000),                       1},
+    {SEC_NET,   "loss",         NET(loss),         ENUM("loss", loss_name, KFAC_LOSS_COUNT), 0},
+    {SEC_NET,   "init",         NET(init),         ENUM("init", init_name, KFAC_INIT_COUNT), 0},
+    {SEC_NET,   "init_sigma",   NET(init_sigma),   {KFAC_V_FLOAT, 0, 100, KFAC_OPEN_LO, NULL, NULL, 0}, 0},
+    {SEC_NET,   "sparse_count", NET(sparse_count), INT(1, KFAC_SPARSE_COUNT_MAX),          0},
+    {SEC_NET,   "pool",         NET(input_pool),   INT(1, 64),                             0},
 
-    {SEC_DENSE, "units",        T_INT,   LAYER(units),              1, 1000000,  CLOSED,  1, NULL},
-    {SEC_DENSE, "activation",   T_ENUM,  LAYER(activation),         0, 0,        CLOSED,  0, &act_enum},
-
-    {SEC_TRAIN, "optimizer",    T_ENUM,  TRAIN(optimizer),          0, 0,        CLOSED,  0, &opt_enum},
-    {SEC_TRAIN, "lr",           T_FLOAT, TRAIN(optim.lr),           0, 1000,     OPEN_LO, 0, NULL},
-    {SEC_TRAIN, "momentum",     T_FLOAT, TRAIN(optim.momentum),     0, 1,        OPEN_HI, 0, NULL},
-    {SEC_TRAIN, "beta1",        T_FLOAT, TRAIN(optim.beta1),        0, 1,        OPEN_HI, 0, NULL},
-    {SEC_TRAIN, "beta2",        T_FLOAT, TRAIN(optim.beta2),        0, 1,        OPEN_HI, 0, NULL},
-    {SEC_TRAIN, "eps",          T_FLOAT, TRAIN(optim.eps),          0, 1,        OPEN_LO, 0, NULL},
-    {SEC_TRAIN, "weight_decay", T_FLOAT, TRAIN(optim.weight_decay), 0, 1000,     CLOSED,  0, NULL},
-    {SEC_TRAIN, "batch",        T_INT,   TRAIN(batch),              1, 1000000,  CLOSED,  0, NULL},
-    {SEC_TRAIN, "epochs",       T_INT,   TRAIN(epochs),             1, 100000,   CLOSED,  0, NULL},
-    {SEC_TRAIN, "seed",         T_U64,   TRAIN(seed),               0, 0,        CLOSED,  0, NULL},
-
-    {SEC_KFAC,  "damping",      T_FLOAT, KFAC(damping),             0, 1e6,      OPEN_LO, 0, NULL},
-    {SEC_KFAC,  "decay",        T_FLOAT, KFAC(decay),               0, 1,        OPEN_HI, 0, NULL},
-    {SEC_KFAC,  "cov_every",    T_INT,   KFAC(cov_every),           1, 1000000,  CLOSED,  0, NULL},
-    {SEC_KFAC,  "inv_every",    T_INT,   KFAC(inv_every),           1, 1000000,  CLOSED,  0, NULL},
-    {SEC_KFAC,  "stat_fraction", T_FLOAT, KFAC(stat_fraction),      0, 1,        OPEN_LO, 0, NULL},
-    {SEC_KFAC,  "fisher",       T_ENUM,  KFAC(fisher),              0, 0,        CLOSED,  0, &fisher_enum},
-    {SEC_KFAC,  "inversion",    T_ENUM,  KFAC(inversion),           0, 0,        CLOSED,  0, &inversion_enum},
-    {SEC_KFAC,  "rule",         T_ENUM,  KFAC(rule),                0, 0,        CLOSED,  0, &rule_enum},
-    {SEC_KFAC,  "kl_clip",      T_FLOAT, KFAC(kl_clip),             0, 1e6,      OPEN_LO, 0, NULL},
-    {SEC_KFAC,  "lm_every",     T_INT,   KFAC(lm_every),            1, 1000000,  CLOSED,  0, NULL},
-    {SEC_KFAC,  "lr",           T_FLOAT, KFAC(lr),                  0, 1000,     CLOSED,  0, NULL},
-    {SEC_KFAC,  "momentum",     T_FLOAT, KFAC(momentum),            -1, 1,       OPEN_HI, 0, NULL},
-    {SEC_KFAC,  "rank_max",     T_INT,   KFAC(rank_max),            1, 4096,     CLOSED,  0, NULL},
-    {SEC_KFAC,  "fvp_fraction", T_FLOAT, KFAC(fvp_fraction),        0, 1,        OPEN_LO, 0, NULL},
+    {SEC_DENSE, "units",        LAYER(units),      INT(1, 1000000),                        1},
+    {SEC_DENSE, "activation",   LAYER(activation), ENUM("activation", act_name, KFAC_ACT_COUNT), 0},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)
+
+/* A key of any section: row k of `keys`, or N_KEYS + row i of the
+ * parameter table. */
+static int is_param_section(int section) { return section == SEC_TRAIN || section == SEC_KFAC; }
+
+static int find_key(int section, const char *key)
+{
+    if (is_param_section(section)) {
+        int i = kfac_param_find(sections[section].name, key);
+        return i < 0 ? -1 : (int)N_KEYS + i;
+    }
+    for (size_t k = 0; k < N_KEYS; k++)
+        if (keys[k].section == section && strcmp(keys[k].key, key) == 0)
+            return (int)k;
+    return -1;
+}
 
 /* ----------------------------------------------------------- helpers */
 
@@ -180,7 +141,7 @@ static char *trim(char *s)
     return s;
 }
 
-/* "a, b, c" lists for messages: a section's keys, the sections, an enum's names */
+/* "a, b, c" lists for messages: a section's keys, the sections */
 static const char *key_list(int section, char *buf, size_t size)
 {
     size_t n = 0;
@@ -188,6 +149,9 @@ static const char *key_list(int section, char *buf, size_t size)
     for (size_t k = 0; k < N_KEYS; k++)
         if (keys[k].section == section && n < size)
             n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", keys[k].key);
+    for (int i = 0; is_param_section(section) && i < kfac_param_defs_count; i++)
+        if (!strcmp(kfac_param_defs[i].section, sections[section].name) && n < size)
+            n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", kfac_param_defs[i].key);
     return buf;
 }
 
@@ -200,75 +164,22 @@ static const char *section_list(char *buf, size_t size)
     return buf;
 }
 
-static const char *enum_list(const enum_def *en, char *buf, size_t size)
+/* Set key slot k (find_key) from `value`: an architecture key in target,
+ * a parameter in the training parameters. */
+static kfac_status set_value(const parser *p, int line, int k, const char *value, void *target)
 {
-    size_t n = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < en->count && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", en->name(i));
-    return buf;
-}
-
-static kfac_status out_of_range(const parser *p, int line, const key_def *k, const char *value)
-{
-    return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s = %s is outside %c%.10g, %.10g%c", p->file, line,
-                     k->key, value, (k->bounds & OPEN_LO) ? '(' : '[', k->min, k->max,
-                     (k->bounds & OPEN_HI) ? ')' : ']');
-}
-
-/* Convert `value` as row k says and store it in base + k->offset. */
-static kfac_status set_value(const parser *p, int line, const key_def *k, const char *value,
-                             void *base)
-{
-    void *field = (char *)base + k->offset;
-    char *end;
-    errno = 0;
-    switch (k->type) {
-    case T_INT: {
-        long v = strtol(value, &end, 10);
-        if (end == value || *end != '\0')
-            return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s needs an integer, got '%s'", p->file,
-                             line, k->key, value);
-        if (errno == ERANGE || v < k->min || v > k->max)
-            return out_of_range(p, line, k, value);
-        *(int *)field = (int)v;
-        return KFAC_OK;
+    kfac_status st;
+    if (k >= (int)N_KEYS) {
+        const kfac_param_def *d = &kfac_param_defs[k - (int)N_KEYS];
+        st = kfac_value_parse(&d->v, d->key, value, kfac_param_field(d, p->train));
+    } else {
+        st = kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)target + keys[k].offset);
     }
-    case T_FLOAT: {
-        double d = strtod(value, &end);
-        if (end == value || *end != '\0')
-            return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s needs a number, got '%s'", p->file, line,
-                             k->key, value);
-        /* check the float that is stored (0.999999999 rounds to 1); the
-         * negated comparisons also reject NaN */
-        double f = (float)d;
-        if (!(f >= k->min && f <= k->max) || ((k->bounds & OPEN_LO) && f == k->min) ||
-            ((k->bounds & OPEN_HI) && f == k->max))
-            return out_of_range(p, line, k, value);
-        *(float *)field = (float)f;
-        return KFAC_OK;
-    }
-    case T_U64: {
-        /* strtoull would quietly wrap "-1" to 2^64-1 */
-        unsigned long long v = strtoull(value, &end, 10);
-        if (end == value || *end != '\0' || value[0] == '-' || value[0] == '+')
-            return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s needs a non-negative integer, got '%s'",
-                             p->file, line, k->key, value);
-        if (errno == ERANGE)
-            return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s = %s is larger than 2^64-1", p->file,
-                             line, k->key, value);
-        *(uint64_t *)field = (uint64_t)v;
-        return KFAC_OK;
-    }
-    case T_ENUM:
-        if (k->en->from_name(value, field) != KFAC_OK) {
-            char names[256];
-            return kfac_fail(KFAC_ERR_PARSE, "%s:%d: unknown %s '%s' (%s)", p->file, line,
-                             k->en->what, value, enum_list(k->en, names, sizeof names));
-        }
-        return KFAC_OK;
-    }
-    return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s has no value type", p->file, line, k->key);
+    if (st == KFAC_OK)
+        return st;
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", kfac_last_error());
+    return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s", p->file, line, detail);
 }
 
 /* The section that ends here must have had its required keys. */
@@ -289,7 +200,7 @@ static kfac_status parse_lines(parser *p, char *text)
 {
     int count[SEC_COUNT] = {0};
     int first_line[SEC_COUNT] = {0};
-    int seen_line[N_KEYS] = {0}; /* line of each key in the current section, 0 = not yet */
+    int seen_line[N_KEYS + KFAC_MAX_PARAMS] = {0}; /* line of each key slot in the current section, 0 = not yet */
     int section = -1, header_line = 0;
     void *target = NULL;
     char list[256];
@@ -351,10 +262,8 @@ static kfac_status parse_lines(parser *p, char *text)
         if (section < 0)
             return kfac_fail(KFAC_ERR_PARSE, "%s:%d: key '%s' before any section", p->file, line,
                              key);
-        size_t k = 0;
-        while (k < N_KEYS && !(keys[k].section == section && strcmp(keys[k].key, key) == 0))
-            k++;
-        if (k == N_KEYS)
+        int k = find_key(section, key);
+        if (k < 0)
             return kfac_fail(KFAC_ERR_PARSE, "%s:%d: unknown key '%s' in [%s] (%s)", p->file, line,
                              key, sections[section].name, key_list(section, list, sizeof list));
         if (seen_line[k])
@@ -363,7 +272,7 @@ static kfac_status parse_lines(parser *p, char *text)
                              line, key, sections[section].name, seen_line[k]);
         if (*value == '\0')
             return kfac_fail(KFAC_ERR_PARSE, "%s:%d: empty value for '%s'", p->file, line, key);
-        if ((st = set_value(p, line, &keys[k], value, target)) != KFAC_OK)
+        if ((st = set_value(p, line, k, value, target)) != KFAC_OK)
             return st;
         seen_line[k] = line;
     }

@@ -1,50 +1,268 @@
-/* params.c - defaults and validation of the plain parameter structs. Each
- * field is checked before any work starts, with a message naming it. */
+/* params.c - typed values with ranges (params.h), and the one table of
+ * training parameters: defaults, validation, access by name and the
+ * documentation all read it. Adding a [train] or [kfac] setting is a field
+ * in include/kfac.h and a row below; the net file, the command line,
+ * --help and the state hash follow. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "params.h"
+
+/* ------------------------------------------------------------- values */
+
+void kfac_value_range(const kfac_value_spec *v, char *buf, size_t size)
+{
+    if (v->type == KFAC_V_ENUM) {
+        size_t n = 0;
+        buf[0] = '\0';
+        for (int i = 0; i < v->count && n < size; i++)
+            n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? " | " : "", v->name_of(i));
+    } else if (v->type == KFAC_V_U64) {
+        snprintf(buf, size, "0 or more");
+    } else {
+        snprintf(buf, size, "%c%.10g, %.10g%c", (v->bounds & KFAC_OPEN_LO) ? '(' : '[', v->lo, v->hi,
+                 (v->bounds & KFAC_OPEN_HI) ? ')' : ']');
+    }
+}
+
+static int in_range(const kfac_value_spec *v, double x)
+{
+    /* the negated comparisons also reject NaN */
+    return (x >= v->lo && x <= v->hi) && !((v->bounds & KFAC_OPEN_LO) && x == v->lo) &&
+           !((v->bounds & KFAC_OPEN_HI) && x == v->hi);
+}
+
+static kfac_status out_of_range(const kfac_value_spec *v, const char *key, const char *text)
+{
+    char range[128];
+    kfac_value_range(v, range, sizeof range);
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "%s = %s is outside %s", key, text, range);
+}
+
+_Static_assert(sizeof(kfac_optimizer_kind) == sizeof(int) && sizeof(kfac_loss) == sizeof(int) &&
+                   sizeof(float) == sizeof(int),
+               "enums are stored as int; a float field is as wide as an int (the state hash)");
+
+kfac_status kfac_value_parse(const kfac_value_spec *v, const char *key, const char *text, void *field)
+{
+    char *end;
+    errno = 0;
+    switch (v->type) {
+    case KFAC_V_INT: {
+        long x = strtol(text, &end, 10);
+        if (end == text || *end != '\0')
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs an integer, got '%s'", key, text);
+        if (errno == ERANGE || !in_range(v, (double)x))
+            return out_of_range(v, key, text);
+        *(int *)field = (int)x;
+        return KFAC_OK;
+    }
+    case KFAC_V_FLOAT: {
+        double x = strtod(text, &end);
+        if (end == text || *end != '\0')
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs a number, got '%s'", key, text);
+        /* check the float that is stored (0.999999999 rounds to 1) */
+        double f = (float)x;
+        if (!in_range(v, f))
+            return out_of_range(v, key, text);
+        *(float *)field = (float)f;
+        return KFAC_OK;
+    }
+    case KFAC_V_U64: {
+        /* strtoull would quietly wrap "-1" to 2^64-1 */
+        unsigned long long x = strtoull(text, &end, 10);
+        if (end == text || *end != '\0' || text[0] == '-' || text[0] == '+')
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs a non-negative integer, got '%s'", key, text);
+        if (errno == ERANGE)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%s = %s is larger than 2^64-1", key, text);
+        *(uint64_t *)field = (uint64_t)x;
+        return KFAC_OK;
+    }
+    case KFAC_V_ENUM: {
+        int k = 0;
+        kfac_status st = kfac_enum_lookup(v->name_of, v->count, v->what, text, &k);
+        if (st == KFAC_OK)
+            *(int *)field = k;
+        return st;
+    }
+    }
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "%s has no value type", key);
+}
+
+/* ------------------------------------------------------------- the table */
+
+/* the enums' names by index, for the table */
+static const char *optimizer_name(int k) { return kfac_optimizer_name((kfac_optimizer_kind)k); }
+static const char *fisher_name(int k) { return kfac_fisher_name((kfac_fisher_kind)k); }
+static const char *inversion_name(int k) { return kfac_inversion_name((kfac_inversion)k); }
+static const char *rule_name(int k) { return kfac_step_rule_name((kfac_step_rule)k); }
+
+#define INT(lo, hi) {KFAC_V_INT, lo, hi, KFAC_CLOSED, NULL, NULL, 0}
+#define FLOAT(lo, hi, bounds) {KFAC_V_FLOAT, lo, hi, bounds, NULL, NULL, 0}
+#define ENUM(what, names, count) {KFAC_V_ENUM, 0, 0, KFAC_CLOSED, what, names, count}
+#define TRAIN(f) KFAC_PART_TRAIN, offsetof(kfac_train_params, f)
+#define OPTIM(f) KFAC_PART_OPTIM, offsetof(kfac_optim_params, f)
+#define KFAC(f) KFAC_PART_KFAC, offsetof(kfac_kfac_params, f)
+#define OPEN_LO KFAC_OPEN_LO
+#define OPEN_HI KFAC_OPEN_HI
+
+/* Defaults: docs/algorithm.md §13 says where each comes from. */
+const kfac_param_def kfac_param_defs[] = {
+    {"train", "optimizer", "--optimizer", TRAIN(optimizer), ENUM("optimizer", optimizer_name, KFAC_OPT_COUNT),
+     KFAC_OPT_MOMENTUM, NULL, "the optimizer (train)"},
+    {"train", "lr", "--lr", OPTIM(lr), FLOAT(0, 1000, OPEN_LO), 0.01, "kfac.lr", "learning rate; for kfac too"},
+    {"train", "momentum", "--momentum", OPTIM(momentum), FLOAT(0, 1, OPEN_HI), 0.9, "kfac.momentum",
+     "momentum of momentum, nesterov and kfac"},
+    {"train", "beta1", "--beta1", OPTIM(beta1), FLOAT(0, 1, OPEN_HI), 0.9, NULL, "Adam's first-moment decay"},
+    {"train", "beta2", "--beta2", OPTIM(beta2), FLOAT(0, 1, OPEN_HI), 0.999, NULL, "Adam's second-moment decay"},
+    {"train", "eps", "--eps", OPTIM(eps), FLOAT(0, 1, OPEN_LO), 1e-8, NULL, "Adam's epsilon"},
+    {"train", "weight_decay", "--weight-decay", OPTIM(weight_decay), FLOAT(0, 1000, 0), 0.0, NULL,
+     "L2 coefficient added to the gradient"},
+    {"train", "batch", "--batch", TRAIN(batch), INT(1, 1000000), 128, NULL, "minibatch size"},
+    {"train", "epochs", "--epochs", TRAIN(epochs), INT(1, 100000), 10, NULL, "passes over the training set"},
+    {"train", "seed", "--seed", TRAIN(seed), {KFAC_V_U64, 0, 0, 0, NULL, NULL, 0}, 1, NULL,
+     "seed for weights and data order"},
+
+    {"kfac", "damping", "--damping", KFAC(damping), FLOAT(0, 1e6, OPEN_LO), 0.1, NULL, "Tikhonov damping lambda"},
+    {"kfac", "decay", "--decay", KFAC(decay), FLOAT(0, 1, OPEN_HI), 0.95, NULL,
+     "running-average decay of the factors"},
+    {"kfac", "cov_every", "--cov-every", KFAC(cov_every), INT(1, 1000000), 10, NULL,
+     "factor statistics every N steps (T_cov)"},
+    {"kfac", "inv_every", "--inv-every", KFAC(inv_every), INT(1, 1000000), 100, NULL,
+     "inverses every N steps (T_inv)"},
+    {"kfac", "stat_fraction", "--stat-fraction", KFAC(stat_fraction), FLOAT(0, 1, OPEN_LO), 1.0, NULL,
+     "fraction of the batch for statistics"},
+    {"kfac", "fisher", "--fisher", KFAC(fisher), ENUM("Fisher kind", fisher_name, KFAC_FISHER_COUNT),
+     KFAC_FISHER_SAMPLED, NULL, "sampled: the Fisher; empirical: not the Fisher"},
+    {"kfac", "inversion", "--inversion", KFAC(inversion), ENUM("inversion", inversion_name, KFAC_INV_COUNT),
+     KFAC_INV_LOWRANK, NULL, "lowrank: top eigenpairs (fast); cholesky: dense; eigen: exact damping"},
+    {"kfac", "rank_max", "--rank-max", KFAC(rank_max), INT(1, 4096), 64, NULL,
+     "lowrank: eigenpairs kept per factor at most"},
+    {"kfac", "rule", "--rule", KFAC(rule), ENUM("step rule", rule_name, KFAC_RULE_COUNT), KFAC_RULE_KL_CLIP, NULL,
+     "kl_clip: lr, momentum, KL clipping; quadratic: exact F products"},
+    {"kfac", "kl_clip", "--kl-clip", KFAC(kl_clip), FLOAT(0, 1e6, OPEN_LO), 1e-3, NULL,
+     "KL budget c of the kl_clip rule"},
+    {"kfac", "lm_every", "--lm-every", KFAC(lm_every), INT(1, 1000000), 5, NULL,
+     "quadratic rule: damping adapted every N steps"},
+    {"kfac", "fvp_fraction", "--fvp-fraction", KFAC(fvp_fraction), FLOAT(0, 1, OPEN_LO), 1.0, NULL,
+     "quadratic rule: exact F products on this fraction of the batch"},
+    {"kfac", "lr", "--kfac-lr", KFAC(lr), FLOAT(0, 1000, 0), 0.0, NULL, "K-FAC's own learning rate (0: lr's)"},
+    {"kfac", "momentum", "--kfac-momentum", KFAC(momentum), FLOAT(-1, 1, OPEN_HI), -1.0, NULL,
+     "K-FAC's own momentum (negative: momentum's)"},
+};
+const int kfac_param_defs_count = (int)(sizeof kfac_param_defs / sizeof *kfac_param_defs);
+_Static_assert(sizeof kfac_param_defs / sizeof *kfac_param_defs <= KFAC_MAX_PARAMS, "raise KFAC_MAX_PARAMS");
+
+int kfac_param_find(const char *section, const char *key)
+{
+    int found = -1;
+    for (int i = 0; key && i < kfac_param_defs_count; i++) {
+        const kfac_param_def *d = &kfac_param_defs[i];
+        if (strcmp(d->key, key) != 0 || (section && strcmp(d->section, section) != 0))
+            continue;
+        if (found >= 0)
+            return -1; /* a bare key two sections share */
+        found = i;
+    }
+    return found;
+}
+
+static void *part_base(kfac_param_part part, kfac_train_params *p)
+{
+    return part == KFAC_PART_OPTIM ? (void *)&p->optim : part == KFAC_PART_KFAC ? (void *)&p->kfac : (void *)p;
+}
+
+void *kfac_param_field(const kfac_param_def *d, kfac_train_params *p)
+{
+    return (char *)part_base(d->part, p) + d->offset;
+}
+
+/* "lr", or "kfac.lr" where another section has the key too */
+static const char *display_name(const kfac_param_def *d, char *buf, size_t size)
+{
+    int shared = 0;
+    for (int i = 0; i < kfac_param_defs_count; i++)
+        shared += strcmp(kfac_param_defs[i].key, d->key) == 0;
+    if (shared < 2)
+        return d->key;
+    snprintf(buf, size, "%s.%s", d->section, d->key);
+    return buf;
+}
+
+/* ----------------------------------------------- defaults and validation */
+
+static void init_part(kfac_param_part part, void *base)
+{
+    for (int i = 0; i < kfac_param_defs_count; i++) {
+        const kfac_param_def *d = &kfac_param_defs[i];
+        if (d->part != part)
+            continue;
+        void *f = (char *)base + d->offset;
+        switch (d->v.type) {
+        case KFAC_V_FLOAT:
+            *(float *)f = (float)d->def;
+            break;
+        case KFAC_V_U64:
+            *(uint64_t *)f = (uint64_t)d->def;
+            break;
+        case KFAC_V_INT:
+        case KFAC_V_ENUM:
+            *(int *)f = (int)d->def;
+            break;
+        }
+    }
+}
+
+static kfac_status validate_part(kfac_param_part part, const void *base)
+{
+    for (int i = 0; i < kfac_param_defs_count; i++) {
+        const kfac_param_def *d = &kfac_param_defs[i];
+        if (d->part != part)
+            continue;
+        const void *f = (const char *)base + d->offset;
+        char text[64], name[64];
+        double x;
+        switch (d->v.type) {
+        case KFAC_V_U64:
+            continue; /* any value */
+        case KFAC_V_ENUM:
+            if (!d->v.name_of(*(const int *)f))
+                return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown %s %d", d->v.what, *(const int *)f);
+            continue;
+        case KFAC_V_FLOAT:
+            x = *(const float *)f;
+            break;
+        case KFAC_V_INT:
+        default:
+            x = *(const int *)f;
+            break;
+        }
+        if (!in_range(&d->v, x)) {
+            snprintf(text, sizeof text, "%.9g", x);
+            return out_of_range(&d->v, display_name(d, name, sizeof name), text);
+        }
+    }
+    return KFAC_OK;
+}
 
 void kfac_optim_params_init(kfac_optim_params *p)
 {
-    if (!p)
-        return;
-    memset(p, 0, sizeof *p);
-    p->lr = 0.01f;
-    p->momentum = 0.9f;
-    p->beta1 = 0.9f;
-    p->beta2 = 0.999f;
-    p->eps = 1e-8f;
-    p->weight_decay = 0.0f;
+    if (p) {
+        memset(p, 0, sizeof *p);
+        init_part(KFAC_PART_OPTIM, p);
+    }
 }
 
-/* lo < x <= hi (open_lo) or lo <= x <= hi; rejects NaN */
-static int in_range(float x, float lo, float hi, int open_lo)
+void kfac_kfac_params_init(kfac_kfac_params *p)
 {
-    if (!(x <= hi))
-        return 0;
-    return open_lo ? x > lo : x >= lo;
-}
-
-kfac_status kfac_optim_params_validate(const kfac_optim_params *p)
-{
-    if (!p)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer parameters are NULL");
-    if (!in_range(p->lr, 0.0f, 1e3f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "learning rate %g outside (0, 1000]", p->lr);
-    if (!in_range(p->momentum, 0.0f, 1.0f, 0) || p->momentum >= 1.0f)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "momentum %g outside [0, 1)", p->momentum);
-    if (!in_range(p->beta1, 0.0f, 1.0f, 0) || p->beta1 >= 1.0f)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "beta1 %g outside [0, 1)", p->beta1);
-    if (!in_range(p->beta2, 0.0f, 1.0f, 0) || p->beta2 >= 1.0f)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "beta2 %g outside [0, 1)", p->beta2);
-    if (!in_range(p->eps, 0.0f, 1.0f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "eps %g outside (0, 1]", p->eps);
-    if (!in_range(p->weight_decay, 0.0f, 1e3f, 0))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "weight decay %g outside [0, 1000]",
-                         p->weight_decay);
-    return KFAC_OK;
+    if (p) {
+        memset(p, 0, sizeof *p);
+        init_part(KFAC_PART_KFAC, p);
+    }
 }
 
 void kfac_train_params_init(kfac_train_params *p)
@@ -52,92 +270,132 @@ void kfac_train_params_init(kfac_train_params *p)
     if (!p)
         return;
     memset(p, 0, sizeof *p);
-    p->optimizer = KFAC_OPT_MOMENTUM;
+    init_part(KFAC_PART_TRAIN, p);
     kfac_optim_params_init(&p->optim);
-    p->batch = 128;
-    p->epochs = 10;
-    p->seed = 1;
     kfac_kfac_params_init(&p->kfac);
+}
+
+kfac_status kfac_optim_params_validate(const kfac_optim_params *p)
+{
+    return p ? validate_part(KFAC_PART_OPTIM, p)
+             : kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer parameters are NULL");
+}
+
+kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
+{
+    return p ? validate_part(KFAC_PART_KFAC, p) : kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC parameters are NULL");
 }
 
 kfac_status kfac_train_params_validate(const kfac_train_params *p)
 {
     if (!p)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "training parameters are NULL");
-    if ((unsigned)p->optimizer >= KFAC_OPT_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer %d", (int)p->optimizer);
-    if (p->batch < 1 || p->batch > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "batch size %d outside [1, 1000000]", p->batch);
-    if (p->epochs < 1 || p->epochs > 100000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "epochs %d outside [1, 100000]", p->epochs);
-    kfac_status st = kfac_optim_params_validate(&p->optim);
-    return st != KFAC_OK ? st : kfac_kfac_params_validate(&p->kfac);
+    kfac_status st = validate_part(KFAC_PART_TRAIN, p);
+    if (st == KFAC_OK)
+        st = validate_part(KFAC_PART_OPTIM, &p->optim);
+    return st == KFAC_OK ? validate_part(KFAC_PART_KFAC, &p->kfac) : st;
 }
 
-/* ---- K-FAC (defaults: docs/algorithm.md §3-5 and KFAC-Pytorch's T_cov, T_inv, c) */
+/* ------------------------------------------------------ access by name */
 
-void kfac_kfac_params_init(kfac_kfac_params *p)
+/* "kfac.damping" or "damping" -> the row */
+static int lookup(const char *name)
 {
-    if (!p)
-        return;
-    memset(p, 0, sizeof *p);
-    /* best of 1e-3 .. 1 on nets/fmnist-mlp (bench/README.md); the factored
-     * form adds sqrt(lambda)-sized terms to each factor */
-    p->damping = 0.1f;
-    p->decay = 0.95f;
-    p->cov_every = 10;
-    p->inv_every = 100;
-    p->stat_fraction = 1.0f;
-    p->fisher = KFAC_FISHER_SAMPLED;
-    p->inversion = KFAC_INV_LOWRANK;
-    p->rule = KFAC_RULE_KL_CLIP;
-    p->kl_clip = 1e-3f;
-    p->lm_every = 5;
-    p->lr = 0.0f;        /* 0: the [train] learning rate */
-    p->momentum = -1.0f; /* negative: the [train] momentum */
-    /* a cap, not a target: on nets/fmnist-mlp no factor keeps more than
-     * about 20 pairs at damping 0.1 (docs/algorithm.md §4.4) */
-    p->rank_max = 64;
-    /* the whole batch: on fmnist-mlp a quarter made the F products 2x
-     * cheaper but the loss after 3 epochs 0.288 against 0.229, worse per
-     * second too (bench/README.md) */
-    p->fvp_fraction = 1.0f;
+    const char *dot = name ? strchr(name, '.') : NULL;
+    if (!dot)
+        return kfac_param_find(NULL, name);
+    char section[16];
+    size_t n = (size_t)(dot - name);
+    if (n >= sizeof section)
+        return -1;
+    memcpy(section, name, n);
+    section[n] = '\0';
+    return kfac_param_find(section, dot + 1);
 }
 
-kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
+static kfac_status unknown_name(const char *name)
 {
-    if (!p)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC parameters are NULL");
-    if (!in_range(p->damping, 0.0f, 1e6f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "damping %g outside (0, 1e6]", p->damping);
-    if (!in_range(p->decay, 0.0f, 1.0f, 0) || p->decay >= 1.0f)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "decay %g outside [0, 1)", p->decay);
-    if (p->cov_every < 1 || p->cov_every > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "cov_every %d outside [1, 1000000]", p->cov_every);
-    if (p->inv_every < 1 || p->inv_every > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "inv_every %d outside [1, 1000000]", p->inv_every);
-    if (!in_range(p->stat_fraction, 0.0f, 1.0f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "stat_fraction %g outside (0, 1]", p->stat_fraction);
-    if ((unsigned)p->fisher >= KFAC_FISHER_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown Fisher kind %d", (int)p->fisher);
-    if ((unsigned)p->inversion >= KFAC_INV_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown inversion %d", (int)p->inversion);
-    if ((unsigned)p->rule >= KFAC_RULE_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown step rule %d", (int)p->rule);
-    if (!in_range(p->kl_clip, 0.0f, 1e6f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kl_clip %g outside (0, 1e6]", p->kl_clip);
-    if (p->lm_every < 1 || p->lm_every > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "lm_every %d outside [1, 1000000]", p->lm_every);
-    if (!in_range(p->lr, 0.0f, 1e3f, 0))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC lr %g outside [0, 1000]", p->lr);
-    if (!in_range(p->momentum, -1.0f, 1.0f, 0) || p->momentum >= 1.0f)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC momentum %g outside [-1, 1)", p->momentum);
-    if (!in_range(p->fvp_fraction, 0.0f, 1.0f, 1))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "fvp_fraction %g outside (0, 1]", p->fvp_fraction);
-    if (p->rank_max < 1 || p->rank_max > 4096)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "rank_max %d outside [1, 4096]", p->rank_max);
+    int rows = 0;
+    for (int i = 0; name && i < kfac_param_defs_count; i++)
+        rows += strcmp(kfac_param_defs[i].key, name) == 0;
+    if (rows > 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "parameter '%s' is in two sections: say train.%s or kfac.%s", name,
+                         name, name);
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown parameter '%s' (kfac_param_info lists them)",
+                     name ? name : "(null)");
+}
+
+kfac_status kfac_train_params_set(kfac_train_params *p, const char *name, const char *value)
+{
+    kfac_clear_error();
+    if (!p || !name || !value)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_train_params_set: NULL argument");
+    int i = lookup(name);
+    if (i < 0)
+        return unknown_name(name);
+    const kfac_param_def *d = &kfac_param_defs[i];
+    char buf[64];
+    return kfac_value_parse(&d->v, display_name(d, buf, sizeof buf), value, kfac_param_field(d, p));
+}
+
+/* the value of row d in p as text; floats with %.9g, which reads back to
+ * the same float, or (short) %g */
+static void format_value(const kfac_param_def *d, const kfac_train_params *p, int exact, char *buf, size_t size)
+{
+    const void *f = kfac_param_field(d, (kfac_train_params *)p);
+    switch (d->v.type) {
+    case KFAC_V_FLOAT:
+        snprintf(buf, size, exact ? "%.9g" : "%g", (double)*(const float *)f);
+        break;
+    case KFAC_V_U64:
+        snprintf(buf, size, "%llu", (unsigned long long)*(const uint64_t *)f);
+        break;
+    case KFAC_V_ENUM: {
+        const char *nm = d->v.name_of(*(const int *)f);
+        snprintf(buf, size, "%s", nm ? nm : "?");
+        break;
+    }
+    case KFAC_V_INT:
+        snprintf(buf, size, "%d", *(const int *)f);
+        break;
+    }
+}
+
+kfac_status kfac_train_params_get(const kfac_train_params *p, const char *name, char *buf, size_t size)
+{
+    kfac_clear_error();
+    if (!p || !name || !buf || size < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_train_params_get: NULL argument");
+    int i = lookup(name);
+    if (i < 0)
+        return unknown_name(name);
+    format_value(&kfac_param_defs[i], p, 1, buf, size);
     return KFAC_OK;
 }
+
+int kfac_param_count(void) { return kfac_param_defs_count; }
+
+kfac_status kfac_param_get_info(int i, kfac_param_info *out)
+{
+    if (!out || i < 0 || i >= kfac_param_defs_count)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_param_get_info: no parameter %d (0..%d)", i,
+                         kfac_param_defs_count - 1);
+    const kfac_param_def *d = &kfac_param_defs[i];
+    memset(out, 0, sizeof *out);
+    out->section = d->section;
+    out->key = d->key;
+    out->flag = d->flag;
+    out->resets = d->resets;
+    out->arg = d->v.type == KFAC_V_ENUM ? "NAME" : d->v.type == KFAC_V_FLOAT ? "X" : "N";
+    out->doc = d->doc;
+    kfac_value_range(&d->v, out->range, sizeof out->range);
+    kfac_train_params defaults;
+    kfac_train_params_init(&defaults);
+    format_value(d, &defaults, 0, out->def, sizeof out->def);
+    return KFAC_OK;
+}
+
+/* ------------------------------------------------------------ enum names */
 
 /* Name tables of the K-FAC enums, shared by the net-file parser, the
  * command line and messages. */

@@ -14,6 +14,7 @@
 #include "dist.h"
 #include "net.h"
 #include "optim.h"
+#include "params.h"
 #include "train.h"
 
 struct kfac_trainer {
@@ -194,25 +195,21 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 #define FNV(h, x) fnv((h), &(x), sizeof(x))
 
 /* The replicated state and settings: weights, generator, data order,
- * progress and hyper-parameters (field by field: no padding bytes). */
+ * progress and every training parameter (field by field from the table:
+ * no padding bytes). */
 static uint64_t state_hash(const kfac_trainer *t)
 {
-    const kfac_train_params *p = &t->p;
-    const kfac_optim_params *o = &p->optim;
-    const kfac_kfac_params *k = &p->kfac;
     long steps = kfac_optimizer_steps(t->opt);
     uint64_t h = 0xcbf29ce484222325ULL;
     h = fnv(h, t->net->theta, sizeof(float) * t->net->n_params);
     h = fnv(h, t->rng.s, sizeof t->rng.s);
     h = fnv(h, t->order, sizeof(uint32_t) * (size_t)t->train->n);
     h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, steps);
-    h = FNV(h, p->optimizer), h = FNV(h, p->batch), h = FNV(h, p->epochs), h = FNV(h, p->seed);
-    h = FNV(h, o->lr), h = FNV(h, o->momentum), h = FNV(h, o->beta1), h = FNV(h, o->beta2);
-    h = FNV(h, o->eps), h = FNV(h, o->weight_decay);
-    h = FNV(h, k->damping), h = FNV(h, k->decay), h = FNV(h, k->cov_every), h = FNV(h, k->inv_every);
-    h = FNV(h, k->stat_fraction), h = FNV(h, k->fisher), h = FNV(h, k->inversion), h = FNV(h, k->rule);
-    h = FNV(h, k->kl_clip), h = FNV(h, k->lm_every), h = FNV(h, k->lr), h = FNV(h, k->momentum);
-    h = FNV(h, k->rank_max), h = FNV(h, k->fvp_fraction);
+    kfac_train_params p = t->p;
+    for (int i = 0; i < kfac_param_defs_count; i++) {
+        const kfac_param_def *d = &kfac_param_defs[i];
+        h = fnv(h, kfac_param_field(d, &p), d->v.type == KFAC_V_U64 ? sizeof(uint64_t) : sizeof(int));
+    }
     return h;
 }
 

@@ -146,8 +146,8 @@ START_TEST(test_tiny_and_kfac_sections)
         const char *tail, *expect;
     } bad[] = {
         {"[kfac]\ndamping = 0\n", "t.net:7: damping = 0"},
-        {"[kfac]\nfisher = exact\n", "t.net:7: unknown fisher 'exact'"},
-        {"[kfac]\nrule = newton\n", "t.net:7: unknown rule 'newton'"},
+        {"[kfac]\nfisher = exact\n", "t.net:7: unknown Fisher kind 'exact'"},
+        {"[kfac]\nrule = newton\n", "t.net:7: unknown step rule 'newton'"},
         {"[kfac]\nstat_fraction = 1.5\n", "t.net:7: stat_fraction = 1.5"},
         {"[kfac]\ninv_every = 0\n", "t.net:7: inv_every = 0"},
         {"[kfac]\ntau = 3\n", "t.net:7: unknown key 'tau' in [kfac]"},
@@ -494,6 +494,81 @@ START_TEST(test_file_nul_byte)
 }
 END_TEST
 
+/* The parameter table (params.c) is the one source of every [train] and
+ * [kfac] setting: each row reads from a net file under its key, is set and
+ * read back by name, refuses a value that is not one, and is a flag of
+ * `kfac train --help`. Names shared by two sections need theirs. */
+START_TEST(test_parameter_table)
+{
+    int n = kfac_param_count();
+    ck_assert_int_ge(n, 20);
+    kfac_param_info in;
+    ck_assert_int_eq(kfac_param_get_info(n, &in), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_param_get_info(-1, &in), KFAC_ERR_INVALID_ARG);
+    char help[4096] = "";
+    {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "%s train --help", test_kfac_bin());
+        FILE *f = popen(cmd, "r");
+        ck_assert_ptr_nonnull(f);
+        size_t got = fread(help, 1, sizeof help - 1, f);
+        help[got] = '\0';
+        ck_assert_int_eq(pclose(f), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(kfac_param_get_info(i, &in), KFAC_OK);
+        char name[64], text[256], got[64], want[64];
+        snprintf(name, sizeof name, "%s.%s", in.section, in.key);
+        /* the default, as the net file writes it, reads back the same */
+        snprintf(text, sizeof text, "[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n[%s]\n%s = %s\n",
+                 in.section, in.key, in.def);
+        kfac_net_spec spec;
+        kfac_train_params from_file, by_name, defaults;
+        ck_assert_msg(kfac_netfile_parse(text, "t.net", &spec, &from_file) == KFAC_OK, "%s: %s", name,
+                      kfac_last_error());
+        kfac_train_params_init(&defaults);
+        kfac_train_params_init(&by_name);
+        ck_assert_int_eq(kfac_train_params_get(&from_file, name, got, sizeof got), KFAC_OK);
+        ck_assert_int_eq(kfac_train_params_get(&defaults, name, want, sizeof want), KFAC_OK);
+        ck_assert_msg(!strcmp(got, want), "%s: %s from the file, default %s", name, got, want);
+        ck_assert_int_eq(kfac_train_params_set(&by_name, name, got), KFAC_OK);
+        ck_assert_msg(!memcmp(&by_name, &defaults, sizeof by_name), "%s: set %s changed the struct", name, got);
+        /* not a value of any type; the struct is left alone */
+        ck_assert_int_eq(kfac_train_params_set(&by_name, name, "nonsense"), KFAC_ERR_INVALID_ARG);
+        ck_assert_msg(strstr(kfac_last_error(), "nonsense"), "%s: %s", name, kfac_last_error());
+        ck_assert_msg(!memcmp(&by_name, &defaults, sizeof by_name), "%s: a refused value changed it", name);
+        ck_assert_msg(strstr(help, in.flag), "train --help lacks %s", in.flag);
+        ck_assert_msg(in.doc && *in.doc && in.range[0], "%s: no documentation", name);
+    }
+    /* a value inside the range changes exactly its field */
+    kfac_train_params a, b;
+    kfac_train_params_init(&a);
+    kfac_train_params_init(&b);
+    ck_assert_int_eq(kfac_train_params_set(&a, "damping", "0.03"), KFAC_OK);
+    ck_assert(a.kfac.damping == 0.03f);
+    b.kfac.damping = 0.03f;
+    ck_assert(!memcmp(&a, &b, sizeof a));
+    ck_assert_int_eq(kfac_train_params_set(&a, "kfac.lr", "0.2"), KFAC_OK);
+    ck_assert(a.kfac.lr == 0.2f && a.optim.lr == b.optim.lr);
+    ck_assert_int_eq(kfac_train_params_set(&a, "optimizer", "adam"), KFAC_OK);
+    ck_assert_int_eq(a.optimizer, KFAC_OPT_ADAM);
+    /* lr is in [train] and [kfac]: the bare key is refused, naming both */
+    ck_assert_int_eq(kfac_train_params_set(&a, "lr", "0.1"), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "train.lr or kfac.lr"));
+    ck_assert_int_eq(kfac_train_params_set(&a, "no_such", "1"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_train_params_set(&a, "kfac.batch", "1"), KFAC_ERR_INVALID_ARG);
+    /* range ends, as the table says */
+    ck_assert_int_eq(kfac_train_params_set(&a, "kfac.damping", "0"), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "damping = 0 is outside (0, 1000000]"));
+    ck_assert_int_eq(kfac_train_params_set(&a, "batch", "1000001"), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_train_params_set(&a, "seed", "-1"), KFAC_ERR_INVALID_ARG);
+    /* the validation reads the same table */
+    a.kfac.rank_max = 0;
+    ck_assert_int_eq(kfac_train_params_validate(&a), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "rank_max = 0 is outside [1, 4096]"));
+}
+END_TEST
+
 Suite *netfile_suite(void)
 {
     Suite *s = suite_create("netfile");
@@ -509,6 +584,7 @@ Suite *netfile_suite(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_all_enum_names);
     tcase_add_test(tc, test_max_layers);
+    tcase_add_test(tc, test_parameter_table);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

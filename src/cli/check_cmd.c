@@ -36,65 +36,65 @@ static void check_usage(FILE *f)
 
 int cmd_check(int argc, char **argv)
 {
-    const char *netfile = NULL, *data = KFAC_DEFAULT_DATA_DIR;
+    enum { O_DATA, O_EXAMPLES, O_WARMUP, O_THREADS, O_DAMPING, O_RANK_MAX };
+    static const cli_opt opts[] = {{"--data", 1, O_DATA},       {"--examples", 1, O_EXAMPLES},
+                                   {"--warmup-epochs", 1, O_WARMUP}, {"--threads", 1, O_THREADS},
+                                   {"--damping", 1, O_DAMPING}, {"--rank-max", 1, O_RANK_MAX}};
+    const char *data = KFAC_DEFAULT_DATA_DIR;
     long examples = 1000, warmup = 1, threads = 0;
-    float damping = 0.0f;
-    long rank_max = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *v;
-        size_t len;
-        switch (cli_next_arg("check", argc, argv, &i, &netfile, &a, &len, &v)) {
-        case CLI_ARG_HELP:
-            check_usage(stdout);
-            return EXIT_OK;
-        case CLI_ARG_ERROR:
-            return EXIT_USAGE;
-        case CLI_ARG_NETFILE:
-            continue;
-        case CLI_ARG_OPTION:
-            break;
-        }
-        int bad;
-        if (cli_opt_is(a, len, "--data"))
-            data = v, bad = 0;
-        else if (cli_opt_is(a, len, "--examples"))
-            bad = cli_parse_int(v, 1, 100000, &examples);
-        else if (cli_opt_is(a, len, "--warmup-epochs"))
-            bad = cli_parse_int(v, 0, 1000, &warmup);
-        else if (cli_opt_is(a, len, "--threads"))
-            bad = cli_parse_int(v, 1, 1024, &threads);
-        else if (cli_opt_is(a, len, "--damping"))
-            bad = cli_parse_float(v, &damping) || !(damping > 0.0f);
-        else if (cli_opt_is(a, len, "--rank-max"))
-            bad = cli_parse_int(v, 1, 4096, &rank_max);
-        else {
-            cli_error("check: unknown option '%.*s' (try 'kfac check --help')", (int)len, a);
-            return EXIT_USAGE;
-        }
-        if (bad) {
-            cli_error("check: %.*s '%s': not a valid number in range", (int)len, a, v);
-            return EXIT_USAGE;
-        }
+    cli_args args;
+    int code = cli_getopt("check", argc, argv, opts, (int)(sizeof opts / sizeof *opts), &args);
+    if (code >= 0)
+        return code;
+    if (args.help) {
+        cli_args_free(&args);
+        check_usage(stdout);
+        return EXIT_OK;
     }
-    if (!netfile) {
-        cli_error("check: no NETFILE given (try 'kfac check --help')");
-        return EXIT_USAGE;
-    }
+    const char *netfile = args.netfile;
     kfac_net_spec spec;
     kfac_train_params p;
     kfac_status st = kfac_netfile_load(netfile, &spec, &p);
     if (st != KFAC_OK) {
+        cli_args_free(&args);
         cli_error("%s", kfac_last_error());
         return cli_status_exit(st);
     }
-    if (damping > 0.0f)
-        p.kfac.damping = damping;
-    if (rank_max > 0)
-        p.kfac.rank_max = (int)rank_max;
+    for (int k = 0; k < args.n && code < 0; k++) {
+        const char *v = args.v[k].value;
+        int bad = 0;
+        switch (args.v[k].id) {
+        case O_DATA:
+            data = v;
+            break;
+        case O_EXAMPLES:
+            bad = cli_parse_int(v, 1, 100000, &examples);
+            break;
+        case O_WARMUP:
+            bad = cli_parse_int(v, 0, 1000, &warmup);
+            break;
+        case O_THREADS:
+            bad = cli_parse_int(v, 1, 1024, &threads);
+            break;
+        default: /* the net file's K-FAC settings, checked by the library's table */
+            if (kfac_train_params_set(&p, args.v[k].id == O_DAMPING ? "kfac.damping" : "kfac.rank_max", v) !=
+                KFAC_OK) {
+                cli_error("check: %s '%s': %s", args.v[k].name, v, kfac_last_error());
+                code = EXIT_USAGE;
+            }
+        }
+        if (bad) {
+            cli_error("check: %s '%s': not a valid number in range", args.v[k].name, v);
+            code = EXIT_USAGE;
+        }
+    }
+    cli_args_free(&args);
+    if (code >= 0)
+        return code;
     if (threads > 0)
         kfac_set_threads((int)threads);
     kfac_dataset train, test;
-    int code = cli_load_data(data, &train, &test);
+    code = cli_load_data(data, &train, &test);
     if (code != EXIT_OK)
         return code;
     if (examples > train.n)

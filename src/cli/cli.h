@@ -40,17 +40,32 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_error_local(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_status_exit(kfac_status st);
 
-/* One word of a command taking one NETFILE and `--name value` or
- * `--name=value` options (check, eval). */
-typedef enum { CLI_ARG_OPTION, CLI_ARG_NETFILE, CLI_ARG_HELP, CLI_ARG_ERROR } cli_arg_kind;
-/* Classify argv[*i]: a NETFILE is stored in *netfile (a second one is an
- * error), --help/-h is reported, an option gives its name (*len bytes, not
- * NUL-terminated) and value, *i moving past a separate value. A missing
- * value or second NETFILE prints its line and gives CLI_ARG_ERROR. */
-cli_arg_kind cli_next_arg(const char *cmd, int argc, char **argv, int *i, const char **netfile, const char **name,
-                          size_t *len, const char **value);
-/* name (len bytes) is the option `want` */
-int cli_opt_is(const char *name, size_t len, const char *want);
+/* The options of a command: "--name", whether a value follows (as the
+ * next word or after '='), and the command's id for it. */
+typedef struct cli_opt {
+    const char *name;
+    int has_value;
+    int id;
+} cli_opt;
+
+/* A command line read by cli_getopt: its NETFILE, whether --help (or -h)
+ * was asked, and the options in the order given. */
+typedef struct cli_args {
+    const char *netfile;
+    int help;
+    int n;
+    struct {
+        int id;
+        const char *name, *value; /* value NULL for a flag without one */
+    } *v;
+} cli_args;
+
+/* getopt_long over opts (no abbreviations, NETFILE anywhere, "--" ends the
+ * options). Returns -1 to go on (free *out with cli_args_free), or, after
+ * printing the problem (unknown option, missing value, no or a second
+ * NETFILE), the exit status. */
+int cli_getopt(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts, cli_args *out);
+void cli_args_free(cli_args *a);
 
 /* Load DIR's train and t10k sets (the library pools them for a net file's
  * `pool`); prints the error and returns the exit status on failure, 0 on

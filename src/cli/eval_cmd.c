@@ -21,36 +21,36 @@ static void eval_usage(FILE *f)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *netfile = NULL, *load = NULL, *data = KFAC_DEFAULT_DATA_DIR;
+    enum { O_LOAD, O_DATA, O_THREADS };
+    static const cli_opt opts[] = {{"--load", 1, O_LOAD}, {"--data", 1, O_DATA}, {"--threads", 1, O_THREADS}};
+    const char *load = NULL, *data = KFAC_DEFAULT_DATA_DIR;
     long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *value;
-        size_t len;
-        switch (cli_next_arg("eval", argc, argv, &i, &netfile, &a, &len, &value)) {
-        case CLI_ARG_HELP:
-            eval_usage(stdout);
-            return EXIT_OK;
-        case CLI_ARG_ERROR:
-            return EXIT_USAGE;
-        case CLI_ARG_NETFILE:
-            continue;
-        case CLI_ARG_OPTION:
-            break;
-        }
-        if (cli_opt_is(a, len, "--load"))
+    cli_args args;
+    int code = cli_getopt("eval", argc, argv, opts, (int)(sizeof opts / sizeof *opts), &args);
+    if (code >= 0)
+        return code;
+    if (args.help) {
+        cli_args_free(&args);
+        eval_usage(stdout);
+        return EXIT_OK;
+    }
+    const char *netfile = args.netfile;
+    for (int k = 0; k < args.n && code < 0; k++) {
+        const char *value = args.v[k].value;
+        if (args.v[k].id == O_LOAD)
             load = value;
-        else if (cli_opt_is(a, len, "--data"))
+        else if (args.v[k].id == O_DATA)
             data = value;
-        else if (!cli_opt_is(a, len, "--threads")) {
-            cli_error("eval: unknown option '%.*s' (try 'kfac eval --help')", (int)len, a);
-            return EXIT_USAGE;
-        } else if (cli_parse_int(value, 1, 1024, &threads)) {
+        else if (cli_parse_int(value, 1, 1024, &threads)) {
             cli_error("eval: --threads '%s': expected an integer in [1, 1024]", value);
-            return EXIT_USAGE;
+            code = EXIT_USAGE;
         }
     }
-    if (!netfile || !load) {
-        cli_error("eval: %s (try 'kfac eval --help')", !netfile ? "no NETFILE given" : "--load FILE is required");
+    cli_args_free(&args);
+    if (code >= 0)
+        return code;
+    if (!load) {
+        cli_error("eval: --load FILE is required (try 'kfac eval --help')");
         return EXIT_USAGE;
     }
     if (threads > 0)
@@ -66,7 +66,7 @@ int cmd_eval(int argc, char **argv)
     /* the checkpoint first: a bad one is reported before the data loads */
     kfac_net *net = NULL;
     kfac_dataset test = {0};
-    int code = EXIT_OK;
+    code = EXIT_OK;
     if ((st = kfac_net_new(&spec, 1000, &net)) != KFAC_OK || (st = kfac_net_load_checkpoint(net, load)) != KFAC_OK ||
         (st = kfac_mnist_load(data, "t10k", &test)) != KFAC_OK) {
         cli_error("%s", kfac_last_error());

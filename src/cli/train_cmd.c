@@ -22,10 +22,58 @@ typedef struct train_opts {
     kfac_train_params p;
 } train_opts;
 
+/* "  --flag ARG          text" with text wrapped at 79 columns, never at
+ * an NBSP (printed as a space) */
+enum { NBSP = 1 };
+static void help_line(FILE *f, const char *head, const char *text)
+{
+    enum { INDENT = 22, WIDTH = 79 };
+    int col = fprintf(f, "  %s", head);
+    if (col >= INDENT) {
+        fputc('\n', f);
+        col = 0;
+    }
+    fprintf(f, "%*s", INDENT - col, "");
+    col = INDENT;
+    for (const char *w = text; *w;) {
+        size_t len = strcspn(w, " ");
+        if (col > INDENT && col + 1 + (int)len > WIDTH) {
+            fprintf(f, "\n%*s", INDENT, "");
+            col = INDENT;
+        } else if (col > INDENT) {
+            fputc(' ', f);
+            col++;
+        }
+        for (size_t i = 0; i < len; i++)
+            fputc(w[i] == NBSP ? ' ' : w[i], f);
+        col += (int)len;
+        w += len;
+        w += strspn(w, " ");
+    }
+    fputc('\n', f);
+}
+
+/* The flags of one section of the library's parameter table, with their
+ * ranges and defaults */
+static void param_help(FILE *f, const char *section, cli_mode mode)
+{
+    for (int i = 0; i < kfac_param_count(); i++) {
+        kfac_param_info in;
+        if (kfac_param_get_info(i, &in) != KFAC_OK || strcmp(in.section, section) != 0 ||
+            (mode == MODE_COMPARE && !strcmp(in.flag, "--optimizer")))
+            continue;
+        char head[64], text[512];
+        snprintf(head, sizeof head, "%s %s", in.flag, in.arg);
+        if (in.range[0] == '[' || in.range[0] == '(') /* keep "[1, 1000000]" whole */
+            for (char *c = in.range; *c; c++)
+                *c = *c == ' ' ? NBSP : *c;
+        snprintf(text, sizeof text, "%s; %s [%s]", in.doc, in.range, in.def);
+        help_line(f, head, text);
+    }
+}
+
 static void train_usage(FILE *f, cli_mode mode)
 {
-    kfac_train_params d;
-    kfac_train_params_init(&d);
     if (mode == MODE_TRAIN)
         fprintf(f, "usage: kfac train NETFILE [options]\n"
                    "\n"
@@ -47,16 +95,6 @@ static void train_usage(FILE *f, cli_mode mode)
             "options:\n"
             "  --data DIR          directory with train-images-idx3-ubyte, ... (gzipped\n"
             "                      or not) [%s]\n"
-            "  --optimizer NAME    sgd | momentum | nesterov | adam | kfac (train) [%s]\n"
-            "  --epochs N          passes over the training set, 1..100000 [else %d]\n"
-            "  --batch N           minibatch size, 1..training set size [else %d]\n"
-            "  --lr X              learning rate, (0, 1000]; for kfac too [else %g]\n"
-            "  --momentum X        momentum for momentum/nesterov/kfac, [0, 1) [else %g]\n"
-            "  --beta1 X           Adam's first-moment decay, [0, 1) [else %g]\n"
-            "  --beta2 X           Adam's second-moment decay, [0, 1) [else %g]\n"
-            "  --eps X             Adam's epsilon, (0, 1] [else %g]\n"
-            "  --weight-decay X    L2 coefficient added to the gradient [else %g]\n"
-            "  --seed N            seed for weights and data order [else %llu]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
             "                      (recon_err for the autoencoder, as on stdout;\n"
@@ -64,44 +102,22 @@ static void train_usage(FILE *f, cli_mode mode)
             "                      FILE-NAME.csv); with --resume the new epochs are\n"
             "                      appended to FILE, which must hold the header and\n"
             "                      exactly the checkpoint's epochs (else exit 3),\n"
-            "                      or, if FILE does not exist, start it\n"
-            "  --save FILE         (train) write a checkpoint at the end, atomically\n"
-            "  --save-every N      (train) also every N epochs [only at the end]\n"
-            "  --resume FILE       (train) go on from a checkpoint of the same network\n"
-            "                      and optimizer, up to --epochs in all; bit-identical\n"
-            "                      to an uninterrupted run at the same thread count;\n"
-            "                      none left: says so, exit 0, no file touched\n"
-            "  --quiet             no progress bar\n"
-            "  --help              this text\n"
-            "\n"
-            "K-FAC (--optimizer kfac; also the [kfac] section of NETFILE):\n"
-            "  --damping X         Tikhonov damping lambda, (0, 1e6] [%g]\n"
-            "  --decay X           running-average decay of the factors, [0, 1) [%g]\n"
-            "  --cov-every N       factor statistics every N steps (T_cov) [%d]\n"
-            "  --inv-every N       inverses every N steps (T_inv) [%d]\n"
-            "  --stat-fraction X   fraction of the batch for statistics, (0, 1] [%g]\n"
-            "  --fisher NAME       sampled (the Fisher) | empirical (not the Fisher) [%s]\n"
-            "  --inversion NAME    lowrank (factored damping, top eigenpairs of large\n"
-            "                      factors: fast) | cholesky (factored damping, dense)\n"
-            "                      | eigen (exact damping) [%s]\n"
-            "  --rank-max N        lowrank: eigenpairs kept per factor at most [%d]\n"
-            "  --rule NAME         kl_clip (lr, momentum, KL clipping) | quadratic\n"
-            "                      (alpha, mu from exact F products, adaptive damping) [%s]\n"
-            "  --kl-clip X         KL budget c of the kl_clip rule, (0, 1e6] [%g]\n"
-            "  --lm-every N        damping adaptation period of the quadratic rule [%d]\n"
-            "  --fvp-fraction X    quadratic rule: exact F products on this fraction\n"
-            "                      of the batch, (0, 1] [%g]\n"
-            "  --kfac-lr X         K-FAC's own learning rate, 0: --lr's [%g]\n"
-            "  --kfac-momentum X   K-FAC's own momentum, < 0: --momentum's [%g]\n"
-            "\n"
-            "A run is reproducible for a given seed and thread count.\n",
-            KFAC_DEFAULT_DATA_DIR, kfac_optimizer_name(d.optimizer), d.epochs, d.batch,
-            (double)d.optim.lr, (double)d.optim.momentum, (double)d.optim.beta1, (double)d.optim.beta2,
-            (double)d.optim.eps, (double)d.optim.weight_decay,
-            (unsigned long long)d.seed, (double)d.kfac.damping, (double)d.kfac.decay, d.kfac.cov_every,
-            d.kfac.inv_every, (double)d.kfac.stat_fraction, kfac_fisher_name(d.kfac.fisher),
-            kfac_inversion_name(d.kfac.inversion), d.kfac.rank_max, kfac_step_rule_name(d.kfac.rule), (double)d.kfac.kl_clip,
-            d.kfac.lm_every, (double)d.kfac.fvp_fraction, (double)d.kfac.lr, (double)d.kfac.momentum);
+            "                      or, if FILE does not exist, start it\n", KFAC_DEFAULT_DATA_DIR);
+    if (mode == MODE_TRAIN)
+        fprintf(f, "  --save FILE         write a checkpoint at the end, atomically\n"
+                   "  --save-every N      also every N epochs [only at the end]\n"
+                   "  --resume FILE       go on from a checkpoint of the same network\n"
+                   "                      and optimizer, up to --epochs in all; bit-identical\n"
+                   "                      to an uninterrupted run at the same thread count;\n"
+                   "                      none left: says so, exit 0, no file touched\n");
+    fprintf(f, "  --quiet             no progress bar\n"
+               "  --help              this text\n"
+               "\n"
+               "training ([train] section of NETFILE; [default when NETFILE does not set it]):\n");
+    param_help(f, "train", mode);
+    fprintf(f, "\nK-FAC (--optimizer kfac; the [kfac] section of NETFILE):\n");
+    param_help(f, "kfac", mode);
+    fprintf(f, "\nA run is reproducible for a given seed and thread count.\n");
 }
 
 /* The last column, on stdout and in the log: the accuracy of a classifier,
@@ -308,171 +324,122 @@ static void describe_kfac(const kfac_trainer *tr)
     printf("\n");
 }
 
-/* Parse NETFILE and flags into o. Returns -1 to go on, else an exit
- * status (help printed, or an error reported). */
+/* A flag of the parameter table: section.key, the name the library reads */
+static void param_name(const kfac_param_info *in, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s.%s", in->section, in->key);
+}
+
+/* Parse NETFILE and flags into o: the program's own options, and every
+ * flag of the library's parameter table, applied in order over the net
+ * file. Returns -1 to go on, else an exit status (help printed, or an
+ * error reported). */
 static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
 {
+    enum { O_DATA, O_LOG, O_OPTIMIZERS, O_SAVE, O_SAVE_EVERY, O_RESUME, O_THREADS, O_QUIET, O_PARAM };
     memset(o, 0, sizeof *o);
     o->data = KFAC_DEFAULT_DATA_DIR;
     o->optimizers = "kfac,momentum";
     const char *cmd = mode == MODE_TRAIN ? "train" : "compare";
-    long threads = 0;
-    /* flags are applied after the net file is read, in order */
-    const char *flag_name[64], *flag_value[64];
-    int n_flags = 0;
-    static const char *const known[] = {
-        "--data",      "--optimizer", "--epochs",        "--batch",  "--lr",        "--momentum",
-        "--weight-decay", "--seed",   "--threads",       "--log",    "--damping",   "--decay",
-        "--cov-every", "--inv-every", "--stat-fraction", "--fisher", "--inversion", "--rule",
-        "--kl-clip",   "--lm-every",  "--kfac-lr",       "--kfac-momentum", "--optimizers", "--rank-max", "--fvp-fraction",
-        "--save",      "--save-every", "--resume", "--beta1",      "--beta2",         "--eps"};
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            train_usage(stdout, mode);
-            return EXIT_OK;
-        }
-        if (!strcmp(a, "--quiet")) {
-            o->quiet = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            if (o->netfile) {
-                cli_error("%s: unexpected argument '%s' (one NETFILE only)", cmd, a);
-                return EXIT_USAGE;
-            }
-            o->netfile = a;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const char *name = NULL;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
-            if (strlen(known[k]) == len && !strncmp(a, known[k], len))
-                name = known[k];
+    int n_params = kfac_param_count(), n = 0;
+    cli_opt *opts = malloc(sizeof *opts * (size_t)(O_PARAM + n_params));
+    if (!opts) {
+        cli_error("%s: out of memory", cmd);
+        return EXIT_RUNTIME;
+    }
+    opts[n++] = (cli_opt){"--data", 1, O_DATA};
+    opts[n++] = (cli_opt){"--log", 1, O_LOG};
+    opts[n++] = (cli_opt){"--threads", 1, O_THREADS};
+    opts[n++] = (cli_opt){"--quiet", 0, O_QUIET};
+    if (mode == MODE_COMPARE) {
+        opts[n++] = (cli_opt){"--optimizers", 1, O_OPTIMIZERS};
+    } else { /* checkpoints belong to one run */
+        opts[n++] = (cli_opt){"--save", 1, O_SAVE};
+        opts[n++] = (cli_opt){"--save-every", 1, O_SAVE_EVERY};
+        opts[n++] = (cli_opt){"--resume", 1, O_RESUME};
+    }
+    for (int i = 0; i < n_params; i++) {
+        kfac_param_info in;
         /* one optimizer for train, a list for compare */
-        if (name && !strcmp(name, mode == MODE_TRAIN ? "--optimizers" : "--optimizer"))
-            name = NULL;
-        /* checkpoints belong to one run */
-        if (name && mode == MODE_COMPARE &&
-            (!strcmp(name, "--save") || !strcmp(name, "--save-every") || !strcmp(name, "--resume")))
-            name = NULL;
-        if (!name) {
-            cli_error("%s: unknown option '%.*s' (try 'kfac %s --help')", cmd, (int)len, a, cmd);
-            return EXIT_USAGE;
-        }
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!value || !*value) {
-            cli_error("%s: %s needs a value", cmd, name);
-            return EXIT_USAGE;
-        }
-        if (!strcmp(name, "--data"))
-            o->data = value;
-        else if (!strcmp(name, "--log"))
-            o->log_path = value;
-        else if (!strcmp(name, "--optimizers"))
-            o->optimizers = value;
-        else if (!strcmp(name, "--save"))
-            o->save_path = value;
-        else if (!strcmp(name, "--resume"))
-            o->resume_path = value;
-        else if (!strcmp(name, "--save-every")) {
-            if (cli_parse_int(value, 1, 100000, &o->save_every)) {
-                cli_error("%s: --save-every '%s': expected an integer in [1, 100000]", cmd, value);
-                return EXIT_USAGE;
+        if (kfac_param_get_info(i, &in) == KFAC_OK && !(mode == MODE_COMPARE && !strcmp(in.flag, "--optimizer")))
+            opts[n++] = (cli_opt){in.flag, 1, O_PARAM + i};
+    }
+    cli_args args;
+    int code = cli_getopt(cmd, argc, argv, opts, n, &args);
+    free(opts); /* the names are the library's and literals */
+    if (code >= 0)
+        return code;
+    if (args.help) {
+        cli_args_free(&args);
+        train_usage(stdout, mode);
+        return EXIT_OK;
+    }
+    o->netfile = args.netfile;
+    long threads = 0;
+    for (int k = 0; k < args.n && code < 0; k++) {
+        const char *v = args.v[k].value;
+        switch (args.v[k].id) {
+        case O_DATA:
+            o->data = v;
+            break;
+        case O_LOG:
+            o->log_path = v;
+            break;
+        case O_OPTIMIZERS:
+            o->optimizers = v;
+            break;
+        case O_SAVE:
+            o->save_path = v;
+            break;
+        case O_RESUME:
+            o->resume_path = v;
+            break;
+        case O_QUIET:
+            o->quiet = 1;
+            break;
+        case O_SAVE_EVERY:
+            if (cli_parse_int(v, 1, 100000, &o->save_every)) {
+                cli_error("%s: --save-every '%s': expected an integer in [1, 100000]", cmd, v);
+                code = EXIT_USAGE;
             }
-        }
-        else if (!strcmp(name, "--threads")) {
-            if (cli_parse_int(value, 1, 1024, &threads)) {
-                cli_error("%s: --threads '%s': expected an integer in [1, 1024]", cmd, value);
-                return EXIT_USAGE;
+            break;
+        case O_THREADS:
+            if (cli_parse_int(v, 1, 1024, &threads)) {
+                cli_error("%s: --threads '%s': expected an integer in [1, 1024]", cmd, v);
+                code = EXIT_USAGE;
             }
-        } else if (n_flags < 64) {
-            flag_name[n_flags] = name;
-            flag_value[n_flags++] = value;
+            break;
         }
     }
-    if (!o->netfile) {
-        cli_error("%s: no NETFILE given (try 'kfac %s --help')", cmd, cmd);
-        return EXIT_USAGE;
-    }
-    if (o->save_every && !o->save_path) {
+    if (code < 0 && o->save_every && !o->save_path) {
         cli_error("%s: --save-every needs --save FILE", cmd);
-        return EXIT_USAGE;
+        code = EXIT_USAGE;
     }
-
     kfac_train_params *p = &o->p;
-    kfac_status st = kfac_netfile_load(o->netfile, &o->spec, p);
-    if (st != KFAC_OK) {
+    kfac_status st;
+    if (code < 0 && (st = kfac_netfile_load(o->netfile, &o->spec, p)) != KFAC_OK) {
         cli_error("%s", kfac_last_error());
-        return cli_status_exit(st);
+        code = cli_status_exit(st);
     }
-    for (int k = 0; k < n_flags; k++) {
-        const char *name = flag_name[k], *v = flag_value[k];
-        long iv = 0;
-        int bad = 0, named = 0; /* named: an enum, whose message lists the names */
-        if (!strcmp(name, "--epochs"))
-            bad = cli_parse_int(v, 1, 100000, &iv) || (p->epochs = (int)iv, 0);
-        else if (!strcmp(name, "--batch"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->batch = (int)iv, 0);
-        else if (!strcmp(name, "--lr"))
-            bad = cli_parse_float(v, &p->optim.lr) || (p->kfac.lr = 0.0f, 0); /* the flag wins */
-        else if (!strcmp(name, "--momentum"))
-            bad = cli_parse_float(v, &p->optim.momentum) || (p->kfac.momentum = -1.0f, 0); /* the flag wins */
-        else if (!strcmp(name, "--beta1"))
-            bad = cli_parse_float(v, &p->optim.beta1);
-        else if (!strcmp(name, "--beta2"))
-            bad = cli_parse_float(v, &p->optim.beta2);
-        else if (!strcmp(name, "--eps"))
-            bad = cli_parse_float(v, &p->optim.eps);
-        else if (!strcmp(name, "--weight-decay"))
-            bad = cli_parse_float(v, &p->optim.weight_decay);
-        else if (!strcmp(name, "--seed"))
-            bad = cli_parse_u64(v, &p->seed);
-        else if (!strcmp(name, "--damping"))
-            bad = cli_parse_float(v, &p->kfac.damping);
-        else if (!strcmp(name, "--decay"))
-            bad = cli_parse_float(v, &p->kfac.decay);
-        else if (!strcmp(name, "--cov-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.cov_every = (int)iv, 0);
-        else if (!strcmp(name, "--inv-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.inv_every = (int)iv, 0);
-        else if (!strcmp(name, "--stat-fraction"))
-            bad = cli_parse_float(v, &p->kfac.stat_fraction);
-        else if (!strcmp(name, "--kl-clip"))
-            bad = cli_parse_float(v, &p->kfac.kl_clip);
-        else if (!strcmp(name, "--lm-every"))
-            bad = cli_parse_int(v, 1, 1000000, &iv) || (p->kfac.lm_every = (int)iv, 0);
-        else if (!strcmp(name, "--fvp-fraction"))
-            bad = cli_parse_float(v, &p->kfac.fvp_fraction);
-        else if (!strcmp(name, "--rank-max"))
-            bad = cli_parse_int(v, 1, 4096, &iv) || (p->kfac.rank_max = (int)iv, 0);
-        else if (!strcmp(name, "--kfac-lr"))
-            bad = cli_parse_float(v, &p->kfac.lr);
-        else if (!strcmp(name, "--kfac-momentum"))
-            bad = cli_parse_float(v, &p->kfac.momentum);
-        else {
-            named = 1;
-            if (!strcmp(name, "--optimizer"))
-                bad = kfac_optimizer_from_name(v, &p->optimizer) != KFAC_OK;
-            else if (!strcmp(name, "--fisher"))
-                bad = kfac_fisher_from_name(v, &p->kfac.fisher) != KFAC_OK;
-            else if (!strcmp(name, "--inversion"))
-                bad = kfac_inversion_from_name(v, &p->kfac.inversion) != KFAC_OK;
-            else if (!strcmp(name, "--rule"))
-                bad = kfac_step_rule_from_name(v, &p->kfac.rule) != KFAC_OK;
-        }
-        if (bad) {
-            cli_error("%s: %s '%s': %s", cmd, name, v, named ? kfac_last_error() : "not a valid number in range");
-            return EXIT_USAGE;
-        }
-        /* ranges live in the library: blame the flag that broke them */
-        if (kfac_train_params_validate(p) != KFAC_OK) {
-            cli_error("%s: %s '%s': %s", cmd, name, v, kfac_last_error());
-            return EXIT_USAGE;
+    kfac_train_params defaults;
+    kfac_train_params_init(&defaults);
+    for (int k = 0; k < args.n && code < 0; k++) {
+        if (args.v[k].id < O_PARAM)
+            continue;
+        kfac_param_info in;
+        char name[64], def[64];
+        kfac_param_get_info(args.v[k].id - O_PARAM, &in);
+        param_name(&in, name, sizeof name);
+        if (kfac_train_params_set(p, name, args.v[k].value) != KFAC_OK) {
+            cli_error("%s: %s '%s': %s", cmd, in.flag, args.v[k].value, kfac_last_error());
+            code = EXIT_USAGE;
+        } else if (in.resets && kfac_train_params_get(&defaults, in.resets, def, sizeof def) == KFAC_OK) {
+            kfac_train_params_set(p, in.resets, def); /* the flag wins (--lr over [kfac] lr) */
         }
     }
+    cli_args_free(&args);
+    if (code >= 0)
+        return code;
     if (threads > 0)
         kfac_set_threads((int)threads);
     return -1;

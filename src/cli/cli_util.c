@@ -1,0 +1,215 @@
+/* cli_util.c - what the kfac program's commands share: the option parser
+ * (getopt_long over each command's table), strict number parsing, error
+ * printing and exit statuses, loading the data, the wait policy. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* "--name=value" or "--name" -> "--name" (into buf) */
+static const char *option_text(const char *arg, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.*s", (int)strcspn(arg, "="), arg);
+    return buf;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts, cli_args *out)
+{
+    memset(out, 0, sizeof *out);
+    struct option *lo = calloc((size_t)n_opts + 2, sizeof *lo);
+    out->v = calloc((size_t)argc + 1, sizeof *out->v);
+    if (!lo || !out->v) {
+        free(lo);
+        cli_args_free(out);
+        cli_error("%s: out of memory", cmd);
+        return EXIT_RUNTIME;
+    }
+    for (int k = 0; k < n_opts; k++)
+        lo[k] = (struct option){opts[k].name + 2, opts[k].has_value ? required_argument : no_argument, NULL, 256 + k};
+    lo[n_opts] = (struct option){"help", no_argument, NULL, 'h'};
+    char text[128];
+    int code = -1, positional_only = 0;
+    opterr = 0; /* our messages, not getopt's */
+    optind = 0; /* a fresh scan */
+    while (code < 0) {
+        int at = optind > 0 ? optind : 1;
+        if (at >= argc)
+            break;
+        const char *word = argv[at];
+        /* "+": stop at the first word that is not an option instead of
+         * moving it, so that `at` is always the word read */
+        int c = positional_only ? -1 : getopt_long(argc, argv, "+:h", lo, NULL);
+        if (c == -1) {
+            if (!positional_only && optind > at && !strcmp(argv[optind - 1], "--"))
+                positional_only = 1; /* "--": the rest are files */
+            if (optind >= argc)
+                break;
+            if (out->netfile) {
+                cli_error("%s: unexpected argument '%s' (one NETFILE only)", cmd, argv[optind]);
+                code = EXIT_USAGE;
+            }
+            out->netfile = argv[optind++];
+            continue;
+        }
+        int k = c - 256;
+        /* a long option is taken whole: no abbreviations, so that a new
+         * option never changes what an old command line means */
+        if (k >= 0 && k < n_opts && strcmp(option_text(word, text, sizeof text), opts[k].name) != 0)
+            c = '?';
+        if (c == 'h') {
+            out->help = 1;
+            break;
+        }
+        if (c == ':' || (k >= 0 && k < n_opts && opts[k].has_value && (!optarg || !*optarg))) {
+            cli_error("%s: %s needs a value", cmd, option_text(word, text, sizeof text));
+            code = EXIT_USAGE;
+        } else if (c == '?' || k < 0 || k >= n_opts) {
+            cli_error("%s: unknown option '%s' (try 'kfac %s --help')", cmd, option_text(word, text, sizeof text),
+                      cmd);
+            code = EXIT_USAGE;
+        } else {
+            out->v[out->n].id = opts[k].id;
+            out->v[out->n].name = opts[k].name;
+            out->v[out->n++].value = opts[k].has_value ? optarg : NULL;
+        }
+    }
+    free(lo);
+    if (code < 0 && !out->help && !out->netfile) {
+        cli_error("%s: no NETFILE given (try 'kfac %s --help')", cmd, cmd);
+        code = EXIT_USAGE;
+    }
+    if (code >= 0)
+        cli_args_free(out);
+    return code;
+}
+
+void cli_args_free(cli_args *a)
+{
+    free(a->v);
+    a->v = NULL;
+    a->n = 0;
+}
+
+int cli_parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int cli_parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void verror(int local, const char *fmt, va_list ap)
+{
+    if (cli_rank() != 0 && !local)
+        return;
+    if (cli_ranks() > 1 && cli_rank() != 0)
+        fprintf(stderr, "kfac (rank %d): ", cli_rank());
+    else
+        fputs("kfac: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(0, fmt, ap);
+    va_end(ap);
+}
+
+void cli_error_local(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(1, fmt, ap);
+    va_end(ap);
+}
+
+int cli_status_exit(kfac_status st)
+{
+    switch (st) {
+    case KFAC_OK:
+        return EXIT_OK;
+    case KFAC_ERR_IO: /* reading: writes map their own failures */
+    case KFAC_ERR_PARSE:
+    case KFAC_ERR_FORMAT:
+    case KFAC_ERR_SHAPE:
+        return EXIT_INPUT;
+    case KFAC_ERR_INVALID_ARG:
+        return EXIT_USAGE;
+    case KFAC_ERR_NUMERIC:
+        return EXIT_DIVERGED;
+    default:
+        return EXIT_RUNTIME;
+    }
+}
+
+int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test)
+{
+    kfac_status st;
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    int code = EXIT_OK;
+    if ((st = kfac_mnist_load(dir, "train", train)) != KFAC_OK || (st = kfac_mnist_load(dir, "t10k", test)) != KFAC_OK) {
+        cli_error_local("%s", kfac_last_error());
+        code = cli_status_exit(st);
+    } else if (test->features != train->features) {
+        /* the test set is only read after the first epoch: a mismatch
+         * found then would cost that epoch */
+        cli_error_local("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows,
+                        test->cols, train->rows, train->cols);
+        code = EXIT_INPUT;
+    }
+    /* every rank reads the data itself: all go on, or none */
+    int agreed = cli_mpi_agree(code);
+    if (agreed != EXIT_OK && code == EXIT_OK)
+        cli_error("%s: another process could not load the data", dir);
+    if (agreed != EXIT_OK) {
+        kfac_dataset_free(train);
+        kfac_dataset_free(test);
+    }
+    return agreed;
+}
+
+const char *cli_wait_policy(void)
+{
+    static char buf[160];
+    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    snprintf(buf, sizeof buf, "%s%.60s%s%s%.60s", policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
+             policy && spin ? ", " : "", spin ? "GOMP_SPINCOUNT=" : "", spin ? spin : "");
+    return buf;
+}
+
