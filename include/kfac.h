@@ -412,6 +412,10 @@ typedef struct kfac_kfac_params {
                           the batch (Martens & Grosse 2015 use a subset);
                           kfac_precond's callback decides its own rows;
                           default 1; (0, 1] */
+    int damping_half_life; /* KL_CLIP: the damping halves every this many
+                          steps, lambda_t = damping 2^(-(t-1)/half_life),
+                          taking effect at each inversion; 0 keeps it
+                          constant; default 0; [0, 100000000] */
     int rank_max;      /* LOWRANK: at most this many eigenpairs per factor
                           (those of at least 0.1 x the factor's damping
                           are kept); factors smaller than 2 (rank_max + 8)

@@ -128,6 +128,8 @@ const kfac_param_def kfac_param_defs[] = {
      "seed for weights and data order"},
 
     {"kfac", "damping", "--damping", KFAC(damping), FLOAT(0, 1e6, OPEN_LO), 0.1, NULL, "Tikhonov damping lambda"},
+    {"kfac", "damping_half_life", "--damping-half-life", KFAC(damping_half_life), INT(0, 100000000), 0, NULL,
+     "kl_clip rule: the damping halves every N steps (0: constant)"},
     {"kfac", "decay", "--decay", KFAC(decay), FLOAT(0, 1, OPEN_HI), 0.95, NULL,
      "running-average decay of the factors"},
     {"kfac", "cov_every", "--cov-every", KFAC(cov_every), INT(1, 1000000), 10, NULL,

@@ -513,6 +513,10 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
 
     /* docs/algorithm.md §4: every T_inv steps, and at each statistics round of the
      * first T_inv steps while the factors are still settling */
+    /* the kl_clip rule's damping schedule (docs/algorithm.md §5.1); the
+     * quadratic rule adapts lambda itself */
+    if (!quad && kp->damping_half_life > 0)
+        pc->lambda = kp->damping * exp2(-(double)(t - 1) / kp->damping_half_life);
     double damping = pc->lambda + (quad ? pc->wd : 0.0);
     int inv_now = !kfac_factors_inverted(pc->fc) || (t - 1) % kp->inv_every == 0 ||
                   (stats_now && t <= kp->inv_every);

@@ -301,6 +301,47 @@ END_TEST
  * geometrically until the loss overflows: the epoch stops with
  * KFAC_ERR_NUMERIC rather than carrying NaN on. (ReLU units would just die
  * and keep the loss finite.) */
+/* The kl_clip rule's damping schedule (docs/algorithm.md §5.1): with a
+ * half-life h the damping after t steps is damping 2^(-(t-1)/h), the
+ * inversions use it (so the weights differ from a constant damping's), and
+ * h = 0 keeps it. */
+START_TEST(test_damping_half_life)
+{
+    load_data();
+    kfac_dataset tr = slice(&train_all, 1000);
+    kfac_net_spec s;
+    kfac_train_params p;
+    small_spec(&s, &p);
+    p.optimizer = KFAC_OPT_KFAC;
+    p.batch = 100;
+    p.kfac.cov_every = 2; /* inversions at steps 1, 3, ..., 9 */
+    float *theta[2];
+    for (int run = 0; run < 2; run++) {
+        p.kfac.damping_half_life = run ? 4 : 0;
+        kfac_trainer *t;
+        ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_OK);
+        ck_assert_msg(kfac_trainer_epoch(t, NULL, NULL, NULL) == KFAC_OK, "%s", kfac_last_error());
+        kfac_kfac_stats k;
+        ck_assert_int_eq(kfac_trainer_kfac_stats(t, &k), KFAC_OK);
+        double want = run ? p.kfac.damping * pow(2.0, -(10 - 1) / 4.0) : p.kfac.damping;
+        ck_assert_msg(fabs(k.damping - want) <= 1e-12 * want, "half-life %d: damping %.17g, want %.17g",
+                      p.kfac.damping_half_life, k.damping, want);
+        kfac_net *net = kfac_trainer_net(t);
+        size_t n = kfac_net_n_params(net);
+        theta[run] = malloc(sizeof(float) * n);
+        memcpy(theta[run], kfac_net_params(net), sizeof(float) * n);
+        if (run) {
+            ck_assert_msg(memcmp(theta[0], theta[1], sizeof(float) * n) != 0,
+                          "the schedule did not change a single weight");
+            free(theta[0]);
+            free(theta[1]);
+        }
+        kfac_trainer_free(t);
+    }
+    free_data();
+}
+END_TEST
+
 START_TEST(test_divergence_detected)
 {
     load_data();
@@ -545,6 +586,7 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_trainer_refuses_bad_setups);
     tcase_add_test(tc, test_divergence_detected);
+    tcase_add_test(tc, test_damping_half_life);
     tcase_add_test(tc, test_divergence_on_last_step);
     tcase_add_loop_test(tc, test_nan_caught_at_first_loss, 0, KFAC_OPT_COUNT);
     suite_add_tcase(s, tc);
