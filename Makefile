@@ -31,7 +31,8 @@ CFLAGS  ?= -O3 -g
 OPENMP  ?= -fopenmp
 override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -Wall -Wextra -Wshadow -Wstrict-prototypes \
            $(OPENMP) -fPIC -Iinclude -Isrc $(BLAS_CFLAGS)
-# Only the functions include/kfac.h marks KFAC_API leave the shared library.
+# Only the functions the public headers (include/) mark KFAC_API leave the
+# shared library.
 override CFLAGS += -fvisibility=hidden
 ifeq ($(MPI),1)
 override CFLAGS += -DKFAC_MPI
@@ -43,12 +44,14 @@ LDFLAGS ?=
 DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3
 
 # The library version, from the header (one place to change it).
-version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac.h)
+version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac_core.h)
 VERSION := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 SONAME  := libkfac.so.$(call version_part,MAJOR)
 # Where `make install` puts things (DESTDIR for staged installs).
 PREFIX  ?= /usr/local
 DESTDIR ?=
+# the public headers: kfac.h includes the core and the training layer
+PUBLIC_H := include/kfac.h include/kfac_core.h include/kfac_train.h
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -74,11 +77,11 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(B)/obj/%.o: src/%.c include/kfac.h $(wildcard src/*.h) | $(B)/obj
+$(B)/obj/%.o: src/%.c $(PUBLIC_H) $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/obj/cli/%.o: src/cli/%.c include/kfac.h $(wildcard src/cli/*.h) | $(B)/obj/cli
+$(B)/obj/cli/%.o: src/cli/%.c $(PUBLIC_H) $(wildcard src/cli/*.h) | $(B)/obj/cli
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/obj/tests/%.o: tests/%.c include/kfac.h tests/tests.h $(wildcard src/*.h) | $(B)/obj/tests
+$(B)/obj/tests/%.o: tests/%.c $(PUBLIC_H) tests/tests.h $(wildcard src/*.h) | $(B)/obj/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj $(B)/obj/cli $(B)/obj/tests: | $(MPI_DEPS)
 	mkdir -p $@
@@ -222,7 +225,7 @@ INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_NETS := $(DESTDIR)$(PREFIX)/share/kfac/nets
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS)
-	install -m 644 include/kfac.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(PUBLIC_H) $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(B)/libkfac.a $(INSTALL_LIB)/
 	install -m 755 $(B)/libkfac.so.$(VERSION) $(INSTALL_LIB)/
 	ln -sf libkfac.so.$(VERSION) $(INSTALL_LIB)/$(SONAME)
@@ -235,7 +238,7 @@ install: all
 	install -m 644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/kfac/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/kfac.h $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(PUBLIC_H)) $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
 	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
 	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
 	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE

@@ -187,7 +187,6 @@ static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_st
 }
 
 const kfac_optimizer_type kfac_kfac_type = {
-    .name = "kfac",
     .alloc = kfac_alloc,
     .free = kfac_free,
     .step = kfac_step,

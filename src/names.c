@@ -7,6 +7,12 @@
 
 #include "common.h"
 
+/* The optimizer kinds' names: here, below the optimizer table and the
+ * parameter table that both use them. */
+static const char *const optimizer_names[KFAC_OPT_COUNT] = {
+    [KFAC_OPT_SGD] = "sgd", [KFAC_OPT_MOMENTUM] = "momentum", [KFAC_OPT_NESTEROV] = "nesterov",
+    [KFAC_OPT_ADAM] = "adam", [KFAC_OPT_KFAC] = "kfac"};
+
 kfac_status kfac_enum_lookup(const char *(*name_of)(int k), int count, const char *what, const char *name,
                              int *out)
 {
@@ -31,3 +37,5 @@ kfac_status kfac_enum_lookup(const char *(*name_of)(int k), int count, const cha
     }
     return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown %s '%s' (%s)", what, name ? name : "(null)", list);
 }
+
+KFAC_NAMED_ENUM(kfac_optimizer_kind, kfac_optimizer, optimizer_names[k], KFAC_OPT_COUNT, "optimizer")

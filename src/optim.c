@@ -98,12 +98,10 @@ static kfac_status adam_step(void *state, const kfac_step_args *a, const kfac_st
     return KFAC_OK;
 }
 
-static const kfac_optimizer_type sgd_type = {.name = "sgd", .flat_gradient = 1, .step = sgd_step};
-static const kfac_optimizer_type momentum_type = {
-    .name = "momentum", .state_vectors = 1, .flat_gradient = 1, .step = momentum_step};
-static const kfac_optimizer_type nesterov_type = {
-    .name = "nesterov", .state_vectors = 1, .flat_gradient = 1, .step = nesterov_step};
-static const kfac_optimizer_type adam_type = {.name = "adam", .state_vectors = 2, .flat_gradient = 1, .step = adam_step};
+static const kfac_optimizer_type sgd_type = {.flat_gradient = 1, .step = sgd_step};
+static const kfac_optimizer_type momentum_type = {.state_vectors = 1, .flat_gradient = 1, .step = momentum_step};
+static const kfac_optimizer_type nesterov_type = {.state_vectors = 1, .flat_gradient = 1, .step = nesterov_step};
+static const kfac_optimizer_type adam_type = {.state_vectors = 2, .flat_gradient = 1, .step = adam_step};
 
 const kfac_optimizer_type *const kfac_optimizer_types[KFAC_OPT_COUNT] = {
     [KFAC_OPT_SGD] = &sgd_type,
@@ -128,9 +126,6 @@ static const kfac_optimizer_type *type_of(kfac_optimizer_kind k)
     return (unsigned)k < KFAC_OPT_COUNT ? kfac_optimizer_types[k] : NULL;
 }
 
-/* (a row not filled in has no name: unknown, like the kinds past the end) */
-KFAC_NAMED_ENUM(kfac_optimizer_kind, kfac_optimizer, kfac_optimizer_types[k] ? kfac_optimizer_types[k]->name : NULL,
-                KFAC_OPT_COUNT, "optimizer")
 
 void kfac_optimizer_free(kfac_optimizer *opt)
 {
@@ -190,7 +185,7 @@ kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)kind);
     if (type->alloc)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer %s needs a network: use a kfac_trainer",
-                         type->name);
+                         kfac_optimizer_name(kind));
     return optimizer_alloc(kind, p, n_params, out);
 }
 
@@ -217,7 +212,7 @@ kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *gr
     if (!opt || !theta || (!grad && opt->type->flat_gradient))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "optimizer step: NULL argument");
     if (opt->type->alloc && (!opt->own || !ctx))
-        return kfac_fail(KFAC_ERR_STATE, "optimizer %s steps need its network", opt->type->name);
+        return kfac_fail(KFAC_ERR_STATE, "optimizer %s steps need its network", kfac_optimizer_name(opt->kind));
     const size_t n = opt->n;
     const float wd = opt->p.weight_decay;
     /* Coupled L2 (PyTorch's weight_decay): g <- g + wd theta, in place so
@@ -277,7 +272,7 @@ kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *ou
 {
     if (!opt->type->report)
         return kfac_fail(KFAC_ERR_STATE, "optimizer %s keeps no curvature statistics (K-FAC does)",
-                         opt->type->name);
+                         kfac_optimizer_name(opt->kind));
     opt->type->report(opt->own, out);
     return KFAC_OK;
 }

@@ -1,6 +1,6 @@
 /* optim_type.h - what every optimizer algorithm implements: a const type
- * table (as GSL multimin's gsl_multimin_fdfminimizer_type: name, sizes,
- * alloc, iterate, free) over an opaque state. optim.c holds the table of
+ * table (as GSL multimin's gsl_multimin_fdfminimizer_type: sizes, alloc,
+ * iterate, free) over an opaque state. optim.c holds the table of
  * all kinds and the optimizer object built on it; an algorithm's own file
  * (kfac_opt.c) needs only this header, so nothing below the table knows
  * the table. */
@@ -37,8 +37,8 @@ typedef struct kfac_step_args {
     long t;                     /* 1-based step number */
 } kfac_step_args;
 
+/* (its name is its kind's, kfac_optimizer_name) */
 typedef struct kfac_optimizer_type {
-    const char *name;
     /* Per-parameter state vectors of n floats (momentum 1, Adam 2),
      * allocated and zeroed by the optimizer object, saved by it. */
     int state_vectors;

@@ -1,0 +1,267 @@
+/* kfac_train.h - the training side of libkfac's public API, on top of
+ * kfac_core.h: data sets (IDX files, pooling), training parameters and
+ * their table, the trainer and its evaluation, kfac_check, data-parallel
+ * training over MPI, checkpoints and net files. The conventions are
+ * kfac_core.h's. */
+#ifndef KFAC_KFAC_TRAIN_H
+#define KFAC_KFAC_TRAIN_H
+
+#include "kfac_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------------------- data */
+
+/* A dataset held in memory: n examples of `features` floats in [0, 1] and,
+ * for classification, labels in [0, classes). */
+typedef struct kfac_dataset {
+    int n;
+    int features;     /* rows * cols of each image */
+    int rows, cols;
+    int classes;      /* 10 for (Fashion-)MNIST */
+    float *x;         /* n x features */
+    uint8_t *labels;  /* n */
+} kfac_dataset;
+
+/* Read an IDX image file and label file (each gzipped or not; gzip is
+ * detected by content). Validates magic, element type (unsigned byte),
+ * dimensions, counts and label range (< classes). Pixels are scaled to
+ * [0, 1]. On failure *out is untouched and the detail names the file. */
+KFAC_API kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
+                          kfac_dataset *out);
+
+/* Load "train" or "t10k" from a directory holding the four standard files
+ * (`<set>-images-idx3-ubyte[.gz]`, `<set>-labels-idx1-ubyte[.gz]`); the
+ * plain name is tried first, then `.gz`. */
+KFAC_API kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out);
+
+KFAC_API void kfac_dataset_free(kfac_dataset *d); /* frees the buffers, zeroes *d */
+
+/* out <- `in` with each image averaged over factor x factor blocks
+ * (28x28 by 4: 7x7). The factor must divide rows and cols (else
+ * KFAC_ERR_SHAPE); factor 1 copies. Labels are copied. */
+KFAC_API kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out);
+
+#define KFAC_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+/* ------------------------------------------------------------- training */
+
+typedef struct kfac_train_params {
+    kfac_optimizer_kind optimizer; /* default MOMENTUM */
+    kfac_optim_params optim;       /* see kfac_optim_params_init */
+    kfac_kfac_params kfac;         /* used when optimizer is KFAC */
+    int batch;                     /* default 128; 1..max_batch of the net */
+    int epochs;                    /* default 10; 1..100000 */
+    uint64_t seed;                 /* default 1: weights and data order */
+} kfac_train_params;
+
+KFAC_API void kfac_train_params_init(kfac_train_params *p);
+KFAC_API kfac_status kfac_train_params_validate(const kfac_train_params *p);
+
+/* Training parameters by name. One table in the library gives every
+ * [train] and [kfac] setting of a net file its name, command-line flag,
+ * type, range, default and a line of documentation; these read it (for
+ * bindings, and for the kfac program's flags and --help). A name is
+ * "section.key" ("kfac.damping") or a key that one section alone has
+ * ("damping"). set checks the text as the net file does (number, range,
+ * enum name); on failure p is unchanged and kfac_last_error() says why. */
+KFAC_API kfac_status kfac_train_params_set(kfac_train_params *p, const char *name, const char *value);
+/* The value as text: floats with %.9g (they read back exactly), enums by
+ * name. */
+KFAC_API kfac_status kfac_train_params_get(const kfac_train_params *p, const char *name, char *buf, size_t size);
+
+typedef struct kfac_param_info {
+    const char *section; /* "train" or "kfac": its net-file section */
+    const char *key;     /* its key there */
+    const char *flag;    /* the kfac program's flag, "--kfac-lr" */
+    const char *arg;     /* the flag's value: "X" (number), "N" (integer), "NAME" */
+    const char *resets;  /* the flag also restores this one to its default
+                            ("kfac.lr" for --lr); NULL */
+    const char *doc;     /* one line */
+    char range[128];     /* "(0, 1000]", "[1, 100000]", "0 or more", "a | b" */
+    char def[32];        /* the default, as text */
+} kfac_param_info;
+
+/* The number of parameters, and parameter i's description (0 <= i < count). */
+KFAC_API int kfac_param_count(void);
+KFAC_API kfac_status kfac_param_get_info(int i, kfac_param_info *out);
+
+/* What an epoch (or an evaluation) measured. */
+typedef struct kfac_epoch_stats {
+    int epoch;           /* 1-based */
+    double seconds;      /* training seconds so far, evaluation excluded */
+    double train_loss;   /* mean loss over the epoch's batches */
+    double test_loss;    /* mean loss on the test set */
+    double test_acc;     /* accuracy (classification) or, for the other
+                            losses, mean squared error per example
+                            (sum over outputs) */
+} kfac_epoch_stats;
+
+/* Called after each training step; return non-zero to stop the epoch. */
+typedef int (*kfac_progress_fn)(void *user, long step, long steps_in_epoch);
+
+/* A trainer owns a network, its optimizer, the data order and the
+ * generator. The datasets are borrowed and must outlive it. For the
+ * autoencoder (inputs == outputs, non-softmax loss) the images are the
+ * targets. */
+typedef struct kfac_trainer kfac_trainer;
+
+KFAC_API kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params *p,
+                             const kfac_dataset *train, kfac_trainer **out);
+KFAC_API void kfac_trainer_free(kfac_trainer *t);
+
+KFAC_API kfac_net *kfac_trainer_net(kfac_trainer *t);
+/* One pass over the training data in a fresh shuffled order. stats->test_*
+ * are left zero; use kfac_evaluate.
+ * Meanwhile the calling thread and the threads of its OpenMP pool flush
+ * denormal results and inputs to zero (x86-64: MXCSR's FTZ and DAZ; other
+ * machines are left as they are), as Adam's decaying state otherwise
+ * spends much of an epoch in slow denormal arithmetic. Before it returns,
+ * each thread gets its floating-point modes back (rounding, exception
+ * masks, FTZ, DAZ); exception flags raised stay raised. kfac_evaluate and
+ * kfac_precond_step leave the environment as they find it. */
+KFAC_API kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
+                               kfac_epoch_stats *stats);
+/* How good K-FAC is on a tiny network (docs/algorithm.md §7): measured against the
+ * exact Fisher F = (1/N) sum_n J_n^T H_n J_n of N examples and the exact
+ * natural gradient d = (F + lambda I)^-1 grad. */
+typedef struct kfac_check_report {
+    int n_params;          /* P: F is P x P */
+    int examples;          /* N */
+    double damping;        /* lambda, for both K-FAC and the exact solve */
+    double cos_kfac;       /* cosine(K-FAC direction, d): the inversion
+                              of p->kfac */
+    double cos_by_inversion[KFAC_INV_COUNT]; /* the same for each
+                              inversion kind (the same samples) */
+    int n_layers;          /* entries of rank_a, rank_g */
+    int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* LOWRANK's
+                              ranks of A^-1 and G^-1 (a factor's size:
+                              dense) */
+    double cos_grad;       /* cosine(gradient, d) */
+    double kl_quadratic;   /* 1/2 s^T F s for the step s = -eps d */
+    double kl_measured;    /* mean KL(p_theta || p_{theta + s}) */
+    double grad_rel_err;   /* |grad - central differences| / |grad| */
+    double fvp_rel_err;    /* |R-op F v - F v| / |F v| for a random v */
+    double warmup_loss;    /* training loss at the checked point */
+} kfac_check_report;
+
+/* Train `warmup_epochs` epochs with p (any optimizer) so the check runs at
+ * a representative point, then measure on the first `examples` training
+ * examples. The network must be tiny (P <= 20000: F is P^2 doubles). */
+KFAC_API kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *train,
+                       int warmup_epochs, int examples, kfac_check_report *out);
+
+/* K-FAC's counters and timings; KFAC_ERR_STATE if the trainer's optimizer
+ * is not K-FAC. */
+KFAC_API kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out);
+
+/* Mean loss and accuracy (or reconstruction error) on a dataset. */
+KFAC_API kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric);
+
+/* Epochs completed (counting those of a loaded checkpoint); -1 for NULL. */
+KFAC_API int kfac_trainer_epochs_done(const kfac_trainer *t);
+
+/* ------------------------------------------- data-parallel training (MPI) */
+
+/* A trainer can run as one of a group of MPI processes (`mpirun -np N`),
+ * with libkfac built by `make MPI=1`. Every process creates the same
+ * trainer (same net, parameters, seed and data set: each loads all of
+ * it), then joins the group with kfac_trainer_set_mpi_comm. From then on
+ * each epoch is collective: every rank takes the same shuffled batches of
+ * `batch` rows and computes its slice of each (rows [r B/N, (r+1) B/N) of
+ * a batch of B over N ranks); losses and gradients are averaged over the
+ * batch with MPI_Allreduce, and so are K-FAC's factor statistics, so all
+ * ranks keep identical weights, factors and optimizer state. K-FAC's
+ * inversions are spread over the ranks, each layer's A or G on one rank
+ * (balanced by the d^3 cost), and broadcast. N ranks with batch B compute
+ * what one process does with batch B, up to float rounding. A failure on
+ * one rank (a non-finite loss, an inversion) is returned by every rank.
+ *
+ * The program initialises MPI; the library never calls MPI_Init. Only the
+ * trainer is distributed: kfac_precond (your own network) and kfac_check
+ * run in one process. */
+
+/* 1 if this libkfac was built with MPI, else 0. */
+KFAC_API int kfac_mpi_available(void);
+
+/* Join the group of the MPI_Comm that `comm` points to, e.g.
+ *     MPI_Comm world = MPI_COMM_WORLD;
+ *     kfac_trainer_set_mpi_comm(t, &world);
+ * (a pointer, so this header needs no mpi.h). Collective over comm; the
+ * communicator is duplicated, so the caller's messages and ours never
+ * mix. A communicator of one process leaves the trainer as it was.
+ * Checks that every rank's trainer is the same (weights, generator, data
+ * order and size, hyper-parameters: KFAC_ERR_INVALID_ARG on every rank
+ * otherwise) and that every batch, the last short one too, has at least
+ * one row per rank (KFAC_ERR_INVALID_ARG). KFAC_ERR_STATE if the library
+ * has no MPI, MPI is not initialised, or the trainer already has a
+ * group. Checkpoints load collectively (all ranks read the file; a
+ * failure on any rank is returned by all) and the state they save is the
+ * group's, so a run saved with N ranks resumes with any number; save from
+ * one rank. */
+KFAC_API kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm);
+/* This process's rank in the trainer's group and the group's size (0 and
+ * 1 alone; -1 for NULL). */
+KFAC_API int kfac_trainer_rank(const kfac_trainer *t);
+KFAC_API int kfac_trainer_ranks(const kfac_trainer *t);
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* A checkpoint holds everything a trainer needs to go on exactly where it
+ * stopped: the network's architecture (so a file for another network is
+ * refused), theta, the optimizer's kind and state (step count, momentum or
+ * Adam vectors; for K-FAC the factors A and G, their inverses or
+ * eigenbases and eigenvalues, the damping, the statistics rounds and the
+ * previous update), and the trainer's epoch count, training seconds,
+ * generator state and data order. Resuming gives bit-identical parameters
+ * to an uninterrupted run at the same thread count.
+ *
+ * The format is versioned, little-endian whatever the machine, and ends
+ * with a crc32. Loading names the file in kfac_last_error() and returns
+ * KFAC_ERR_IO (cannot read), KFAC_ERR_FORMAT (not a checkpoint, another
+ * version, truncated, checksum mismatch) or KFAC_ERR_SHAPE (another
+ * network, optimizer or data set size); a failed load leaves the object
+ * unchanged. */
+
+/* Write t's state to `path`: into a unique temporary file beside it,
+ * flushed and fsync'ed, then renamed over `path`, so an interrupted save
+ * never destroys the previous checkpoint. The file gets the mode the umask
+ * gives a new file (0666 less the umask). Not during kfac_trainer_epoch on
+ * the same trainer. */
+KFAC_API kfac_status kfac_trainer_save(const kfac_trainer *t, const char *path);
+
+/* Restore a trainer created with the same network spec, optimizer kind
+ * (and, for K-FAC, inversion and step rule) and training-set size. The
+ * other hyper-parameters (learning rate, epochs, ...) stay t's. */
+KFAC_API kfac_status kfac_trainer_load(kfac_trainer *t, const char *path);
+
+/* Load only theta from a trainer checkpoint into a network of the same
+ * architecture (for evaluation and prediction). */
+KFAC_API kfac_status kfac_net_load_checkpoint(kfac_net *net, const char *path);
+
+/* ------------------------------------------------------------ net files */
+
+/* A net file is INI-like text; `#` or `;` start a comment:
+ *
+ *   [net]                 inputs, loss, init, init_sigma, sparse_count,
+ *                         pool (the field input_pool)
+ *   [dense]               one per layer, in order: units, activation
+ *   [train], [kfac]       the training parameters: every one that
+ *                         kfac_param_get_info lists, under its key
+ *
+ * Keys take the names of the fields above and the enum names of
+ * kfac_*_name(). Unknown sections or keys, duplicated keys, missing
+ * required keys (net.inputs, dense.units) and bad values are
+ * KFAC_ERR_PARSE with "file:line: problem" in kfac_last_error().
+ * `spec` and `train` are filled with defaults first; on failure they are
+ * left unspecified. */
+KFAC_API kfac_status kfac_netfile_load(const char *path, kfac_net_spec *spec, kfac_train_params *train);
+/* The same from a NUL-terminated string; `filename` is used in messages. */
+KFAC_API kfac_status kfac_netfile_parse(const char *text, const char *filename, kfac_net_spec *spec,
+                               kfac_train_params *train);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KFAC_KFAC_TRAIN_H */
