@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     p.optimizer = KFAC_OPT_SGD;
     p.batch = 128;
     p.optim.lr = 0.01f;
+    kfac_train_params_set(&p, "sgd.lr", "inherit"); /* this lr, not the net file's [sgd] one */
     kfac_trainer *t;
     if (kfac_trainer_new(&spec, &p, &train, &t) != KFAC_OK) {
         fprintf(stderr, "bench_epoch: %s\n", kfac_last_error());

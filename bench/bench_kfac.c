@@ -74,6 +74,7 @@ static int bench_batch(const kfac_net_spec *spec, const kfac_train_params *base,
     }
     p[SGD].optimizer = KFAC_OPT_SGD;
     p[SGD].optim.lr = 0.05f;
+    kfac_train_params_set(&p[SGD], "sgd.lr", "inherit"); /* this lr, not the net file's [sgd] one */
     p[LOWRANK].optimizer = p[DENSE].optimizer = p[QUAD].optimizer = KFAC_OPT_KFAC;
     p[DENSE].kfac.inversion = KFAC_INV_CHOLESKY;
     p[QUAD].kfac.rule = KFAC_RULE_QUADRATIC;

@@ -118,9 +118,13 @@ static int child_train(const config *c, const run *r)
     p.optimizer = r->opt;
     if (r->batch > 0)
         p.batch = r->batch;
-    if (r->lr > 0) {
+    if (r->lr > 0) { /* the grid's lr, over the net file's sections */
+        char own[32];
+        snprintf(own, sizeof own, "%s.lr", kfac_optimizer_name(r->opt));
         p.optim.lr = r->lr;
         p.kfac.lr = 0;
+        if (r->opt != KFAC_OPT_KFAC)
+            kfac_train_params_set(&p, own, "inherit");
     }
     int ae = spec.loss != KFAC_LOSS_SOFTMAX_XENT;
     p.epochs = ae ? MAX_EPOCHS / 4 - 1 : c->clf_epochs;

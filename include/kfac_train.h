@@ -54,18 +54,31 @@ typedef struct kfac_train_params {
     int batch;                     /* default 128; 1..max_batch of the net */
     int epochs;                    /* default 10; 1..100000 */
     uint64_t seed;                 /* default 1: weights and data order */
+    /* One optimizer's own settings, so one net file (or one `kfac
+     * compare`) runs each optimizer at its tuned values: the [sgd],
+     * [momentum], [nesterov] and [adam] sections, or the names
+     * "adam.lr", ... of kfac_train_params_set. A field that is NaN (the
+     * default: "inherit") takes optim's. K-FAC's own are kfac.lr and
+     * kfac.momentum. */
+    kfac_optim_params per_optimizer[KFAC_OPT_COUNT];
 } kfac_train_params;
 
 KFAC_API void kfac_train_params_init(kfac_train_params *p);
 KFAC_API kfac_status kfac_train_params_validate(const kfac_train_params *p);
+/* The first-order settings the run of p->optimizer uses: optim, with that
+ * optimizer's own section applied (for K-FAC, kfac.lr and kfac.momentum
+ * where set). */
+KFAC_API void kfac_train_params_resolve(const kfac_train_params *p, kfac_optim_params *out);
 
 /* Training parameters by name. One table in the library gives every
  * [train] and [kfac] setting of a net file its name, command-line flag,
  * type, range, default and a line of documentation; these read it (for
  * bindings, and for the kfac program's flags and --help). A name is
  * "section.key" ("kfac.damping") or a key that one section alone has
- * ("damping"). set checks the text as the net file does (number, range,
- * enum name); on failure p is unchanged and kfac_last_error() says why. */
+ * ("damping"); an optimizer's own settings are "adam.lr", "momentum.lr",
+ * ..., and the value "inherit" makes one take [train]'s again. set checks
+ * the text as the net file does (number, range, enum name); on failure p
+ * is unchanged and kfac_last_error() says why. */
 KFAC_API kfac_status kfac_train_params_set(kfac_train_params *p, const char *name, const char *value);
 /* The value as text: floats with %.9g (they read back exactly), enums by
  * name. */

@@ -75,7 +75,9 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
         d_out[l] = net->dims[l + 1];
         g_total += (size_t)net->max_batch * (size_t)d_out[l];
     }
-    if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &tp->optim, kp, &s->pc)) != KFAC_OK)
+    kfac_optim_params op;
+    kfac_train_params_resolve(tp, &op);
+    if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &op, kp, &s->pc)) != KFAC_OK)
         goto fail;
     if (!(s->gspare = kfac_alloc_floats(g_total)) ||
         !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->dims[L]))) {

@@ -28,7 +28,7 @@ static const char *init_name(int k) { return kfac_init_name((kfac_init)k); }
 
 typedef struct parser parser;
 
-enum { SEC_NET, SEC_DENSE, SEC_TRAIN, SEC_KFAC, SEC_COUNT };
+enum { SEC_NET, SEC_DENSE, SEC_TRAIN, SEC_KFAC, SEC_SGD, SEC_MOMENTUM, SEC_NESTEROV, SEC_ADAM, SEC_COUNT };
 
 typedef struct section_def {
     const char *name;
@@ -62,20 +62,19 @@ static void *enter_train(parser *p, int index)
     return p->train;
 }
 
-static void *enter_kfac(parser *p, int index)
-{
-    (void)index;
-    return &p->train->kfac;
-}
-
-/* A new section (the coming [kfac]) is an id in the enum above, a row here
- * whose enter() returns its target struct (add a pointer to `parser`), and
- * its key rows below. */
+/* A new section is an id in the enum above, a row here whose enter()
+ * returns its target struct, and its key rows: the architecture's below,
+ * the training parameters' in params.c. [kfac] and the optimizers' own
+ * sections ([adam] lr = 0.001) are sections of the training parameters. */
 static const section_def sections[SEC_COUNT] = {
     [SEC_NET] = {"net", 1, 1, enter_net},
     [SEC_DENSE] = {"dense", 1, KFAC_MAX_LAYERS, enter_dense},
     [SEC_TRAIN] = {"train", 0, 1, enter_train},
-    [SEC_KFAC] = {"kfac", 0, 1, enter_kfac},
+    [SEC_KFAC] = {"kfac", 0, 1, enter_train},
+    [SEC_SGD] = {"sgd", 0, 1, enter_train},
+    [SEC_MOMENTUM] = {"momentum", 0, 1, enter_train},
+    [SEC_NESTEROV] = {"nesterov", 0, 1, enter_train},
+    [SEC_ADAM] = {"adam", 0, 1, enter_train},
 };
 
 /* -------------------------------------------------------------- keys */
@@ -114,13 +113,16 @@ static const key_def keys[] = {
 
 /* A key of any section: row k of `keys`, or N_KEYS + row i of the
  * parameter table. */
-static int is_param_section(int section) { return section == SEC_TRAIN || section == SEC_KFAC; }
+static int is_param_section(int section) { return section >= SEC_TRAIN; }
 
 static int find_key(int section, const char *key)
 {
     if (is_param_section(section)) {
-        int i = kfac_param_find(sections[section].name, key);
-        return i < 0 ? -1 : (int)N_KEYS + i;
+        kfac_train_params scratch;
+        kfac_param_slot s;
+        if (kfac_param_slot_find(&scratch, sections[section].name, key, &s) < 0)
+            return -1;
+        return (int)N_KEYS + (int)(s.d - kfac_param_defs);
     }
     for (size_t k = 0; k < N_KEYS; k++)
         if (keys[k].section == section && strcmp(keys[k].key, key) == 0)
@@ -149,8 +151,11 @@ static const char *key_list(int section, char *buf, size_t size)
     for (size_t k = 0; k < N_KEYS; k++)
         if (keys[k].section == section && n < size)
             n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", keys[k].key);
+    kfac_train_params scratch;
+    kfac_param_slot s;
     for (int i = 0; is_param_section(section) && i < kfac_param_defs_count; i++)
-        if (!strcmp(kfac_param_defs[i].section, sections[section].name) && n < size)
+        if (kfac_param_slot_find(&scratch, sections[section].name, kfac_param_defs[i].key, &s) == 0 &&
+            s.d == &kfac_param_defs[i] && n < size)
             n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", kfac_param_defs[i].key);
     return buf;
 }
@@ -164,14 +169,16 @@ static const char *section_list(char *buf, size_t size)
     return buf;
 }
 
-/* Set key slot k (find_key) from `value`: an architecture key in target,
- * a parameter in the training parameters. */
-static kfac_status set_value(const parser *p, int line, int k, const char *value, void *target)
+/* Set key k (find_key) of `section` from `value`: an architecture key in
+ * target, a parameter in the training parameters. */
+static kfac_status set_value(const parser *p, int line, int section, int k, const char *value, void *target)
 {
     kfac_status st;
     if (k >= (int)N_KEYS) {
-        const kfac_param_def *d = &kfac_param_defs[k - (int)N_KEYS];
-        st = kfac_value_parse(&d->v, d->key, value, kfac_param_field(d, p->train));
+        kfac_param_slot s;
+        kfac_param_slot_find(p->train, sections[section].name, kfac_param_defs[k - (int)N_KEYS].key, &s);
+        snprintf(s.name, sizeof s.name, "%s", s.d->key); /* the line says which section */
+        st = kfac_param_slot_set(&s, value);
     } else {
         st = kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)target + keys[k].offset);
     }
@@ -272,7 +279,7 @@ static kfac_status parse_lines(parser *p, char *text)
                              line, key, sections[section].name, seen_line[k]);
         if (*value == '\0')
             return kfac_fail(KFAC_ERR_PARSE, "%s:%d: empty value for '%s'", p->file, line, key);
-        if ((st = set_value(p, line, k, value, target)) != KFAC_OK)
+        if ((st = set_value(p, line, section, k, value, target)) != KFAC_OK)
             return st;
         seen_line[k] = line;
     }

@@ -198,7 +198,10 @@ kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_n
     const kfac_optimizer_type *type = type_of(tp->optimizer);
     if (!type)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)tp->optimizer);
-    kfac_status s = optimizer_alloc(tp->optimizer, &tp->optim, kfac_net_n_params(net), out);
+    /* [train]'s settings with this optimizer's own section over them */
+    kfac_optim_params op;
+    kfac_train_params_resolve(tp, &op);
+    kfac_status s = optimizer_alloc(tp->optimizer, &op, kfac_net_n_params(net), out);
     if (s == KFAC_OK && type->alloc && (s = type->alloc(net, tp, &(*out)->own)) != KFAC_OK) {
         kfac_optimizer_free(*out);
         *out = NULL;

@@ -275,6 +275,10 @@ void kfac_train_params_init(kfac_train_params *p)
     init_part(KFAC_PART_TRAIN, p);
     kfac_optim_params_init(&p->optim);
     kfac_kfac_params_init(&p->kfac);
+    for (int k = 0; k < KFAC_OPT_COUNT; k++) /* all "inherit" */
+        for (int i = 0; i < kfac_param_defs_count; i++)
+            if (kfac_param_defs[i].part == KFAC_PART_OPTIM)
+                *(float *)((char *)&p->per_optimizer[k] + kfac_param_defs[i].offset) = NAN;
 }
 
 kfac_status kfac_optim_params_validate(const kfac_optim_params *p)
@@ -288,6 +292,30 @@ kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p)
     return p ? validate_part(KFAC_PART_KFAC, p) : kfac_fail(KFAC_ERR_INVALID_ARG, "K-FAC parameters are NULL");
 }
 
+/* an optimizer's own settings: NaN (inherit) or in the [train] range */
+static kfac_status validate_own(const kfac_train_params *p)
+{
+    for (int k = 0; k < KFAC_OPT_COUNT; k++)
+        for (int i = 0; i < kfac_param_defs_count; i++) {
+            const kfac_param_def *d = &kfac_param_defs[i];
+            if (d->part != KFAC_PART_OPTIM)
+                continue;
+            double x = *(const float *)((const char *)&p->per_optimizer[k] + d->offset);
+            if (x != x)
+                continue;
+            if (k == KFAC_OPT_KFAC) /* K-FAC's own are kfac.lr and kfac.momentum */
+                return kfac_fail(KFAC_ERR_INVALID_ARG, "per_optimizer[kfac].%s is set: K-FAC's own settings are "
+                                 "kfac.lr and kfac.momentum", d->key);
+            if (!in_range(&d->v, x)) {
+                char name[64], text[64];
+                snprintf(name, sizeof name, "%s.%s", kfac_optimizer_name((kfac_optimizer_kind)k), d->key);
+                snprintf(text, sizeof text, "%.9g", x);
+                return out_of_range(&d->v, name, text);
+            }
+        }
+    return KFAC_OK;
+}
+
 kfac_status kfac_train_params_validate(const kfac_train_params *p)
 {
     if (!p)
@@ -295,24 +323,90 @@ kfac_status kfac_train_params_validate(const kfac_train_params *p)
     kfac_status st = validate_part(KFAC_PART_TRAIN, p);
     if (st == KFAC_OK)
         st = validate_part(KFAC_PART_OPTIM, &p->optim);
-    return st == KFAC_OK ? validate_part(KFAC_PART_KFAC, &p->kfac) : st;
+    if (st == KFAC_OK)
+        st = validate_part(KFAC_PART_KFAC, &p->kfac);
+    return st == KFAC_OK ? validate_own(p) : st;
+}
+
+void kfac_train_params_resolve(const kfac_train_params *p, kfac_optim_params *out)
+{
+    if (!p || !out)
+        return;
+    *out = p->optim;
+    if ((unsigned)p->optimizer >= KFAC_OPT_COUNT)
+        return;
+    for (int i = 0; i < kfac_param_defs_count; i++) {
+        const kfac_param_def *d = &kfac_param_defs[i];
+        float x = *(const float *)((const char *)&p->per_optimizer[p->optimizer] + d->offset);
+        if (d->part == KFAC_PART_OPTIM && x == x)
+            *(float *)((char *)out + d->offset) = x;
+    }
+    if (p->optimizer == KFAC_OPT_KFAC) {
+        if (p->kfac.lr > 0.0f)
+            out->lr = p->kfac.lr;
+        if (p->kfac.momentum >= 0.0f)
+            out->momentum = p->kfac.momentum;
+    }
 }
 
 /* ------------------------------------------------------ access by name */
 
-/* "kfac.damping" or "damping" -> the row */
-static int lookup(const char *name)
+int kfac_param_optimizer_section(const char *section, kfac_optimizer_kind *kind)
+{
+    kfac_optimizer_kind k;
+    if (!section || kfac_optimizer_from_name(section, &k) != KFAC_OK || k == KFAC_OPT_KFAC)
+        return 0; /* (K-FAC's section is [kfac], its rows its own) */
+    if (kind)
+        *kind = k;
+    return 1;
+}
+
+int kfac_param_slot_find(kfac_train_params *p, const char *section, const char *key, kfac_param_slot *out)
+{
+    kfac_optimizer_kind k;
+    memset(out, 0, sizeof *out);
+    if (kfac_param_optimizer_section(section, &k)) {
+        int i = kfac_param_find("train", key);
+        if (i < 0 || kfac_param_defs[i].part != KFAC_PART_OPTIM)
+            return -1;
+        out->d = &kfac_param_defs[i];
+        out->field = (char *)&p->per_optimizer[k] + out->d->offset;
+        out->inherits = 1;
+        snprintf(out->name, sizeof out->name, "%s.%s", section, key);
+        return 0;
+    }
+    int i = kfac_param_find(section, key);
+    if (i < 0)
+        return -1;
+    out->d = &kfac_param_defs[i];
+    out->field = kfac_param_field(out->d, p);
+    char shown[64];
+    snprintf(out->name, sizeof out->name, "%s", display_name(out->d, shown, sizeof shown));
+    return 0;
+}
+
+kfac_status kfac_param_slot_set(const kfac_param_slot *s, const char *value)
+{
+    if (s->inherits && !strcmp(value, "inherit")) {
+        *(float *)s->field = NAN;
+        return KFAC_OK;
+    }
+    return kfac_value_parse(&s->d->v, s->name, value, s->field);
+}
+
+/* "kfac.damping", "adam.lr" or "damping" -> the slot in p */
+static int lookup(kfac_train_params *p, const char *name, kfac_param_slot *out)
 {
     const char *dot = name ? strchr(name, '.') : NULL;
     if (!dot)
-        return kfac_param_find(NULL, name);
+        return kfac_param_slot_find(p, NULL, name, out);
     char section[16];
     size_t n = (size_t)(dot - name);
     if (n >= sizeof section)
         return -1;
     memcpy(section, name, n);
     section[n] = '\0';
-    return kfac_param_find(section, dot + 1);
+    return kfac_param_slot_find(p, section, dot + 1, out);
 }
 
 static kfac_status unknown_name(const char *name)
@@ -323,7 +417,7 @@ static kfac_status unknown_name(const char *name)
     if (rows > 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "parameter '%s' is in two sections: say train.%s or kfac.%s", name,
                          name, name);
-    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown parameter '%s' (kfac_param_info lists them)",
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown parameter '%s' (kfac_param_get_info lists them)",
                      name ? name : "(null)");
 }
 
@@ -332,28 +426,29 @@ kfac_status kfac_train_params_set(kfac_train_params *p, const char *name, const 
     kfac_clear_error();
     if (!p || !name || !value)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_train_params_set: NULL argument");
-    int i = lookup(name);
-    if (i < 0)
+    kfac_param_slot s;
+    if (lookup(p, name, &s) < 0)
         return unknown_name(name);
-    const kfac_param_def *d = &kfac_param_defs[i];
-    char buf[64];
-    return kfac_value_parse(&d->v, display_name(d, buf, sizeof buf), value, kfac_param_field(d, p));
+    return kfac_param_slot_set(&s, value);
 }
 
-/* the value of row d in p as text; floats with %.9g, which reads back to
- * the same float, or (short) %g */
-static void format_value(const kfac_param_def *d, const kfac_train_params *p, int exact, char *buf, size_t size)
+/* the value of slot s as text; floats with %.9g, which reads back to the
+ * same float, or (short) %g */
+static void format_value(const kfac_param_slot *s, int exact, char *buf, size_t size)
 {
-    const void *f = kfac_param_field(d, (kfac_train_params *)p);
-    switch (d->v.type) {
+    const void *f = s->field;
+    switch (s->d->v.type) {
     case KFAC_V_FLOAT:
-        snprintf(buf, size, exact ? "%.9g" : "%g", (double)*(const float *)f);
+        if (s->inherits && *(const float *)f != *(const float *)f)
+            snprintf(buf, size, "inherit");
+        else
+            snprintf(buf, size, exact ? "%.9g" : "%g", (double)*(const float *)f);
         break;
     case KFAC_V_U64:
         snprintf(buf, size, "%llu", (unsigned long long)*(const uint64_t *)f);
         break;
     case KFAC_V_ENUM: {
-        const char *nm = d->v.name_of(*(const int *)f);
+        const char *nm = s->d->v.name_of(*(const int *)f);
         snprintf(buf, size, "%s", nm ? nm : "?");
         break;
     }
@@ -368,10 +463,10 @@ kfac_status kfac_train_params_get(const kfac_train_params *p, const char *name, 
     kfac_clear_error();
     if (!p || !name || !buf || size < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_train_params_get: NULL argument");
-    int i = lookup(name);
-    if (i < 0)
+    kfac_param_slot s;
+    if (lookup((kfac_train_params *)p, name, &s) < 0)
         return unknown_name(name);
-    format_value(&kfac_param_defs[i], p, 1, buf, size);
+    format_value(&s, 1, buf, size);
     return KFAC_OK;
 }
 
@@ -393,7 +488,8 @@ kfac_status kfac_param_get_info(int i, kfac_param_info *out)
     kfac_value_range(&d->v, out->range, sizeof out->range);
     kfac_train_params defaults;
     kfac_train_params_init(&defaults);
-    format_value(d, &defaults, 0, out->def, sizeof out->def);
+    kfac_param_slot slot = {d, kfac_param_field(d, &defaults), 0, ""};
+    format_value(&slot, 0, out->def, sizeof out->def);
     return KFAC_OK;
 }
 

@@ -65,4 +65,24 @@ int kfac_param_find(const char *section, const char *key);
 /* Row i's field in p. */
 void *kfac_param_field(const kfac_param_def *d, kfac_train_params *p);
 
+/* A parameter as a name finds it: its row and its field in one
+ * kfac_train_params. An optimizer's own section ("adam") has the [train]
+ * rows of kfac_optim_params, in p->per_optimizer, where NaN means
+ * "inherit". */
+typedef struct kfac_param_slot {
+    const kfac_param_def *d;
+    void *field;
+    int inherits; /* an optimizer's own setting: NaN, "inherit", allowed */
+    char name[64]; /* for messages: "damping", "kfac.lr", "adam.lr" */
+} kfac_param_slot;
+
+/* The slot of section's key (section NULL: a key one section alone has);
+ * -1 if there is none. */
+int kfac_param_slot_find(kfac_train_params *p, const char *section, const char *key, kfac_param_slot *out);
+/* Set a slot from text (the net file's and kfac_train_params_set's rules). */
+kfac_status kfac_param_slot_set(const kfac_param_slot *s, const char *value);
+/* The first-order optimizers that have a section of their own, "sgd" ...
+ * "adam": whether `section` names one, and which. */
+int kfac_param_optimizer_section(const char *section, kfac_optimizer_kind *kind);
+
 #endif

@@ -210,6 +210,8 @@ static uint64_t state_hash(const kfac_trainer *t)
         const kfac_param_def *d = &kfac_param_defs[i];
         h = fnv(h, kfac_param_field(d, &p), d->v.type == KFAC_V_U64 ? sizeof(uint64_t) : sizeof(int));
     }
+    /* the optimizers' own settings: floats, NaN where they inherit */
+    h = fnv(h, p.per_optimizer, sizeof p.per_optimizer);
     return h;
 }
 

@@ -323,7 +323,7 @@ typedef struct net_case {
 } net_case;
 
 static const net_case net_cases[] = {
-    {NET784 "[conv]\nunits = 3\n", ":6: ", "unknown section [conv] (net, dense, train, kfac)"},
+    {NET784 "[conv]\nunits = 3\n", ":6: ", "unknown section [conv] (net, dense, train, kfac, sgd, momentum, nesterov, adam)"},
     {"[net]\ninputs = 784\n[dense]\nsize = 10\n", ":4: ", "unknown key 'size' in [dense] (units, activation)"},
     {NET784 "[train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n", ":9: ", "duplicated key 'lr' in [train] (first at line 7)"},
     {"[net]\ninputs = many\n", ":2: ", "inputs needs an integer, got 'many'"},

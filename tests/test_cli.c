@@ -172,6 +172,52 @@ END_TEST
 
 /* compare: both optimizers trained on the same data, a table side by side,
  * one log per optimizer */
+/* Each optimizer at its own settings: a net file's [adam] section, and
+ * compare's NAME:key=value, apply to that optimizer alone; a flag wins
+ * over every section; and compare prints each one's learning rate. */
+START_TEST(test_per_optimizer_settings)
+{
+    const char *data = small_data();
+    char net[600], args[2048];
+    snprintf(net, sizeof net, "%s/own.net", test_tmpdir());
+    FILE *f = fopen(net, "w");
+    ck_assert_ptr_nonnull(f);
+    char small[600];
+    snprintf(small, sizeof small, "%s/nets/small.net", test_root());
+    fputs(slurp(small), f);
+    fputs("\n[adam]\nlr = 0.002\nbeta2 = 0.99\n\n[sgd]\nlr = 0.2\n", f);
+    fclose(f);
+    snprintf(args, sizeof args,
+             "compare '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizers adam,sgd:lr=0.3,momentum,nesterov:lr=0.07:momentum=0.8",
+             net, data);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_msg(strstr(out, "# adam lr 0.002 beta1 0.9 beta2 0.99"), "%s", out);
+    ck_assert_msg(strstr(out, "# sgd lr 0.3,"), "%s", out);          /* the command line over [sgd] */
+    ck_assert_msg(strstr(out, "# momentum lr 0.05 momentum 0.9,"), "%s", out); /* [train]'s */
+    ck_assert_msg(strstr(out, "# nesterov lr 0.07 momentum 0.8,"), "%s", out);
+    const char *table = strstr(out, "# side by side");
+    ck_assert_ptr_nonnull(table);
+    ck_assert_msg(strstr(table, "adam lr 0.002") && strstr(table, "sgd lr 0.3") && strstr(table, "momentum lr 0.05"),
+                  "%s", table);
+    /* train: [adam]'s, unless a flag says otherwise */
+    snprintf(args, sizeof args, "train '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizer adam", net, data);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.002 "), "%s", slurp(out_path));
+    snprintf(args, sizeof args, "train '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizer adam --lr 0.004",
+             net, data);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.004 beta1 0.9 beta2 0.99"), "%s", slurp(out_path));
+    /* what compare refuses */
+    snprintf(args, sizeof args, "compare nets/small.net --data '%s' --optimizers adam:lr", data);
+    expect_error(args, 2, "adam:lr': lr: expected key=value");
+    snprintf(args, sizeof args, "compare nets/small.net --data '%s' --optimizers adam:lr=7e9", data);
+    expect_error(args, 2, "adam.lr = 7e9 is outside (0, 1000]");
+    snprintf(args, sizeof args, "compare nets/small.net --data '%s' --optimizers sgd:damping=1", data);
+    expect_error(args, 2, "unknown parameter 'sgd.damping'");
+}
+END_TEST
+
 START_TEST(test_compare)
 {
     const char *data = small_data();
@@ -568,6 +614,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_bad_inputs);
     tcase_add_test(tc, test_kfac_flags);
     tcase_add_test(tc, test_compare);
+    tcase_add_test(tc, test_per_optimizer_settings);
     tcase_add_test(tc, test_run_and_log);
     tcase_add_test(tc, test_output_modes);
     tcase_add_test(tc, test_autoencoder_log);

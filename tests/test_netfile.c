@@ -1,5 +1,6 @@
 /* test_netfile.c - the net-file parser: the shipped nets/ files, every
  * error kind with its "file:line:" detail, comments, defaults and I/O. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,7 +309,7 @@ typedef struct bad_case {
 
 static const bad_case bad[] = {
     /* line-level */
-    {NET_OK "[conv]\n", "t.net:6:", "unknown section [conv] (net, dense, train, kfac)"},
+    {NET_OK "[conv]\n", "t.net:6:", "unknown section [conv] (net, dense, train, kfac, sgd, momentum, nesterov, adam)"},
     {"[net]\ninputs = 4\n[dense]\nsise = 3\n", "t.net:4:",
      "unknown key 'sise' in [dense] (units, activation)"},
     {"[net]\ninputs = 4\ninputs = 5\n[dense]\nunits = 2\nactivation = linear\n", "t.net:3:",
@@ -569,6 +570,50 @@ START_TEST(test_parameter_table)
 }
 END_TEST
 
+/* [sgd], [momentum], [nesterov] and [adam]: each optimizer's own
+ * settings, the [train] keys of the first-order optimizers, NaN where they
+ * inherit; kfac_train_params_resolve gives what a run uses. */
+START_TEST(test_optimizer_sections)
+{
+    kfac_net_spec spec;
+    kfac_train_params t;
+    const char *text = NET_OK "[train]\nlr = 0.05\n[adam]\nlr = 0.001\neps = 1e-6\n[kfac]\nlr = 0.03\n";
+    ck_assert_msg(kfac_netfile_parse(text, "t.net", &spec, &t) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert(t.per_optimizer[KFAC_OPT_ADAM].lr == 0.001f && t.per_optimizer[KFAC_OPT_ADAM].eps == 1e-6f);
+    ck_assert(isnan(t.per_optimizer[KFAC_OPT_ADAM].beta1) && isnan(t.per_optimizer[KFAC_OPT_SGD].lr));
+    kfac_optim_params op;
+    t.optimizer = KFAC_OPT_ADAM;
+    kfac_train_params_resolve(&t, &op);
+    ck_assert(op.lr == 0.001f && op.eps == 1e-6f && op.beta1 == t.optim.beta1);
+    t.optimizer = KFAC_OPT_MOMENTUM;
+    kfac_train_params_resolve(&t, &op);
+    ck_assert(!memcmp(&op, &t.optim, sizeof op)); /* no section: [train]'s */
+    t.optimizer = KFAC_OPT_KFAC;
+    kfac_train_params_resolve(&t, &op);
+    ck_assert(op.lr == 0.03f && op.momentum == t.optim.momentum);
+    /* by name, back to inherit, and the validation of what is set */
+    char buf[32];
+    ck_assert_int_eq(kfac_train_params_get(&t, "adam.lr", buf, sizeof buf), KFAC_OK);
+    ck_assert_str_eq(buf, "0.00100000005");
+    ck_assert_int_eq(kfac_train_params_set(&t, "adam.lr", "inherit"), KFAC_OK);
+    ck_assert_int_eq(kfac_train_params_get(&t, "adam.lr", buf, sizeof buf), KFAC_OK);
+    ck_assert_str_eq(buf, "inherit");
+    ck_assert_int_eq(kfac_train_params_set(&t, "kfac.lr", "inherit"), KFAC_ERR_INVALID_ARG);
+    t.per_optimizer[KFAC_OPT_NESTEROV].momentum = 1.0f;
+    ck_assert_int_eq(kfac_train_params_validate(&t), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "nesterov.momentum = 1 is outside [0, 1)"));
+    /* the sections take the optimizers' keys only, once */
+    ck_assert_int_eq(kfac_netfile_parse(NET_OK "[adam]\ndamping = 1\n", "t.net", &spec, &t), KFAC_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(),
+                                 "t.net:7: unknown key 'damping' in [adam] (lr, momentum, beta1, beta2, eps, weight_decay)"));
+    ck_assert_int_eq(kfac_netfile_parse(NET_OK "[sgd]\nlr = 0\n", "t.net", &spec, &t), KFAC_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "t.net:7: lr = 0 is outside (0, 1000]"));
+    ck_assert_int_eq(kfac_netfile_parse(NET_OK "[sgd]\nlr = 0.1\n[sgd]\nlr = 0.2\n", "t.net", &spec, &t),
+                     KFAC_ERR_PARSE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "second [sgd] section"));
+}
+END_TEST
+
 Suite *netfile_suite(void)
 {
     Suite *s = suite_create("netfile");
@@ -585,6 +630,7 @@ Suite *netfile_suite(void)
     tcase_add_test(tc, test_all_enum_names);
     tcase_add_test(tc, test_max_layers);
     tcase_add_test(tc, test_parameter_table);
+    tcase_add_test(tc, test_optimizer_sections);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

@@ -267,15 +267,15 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
         printf("-%d", s->layers[l].units);
     printf(", %s loss, %s init\n", kfac_loss_name(s->loss), kfac_init_name(s->init));
     int kf = p->optimizer == KFAC_OPT_KFAC;
-    double lr = kf && p->kfac.lr > 0 ? p->kfac.lr : p->optim.lr;
-    double mu = kf && p->kfac.momentum >= 0 ? p->kfac.momentum : p->optim.momentum;
-    printf("# %s lr %g", kfac_optimizer_name(p->optimizer), lr);
+    kfac_optim_params op; /* what this optimizer runs with: [train] and its own section */
+    kfac_train_params_resolve(p, &op);
+    printf("# %s lr %g", kfac_optimizer_name(p->optimizer), (double)op.lr);
     if (p->optimizer == KFAC_OPT_MOMENTUM || p->optimizer == KFAC_OPT_NESTEROV || kf)
-        printf(" momentum %g", mu);
+        printf(" momentum %g", (double)op.momentum);
     if (p->optimizer == KFAC_OPT_ADAM)
-        printf(" beta1 %g beta2 %g eps %g", (double)p->optim.beta1, (double)p->optim.beta2, (double)p->optim.eps);
-    if (p->optim.weight_decay > 0)
-        printf(" weight_decay %g", (double)p->optim.weight_decay);
+        printf(" beta1 %g beta2 %g eps %g", (double)op.beta1, (double)op.beta2, (double)op.eps);
+    if (op.weight_decay > 0)
+        printf(" weight_decay %g", (double)op.weight_decay);
     const char *wait = cli_wait_policy();
     int threads = kfac_get_threads();
     printf(", batch %d, %d epoch%s, seed %llu, %d thread%s%s%s%s\n", p->batch, p->epochs, KFAC_S(p->epochs),
@@ -433,8 +433,15 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         if (kfac_train_params_set(p, name, args.v[k].value) != KFAC_OK) {
             cli_error("%s: %s '%s': %s", cmd, in.flag, args.v[k].value, kfac_last_error());
             code = EXIT_USAGE;
-        } else if (in.resets && kfac_train_params_get(&defaults, in.resets, def, sizeof def) == KFAC_OK) {
-            kfac_train_params_set(p, in.resets, def); /* the flag wins (--lr over [kfac] lr) */
+            continue;
+        }
+        /* the flag wins over the net file's sections: --lr over [kfac] lr
+         * and over every optimizer's own [adam] lr, ... */
+        if (in.resets && kfac_train_params_get(&defaults, in.resets, def, sizeof def) == KFAC_OK)
+            kfac_train_params_set(p, in.resets, def);
+        for (int j = 0; !strcmp(in.section, "train") && j < KFAC_OPT_COUNT; j++) {
+            snprintf(name, sizeof name, "%s.%s", kfac_optimizer_name((kfac_optimizer_kind)j), in.key);
+            kfac_train_params_set(p, name, "inherit"); /* refused where there is no such setting */
         }
     }
     cli_args_free(&args);
@@ -601,11 +608,30 @@ int cmd_compare(int argc, char **argv)
         cli_error("compare: --optimizers: list too long");
         return EXIT_USAGE;
     }
+    /* each NAME[:key=value...]: the settings are that optimizer's own
+     * ("adam:lr=0.001" is the net file's [adam] lr = 0.001) */
+    kfac_train_params own[MAX_OPT];
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *rest = strchr(tok, ':');
+        if (rest)
+            *rest++ = '\0';
         if (n == MAX_OPT || kfac_optimizer_from_name(tok, &kinds[n]) != KFAC_OK) {
             cli_error("compare: --optimizers '%s': %s", o.optimizers,
                       n == MAX_OPT ? "at most 8 optimizers" : kfac_last_error());
             return EXIT_USAGE;
+        }
+        own[n] = o.p;
+        own[n].optimizer = kinds[n];
+        for (char *s2 = NULL, *kv = rest ? strtok_r(rest, ":", &s2) : NULL; kv; kv = strtok_r(NULL, ":", &s2)) {
+            char *eq = strchr(kv, '='), name[96];
+            if (eq)
+                *eq = '\0';
+            snprintf(name, sizeof name, "%s.%s", tok, kv);
+            if (!eq || kfac_train_params_set(&own[n], name, eq + 1) != KFAC_OK) {
+                cli_error("compare: --optimizers '%s': %s: %s", o.optimizers, kv,
+                          eq ? kfac_last_error() : "expected key=value");
+                return EXIT_USAGE;
+            }
         }
         n++;
     }
@@ -623,8 +649,7 @@ int cmd_compare(int argc, char **argv)
         goto done;
     }
     for (int k = 0; k < n && code == EXIT_OK; k++) {
-        kfac_train_params p = o.p;
-        p.optimizer = kinds[k];
+        kfac_train_params p = own[k];
         char log_path[4096];
         if (o.log_path) {
             /* run.csv -> run-kfac.csv */
@@ -641,8 +666,13 @@ int cmd_compare(int argc, char **argv)
         int threads = kfac_get_threads();
         printf("\n# side by side: %s, seed %llu, %d thread%s\n%5s", o.netfile, (unsigned long long)o.p.seed, threads,
                KFAC_S(threads), "");
-        for (int k = 0; k < n; k++)
-            printf(" | %-30s", kfac_optimizer_name(kinds[k]));
+        for (int k = 0; k < n; k++) { /* each with its own settings */
+            kfac_optim_params op;
+            char label[64];
+            kfac_train_params_resolve(&own[k], &op);
+            snprintf(label, sizeof label, "%s lr %g", kfac_optimizer_name(kinds[k]), (double)op.lr);
+            printf(" | %-30s", label);
+        }
         printf("\n%5s", "epoch");
         for (int k = 0; k < n; k++)
             printf(" | %8s %11s %9s", "seconds", "train_loss", metric_name(&o.spec));
