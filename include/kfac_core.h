@@ -544,6 +544,9 @@ KFAC_API long kfac_precond_steps(const kfac_precond *pc); /* steps taken (0 for 
  * until the next step; NULL before the first step or for bad arguments. */
 KFAC_API const float *kfac_precond_direction(const kfac_precond *pc, int l);
 /* Counters, timings and the current damping, as for the trainer. */
+/* The learning rate of the next steps (a schedule's), (0, 1000]; the
+ * kl_clip rule's. */
+KFAC_API kfac_status kfac_precond_set_lr(kfac_precond *pc, float lr);
 KFAC_API kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out);
 
 /* The preconditioner's whole state (factors, inverses, damping, momentum

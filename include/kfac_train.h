@@ -47,6 +47,18 @@ KFAC_API kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_
 #define KFAC_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 /* ------------------------------------------------------------- training */
 
+/* How the learning rate moves over a run (docs/algorithm.md §11.1); a
+ * linear warm-up over warmup_epochs may come first. */
+typedef enum kfac_lr_schedule {
+    KFAC_LR_CONSTANT, /* lr throughout */
+    KFAC_LR_STEP,     /* lr x lr_step_factor every lr_step_epochs epochs */
+    KFAC_LR_COSINE,   /* from lr down to 0 along half a cosine */
+    KFAC_LR_COUNT
+} kfac_lr_schedule;
+
+KFAC_API const char *kfac_lr_schedule_name(kfac_lr_schedule s);
+KFAC_API kfac_status kfac_lr_schedule_from_name(const char *name, kfac_lr_schedule *out);
+
 typedef struct kfac_train_params {
     kfac_optimizer_kind optimizer; /* default MOMENTUM */
     kfac_optim_params optim;       /* see kfac_optim_params_init */
@@ -54,6 +66,10 @@ typedef struct kfac_train_params {
     int batch;                     /* default 128; 1..max_batch of the net */
     int epochs;                    /* default 10; 1..100000 */
     uint64_t seed;                 /* default 1: weights and data order */
+    kfac_lr_schedule lr_schedule;  /* default CONSTANT */
+    float warmup_epochs;           /* linear warm-up from 0; default 0; [0, 100000] */
+    int lr_step_epochs;            /* STEP: epochs between drops; default 30 */
+    float lr_step_factor;          /* STEP: each drop's factor; default 0.1; (0, 1] */
     /* One optimizer's own settings, so one net file (or one `kfac
      * compare`) runs each optimizer at its tuned values: the [sgd],
      * [momentum], [nesterov] and [adam] sections, or the names

@@ -185,6 +185,8 @@ static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_st
     in.gstat = gstat;
     s->net = net;
     s->y = ctx->y;
+    if ((st = kfac_precond_set_lr(s->pc, a->lr)) != KFAC_OK) /* the schedule's */
+        return st;
     return kfac_precond_step_input(s->pc, &in);
 }
 

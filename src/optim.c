@@ -17,7 +17,7 @@ static kfac_status sgd_step(void *state, const kfac_step_args *a, const kfac_ste
 {
     (void)state, (void)ctx;
     const size_t n = a->n;
-    const float lr = a->p->lr;
+    const float lr = a->lr;
     float *restrict theta = a->theta;
     const float *restrict grad = a->grad;
     /* theta <- theta - lr g */
@@ -31,7 +31,7 @@ static kfac_status momentum_step(void *state, const kfac_step_args *a, const kfa
 {
     (void)state, (void)ctx;
     const size_t n = a->n;
-    const float lr = a->p->lr, mu = a->p->momentum;
+    const float lr = a->lr, mu = a->p->momentum;
     float *restrict theta = a->theta, *restrict v = a->vec[0];
     const float *restrict grad = a->grad;
     /* v <- mu v + g; theta <- theta - lr v (PyTorch's form without
@@ -49,7 +49,7 @@ static kfac_status nesterov_step(void *state, const kfac_step_args *a, const kfa
 {
     (void)state, (void)ctx;
     const size_t n = a->n;
-    const float lr = a->p->lr, mu = a->p->momentum;
+    const float lr = a->lr, mu = a->p->momentum;
     float *restrict theta = a->theta, *restrict v = a->vec[0];
     const float *restrict grad = a->grad;
     /* v <- mu v + g; theta <- theta - lr (g + mu v): PyTorch's Nesterov,
@@ -81,7 +81,7 @@ static kfac_status adam_step(void *state, const kfac_step_args *a, const kfac_st
      * lr mhat / (sqrt(vhat) + eps) with mhat = m / bc1, vhat = v / bc2. */
     const double bc1 = 1.0 - pow((double)b1, (double)t);
     const double bc2 = 1.0 - pow((double)b2, (double)t);
-    const float step = (float)((double)a->p->lr / bc1);
+    const float step = (float)((double)a->lr / bc1);
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     /* sqrtf vectorises only under -fno-math-errno (otherwise GCC keeps a
      * branch to set errno for negative input, which v never is); with it
@@ -119,6 +119,7 @@ struct kfac_optimizer {
     long t;          /* steps taken */
     float *state[2]; /* the type's state_vectors vectors of n floats */
     void *own;       /* the type's own state (alloc), else NULL */
+    float lr_factor; /* the schedule's, for the next steps; 1 */
 };
 
 static const kfac_optimizer_type *type_of(kfac_optimizer_kind k)
@@ -161,6 +162,7 @@ static kfac_status optimizer_alloc(kfac_optimizer_kind kind, const kfac_optim_pa
     opt->p = *p;
     opt->n = n_params;
     opt->t = 0;
+    opt->lr_factor = 1.0f;
     size_t bytes = n_params * sizeof(float);
     for (int i = 0; i < type->state_vectors && i < 2; i++) {
         if (!(opt->state[i] = kfac_alloc_floats(n_params))) {
@@ -229,7 +231,7 @@ kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *gr
     }
     /* t counts the steps actually taken */
     long t = opt->t + 1;
-    kfac_step_args a = {&opt->p, n, theta, grad, opt->state, t};
+    kfac_step_args a = {&opt->p, n, theta, grad, opt->state, t, opt->p.lr * opt->lr_factor};
     kfac_status s = opt->type->step(opt->own, &a, ctx);
     if (s == KFAC_OK)
         opt->t = t;
@@ -262,6 +264,8 @@ const float *kfac_optimizer_state_vector(const kfac_optimizer *opt, int i)
 {
     return i >= 0 && i < opt->type->state_vectors && i < 2 ? opt->state[i] : NULL;
 }
+
+void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor) { opt->lr_factor = factor; }
 
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt) { return opt->type->flat_gradient; }
 

@@ -22,6 +22,10 @@ kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_n
 kfac_status kfac_optimizer_step_ctx(kfac_optimizer *opt, float *theta, float *grad,
                                     const kfac_step_ctx *ctx);
 
+/* The learning-rate schedule's factor for the next steps (1 at first):
+ * each step's learning rate is the optimizer's times it. */
+void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor);
+
 /* Whether the step reads the flat mean gradient (else the trainer skips
  * forming it). */
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt);

@@ -35,6 +35,8 @@ typedef struct kfac_step_args {
                                    NULL when the type's flat_gradient is 0 */
     float *const *vec;          /* the type's state_vectors vectors of n */
     long t;                     /* 1-based step number */
+    float lr;                   /* this step's learning rate: p->lr times the
+                                   schedule's factor */
 } kfac_step_args;
 
 /* (its name is its kind's, kfac_optimizer_name) */

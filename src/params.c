@@ -100,6 +100,7 @@ static const char *optimizer_name(int k) { return kfac_optimizer_name((kfac_opti
 static const char *fisher_name(int k) { return kfac_fisher_name((kfac_fisher_kind)k); }
 static const char *inversion_name(int k) { return kfac_inversion_name((kfac_inversion)k); }
 static const char *rule_name(int k) { return kfac_step_rule_name((kfac_step_rule)k); }
+static const char *lr_schedule_name(int k) { return kfac_lr_schedule_name((kfac_lr_schedule)k); }
 
 #define INT(lo, hi) {KFAC_V_INT, lo, hi, KFAC_CLOSED, NULL, NULL, 0}
 #define FLOAT(lo, hi, bounds) {KFAC_V_FLOAT, lo, hi, bounds, NULL, NULL, 0}
@@ -124,6 +125,14 @@ const kfac_param_def kfac_param_defs[] = {
      "L2 coefficient added to the gradient"},
     {"train", "batch", "--batch", TRAIN(batch), INT(1, 1000000), 128, NULL, "minibatch size"},
     {"train", "epochs", "--epochs", TRAIN(epochs), INT(1, 100000), 10, NULL, "passes over the training set"},
+    {"train", "lr_schedule", "--lr-schedule", TRAIN(lr_schedule), ENUM("lr schedule", lr_schedule_name, KFAC_LR_COUNT),
+     KFAC_LR_CONSTANT, NULL, "constant: lr; step: lr x lr_step_factor every lr_step_epochs; cosine: down to 0"},
+    {"train", "warmup_epochs", "--warmup-epochs", TRAIN(warmup_epochs), FLOAT(0, 100000, 0), 0.0, NULL,
+     "the learning rate rises linearly from 0 over these epochs first"},
+    {"train", "lr_step_epochs", "--lr-step-epochs", TRAIN(lr_step_epochs), INT(1, 100000), 30, NULL,
+     "step schedule: epochs between drops"},
+    {"train", "lr_step_factor", "--lr-step-factor", TRAIN(lr_step_factor), FLOAT(0, 1, OPEN_LO), 0.1, NULL,
+     "step schedule: each drop's factor"},
     {"train", "seed", "--seed", TRAIN(seed), {KFAC_V_U64, 0, 0, 0, NULL, NULL, 0}, 1, NULL,
      "seed for weights and data order"},
 
@@ -500,7 +509,9 @@ kfac_status kfac_param_get_info(int i, kfac_param_info *out)
 static const char *const fisher_names[KFAC_FISHER_COUNT] = {"sampled", "empirical"};
 static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen", "lowrank"};
 static const char *const rule_names[KFAC_RULE_COUNT] = {"kl_clip", "quadratic"};
+static const char *const lr_schedule_names[KFAC_LR_COUNT] = {"constant", "step", "cosine"};
 
 KFAC_NAMED_ENUM(kfac_fisher_kind, kfac_fisher, fisher_names[k], KFAC_FISHER_COUNT, "Fisher kind")
 KFAC_NAMED_ENUM(kfac_inversion, kfac_inversion, inversion_names[k], KFAC_INV_COUNT, "inversion")
 KFAC_NAMED_ENUM(kfac_step_rule, kfac_step_rule, rule_names[k], KFAC_RULE_COUNT, "step rule")
+KFAC_NAMED_ENUM(kfac_lr_schedule, kfac_lr_schedule, lr_schedule_names[k], KFAC_LR_COUNT, "lr schedule")

@@ -137,6 +137,14 @@ const float *kfac_precond_direction(const kfac_precond *pc, int l)
 }
 kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc) { return &pc->st; }
 
+kfac_status kfac_precond_set_lr(kfac_precond *pc, float lr)
+{
+    if (!pc || !(lr > 0.0f && lr <= 1000.0f))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_set_lr: learning rate %g outside (0, 1000]", lr);
+    pc->lr = lr;
+    return KFAC_OK;
+}
+
 void kfac_precond_set_dist(kfac_precond *pc, const kfac_dist *dist)
 {
     pc->dist = dist;

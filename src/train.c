@@ -288,6 +288,28 @@ fail:
 int kfac_trainer_rank(const kfac_trainer *t) { return t ? kfac_dist_rank(t->dist) : -1; }
 int kfac_trainer_ranks(const kfac_trainer *t) { return t ? kfac_dist_size(t->dist) : -1; }
 
+double kfac_lr_factor(const kfac_train_params *p, long t, long steps_per_epoch)
+{
+    double warm = (double)p->warmup_epochs * (double)steps_per_epoch, f = 1.0;
+    if (t < warm) /* linear from 0: the first step takes 1/warm of lr */
+        f = (double)(t + 1) / warm;
+    switch (p->lr_schedule) {
+    case KFAC_LR_STEP:
+        f *= pow((double)p->lr_step_factor, (double)(t / ((long)p->lr_step_epochs * steps_per_epoch)));
+        break;
+    case KFAC_LR_COSINE: {
+        /* over the steps after the warm-up; never 0 (t < total) */
+        double total = (double)p->epochs * (double)steps_per_epoch, span = total - warm;
+        if (span > 0.0 && t >= warm)
+            f *= 0.5 * (1.0 + cos(acos(-1.0) * ((double)t - warm) / span));
+        break;
+    }
+    default:
+        break;
+    }
+    return f;
+}
+
 static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user, kfac_epoch_stats *stats)
 {
     double start = kfac_seconds();
@@ -342,6 +364,9 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
             if ((st = kfac_dist_sum_floats(t->dist, grad, t->net->n_params)) != KFAC_OK)
                 break;
         }
+        /* steps taken so far, saved in checkpoints: a resumed run follows
+         * the same schedule */
+        kfac_optimizer_set_lr_factor(t->opt, (float)kfac_lr_factor(&t->p, kfac_optimizer_steps(t->opt), steps));
         if ((st = kfac_optimizer_step_ctx(t->opt, t->net->theta, grad, &ctx)) != KFAC_OK)
             break;
         if (progress && progress(user, s + 1, steps)) {

@@ -84,14 +84,18 @@ typedef struct config {
     kfac_optimizer_kind opt;
     kfac_step_rule rule;
     kfac_inversion inv;
+    kfac_lr_schedule schedule; /* with a warm-up of half an epoch */
 } config;
 
 static const config configs[] = {
-    {"momentum", KFAC_OPT_MOMENTUM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY},
-    {"adam", KFAC_OPT_ADAM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY},
-    {"kfac", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY},
-    {"kfac quadratic eigen", KFAC_OPT_KFAC, KFAC_RULE_QUADRATIC, KFAC_INV_EIGEN},
-    {"kfac lowrank", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK},
+    {"momentum", KFAC_OPT_MOMENTUM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY, KFAC_LR_CONSTANT},
+    {"adam", KFAC_OPT_ADAM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY, KFAC_LR_CONSTANT},
+    {"kfac", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY, KFAC_LR_CONSTANT},
+    {"kfac quadratic eigen", KFAC_OPT_KFAC, KFAC_RULE_QUADRATIC, KFAC_INV_EIGEN, KFAC_LR_CONSTANT},
+    {"kfac lowrank", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK, KFAC_LR_CONSTANT},
+    /* schedules read the steps taken, which the checkpoint holds */
+    {"momentum, cosine schedule", KFAC_OPT_MOMENTUM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY, KFAC_LR_COSINE},
+    {"kfac, step schedule", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK, KFAC_LR_STEP},
 };
 
 static void params_of(kfac_train_params *p, const config *c)
@@ -112,6 +116,12 @@ static void params_of(kfac_train_params *p, const config *c)
     /* 2 (4 + 8) <= 50: tiny.net's first A is a low-rank inverse, whose
      * basis, rank and constant the checkpoint must carry */
     p->kfac.rank_max = 4;
+    p->lr_schedule = c->schedule;
+    if (c->schedule != KFAC_LR_CONSTANT) {
+        p->warmup_epochs = 0.5f;
+        p->lr_step_epochs = 1;
+        p->epochs = 3;
+    }
 }
 
 static kfac_trainer *new_trainer(const kfac_net_spec *s, const kfac_train_params *p, const kfac_dataset *d)

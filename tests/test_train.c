@@ -342,6 +342,74 @@ START_TEST(test_damping_half_life)
 }
 END_TEST
 
+/* The learning-rate schedules (docs/algorithm.md §11.1), step by step:
+ * 10 steps an epoch. */
+START_TEST(test_lr_schedules)
+{
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.epochs = 4;
+    for (long t = 0; t < 40; t++) /* constant, no warm-up: exactly 1 */
+        ck_assert(kfac_lr_factor(&p, t, 10) == 1.0);
+    p.warmup_epochs = 2.0f; /* 20 steps from 1/20 of lr up */
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 0, 10), 1.0 / 20, 1e-15);
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 9, 10), 10.0 / 20, 1e-15);
+    ck_assert(kfac_lr_factor(&p, 19, 10) == 1.0 && kfac_lr_factor(&p, 20, 10) == 1.0);
+    p.warmup_epochs = 0.0f;
+    p.lr_schedule = KFAC_LR_STEP;
+    p.lr_step_epochs = 2;
+    p.lr_step_factor = 0.1f;
+    ck_assert(kfac_lr_factor(&p, 19, 10) == 1.0);
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 20, 10), 0.1, 1e-7);
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 39, 10), 0.1, 1e-7);
+    p.epochs = 6;
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 40, 10), 0.01, 1e-8);
+    p.epochs = 4;
+    p.lr_schedule = KFAC_LR_COSINE;
+    ck_assert(kfac_lr_factor(&p, 0, 10) == 1.0);
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 20, 10), 0.5, 1e-15);
+    double last = kfac_lr_factor(&p, 39, 10);
+    ck_assert_msg(last > 0.0 && last < 0.01, "the last step's factor %g", last);
+    p.warmup_epochs = 1.0f; /* the half cosine over the 30 steps after it */
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 4, 10), 0.5, 1e-15);
+    ck_assert(kfac_lr_factor(&p, 10, 10) == 1.0);
+    ck_assert_double_eq_tol(kfac_lr_factor(&p, 25, 10), 0.5, 1e-15);
+    /* by name, as a net file or a flag sets it */
+    ck_assert_int_eq(kfac_train_params_set(&p, "lr_schedule", "step"), KFAC_OK);
+    ck_assert_int_eq(p.lr_schedule, KFAC_LR_STEP);
+    ck_assert_int_eq(kfac_train_params_set(&p, "lr_schedule", "exp"), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "unknown lr schedule 'exp' (constant, step, cosine)"));
+}
+END_TEST
+
+/* A schedule changes the run: cosine with a warm-up against constant on
+ * nets/small.net, momentum, the same seed */
+START_TEST(test_lr_schedule_changes_the_run)
+{
+    load_data();
+    kfac_dataset tr = slice(&train_all, 1000);
+    kfac_net_spec s;
+    kfac_train_params p;
+    small_spec(&s, &p);
+    p.batch = 100;
+    p.epochs = 2;
+    double loss[2];
+    for (int run = 0; run < 2; run++) {
+        p.lr_schedule = run ? KFAC_LR_COSINE : KFAC_LR_CONSTANT;
+        p.warmup_epochs = run ? 1.0f : 0.0f;
+        kfac_trainer *t;
+        ck_assert_int_eq(kfac_trainer_new(&s, &p, &tr, &t), KFAC_OK);
+        kfac_epoch_stats es;
+        for (int e = 0; e < 2; e++)
+            ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, &es), KFAC_OK);
+        loss[run] = es.train_loss;
+        kfac_trainer_free(t);
+    }
+    ck_assert_msg(loss[0] != loss[1], "the same loss %g with and without the schedule", loss[0]);
+    free_data();
+}
+END_TEST
+
 START_TEST(test_divergence_detected)
 {
     load_data();
@@ -587,6 +655,8 @@ Suite *train_suite(void)
     tcase_add_test(tc, test_trainer_refuses_bad_setups);
     tcase_add_test(tc, test_divergence_detected);
     tcase_add_test(tc, test_damping_half_life);
+    tcase_add_test(tc, test_lr_schedules);
+    tcase_add_test(tc, test_lr_schedule_changes_the_run);
     tcase_add_test(tc, test_divergence_on_last_step);
     tcase_add_loop_test(tc, test_nan_caught_at_first_loss, 0, KFAC_OPT_COUNT);
     suite_add_tcase(s, tc);
