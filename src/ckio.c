@@ -199,13 +199,23 @@ void kfac_ckio_floats(kfac_ckio *io, float *v, size_t n, const char *what)
 
 void kfac_ckio_perm(kfac_ckio *io, uint32_t *v, size_t n)
 {
+    /* read back, each of [0, n) exactly once: a repeated entry (all zeros
+     * under a valid crc) would train on one example */
+    unsigned char *seen = NULL;
+    if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && !(seen = calloc(n / 8 + 1, 1)))
+        io->status = kfac_fail(KFAC_ERR_NOMEM, "checking a data order of %zu entries: out of memory", n);
     for (size_t i = 0; i < n && io->status == KFAC_OK; i++) {
         uint32_t x = (uint32_t)scalar(io, v[i], 4);
-        if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && x >= n)
+        if (seen && io->status == KFAC_OK && x >= n)
             io->status = kfac_fail(KFAC_ERR_FORMAT, "data order entry %zu is %u, outside [0, %zu)", i, x, n);
+        else if (seen && io->status == KFAC_OK && (seen[x / 8] >> (x % 8)) & 1)
+            io->status = kfac_fail(KFAC_ERR_FORMAT, "data order entry %zu repeats %u: not a permutation", i, x);
+        else if (seen)
+            seen[x / 8] |= (unsigned char)(1u << (x % 8));
         if (storing(io))
             v[i] = x;
     }
+    free(seen);
 }
 
 /* ----------------------------------------------------------------- files */

@@ -14,6 +14,9 @@ kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_dataset_pool: empty or NULL dataset");
     if (factor < 1 || factor > 64)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "pool factor %d outside [1, 64]", factor);
+    if ((long)in->rows * in->cols != in->features || in->features < 1)
+        return kfac_fail(KFAC_ERR_SHAPE, "kfac_dataset_pool: %dx%d images but %d features per example", in->rows,
+                         in->cols, in->features);
     if (in->rows % factor || in->cols % factor)
         return kfac_fail(KFAC_ERR_SHAPE, "pool %d does not divide %dx%d images", factor, in->rows, in->cols);
     int rows = in->rows / factor, cols = in->cols / factor, f = rows * cols;

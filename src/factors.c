@@ -113,7 +113,8 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     for (int l = 0; l < n_layers; l++) {
         /* a factor is dense d x d: 46341^2 floats would pass 8 GiB */
         if (d_in[l] < 1 || d_out[l] < 1 || d_in[l] > 46340 || d_out[l] > 46340)
-            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: sizes %d x %d outside [1, 46340]", l, d_out[l],
+            return kfac_fail(d_in[l] < 1 || d_out[l] < 1 ? KFAC_ERR_INVALID_ARG : KFAC_ERR_SHAPE,
+                             "layer %d has %d x %d weights: K-FAC's factors hold 1 to 46340 rows", l + 1, d_out[l],
                              d_in[l]);
         max_d = KFAC_MAX(max_d, KFAC_MAX(d_in[l], d_out[l]));
         max_w = KFAC_MAX(max_w, (size_t)d_in[l] * (size_t)d_out[l]);

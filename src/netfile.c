@@ -311,6 +311,9 @@ kfac_status kfac_netfile_parse(const char *text, const char *filename, kfac_net_
     kfac_net_spec_init(spec);
     kfac_train_params_init(train);
 
+    /* a UTF-8 byte-order mark (some editors write one) is not text */
+    if (!strncmp(text, "\xEF\xBB\xBF", 3))
+        text += 3;
     /* a private copy lets the parser cut lines and values in place */
     size_t len = strlen(text);
     char *copy = malloc(len + 1);

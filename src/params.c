@@ -73,9 +73,10 @@ kfac_status kfac_value_parse(const kfac_value_spec *v, const char *key, const ch
         return KFAC_OK;
     }
     case KFAC_V_U64: {
-        /* strtoull would quietly wrap "-1" to 2^64-1 */
+        /* strtoull would quietly wrap "-1" (and " -1") to 2^64-1 */
         unsigned long long x = strtoull(text, &end, 10);
-        if (end == text || *end != '\0' || text[0] == '-' || text[0] == '+')
+        const char *sign = text + strspn(text, " \t\n\v\f\r");
+        if (end == text || *end != '\0' || *sign == '-' || *sign == '+')
             return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs a non-negative integer, got '%s'", key, text);
         if (errno == ERANGE)
             return kfac_fail(KFAC_ERR_INVALID_ARG, "%s = %s is larger than 2^64-1", key, text);

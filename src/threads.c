@@ -19,8 +19,11 @@ void kfac_set_threads(int n)
 {
     if (n <= 0)
         n = omp_get_num_procs();
-    omp_set_num_threads(n);
+    /* OpenBLAS runs at most the threads it was built for (64 in Debian's);
+     * our loops take as many, so kfac_get_threads tells the truth */
     openblas_set_num_threads(n);
+    int blas = openblas_get_num_threads();
+    omp_set_num_threads(blas > 0 && blas < n ? blas : n);
 }
 
 int kfac_get_threads(void) { return omp_get_max_threads(); }

@@ -4,6 +4,7 @@
  * bit for bit the built-in K-FAC optimizer's steps (one implementation);
  * its own checkpoints resume exactly; and the embedding examples build
  * against an installed copy with pkg-config alone and pass. */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,6 +205,36 @@ START_TEST(test_enum_names)
     ROUND_TRIP(kfac_fisher_kind, kfac_fisher, KFAC_FISHER_COUNT, "sampled", "Fisher kind");
     ROUND_TRIP(kfac_inversion, kfac_inversion, KFAC_INV_COUNT, "cholesky", "inversion");
     ROUND_TRIP(kfac_step_rule, kfac_step_rule, KFAC_RULE_COUNT, "kl_clip", "step rule");
+}
+END_TEST
+
+/* What a caller can hand the library, checked at the entry: a data set
+ * whose shape disagrees with its feature count, a layer too wide for
+ * K-FAC's factors (a problem of the network, counted from 1), a thread
+ * count past what OpenBLAS runs (capped, and kfac_get_threads says so). */
+START_TEST(test_entry_checks)
+{
+    float x[2 * 6] = {0};
+    kfac_dataset d = {.x = x, .n = 2, .rows = 2, .cols = 2, .features = 6};
+    kfac_dataset out;
+    ck_assert_int_eq(kfac_dataset_pool(&d, 2, &out), KFAC_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "2x2 images but 6 features per example"));
+    d.rows = 2, d.cols = 3;
+    ck_assert_int_eq(kfac_dataset_pool(&d, 1, &out), KFAC_OK); /* consistent: pooled by 1 */
+    kfac_dataset_free(&out);
+
+    int din[2] = {5, 50001}, dout[2] = {3, 2};
+    kfac_precond *pc = NULL;
+    ck_assert_int_eq(kfac_precond_new(2, din, dout, 4, NULL, NULL, &pc), KFAC_ERR_SHAPE);
+    ck_assert_ptr_null(pc);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "layer 2 has 2 x 50001 weights"));
+
+    kfac_set_threads(1000);
+    int got = kfac_get_threads();
+    ck_assert_msg(got >= 1 && got <= 1000, "%d threads", got);
+    ck_assert_int_eq(got, openblas_get_num_threads()); /* our loops and OpenBLAS alike */
+    kfac_set_threads(2);
+    ck_assert_int_eq(kfac_get_threads(), 2);
 }
 END_TEST
 
@@ -471,6 +502,7 @@ Suite *api_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_misuse);
     tcase_add_test(tc, test_enum_names);
+    tcase_add_test(tc, test_entry_checks);
     tcase_add_loop_test(tc, test_predict, 0, 3);
     tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);

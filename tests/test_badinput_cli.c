@@ -442,6 +442,10 @@ static const flag_case flag_cases[] = {
     {"--eps nan", "train: --eps 'nan': eps = nan is outside (0, 1]"},
     {"--eps", "train: --eps needs a value"},
     {"--save-every 0", "train: --save-every '0': expected an integer in [1, 100000]"},
+    /* what a shell's quoting or habit hands over */
+    {"--seed ' -1'", "train: --seed ' -1': seed needs a non-negative integer, got ' -1'"},
+    {"--seed +3", "train: --seed '+3': seed needs a non-negative integer"},
+    {"--quiet=1", "train: --quiet takes no value"},
 };
 
 START_TEST(test_bad_flag)
@@ -475,6 +479,15 @@ START_TEST(test_bad_flag_other_commands)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         expect_one_line(cases[i].args, run_kfac(cases[i].args), 2, cases[i].problem, NULL);
+}
+END_TEST
+
+/* A newline or another control character in a name stays on the one line
+ * of the message, escaped. */
+START_TEST(test_control_chars_in_names)
+{
+    const char *args = "train 'nets/sm\nall\001.net'";
+    expect_one_line(args, run_kfac(args), 3, "nets/sm\\nall\\x01.net: No such file or directory", NULL);
 }
 END_TEST
 
@@ -841,6 +854,7 @@ Suite *badinput_cli_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad_flag, 0, (int)(sizeof flag_cases / sizeof *flag_cases));
     tcase_add_test(tc, test_bad_flag_other_commands);
+    tcase_add_test(tc, test_control_chars_in_names);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);

@@ -300,6 +300,19 @@ START_TEST(test_damaged_files_are_refused)
     fix_crc(copy, n);
     write_all(bad, copy, n);
     expect_refused(fresh, bad, KFAC_ERR_FORMAT, "data order entry");
+    /* every entry in range, but not each once: all zeros (100 examples,
+     * the order's 400 bytes end just before the crc) */
+    memcpy(copy, buf, n);
+    memset(copy + n - 4 - 400, 0, 400);
+    fix_crc(copy, n);
+    write_all(bad, copy, n);
+    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "data order entry 1 repeats 0: not a permutation");
+    /* and one entry copied over another */
+    memcpy(copy, buf, n);
+    memcpy(copy + n - 8, copy + n - 4 - 400, 4);
+    fix_crc(copy, n);
+    write_all(bad, copy, n);
+    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "not a permutation");
 
     /* good files for something else */
     kfac_net_spec other;

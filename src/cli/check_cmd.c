@@ -92,7 +92,7 @@ int cmd_check(int argc, char **argv)
     if (code >= 0)
         return code;
     if (threads > 0)
-        kfac_set_threads((int)threads);
+        cli_set_threads(threads);
     kfac_dataset train, test;
     code = cli_load_data(data, &train, &test);
     if (code != EXIT_OK)

@@ -72,6 +72,10 @@ void cli_args_free(cli_args *a);
  * success. */
 int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test);
 
+/* --threads N (N > 0): the library's thread count, and a note on stderr
+ * where OpenBLAS caps it. */
+void cli_set_threads(long threads);
+
 /* The OpenMP wait policy this process runs with, as set in its
  * environment ("GOMP_SPINCOUNT=1000"; "" for libgomp's default). */
 const char *cli_wait_policy(void);

@@ -18,6 +18,15 @@ static const char *option_text(const char *arg, char *buf, size_t size)
     return buf;
 }
 
+/* name is one of opts without a value (--quiet) */
+static int is_flag(const cli_opt *opts, int n_opts, const char *name)
+{
+    for (int k = 0; k < n_opts; k++)
+        if (!opts[k].has_value && !strcmp(opts[k].name, name))
+            return 1;
+    return 0;
+}
+
 int cli_getopt(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts, cli_args *out)
 {
     memset(out, 0, sizeof *out);
@@ -67,6 +76,9 @@ int cli_getopt(const char *cmd, int argc, char **argv, const cli_opt *opts, int 
         }
         if (c == ':' || (k >= 0 && k < n_opts && opts[k].has_value && (!optarg || !*optarg))) {
             cli_error("%s: %s needs a value", cmd, option_text(word, text, sizeof text));
+            code = EXIT_USAGE;
+        } else if (c == '?' && strchr(word, '=') && is_flag(opts, n_opts, option_text(word, text, sizeof text))) {
+            cli_error("%s: %s takes no value", cmd, text);
             code = EXIT_USAGE;
         } else if (c == '?' || k < 0 || k >= n_opts) {
             cli_error("%s: unknown option '%s' (try 'kfac %s --help')", cmd, option_text(word, text, sizeof text),
@@ -138,7 +150,17 @@ static void verror(int local, const char *fmt, va_list ap)
         fprintf(stderr, "kfac (rank %d): ", cli_rank());
     else
         fputs("kfac: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    /* one line whatever the names in it hold: control characters (a
+     * newline in a file name) are written as escapes */
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    for (const unsigned char *c = (const unsigned char *)msg; *c; c++)
+        if (*c == '\n')
+            fputs("\\n", stderr);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(stderr, "\\x%02x", *c);
+        else
+            fputc(*c, stderr);
     fputc('\n', stderr);
 }
 
@@ -213,3 +235,11 @@ const char *cli_wait_policy(void)
     return buf;
 }
 
+void cli_set_threads(long threads)
+{
+    kfac_set_threads((int)threads);
+    int got = kfac_get_threads();
+    if (got < threads) /* say so: --help promises 1..1024 */
+        fprintf(stderr, "kfac: --threads %ld: OpenBLAS runs at most %d thread%s; using %d\n", threads, got,
+                KFAC_S(got), got);
+}

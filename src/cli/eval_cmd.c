@@ -54,7 +54,7 @@ int cmd_eval(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (threads > 0)
-        kfac_set_threads((int)threads);
+        cli_set_threads(threads);
 
     kfac_net_spec spec;
     kfac_train_params p;

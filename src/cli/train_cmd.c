@@ -448,7 +448,7 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
     if (code >= 0)
         return code;
     if (threads > 0)
-        kfac_set_threads((int)threads);
+        cli_set_threads(threads);
     return -1;
 }
 
@@ -471,7 +471,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
     kfac_trainer *tr = NULL;
     kfac_status st;
     if ((st = kfac_trainer_new(&o->spec, p, train, &tr)) != KFAC_OK) {
-        if (st == KFAC_ERR_SHAPE) /* the data set does not fit the network */
+        if (st == KFAC_ERR_SHAPE && strstr(kfac_last_error(), "data")) /* the data does not fit the network */
             cli_error("%s: data %s: %s", o->netfile, o->data, kfac_last_error());
         else
             cli_error("%s: %s", o->netfile, kfac_last_error());
