@@ -491,6 +491,59 @@ START_TEST(test_control_chars_in_names)
 }
 END_TEST
 
+/* Outputs are checked before training: a --save that could not be written
+ * at the end, and a --log that is the checkpoint's own file (directly,
+ * through a symbolic link or as a hard link), stop the run at once, with
+ * nothing written. */
+START_TEST(test_outputs_checked_first)
+{
+    char dir[512], ck[600], soft[600], hard[600], args[4096], longname[700];
+    snprintf(dir, sizeof dir, "%s/bi-out", test_tmpdir());
+    mkdir_p(dir);
+    snprintf(ck, sizeof ck, "%s/run.ckpt", dir);
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --save '%s'",
+             good_data(), ck);
+    ck_assert_msg(run_kfac(args) == 0, "%s", read_all(err_path, NULL));
+    size_t n0;
+    char *before = read_all(ck, &n0);
+    static const struct {
+        const char *extra; /* after `train nets/small.net --data DIR --threads 1 --epochs 1` */
+        int status;
+        const char *problem;
+    } cases[] = {
+        {"--save '%s/no/such/dir/x.ckpt'", 1, "its directory does not exist"},
+        {"--save '%s'", 1, "is a directory"},
+        {"--save '%s/run.ckpt' --log '%s/run.ckpt'", 2, "is --save's file too"},
+        {"--save '%s/new.ckpt' --log '%s/../bi-out/new.ckpt'", 2, "is --save's file too"},
+        {"--resume '%s/run.ckpt' --log '%s/run.ckpt'", 2, "is --resume's file too"},
+        {"--resume '%s/run.ckpt' --log '%s/link.csv'", 2, "is --resume's file too"},
+        {"--resume '%s/run.ckpt' --log '%s/hard.csv'", 2, "is --resume's file too"},
+    };
+    snprintf(soft, sizeof soft, "%s/link.csv", dir);
+    snprintf(hard, sizeof hard, "%s/hard.csv", dir);
+    ck_assert_int_eq(symlink(ck, soft), 0);
+    ck_assert_int_eq(link(ck, hard), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char extra[2048];
+        snprintf(extra, sizeof extra, cases[i].extra, dir, dir);
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 %s",
+                 good_data(), extra);
+        expect_one_line(args, run_kfac(args), cases[i].status, cases[i].problem, NULL);
+        ck_assert_msg(count_lines(read_all(out_path, NULL)) == 0, "%s: the run started", args);
+        size_t n1;
+        char *after = read_all(ck, &n1);
+        ck_assert_msg(n1 == n0 && !memcmp(before, after, n0), "%s: the checkpoint changed", args);
+        free(after);
+    }
+    /* a name with no room for the temporary suffix */
+    memset(longname, 'a', 250);
+    longname[250] = '\0';
+    snprintf(args, sizeof args, "train nets/small.net --data '%s' --save '%s/%s'", good_data(), dir, longname);
+    expect_one_line(args, run_kfac(args), 1, "too long for its temporary file", NULL);
+    free(before);
+}
+END_TEST
+
 /* ---------------------------------------------------------- checkpoints */
 
 /* A momentum checkpoint of nets/small.net after one epoch on the good
@@ -855,6 +908,7 @@ Suite *badinput_cli_suite(void)
     tcase_add_loop_test(tc, test_bad_flag, 0, (int)(sizeof flag_cases / sizeof *flag_cases));
     tcase_add_test(tc, test_bad_flag_other_commands);
     tcase_add_test(tc, test_control_chars_in_names);
+    tcase_add_test(tc, test_outputs_checked_first);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);

@@ -72,6 +72,14 @@ void cli_args_free(cli_args *a);
  * success. */
 int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test);
 
+/* Outputs are checked before any work: a file that can be written where
+ * the name says (its directory exists and is writable, the name leaves
+ * room for the temporary suffix, it is not a directory). -1 to go on, or
+ * the exit status after printing the problem. */
+int cli_check_output(const char *cmd, const char *flag, const char *path);
+/* a and b name the same file: through links, or as names of one place */
+int cli_same_file(const char *a, const char *b);
+
 /* --threads N (N > 0): the library's thread count, and a note on stderr
  * where OpenBLAS caps it. */
 void cli_set_threads(long threads);

@@ -1,13 +1,18 @@
 /* cli_util.c - what the kfac program's commands share: the option parser
  * (getopt_long over each command's table), strict number parsing, error
  * printing and exit statuses, loading the data, the wait policy. */
+/* realpath is XSI */
+#define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -242,4 +247,49 @@ void cli_set_threads(long threads)
     if (got < threads) /* say so: --help promises 1..1024 */
         fprintf(stderr, "kfac: --threads %ld: OpenBLAS runs at most %d thread%s; using %d\n", threads, got,
                 KFAC_S(got), got);
+}
+
+/* dir/base of path with dir resolved (symbolic links, "..") where it
+ * exists: two names of one place compare equal */
+static void canonical(const char *path, char *out, size_t size)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+    snprintf(out, size, "%s/%s", realpath(dir, real) ? real : dir, base);
+}
+
+int cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) /* links, hard or symbolic */
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char ca[PATH_MAX + 256], cb[PATH_MAX + 256];
+    canonical(a, ca, sizeof ca);
+    canonical(b, cb, sizeof cb);
+    return strcmp(ca, cb) == 0;
+}
+
+int cli_check_output(const char *cmd, const char *flag, const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+    struct stat st;
+    const char *problem = NULL;
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    /* the file is written as path.tmpXXXXXX first, then renamed */
+    size_t tmp = strlen(".tmpXXXXXX");
+    if (!*base)
+        problem = "names a directory, not a file";
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        problem = "is a directory";
+    else if (access(dir, W_OK | X_OK) != 0)
+        problem = errno == ENOENT ? "its directory does not exist" : "its directory cannot be written";
+    else if (strlen(base) + tmp > (size_t)(name_max > 0 ? name_max : NAME_MAX) || strlen(path) + tmp >= PATH_MAX)
+        problem = "the name is too long for its temporary file (the name plus .tmpXXXXXX)";
+    if (!problem)
+        return -1;
+    cli_error("%s: %s '%s': %s", cmd, flag, path, problem);
+    return EXIT_RUNTIME;
 }

@@ -415,6 +415,21 @@ static int parse_args(int argc, char **argv, cli_mode mode, train_opts *o)
         cli_error("%s: --save-every needs --save FILE", cmd);
         code = EXIT_USAGE;
     }
+    /* the outputs before anything runs: a run must not end in an output
+     * that cannot be written, or in one file written as two (the log is
+     * written, or read for a resume, before the first epoch anyway).
+     * --save may be --resume's file (go on and save back); the log may be
+     * neither. */
+    if (code < 0 && o->save_path)
+        code = cli_check_output(cmd, "--save", o->save_path);
+    const char *clash = !o->log_path ? NULL
+                        : o->save_path && cli_same_file(o->log_path, o->save_path)     ? "--save"
+                        : o->resume_path && cli_same_file(o->log_path, o->resume_path) ? "--resume"
+                                                                                        : NULL;
+    if (code < 0 && clash) {
+        cli_error("%s: --log '%s' is %s's file too: give each its own", cmd, o->log_path, clash);
+        code = EXIT_USAGE;
+    }
     kfac_train_params *p = &o->p;
     kfac_status st;
     if (code < 0 && (st = kfac_netfile_load(o->netfile, &o->spec, p)) != KFAC_OK) {
