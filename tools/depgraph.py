@@ -7,10 +7,11 @@ symbol that b's object file defines (nm). The graph must have no circle:
 each strongly connected component of more than one module is printed with
 the edges that close it, and the exit status is 1.
 
-usage: tools/depgraph.py OBJDIR [--dot]
+usage: tools/depgraph.py OBJDIR [--dot | --longest]
        tools/depgraph.py --self-test
   OBJDIR: the objects of src/*.c (build/obj); run from the repository root.
   --dot: print the graph in Graphviz's format instead.
+  --longest: also print the longest chain of dependencies (no circle).
   --self-test: the circle finder on graphs with and without circles.
 """
 import glob
@@ -97,6 +98,19 @@ def components(nodes, adj):
     return out
 
 
+def longest_chain(nodes, adj):
+    """The longest path of the graph, which has no circle."""
+    best = {}
+
+    def from_node(v):
+        if v not in best:
+            tails = [from_node(w) for w in sorted(adj.get(v, ()))]
+            best[v] = [v] + max(tails, key=len, default=[])
+        return best[v]
+
+    return max((from_node(v) for v in sorted(nodes)), key=len)
+
+
 def self_test():
     """The finder must see a circle where there is one, and only there."""
     chain = {"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}
@@ -106,6 +120,7 @@ def self_test():
     assert found == [["a", "b", "c"]], found
     two = {"x": {"y"}, "y": {"x"}, "z": {"x"}}
     assert [c for c in components(set(two), two) if len(c) > 1] == [["x", "y"]]
+    assert longest_chain(set(chain), chain) == ["d", "a", "b", "c"]
     print("depgraph: self-test passed")
     return 0
 
@@ -139,6 +154,9 @@ def main():
     if circles:
         return 1
     print("depgraph: no circle")
+    if "--longest" in sys.argv:
+        chain = longest_chain(mods, adj)
+        print("depgraph: longest chain, %d modules: %s" % (len(chain), " -> ".join(chain)))
     return 0
 
 
