@@ -199,7 +199,7 @@ fuzz-seeds: fuzz-build
 
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.
-# `make bench` (about 27 minutes on 2 cores) rewrites bench/RESULTS.md and
+# `make bench` (about 28 minutes on 2 cores) rewrites bench/RESULTS.md and
 # bench/results/; `make bench QUICK=1` (about 2 minutes) writes to
 # $(B)/bench-quick/ only.
 BENCH_OUT     = $(if $(QUICK),$(B)/bench-quick,bench/results)
