@@ -81,7 +81,7 @@ $(B)/obj/%.o: src/%.c $(PUBLIC_H) $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj/cli/%.o: src/cli/%.c $(PUBLIC_H) $(wildcard src/cli/*.h) | $(B)/obj/cli
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/obj/tests/%.o: tests/%.c $(PUBLIC_H) tests/tests.h $(wildcard src/*.h) | $(B)/obj/tests
+$(B)/obj/tests/%.o: tests/%.c $(PUBLIC_H) tests/tests.h $(wildcard src/*.h src/cli/*.h) | $(B)/obj/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj $(B)/obj/cli $(B)/obj/tests: | $(MPI_DEPS)
 	mkdir -p $@
@@ -97,8 +97,9 @@ $(B)/kfac: $(CLI_OBJ) $(B)/libkfac.a
 
 # The test runner links the static library (tests may reach private
 # headers) and Check.
-$(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a
-	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
+# (and the kfac program's progress line, which test_signals.c checks)
+$(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a $(B)/obj/cli/progress.o
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(B)/obj/cli/progress.o $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
 
 $(B)/%: bench/%.c $(B)/libkfac.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
