@@ -105,13 +105,14 @@ static void train_usage(FILE *f, cli_mode mode)
             "                      exactly the checkpoint's epochs (else exit 3),\n"
             "                      or, if FILE does not exist, start it\n", KFAC_DEFAULT_DATA_DIR);
     if (mode == MODE_TRAIN)
-        fprintf(f, "  --save FILE         write a checkpoint at the end, atomically\n"
+        fprintf(f, "  --save FILE         write a checkpoint at the end, atomically (and when\n"
+                   "                      SIGINT or SIGTERM stops the run: exit 130, 143)\n"
                    "  --save-every N      also every N epochs [only at the end]\n"
                    "  --resume FILE       go on from a checkpoint of the same network\n"
                    "                      and optimizer, up to --epochs in all; bit-identical\n"
                    "                      to an uninterrupted run at the same thread count;\n"
                    "                      none left: says so, exit 0, no file touched\n");
-    fprintf(f, "  --quiet             no progress bar\n"
+    fprintf(f, "  --quiet             no progress line on a terminal\n"
                "  --help              this text\n"
                "\n"
                "training ([train] section of NETFILE; [default when NETFILE does not set it]):\n");
