@@ -347,8 +347,12 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
             /* the batch's loss, and whether any rank's callback stopped
              * the epoch after the last step: all ranks decide alike */
             double agree[2] = {loss * mine, stop};
-            if ((st = kfac_dist_sum_doubles(t->dist, agree, 2)) != KFAC_OK || agree[1] > 0.0)
+            if ((st = kfac_dist_sum_doubles(t->dist, agree, 2)) != KFAC_OK)
                 break;
+            if (agree[1] > 0.0) { /* every rank stops here, unfinished */
+                stop = 1;
+                break;
+            }
             loss = agree[0] / rows;
         }
         if (!isfinite(loss)) {

@@ -307,6 +307,32 @@ START_TEST(test_progress_line)
 }
 END_TEST
 
+/* On a terminal (a pty from script(1), when it is there) the progress
+ * line is drawn on stderr with every part; with --quiet it is not. */
+START_TEST(test_progress_on_terminal)
+{
+    if (system("command -v script >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "signals: no script(1); the progress line is checked as text only\n");
+        return;
+    }
+    const char *data = small_data();
+    char out[600], cmd[4096];
+    snprintf(out, sizeof out, "%s/tty.out", test_tmpdir());
+    for (int quiet = 0; quiet < 2; quiet++) {
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && script -qec \"'%s' train nets/tiny.net --data '%s' --epochs 2 --batch 20 --threads 1%s\" "
+                 "/dev/null >'%s' 2>&1 </dev/null",
+                 test_root(), test_kfac_bin(), data, quiet ? " --quiet" : "", out);
+        ck_assert_int_eq(system(cmd), 0);
+        const char *text = slurp(out);
+        int drawn = strstr(text, "\r  epoch 2/2 ") && strstr(text, "  loss ") && strstr(text, " ex/s  ETA ") &&
+                    strstr(text, " epoch, ") && strstr(text, " run\033[K");
+        ck_assert_msg(drawn == !quiet, "quiet %d: %s", quiet, text);
+        ck_assert_msg(strstr(text, "\n    2 "), "%s", text); /* the epochs' lines still there */
+    }
+}
+END_TEST
+
 Suite *signals_suite(void)
 {
     Suite *s = suite_create("signals");
@@ -316,6 +342,7 @@ Suite *signals_suite(void)
     tcase_add_test(tc, test_signal_without_save);
     tcase_add_test(tc, test_closed_stdout);
     tcase_add_test(tc, test_progress_line);
+    tcase_add_test(tc, test_progress_on_terminal);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -544,15 +544,17 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         printf("# and %ld of the %ld examples of epoch %d (stopped there)\n", pos.examples, pos.total, pos.epoch);
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
     cli_stdout_flush();
-    int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO), sig = 0;
+    int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO), sig = 0, trained = 0;
     for (int e = done_epochs + 1; e <= p->epochs && !sig; e++) {
         kfac_epoch_stats s;
         kfac_trainer_position(tr, &pos);
         progress pr = {tr, bar, p->epochs, -1, now(), 0.0, pos.examples};
         /* a signal before the epoch: not one step more */
         st = KFAC_OK;
-        if (!(sig = cli_mpi_agree(cli_signal_pending())))
+        if (!(sig = cli_mpi_agree(cli_signal_pending()))) {
             st = kfac_trainer_epoch(tr, on_step, &pr, &s);
+            trained = 1;
+        }
         if (bar)
             fputs("\r\033[K", stderr);
         if (st != KFAC_OK) {
@@ -604,7 +606,9 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
                      pos.total);
         else
             snprintf(where, sizeof where, "after epoch %d", pos.epoch - 1);
-        if (save_path && (code = save(tr, save_path)) == EXIT_OK)
+        if (!trained) /* nothing new to save */
+            cli_error("%s: stopped before training; nothing saved", cli_signal_name(sig));
+        else if (save_path && (code = save(tr, save_path)) == EXIT_OK)
             cli_error("%s: stopped %s; saved %s (--resume %s goes on)", cli_signal_name(sig), where, save_path,
                       save_path);
         else if (!save_path)
