@@ -64,9 +64,12 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/%)
 NET   ?= nets/fmnist-mlp.net
 DATA  ?= /usr/share/datasets/fashion-mnist
 
+# the man page is built with the program (not by default in the MPI build)
+MANPAGE := $(if $(filter 1,$(MPI)),,$(B)/kfac.1)
+
 .PHONY: all deps run test check-graph check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
         mpi-test bench-mpi
-all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac
+all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac $(MANPAGE)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
@@ -81,7 +84,7 @@ $(B)/obj/%.o: src/%.c $(PUBLIC_H) $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj/cli/%.o: src/cli/%.c $(PUBLIC_H) $(wildcard src/cli/*.h) | $(B)/obj/cli
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/obj/tests/%.o: tests/%.c $(PUBLIC_H) tests/tests.h $(wildcard src/*.h) | $(B)/obj/tests
+$(B)/obj/tests/%.o: tests/%.c $(PUBLIC_H) tests/tests.h $(wildcard src/*.h src/cli/*.h) | $(B)/obj/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/obj $(B)/obj/cli $(B)/obj/tests: | $(MPI_DEPS)
 	mkdir -p $@
@@ -95,10 +98,19 @@ $(B)/libkfac.so.$(VERSION): $(LIB_OBJ)
 $(B)/kfac: $(CLI_OBJ) $(B)/libkfac.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(B)/libkfac.a $(LDLIBS)
 
+# The man page kfac(1), from the program's help texts (tools/manpage.py),
+# so it names exactly the flags the program takes. The MPI build's program
+# would start MPI to print its help: it installs the page without
+# building it by default (make MPI=1 install makes it, with the
+# environment mpi-test uses).
+$(B)/kfac.1: $(B)/kfac tools/manpage.py
+	env $(MPI_RUN_ENV) /usr/bin/python3 tools/manpage.py $(B)/kfac > $@.tmp && mv $@.tmp $@
+
 # The test runner links the static library (tests may reach private
 # headers) and Check.
-$(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a
-	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
+# (and the kfac program's progress line, which test_signals.c checks)
+$(B)/kfac_tests: $(TEST_OBJ) $(B)/libkfac.a $(B)/obj/cli/progress.o
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(B)/obj/cli/progress.o $(B)/libkfac.a $(LDLIBS) $$(pkg-config --libs check)
 
 $(B)/%: bench/%.c $(B)/libkfac.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
@@ -218,13 +230,14 @@ clean:
 	rm -rf $(B)
 
 # Install the headers, both libraries (the shared one versioned, with its
-# SONAME link), kfac.pc, the program and the nets. kfac.pc's Libs link a
+# SONAME link), kfac.pc, the program, its man page and the nets. kfac.pc's Libs link a
 # program against the shared library (with an rpath, for prefixes outside
 # the loader's path); Libs.private hold what a static link also needs.
 INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_NETS := $(DESTDIR)$(PREFIX)/share/kfac/nets
-install: all
-	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS)
+INSTALL_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
+install: all $(B)/kfac.1
+	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS) $(INSTALL_MAN)
 	install -m 644 $(PUBLIC_H) $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(B)/libkfac.a $(INSTALL_LIB)/
 	install -m 755 $(B)/libkfac.so.$(VERSION) $(INSTALL_LIB)/
@@ -233,6 +246,7 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@BLASDIR@|$(BLASDIR)|g' \
 	    kfac.pc.in > $(INSTALL_LIB)/pkgconfig/kfac.pc
 	install -m 755 $(B)/kfac $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(B)/kfac.1 $(INSTALL_MAN)/
 	install -m 644 nets/*.net $(INSTALL_NETS)/
 	install -d $(DESTDIR)$(PREFIX)/share/doc/kfac
 	install -m 644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/kfac/
@@ -241,15 +255,17 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(PUBLIC_H)) $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
 	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
 	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
-	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE
+	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE $(INSTALL_MAN)/kfac.1
 	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac $(DESTDIR)$(PREFIX)/share/doc/kfac 2>/dev/null || true
 
-# The embedding examples (tests/embed/) built as a user builds them:
+# The embedding examples (examples/) built as a user builds them:
 # installed into a temporary prefix, compiled with pkg-config's flags
 # alone, run with the installed nets, $(DATA) and a scratch file name;
-# first the installed program's --version against the installed kfac.pc.
+# first the installed program's --version against the installed kfac.pc,
+# and the installed man page, which must name every flag `kfac train
+# --help` lists; last, `make uninstall` must remove them all again.
 # tests/test_api.c runs this target, so `make test` covers it.
-EMBED_SRC := $(wildcard tests/embed/*.c)
+EMBED_SRC := $(wildcard examples/*.c)
 embed-test: all
 	@set -e; tmp=$$(mktemp -d /tmp/kfac-embed.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	$(MAKE) --no-print-directory -s install PREFIX=$$tmp DESTDIR= >/dev/null; \
@@ -257,12 +273,20 @@ embed-test: all
 	v=$$(pkg-config --modversion kfac); cli=$$($$tmp/bin/kfac --version); \
 	if [ "$$cli" != "kfac $$v" ]; then echo "embed: kfac --version says '$$cli', kfac.pc says '$$v'"; exit 1; fi; \
 	echo "embed: version $$v (kfac.pc, kfac --version)"; \
+	man=$$tmp/share/man/man1/kfac.1; test -s $$man || { echo "embed: no man page $$man"; exit 1; }; \
+	flags=$$($$tmp/bin/kfac train --help | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p'); \
+	for f in $$flags; do grep -qF "\\fB$$(echo $$f | sed 's/-/\\-/g')\\fR" $$man || { echo "embed: the man page lacks $$f"; exit 1; }; done; \
+	echo "embed: man page names the $$(echo $$flags | wc -w) flags of kfac train --help"; \
 	for src in $(EMBED_SRC); do \
 	  exe=$$tmp/$$(basename $$src .c); \
 	  $(CC) -O2 -Wall -Wextra -Werror $(EMBED_FLAGS) -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
 	  echo "embed: $$(basename $$exe)"; \
 	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
-	done
+	done; \
+	$(MAKE) --no-print-directory -s uninstall PREFIX=$$tmp DESTDIR= >/dev/null; \
+	for f in $$man $$tmp/bin/kfac $$tmp/lib/libkfac.a $$tmp/include/kfac.h; do \
+	  test ! -e $$f || { echo "embed: make uninstall left $$f"; exit 1; }; done; \
+	echo "embed: make uninstall removed the man page, the program, the library and the headers"
 
 # The data-parallel equivalence test (tests/mpi/): Open MPI installed if
 # missing, the MPI build (in $(B)-mpi), then 2 ranks of one thread each,

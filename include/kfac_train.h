@@ -127,7 +127,15 @@ typedef struct kfac_epoch_stats {
                             (sum over outputs) */
 } kfac_epoch_stats;
 
-/* Called after each training step; return non-zero to stop the epoch. */
+/* Called after each training step (step of steps_in_epoch, from 1); it
+ * may call kfac_trainer_position for the running loss. Return non-zero to
+ * stop: the epoch stops after this step (in a process group, all ranks
+ * at the next step's agreement, before computing it) and, unless that was
+ * its last step, stays unfinished: kfac_trainer_epochs_done does not count
+ * it, kfac_trainer_position says how far it went, a checkpoint saved now
+ * holds that position, and the next kfac_trainer_epoch (after a load too)
+ * finishes it with the same batches, so the run goes on bit-identically.
+ * The stats of a stopped epoch are those of its part done. */
 typedef int (*kfac_progress_fn)(void *user, long step, long steps_in_epoch);
 
 /* A trainer owns a network, its optimizer, the data order and the
@@ -191,6 +199,18 @@ KFAC_API kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double 
 /* Epochs completed (counting those of a loaded checkpoint); -1 for NULL. */
 KFAC_API int kfac_trainer_epochs_done(const kfac_trainer *t);
 
+/* Where a trainer stands in its current epoch, the one kfac_trainer_epoch
+ * runs or finishes next. */
+typedef struct kfac_epoch_position {
+    int epoch;        /* epochs done + 1 */
+    long examples;    /* its examples trained on: 0 at an epoch boundary,
+                         else those before a progress callback stopped it
+                         (or, from the callback, those so far) */
+    long total;       /* examples in an epoch (the training set) */
+    double mean_loss; /* mean loss over those examples' batches; NaN for 0 */
+} kfac_epoch_position;
+KFAC_API kfac_status kfac_trainer_position(const kfac_trainer *t, kfac_epoch_position *out);
+
 /* ------------------------------------------- data-parallel training (MPI) */
 
 /* A trainer can run as one of a group of MPI processes (`mpirun -np N`),
@@ -243,8 +263,10 @@ KFAC_API int kfac_trainer_ranks(const kfac_trainer *t);
  * Adam vectors; for K-FAC the factors A and G, their inverses or
  * eigenbases and eigenvalues, the damping, the statistics rounds and the
  * previous update), and the trainer's epoch count, training seconds,
- * generator state and data order. Resuming gives bit-identical parameters
- * to an uninterrupted run at the same thread count.
+ * generator state and data order, and in an epoch a progress callback
+ * stopped, how far it went (format version 2; version 1 otherwise).
+ * Resuming gives bit-identical parameters to an uninterrupted run at the
+ * same thread count.
  *
  * The format is versioned, little-endian whatever the machine, and ends
  * with a crc32. Loading names the file in kfac_last_error() and returns

@@ -231,6 +231,7 @@ void kfac_ckio_start_write(kfac_ckio *io)
 {
     memset(io, 0, sizeof *io);
     io->mode = KFAC_CKIO_WRITE;
+    io->version = 1;
     if (reserve(io, HEADER))
         io->len = HEADER;
 }
@@ -247,7 +248,7 @@ kfac_status kfac_ckio_finish_write(kfac_ckio *io, uint32_t content, const char *
     io->len = 0;
     for (int i = 0; i < 8; i++)
         put(io, MAGIC[i], 1);
-    put(io, KFAC_CKPT_VERSION, 4);
+    put(io, io->version, 4);
     put(io, content, 4);
     put(io, payload, 8);
     io->len = HEADER + payload;
@@ -390,9 +391,9 @@ kfac_status kfac_ckio_read_file(const char *path, uint32_t content, unsigned cha
     uint32_t version = 0, kind = 0;
     kfac_ckio_u32(&h, &version);
     kfac_ckio_u32(&h, &kind);
-    if (version != KFAC_CKPT_VERSION) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: checkpoint format version %u; this library reads version %u", path,
-                       version, KFAC_CKPT_VERSION);
+    if (version < 1 || version > KFAC_CKPT_VERSION) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: checkpoint format version %u; this library reads versions 1 to %u",
+                       path, version, KFAC_CKPT_VERSION);
         goto fail;
     }
     if (size < total) {
@@ -424,6 +425,7 @@ kfac_status kfac_ckio_read_file(const char *path, uint32_t content, unsigned cha
     }
     memset(io, 0, sizeof *io);
     io->mode = KFAC_CKIO_READ;
+    io->version = version;
     io->buf = buf + HEADER;
     io->len = (size_t)payload;
     *data = buf;

@@ -12,7 +12,11 @@
 
 #include "kfac.h"
 
-#define KFAC_CKPT_VERSION 1u
+/* The newest format this library reads. It writes the oldest that holds
+ * the state: version 1, unless a trainer stopped in the middle of an
+ * epoch, whose position there (examples done, their loss) version 2 adds
+ * after the trainer's other fields. */
+#define KFAC_CKPT_VERSION 2u
 
 typedef enum kfac_ckio_mode {
     KFAC_CKIO_WRITE, /* append the fields to buf */
@@ -27,6 +31,9 @@ typedef struct kfac_ckio {
     size_t pos;         /* CHECK/READ: next byte */
     kfac_status status; /* first failure (sticky; its detail is in
                            kfac_last_error()); later calls do nothing */
+    uint32_t version;   /* WRITE: the header's (1; an object whose state
+                           needs a later version raises it); else the
+                           file's */
 } kfac_ckio;
 
 void kfac_ckio_u32(kfac_ckio *io, uint32_t *v);

@@ -28,6 +28,11 @@ struct kfac_trainer {
     float *by;        /* batch x outputs: one-hot labels or the images */
     float *grad;      /* n_params */
     int epoch;        /* epochs completed */
+    /* the unfinished epoch (after a progress callback stopped it): its
+     * examples trained on (0 at an epoch boundary: the next epoch
+     * shuffles) and the sum of their losses; updated at every step */
+    int seen;
+    double loss_sum;
     double seconds;   /* training time so far */
     kfac_dist *dist;  /* the process group; NULL: alone */
 };
@@ -175,6 +180,30 @@ void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io)
     /* the order is a permutation of this data set */
     kfac_ckio_expect(io, (uint64_t)t->train->n, "the training-set size");
     kfac_ckio_perm(io, t->order, (size_t)t->train->n);
+    /* version 2: stopped in the middle of an epoch, where it stands there
+     * (version 1 files are at an epoch boundary) */
+    if (io->mode == KFAC_CKIO_WRITE && t->seen > 0)
+        io->version = 2;
+    int seen = 0;
+    double loss_sum = 0.0;
+    if (io->version >= 2) {
+        seen = t->seen, loss_sum = t->loss_sum;
+        kfac_ckio_int_range(io, &seen, 0, t->train->n - 1, "the examples done in the epoch");
+        kfac_ckio_f64(io, &loss_sum);
+    }
+    if (io->mode == KFAC_CKIO_READ && io->status == KFAC_OK)
+        t->seen = seen, t->loss_sum = loss_sum;
+}
+
+kfac_status kfac_trainer_position(const kfac_trainer *t, kfac_epoch_position *out)
+{
+    if (!t || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_position: NULL argument");
+    out->epoch = t->epoch + 1;
+    out->examples = t->seen;
+    out->total = t->train->n;
+    out->mean_loss = t->seen > 0 ? t->loss_sum / t->seen : NAN;
+    return KFAC_OK;
 }
 
 kfac_status kfac_trainer_kfac_stats(const kfac_trainer *t, kfac_kfac_stats *out)
@@ -204,7 +233,7 @@ static uint64_t state_hash(const kfac_trainer *t)
     h = fnv(h, t->net->theta, sizeof(float) * t->net->n_params);
     h = fnv(h, t->rng.s, sizeof t->rng.s);
     h = fnv(h, t->order, sizeof(uint32_t) * (size_t)t->train->n);
-    h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, steps);
+    h = FNV(h, t->train->n), h = FNV(h, t->epoch), h = FNV(h, t->seen), h = FNV(h, steps);
     kfac_train_params p = t->p;
     for (int i = 0; i < kfac_param_defs_count; i++) {
         const kfac_param_def *d = &kfac_param_defs[i];
@@ -314,21 +343,23 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
 {
     double start = kfac_seconds();
     int n = t->train->n, batch = t->p.batch;
-    /* Fisher-Yates on the running order: each epoch a fresh permutation */
-    for (int i = n - 1; i > 0; i--) {
-        uint32_t j = kfac_rng_below(&t->rng, (uint32_t)i + 1), tmp = t->order[i];
-        t->order[i] = t->order[j];
-        t->order[j] = tmp;
-    }
-    long steps = (n + batch - 1) / batch; /* the last batch may be smaller */
+    /* Fisher-Yates on the running order: each epoch a fresh permutation;
+     * an unfinished epoch goes on in its own */
+    if (t->seen == 0)
+        for (int i = n - 1; i > 0; i--) {
+            uint32_t j = kfac_rng_below(&t->rng, (uint32_t)i + 1), tmp = t->order[i];
+            t->order[i] = t->order[j];
+            t->order[j] = tmp;
+        }
+    /* the steps of the epoch, the last batch maybe smaller; resumed at
+     * example `seen` (a multiple of the batch unless the batch changed) */
+    long done = (t->seen + batch - 1) / batch, steps = done + (n - t->seen + batch - 1) / batch;
     int rank = kfac_dist_rank(t->dist), size = kfac_dist_size(t->dist);
-    double loss_sum = 0.0;
-    long seen = 0;
     int stop = 0;
     kfac_status st = KFAC_OK;
     long s;
-    for (s = 0; s < steps; s++) {
-        int first = (int)(s * batch), rows = KFAC_MIN(batch, n - first);
+    for (s = done; s < steps; s++) {
+        int first = t->seen, rows = KFAC_MIN(batch, n - first);
         /* this process's slice of the batch: rows [lo, hi) */
         int lo = (int)((long)rows * rank / size), hi = (int)((long)rows * (rank + 1) / size), mine = hi - lo;
         gather(t->net, t->train, t->order, first + lo, mine, t->by);
@@ -340,8 +371,12 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
             /* the batch's loss, and whether any rank's callback stopped
              * the epoch after the last step: all ranks decide alike */
             double agree[2] = {loss * mine, stop};
-            if ((st = kfac_dist_sum_doubles(t->dist, agree, 2)) != KFAC_OK || agree[1] > 0.0)
+            if ((st = kfac_dist_sum_doubles(t->dist, agree, 2)) != KFAC_OK)
                 break;
+            if (agree[1] > 0.0) { /* every rank stops here, unfinished */
+                stop = 1;
+                break;
+            }
             loss = agree[0] / rows;
         }
         if (!isfinite(loss)) {
@@ -349,8 +384,6 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                            t->epoch + 1, s + 1);
             break;
         }
-        loss_sum += loss * rows;
-        seen += rows;
         kfac_step_ctx ctx = {t->net, t->by, mine, &t->rng, lo, rows};
         /* K-FAC forms what it needs of the gradient from abar and g */
         float *grad = kfac_optimizer_flat_gradient(t->opt) ? t->grad : NULL;
@@ -369,6 +402,9 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         kfac_optimizer_set_lr_factor(t->opt, (float)kfac_lr_factor(&t->p, kfac_optimizer_steps(t->opt), steps));
         if ((st = kfac_optimizer_step_ctx(t->opt, t->net->theta, grad, &ctx)) != KFAC_OK)
             break;
+        t->loss_sum += loss * rows;
+        t->seen += rows;
+        done = s + 1;
         if (progress && progress(user, s + 1, steps)) {
             stop = 1;
             if (!t->dist) /* in a group: at the next step's agreement */
@@ -379,7 +415,7 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
      * that overflowed the parameters would otherwise only show in the next
      * epoch, after the caller has evaluated (NaN) and saved (a checkpoint
      * of NaN) this one. One pass over theta an epoch. */
-    if (st == KFAC_OK && seen > 0) {
+    if (st == KFAC_OK && done > 0) {
         const float *theta = t->net->theta;
         size_t np = t->net->n_params, bad = np;
         for (size_t i = 0; i < np && bad == np; i++)
@@ -387,16 +423,23 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                 bad = i;
         if (bad < np)
             st = kfac_fail(KFAC_ERR_NUMERIC, "training diverged: parameter %zu is %g after epoch %d, step %ld",
-                           bad, theta[bad], t->epoch + 1, s);
+                           bad, theta[bad], t->epoch + 1, done);
     }
     t->seconds += kfac_seconds() - start;
-    t->epoch++;
     if (stats) {
         memset(stats, 0, sizeof *stats);
-        stats->epoch = t->epoch;
+        stats->epoch = t->epoch + 1;
         stats->seconds = t->seconds;
-        stats->train_loss = seen > 0 ? loss_sum / (double)seen : NAN;
+        stats->train_loss = t->seen > 0 ? t->loss_sum / (double)t->seen : NAN;
     }
+    /* stopped by the callback before the end: the epoch stays unfinished,
+     * to be finished by the next call (or after a checkpoint); a failure
+     * ends it as before */
+    if (st == KFAC_OK && stop && t->seen < n)
+        return st;
+    t->epoch++;
+    t->seen = 0;
+    t->loss_sum = 0.0;
     return st;
 }
 

@@ -467,8 +467,9 @@ START_TEST(test_precond_checkpoint)
 }
 END_TEST
 
-/* tests/embed/ built against an installed copy with pkg-config alone (make
- * embed-test), run, and checked: they exit 0 only if they trained. */
+/* examples/ built against an installed copy with pkg-config alone (make
+ * embed-test), run, and checked: they exit 0 only if they trained; the
+ * installed man page names every `kfac train` flag; uninstall removes. */
 START_TEST(test_embedding_examples)
 {
     char cwd[1024], out[1200], cmd[4096];
@@ -488,6 +489,9 @@ START_TEST(test_embedding_examples)
     ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "make embed-test failed:\n%s", text);
     ck_assert_msg(strstr(text, "embed: own_net") && strstr(text, "embed: train_api"), "%s", text);
     ck_assert_msg(strstr(text, "checkpoint loss equal"), "%s", text);
+    /* the man page installed, naming every train flag, and uninstalled */
+    ck_assert_msg(strstr(text, "embed: man page names the") && strstr(text, "embed: make uninstall removed"), "%s",
+                  text);
     /* the installed kfac.pc and program give this library's version */
     char version[128];
     snprintf(version, sizeof version, "embed: version %s (", kfac_version());

@@ -4,6 +4,7 @@
  * file and leaves the trainer as it was; saves are atomic and leave no
  * temporary files. */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,102 @@ START_TEST(test_resume_is_bit_identical)
 }
 END_TEST
 
+/* A progress callback that stops the epoch after step `at`. */
+typedef struct stopper {
+    long at, last;
+    kfac_trainer *t;
+    double mean_loss; /* kfac_trainer_position's, read at the stop */
+} stopper;
+
+static int stop_at(void *user, long step, long steps)
+{
+    stopper *s = user;
+    (void)steps;
+    s->last = step;
+    kfac_epoch_position pos;
+    ck_assert_int_eq(kfac_trainer_position(s->t, &pos), KFAC_OK);
+    s->mean_loss = pos.mean_loss;
+    return step == s->at;
+}
+
+/* An epoch a progress callback stops (as `kfac train` does on SIGINT)
+ * stays unfinished: not counted, its position saved (format version 2),
+ * and finished after the load with the same batches: the parameters and
+ * the epoch's mean loss are the same bits as straight through, for each
+ * optimizer. An epoch stopped at its last step is a whole one (version 1). */
+START_TEST(test_stopped_epoch_resumes)
+{
+    const config *c = &configs[_i];
+    kfac_set_threads(2);
+    kfac_dataset d = synthetic(600, 1);
+    kfac_net_spec s;
+    kfac_train_params p;
+    spec_of(&s, 16);
+    params_of(&p, c);
+    char path[512];
+    tmp_path(path, sizeof path, "stopped.ckpt");
+
+    kfac_trainer *straight = new_trainer(&s, &p, &d);
+    kfac_epoch_stats want, got;
+    epoch(straight);
+    ck_assert_int_eq(kfac_trainer_epoch(straight, NULL, NULL, &want), KFAC_OK);
+
+    kfac_trainer *first = new_trainer(&s, &p, &d);
+    epoch(first);
+    stopper st = {7, 0, first, 0.0};
+    ck_assert_int_eq(kfac_trainer_epoch(first, stop_at, &st, &got), KFAC_OK);
+    ck_assert_int_eq(st.last, 7); /* stopped right there */
+    ck_assert_int_eq(kfac_trainer_epochs_done(first), 1);
+    ck_assert_int_eq(got.epoch, 2);
+    kfac_epoch_position pos;
+    ck_assert_int_eq(kfac_trainer_position(first, &pos), KFAC_OK);
+    ck_assert_int_eq(pos.epoch, 2);
+    ck_assert_int_eq(pos.examples, 7 * 32);
+    ck_assert_int_eq(pos.total, 600);
+    ck_assert(pos.mean_loss == got.train_loss && pos.mean_loss == st.mean_loss && isfinite(pos.mean_loss));
+    ck_assert_msg(kfac_trainer_save(first, path) == KFAC_OK, "%s", kfac_last_error());
+    size_t n;
+    char *buf = read_all(path, &n);
+    ck_assert_int_eq((unsigned char)buf[8], 2); /* the position needs version 2 */
+    free(buf);
+    kfac_trainer_free(first);
+
+    kfac_trainer *resumed = new_trainer(&s, &p, &d);
+    ck_assert_msg(kfac_trainer_load(resumed, path) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_trainer_epochs_done(resumed), 1);
+    ck_assert_int_eq(kfac_trainer_position(resumed, &pos), KFAC_OK);
+    ck_assert_int_eq(pos.examples, 7 * 32);
+    stopper count = {-1, 0, resumed, 0.0};
+    ck_assert_int_eq(kfac_trainer_epoch(resumed, stop_at, &count, &got), KFAC_OK);
+    ck_assert_int_eq(count.last, 19); /* steps 8..19 of 19 */
+    ck_assert_int_eq(kfac_trainer_epochs_done(resumed), 2);
+    ck_assert_int_eq(got.epoch, 2);
+    ck_assert_msg(got.train_loss == want.train_loss, "%s: epoch 2's loss %.17g, straight %.17g", c->name,
+                  got.train_loss, want.train_loss);
+    size_t np = kfac_net_n_params(kfac_trainer_net(straight));
+    ck_assert_msg(memcmp(kfac_net_params(kfac_trainer_net(straight)), kfac_net_params(kfac_trainer_net(resumed)),
+                         np * sizeof(float)) == 0,
+                  "%s: parameters differ after the stopped epoch", c->name);
+    /* stopped at the last step: a whole epoch, at a boundary */
+    stopper last = {19, 0, resumed, 0.0};
+    ck_assert_int_eq(kfac_trainer_epoch(resumed, stop_at, &last, NULL), KFAC_OK);
+    epoch(straight);
+    ck_assert_int_eq(kfac_trainer_epochs_done(resumed), 3);
+    ck_assert_int_eq(kfac_trainer_position(resumed, &pos), KFAC_OK);
+    ck_assert_int_eq(pos.examples, 0);
+    ck_assert(isnan(pos.mean_loss));
+    ck_assert_msg(kfac_trainer_save(resumed, path) == KFAC_OK, "%s", kfac_last_error());
+    buf = read_all(path, &n);
+    ck_assert_int_eq((unsigned char)buf[8], 1);
+    free(buf);
+    ck_assert(memcmp(kfac_net_params(kfac_trainer_net(straight)), kfac_net_params(kfac_trainer_net(resumed)),
+                     np * sizeof(float)) == 0);
+    kfac_trainer_free(straight);
+    kfac_trainer_free(resumed);
+    free_synthetic(&d);
+}
+END_TEST
+
 /* Load `path` into t; expect status st, a message naming the file and
  * containing `what`, and t's parameters untouched. */
 static void expect_refused(kfac_trainer *t, const char *path, kfac_status st, const char *what)
@@ -264,9 +361,9 @@ START_TEST(test_damaged_files_are_refused)
     expect_refused(fresh, bad, KFAC_ERR_FORMAT, "checksum mismatch");
 
     memcpy(copy, buf, n);
-    copy[8] = 2;
+    copy[8] = 3;
     write_all(bad, copy, n);
-    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "version 2");
+    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "version 3; this library reads versions 1 to 2");
 
     memcpy(copy, buf, n);
     copy[0] = 'X';
@@ -439,6 +536,7 @@ Suite *checkpoint_suite(void)
     TCase *tc = tcase_create("checkpoint");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_resume_is_bit_identical, 0, (int)(sizeof configs / sizeof *configs));
+    tcase_add_loop_test(tc, test_stopped_epoch_resumes, 0, (int)(sizeof configs / sizeof *configs));
     tcase_add_test(tc, test_damaged_files_are_refused);
     tcase_add_test(tc, test_save_is_atomic);
     suite_add_tcase(s, tc);

@@ -19,6 +19,7 @@ Suite *checkpoint_suite(void);
 Suite *badinput_cli_suite(void);
 Suite *dist_suite(void);
 Suite *docs_suite(void);
+Suite *signals_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);

@@ -6,7 +6,8 @@
 #include "kfac.h"
 #include "plural.h"
 
-/* Exit statuses (documented in `kfac --help` and the README). */
+/* Exit statuses (documented in `kfac --help` and the README); a run
+ * stopped by SIGINT or SIGTERM exits 128 + the signal: 130, 143. */
 enum {
     EXIT_OK = 0,
     EXIT_RUNTIME = 1, /* I/O while writing, out of memory, ... */
@@ -15,6 +16,25 @@ enum {
     EXIT_DIVERGED = 4, /* training produced NaN/Inf */
     EXIT_CHECK = 5     /* `kfac check`: a measurement outside its tolerance */
 };
+
+/* Signals and standard output (interrupt.c). install: SIGINT and SIGTERM
+ * only recorded (SA_RESTART); pending: the first one received, 0 if none;
+ * its exit status is 128 + the signal (130, 143). sigpipe_ignore: a closed
+ * pipe is a write error, not death. stdout_flush: fflush(stdout); the
+ * first failure (EPIPE) is said once on stderr and stdout then goes to
+ * /dev/null, the run going on. */
+void cli_signals_install(void);
+void cli_sigpipe_ignore(void);
+int cli_signal_pending(void);
+int cli_signal_exit(int sig);
+const char *cli_signal_name(int sig);
+void cli_stdout_flush(void);
+
+/* The progress line on a terminal (progress.c): "epoch E/N  P%  loss L
+ * R ex/s  ETA epoch T, run T" into buf. mean_loss NaN (no step yet) and
+ * rate <= 0 (not measured) leave their parts out. */
+int cli_progress_format(char *buf, size_t size, int epoch, int epochs, long examples, long total,
+                        double mean_loss, double rate);
 
 /* MPI (cli_mpi.c; one process without it). start: MPI_Init, and
  * silence stdout on ranks other than 0; stop: MPI_Finalize. */

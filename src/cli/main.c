@@ -23,7 +23,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  train NETFILE [options]   train a network described in NETFILE (see nets/)\n"
-            "  compare NETFILE [options] train with several optimizers (kfac,momentum)\n"
+            "  compare NETFILE [options]\n"
+            "                            train with several optimizers (kfac,momentum)\n"
             "                            and print them side by side\n"
             "  eval NETFILE --load FILE  test loss and accuracy of a checkpoint's parameters\n"
             "  check NETFILE [options]   measure K-FAC against the exact natural gradient\n"
@@ -33,7 +34,10 @@ static void usage(FILE *f)
             "\n"
             "exit status: 0 success, 1 runtime failure (writing output, memory),\n"
             "2 bad command line, 3 bad input file (net file, data, checkpoint),\n"
-            "4 training diverged, 5 a `kfac check` measurement outside its tolerance.\n");
+            "4 training diverged, 5 a `kfac check` measurement outside its tolerance,\n"
+            "130 or 143 `train` or `compare` stopped by SIGINT (Ctrl-C) or SIGTERM at the\n"
+            "end of a step (with --save, after writing the checkpoint: --resume goes on).\n"
+            "A closed standard output (`| head`) ends the output, not the run.\n");
 }
 
 static int dispatch(int argc, char **argv)
@@ -94,6 +98,9 @@ static void bound_spin_wait(char **argv)
 int main(int argc, char **argv)
 {
     bound_spin_wait(argv);
+    /* a reader that goes (`kfac train ... | head`) ends the output, not
+     * the run: its checkpoint and log are still written */
+    cli_sigpipe_ignore();
     cli_mpi_start(&argc, &argv);
     int code = dispatch(argc, argv);
     cli_mpi_stop();

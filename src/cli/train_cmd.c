@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -104,13 +105,14 @@ static void train_usage(FILE *f, cli_mode mode)
             "                      exactly the checkpoint's epochs (else exit 3),\n"
             "                      or, if FILE does not exist, start it\n", KFAC_DEFAULT_DATA_DIR);
     if (mode == MODE_TRAIN)
-        fprintf(f, "  --save FILE         write a checkpoint at the end, atomically\n"
+        fprintf(f, "  --save FILE         write a checkpoint at the end, atomically (and when\n"
+                   "                      SIGINT or SIGTERM stops the run: exit 130, 143)\n"
                    "  --save-every N      also every N epochs [only at the end]\n"
                    "  --resume FILE       go on from a checkpoint of the same network\n"
                    "                      and optimizer, up to --epochs in all; bit-identical\n"
                    "                      to an uninterrupted run at the same thread count;\n"
                    "                      none left: says so, exit 0, no file touched\n");
-    fprintf(f, "  --quiet             no progress bar\n"
+    fprintf(f, "  --quiet             no progress line on a terminal\n"
                "  --help              this text\n"
                "\n"
                "training ([train] section of NETFILE; [default when NETFILE does not set it]):\n");
@@ -127,27 +129,44 @@ static const char *metric_name(const kfac_net_spec *s)
     return s->loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
 }
 
-/* Progress bar on a terminal: redrawn when the percentage changes. */
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* After every step: the progress line on a terminal (progress.c), redrawn
+ * when the percentage changes or after half a second; and a stop once
+ * SIGINT or SIGTERM came (interrupt.c), at the end of this step. */
 typedef struct progress {
-    int epoch;
+    const kfac_trainer *tr;
+    int bar, epochs;
     int last_pct;
+    double start, last; /* when this call of the epoch began; last drawn */
+    long examples0;     /* examples of the epoch done before it */
 } progress;
 
-static int show_progress(void *user, long step, long steps)
+static int on_step(void *user, long step, long steps)
 {
     progress *pr = user;
-    int pct = (int)(100 * step / steps);
-    if (pct == pr->last_pct)
-        return 0;
-    pr->last_pct = pct;
-    char bar[31];
-    int fill = pct * 30 / 100;
-    memset(bar, '#', (size_t)fill);
-    memset(bar + fill, '.', (size_t)(30 - fill));
-    bar[30] = '\0';
-    fprintf(stderr, "\r  epoch %d [%s] %3d%%  step %ld/%ld", pr->epoch, bar, pct, step, steps);
-    fflush(stderr);
-    return 0;
+    (void)step, (void)steps;
+    kfac_epoch_position pos;
+    if (pr->bar && kfac_trainer_position(pr->tr, &pos) == KFAC_OK) {
+        double t = now();
+        int pct = (int)(100 * pos.examples / pos.total);
+        if (pct != pr->last_pct || t - pr->last >= 0.5) {
+            char line[160];
+            double rate = t > pr->start ? (double)(pos.examples - pr->examples0) / (t - pr->start) : 0.0;
+            cli_progress_format(line, sizeof line, pos.epoch, pr->epochs, pos.examples, pos.total, pos.mean_loss,
+                                rate);
+            fprintf(stderr, "\r%s\033[K", line);
+            fflush(stderr);
+            pr->last_pct = pct;
+            pr->last = t;
+        }
+    }
+    return cli_signal_pending() != 0;
 }
 
 /* The CSV log is rewritten whole after every epoch into a temporary file
@@ -539,15 +558,25 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
                KFAC_S(hi), p->batch, threads, KFAC_S(threads));
     }
     printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
+    kfac_epoch_position pos;
+    kfac_trainer_position(tr, &pos);
     if (o->resume_path)
         printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
+    if (o->resume_path && pos.examples > 0)
+        printf("# and %ld of the %ld examples of epoch %d (stopped there)\n", pos.examples, pos.total, pos.epoch);
     printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
-    fflush(stdout);
-    int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO);
-    for (int e = done_epochs + 1; e <= p->epochs; e++) {
+    cli_stdout_flush();
+    int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO), sig = 0, trained = 0;
+    for (int e = done_epochs + 1; e <= p->epochs && !sig; e++) {
         kfac_epoch_stats s;
-        progress pr = {e, -1};
-        st = kfac_trainer_epoch(tr, bar ? show_progress : NULL, &pr, &s);
+        kfac_trainer_position(tr, &pos);
+        progress pr = {tr, bar, p->epochs, -1, now(), 0.0, pos.examples};
+        /* a signal before the epoch: not one step more */
+        st = KFAC_OK;
+        if (!(sig = cli_mpi_agree(cli_signal_pending()))) {
+            st = kfac_trainer_epoch(tr, on_step, &pr, &s);
+            trained = 1;
+        }
         if (bar)
             fputs("\r\033[K", stderr);
         if (st != KFAC_OK) {
@@ -555,6 +584,12 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
             code = cli_status_exit(st);
             goto done;
         }
+        /* every rank stopped at the same step; rank 0 may be the one
+         * that had the signal */
+        sig = cli_mpi_agree(cli_signal_pending());
+        kfac_trainer_position(tr, &pos);
+        if (sig && (pos.examples > 0 || kfac_trainer_epochs_done(tr) < e))
+            break; /* an unfinished epoch: saved as it stands, not logged */
         if ((st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
             cli_error("evaluation: %s", kfac_last_error());
             code = cli_status_exit(st);
@@ -568,10 +603,10 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
             goto done;
         }
         printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss, s.test_acc);
-        fflush(stdout);
+        cli_stdout_flush();
         if (rec)
             rec[e - 1] = s;
-        if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs)
+        if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs && !sig)
             code = save(tr, save_path);
         if (code == EXIT_OK && log_text) {
             if (log_append(&log_text, &s) != 0 || write_log(log_path, log_text) != 0) {
@@ -582,6 +617,26 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         /* rank 0's save or log failing stops every rank */
         if ((code = cli_mpi_agree(code)) != EXIT_OK)
             goto done;
+    }
+    if (sig) {
+        /* stopped at the end of a step: saved where it stands, which a
+         * resume continues bit-identically (kfac_trainer_position) */
+        kfac_trainer_position(tr, &pos);
+        char where[128];
+        if (pos.examples > 0)
+            snprintf(where, sizeof where, "in epoch %d, after %ld of its %ld examples", pos.epoch, pos.examples,
+                     pos.total);
+        else
+            snprintf(where, sizeof where, "after epoch %d", pos.epoch - 1);
+        if (!trained) /* nothing new to save */
+            cli_error("%s: stopped before training; nothing saved", cli_signal_name(sig));
+        else if (save_path && (code = save(tr, save_path)) == EXIT_OK)
+            cli_error("%s: stopped %s; saved %s (--resume %s goes on)", cli_signal_name(sig), where, save_path,
+                      save_path);
+        else if (!save_path)
+            cli_error("%s: stopped %s; nothing saved (no --save)", cli_signal_name(sig), where);
+        code = cli_mpi_agree(code == EXIT_OK ? cli_signal_exit(sig) : code);
+        goto done;
     }
     describe_kfac(tr);
     if (save_path)
@@ -600,6 +655,7 @@ int cmd_train(int argc, char **argv)
     if (code >= 0)
         return code;
     kfac_dataset train, test;
+    cli_signals_install();
     if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     code = run(&o, &o.p, o.log_path, &train, &test, NULL);
@@ -655,6 +711,7 @@ int cmd_compare(int argc, char **argv)
         return EXIT_USAGE;
     }
     kfac_dataset train, test;
+    cli_signals_install();
     if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
         return code;
     kfac_epoch_stats *rec = calloc((size_t)n * (size_t)o.p.epochs, sizeof *rec);

@@ -231,6 +231,39 @@ static void failures_agree(const kfac_net_spec *spec, const kfac_train_params *b
     free(bad.x);
 }
 
+/* rank 0's progress callback stops the epoch after step 3: every rank
+ * stops there (at step 4's agreement), leaves the epoch unfinished at the
+ * same position, and finishes it in the next call. */
+static int stop_on_rank0(void *user, long step, long steps)
+{
+    (void)user, (void)steps;
+    return rank == 0 && step == 3;
+}
+
+static void stop_agrees(const kfac_net_spec *spec, const kfac_train_params *base, const kfac_dataset *d)
+{
+    kfac_train_params p = *base;
+    p.batch = BATCH;
+    p.optimizer = KFAC_OPT_KFAC;
+    kfac_trainer *t;
+    if (kfac_trainer_new(spec, &p, d, &t) != KFAC_OK || kfac_trainer_set_mpi_comm(t, &world) != KFAC_OK)
+        MPI_Abort(world, 1);
+    kfac_epoch_position pos;
+    kfac_status st = kfac_trainer_epoch(t, stop_on_rank0, NULL, NULL);
+    kfac_trainer_position(t, &pos);
+    int bad = st != KFAC_OK || kfac_trainer_epochs_done(t) != 0 || pos.examples != 3L * BATCH;
+    st = kfac_trainer_epoch(t, NULL, NULL, NULL);
+    kfac_trainer_position(t, &pos);
+    bad |= st != KFAC_OK || kfac_trainer_epochs_done(t) != 1 || pos.examples != 0;
+    int any = bad;
+    MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, world);
+    if (bad)
+        fail("a stop on rank 0: this rank did not stop after step 3 and finish the epoch next");
+    if (rank == 0 && !any)
+        printf("%-31s every rank stopped after step 3 and finished the epoch next\n", "a stop on rank 0");
+    kfac_trainer_free(t);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -299,6 +332,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof configs / sizeof *configs; i++)
         equivalence(&spec, &base, &d, &configs[i]);
     failures_agree(&spec, &base, &d);
+    stop_agrees(&spec, &base, &d);
 
     int total = failures;
     MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT, MPI_SUM, world);
