@@ -223,7 +223,7 @@ static const idx_case idx_cases[] = {
     {"trunc-header", F_TRAIN_LAB, "truncated header (6 of 8 bytes)", ""},
     {"trunc-data", F_TEST_IMG, "truncated data (31280 of 31360 bytes for 40 x 28 x 28)", ""},
     {"magic", F_TRAIN_IMG, "bad magic 0x01000803 (not an IDX file)", ""},
-    {"type", F_TEST_IMG, "element type 0x0d is not unsigned byte", ""},
+    {"type", F_TEST_IMG, "element type 0x0a is none of IDX's (0x08, 0x09, 0x0b, 0x0c, 0x0d, 0x0e)", ""},
     {"ndims", F_TRAIN_LAB, "2 dimensions, expected 1 for labels", ""},
     {"zero-dim", F_TRAIN_IMG, "zero dimension in 120 x 0 x 28", ""},
     {"overflow", F_TRAIN_IMG, "dimensions 4294967295 x 4294967295 x 4294967295 too large", ""},
@@ -254,7 +254,7 @@ START_TEST(test_bad_idx)
     case 1: b->n = 6; break;
     case 2: b->n -= 80; break;
     case 3: b->b[0] = 1; break;
-    case 4: b->b[2] = 0x0D; break;
+    case 4: b->b[2] = 0x0A; break;
     case 5: b->b[3] = 2; break;
     case 6: be32(b->b + 8, 0); break;
     case 7: for (int k = 4; k < 16; k++) b->b[k] = 0xFF; break;

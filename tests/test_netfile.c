@@ -505,7 +505,7 @@ START_TEST(test_parameter_table)
     kfac_param_info in;
     ck_assert_int_eq(kfac_param_get_info(n, &in), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_param_get_info(-1, &in), KFAC_ERR_INVALID_ARG);
-    char help[4096] = "";
+    char help[16384] = "";
     {
         char cmd[2048];
         snprintf(cmd, sizeof cmd, "%s train --help", test_kfac_bin());
