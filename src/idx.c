@@ -4,6 +4,7 @@
  * input is a status with "<path>: problem". */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,9 +380,18 @@ kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int 
         for (size_t i = 0; i < total; i++)
             x[i] = scale[pixels[i]];
     } else {
-        /* every other type is taken as the values it holds */
-        for (size_t i = 0; i < total; i++)
-            x[i] = (float)element(im.type, pixels, i);
+        /* every other type is taken as the values it holds; NaN, Inf
+         * and doubles past float's range are refused here, not met as a
+         * loss of NaN in training */
+        for (size_t i = 0; i < total; i++) {
+            double v = element(im.type, pixels, i);
+            x[i] = (float)v;
+            if (!isfinite(x[i])) {
+                st = kfac_fail(KFAC_ERR_FORMAT, "%s: element %zu (example %zu) is %g, not a finite float",
+                               images_path, i, i / im.item, v);
+                goto done;
+            }
+        }
     }
 
     out->n = (int)im.count;

@@ -1,5 +1,6 @@
 /* test_idx.c - the IDX reader on small files the tests write (plain and
  * gzipped, good and broken in every way) and on the real Fashion-MNIST. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,6 +400,19 @@ START_TEST(test_two_dims_and_classes)
     ck_assert_int_eq(kfac_idx_load(img, lab, 26, &d), KFAC_OK);
     kfac_dataset_free(&d);
     expect_fail(img, lab, 25, KFAC_ERR_FORMAT, lab, "label 25 at index 1 outside [0, 25)");
+    /* NaN and Inf floats, and a double past float's range, are refused */
+    static const struct {
+        int type;
+        double v;
+        const char *text;
+    } bad[3] = {{4, NAN, "is nan"}, {4, INFINITY, "is inf"}, {5, 1e300, "is 1e+300"}};
+    for (int k = 0; k < 3; k++) {
+        v[6] = bad[k].v;
+        typed_blob(&o, bad[k].type, 2, dims, v, 12);
+        write_blob(img, &o, 0);
+        expect_fail(img, lab, 26, KFAC_ERR_FORMAT, img, "element 6 (example 1)");
+        ck_assert_msg(strstr(kfac_last_error(), bad[k].text), "%s", kfac_last_error());
+    }
 }
 END_TEST
 
