@@ -31,7 +31,8 @@ static kfac_status read_text(const char *path, char **out, size_t *len)
             st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, cap + 1);
             break;
         }
-        int r = gzread(gz, buf + have, (unsigned)(cap - have));
+        /* gzread takes an unsigned length: bounded pieces */
+        int r = gzread(gz, buf + have, (unsigned)KFAC_MIN(cap - have, (size_t)1 << 30));
         if (r < 0) {
             int err;
             const char *msg = gzerror(gz, &err);
