@@ -1,5 +1,5 @@
 /* kfac_train.h - the training side of libkfac's public API, on top of
- * kfac_core.h: data sets (IDX files, pooling), training parameters and
+ * kfac_core.h: data sets (IDX and CSV files, pooling), training parameters and
  * their table, the trainer and its evaluation, kfac_check, data-parallel
  * training over MPI, checkpoints and net files. The conventions are
  * kfac_core.h's. */
@@ -14,11 +14,14 @@ extern "C" {
 
 /* --------------------------------------------------------------- data */
 
-/* A dataset held in memory: n examples of `features` floats in [0, 1] and,
- * for classification, labels in [0, classes). */
+/* Labels are stored as bytes: at most this many classes. */
+#define KFAC_MAX_CLASSES 256
+
+/* A dataset held in memory: n examples of `features` floats and, for
+ * classification, labels in [0, classes). */
 typedef struct kfac_dataset {
     int n;
-    int features;     /* rows * cols of each image */
+    int features;     /* rows * cols of each image (CSV, 2-D IDX: rows 1) */
     int rows, cols;
     int classes;      /* 10 for (Fashion-)MNIST */
     float *x;         /* n x features */
@@ -26,16 +29,42 @@ typedef struct kfac_dataset {
 } kfac_dataset;
 
 /* Read an IDX image file and label file (each gzipped or not; gzip is
- * detected by content). Validates magic, element type (unsigned byte),
- * dimensions, counts and label range (< classes). Pixels are scaled to
- * [0, 1]. On failure *out is untouched and the detail names the file. */
+ * detected by content; big-endian as the format says). The images may be
+ * of any element type IDX defines: unsigned bytes (0x08) are scaled to
+ * [0, 1] (divided by 255, as for MNIST), signed bytes (0x09), shorts
+ * (0x0B), ints (0x0C), floats (0x0D) and doubles (0x0E) are taken as the
+ * values they hold (rounded to float); 3 dimensions (examples x rows x
+ * cols) or 2 (examples x features). The labels may be of any integer
+ * type, and must lie in [0, classes); classes 0 takes the largest label
+ * plus one (at most KFAC_MAX_CLASSES). Validates magic, element types,
+ * dimensions, counts and the labels (a bad one is named by its index).
+ * On failure *out is untouched and the detail names the file. */
 KFAC_API kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
                           kfac_dataset *out);
 
 /* Load "train" or "t10k" from a directory holding the four standard files
  * (`<set>-images-idx3-ubyte[.gz]`, `<set>-labels-idx1-ubyte[.gz]`); the
- * plain name is tried first, then `.gz`. */
+ * plain name is tried first, then `.gz`. 10 classes. */
 KFAC_API kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out);
+
+/* Read a CSV file (gzipped or not) of numeric features and one integer
+ * label column, `label_column` (1-based), into *out (rows 1, cols the
+ * features; values as they are written). A first row that does not parse
+ * as numbers is a header and is skipped; empty lines are skipped; fields
+ * are separated by commas, spaces around them ignored. Labels must lie in
+ * [0, classes) (classes 0: the largest label plus one). Every malformed
+ * row is KFAC_ERR_FORMAT with "path:line: problem" (a wrong number of
+ * fields, a field that is not a finite number, a label that is not an
+ * integer or is out of range); an empty file, or a header alone, too. */
+KFAC_API kfac_status kfac_csv_load(const char *path, int classes, int label_column, kfac_dataset *out);
+
+/* A data set by where it is: `path` a directory holding, for `set`
+ * ("train", or "test" alias "t10k"), `train.csv` / `test.csv` if present,
+ * else the MNIST IDX files of kfac_mnist_load; or `path` one CSV file
+ * (the whole file, whatever `set`). classes and label_column as above
+ * (label_column matters to CSV only). */
+KFAC_API kfac_status kfac_data_load(const char *path, const char *set, int classes, int label_column,
+                                    kfac_dataset *out);
 
 KFAC_API void kfac_dataset_free(kfac_dataset *d); /* frees the buffers, zeroes *d */
 
@@ -77,6 +106,16 @@ typedef struct kfac_train_params {
      * default: "inherit") takes optim's. K-FAC's own are kfac.lr and
      * kfac.momentum. */
     kfac_optim_params per_optimizer[KFAC_OPT_COUNT];
+    float val_fraction;            /* default 0 (none); [0, 1): the last
+                                      fraction of the training set (rounded
+                                      to the nearest example), held out
+                                      before any shuffling and evaluated
+                                      after each epoch */
+    int early_stop;                /* default 0 (off); 0..100000: stop when
+                                      the validation loss has not improved
+                                      for N epochs (needs val_fraction) */
+    int label_column;              /* default 1; 1..1000001: a CSV file's
+                                      label column (1-based) */
 } kfac_train_params;
 
 KFAC_API void kfac_train_params_init(kfac_train_params *p);
@@ -125,6 +164,13 @@ typedef struct kfac_epoch_stats {
     double test_acc;     /* accuracy (classification) or, for the other
                             losses, mean squared error per example
                             (sum over outputs) */
+    int val_n;           /* examples held out (val_fraction); 0: none, and
+                            the val_ fields are zero */
+    double val_loss;     /* mean loss on them after the epoch */
+    double val_acc;      /* their accuracy (or reconstruction error) */
+    int best_epoch;      /* the epoch of the lowest validation loss so far */
+    int early_stop;      /* 1: early_stop epochs without a lower
+                            validation loss than best_epoch's: stop */
 } kfac_epoch_stats;
 
 /* Called after each training step (step of steps_in_epoch, from 1); it
@@ -150,7 +196,10 @@ KFAC_API void kfac_trainer_free(kfac_trainer *t);
 
 KFAC_API kfac_net *kfac_trainer_net(kfac_trainer *t);
 /* One pass over the training data in a fresh shuffled order. stats->test_*
- * are left zero; use kfac_evaluate.
+ * are left zero; use kfac_evaluate. With val_fraction > 0 the held-out
+ * examples are then evaluated (stats->val_*, not in stats->seconds), and
+ * stats->early_stop says when early_stop epochs have passed without a
+ * lower validation loss (this count starts afresh on a loaded checkpoint).
  * Meanwhile the calling thread and the threads of its OpenMP pool flush
  * denormal results and inputs to zero (x86-64: MXCSR's FTZ and DAZ; other
  * machines are left as they are), as Adam's decaying state otherwise

@@ -1,7 +1,10 @@
-/* idx.c - reader of (Fashion-)MNIST IDX files, gzipped or plain, into a
- * kfac_dataset; every malformed input is a status with "<path>: problem". */
+/* idx.c - reader of IDX files (every element type the format defines,
+ * big-endian), gzipped or plain, into a kfac_dataset; the MNIST directory
+ * layout and the choice between it and CSV files (csv.c); every malformed
+ * input is a status with "<path>: problem". */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +20,17 @@
 #define IDX_MAX_FEATURES 1000000u
 #define IDX_MAX_BYTES (1ull << 31)
 
-#define IDX_TYPE_UBYTE 0x08
+/* The element types of the IDX format: code, bytes, name. */
+typedef struct idx_type {
+    unsigned char code;
+    unsigned char size;
+    unsigned char integer;
+    const char *name;
+} idx_type;
+static const idx_type idx_types[] = {{0x08, 1, 1, "unsigned byte"}, {0x09, 1, 1, "signed byte"},
+                                     {0x0B, 2, 1, "short"},         {0x0C, 4, 1, "int"},
+                                     {0x0D, 4, 0, "float"},         {0x0E, 8, 0, "double"}};
+#define IDX_N_TYPES (int)(sizeof idx_types / sizeof *idx_types)
 #define IDX_CHUNK (4u << 20)      /* bytes per gzread call */
 #define IDX_GZ_BUFFER (1u << 18)  /* zlib's own input buffer */
 #define IDX_PATH_MAX 4096
@@ -27,8 +40,9 @@ typedef struct idx_file {
     gzFile gz;
     int ndims;
     uint32_t dims[3];
+    const idx_type *type;
     size_t count; /* dims[0] */
-    size_t item;  /* bytes per example: product of the other dims */
+    size_t item;  /* elements per example: product of the other dims */
 } idx_file;
 
 /* zlib's messages start with "<path>: "; ours already do. */
@@ -83,17 +97,21 @@ static void dims_string(const idx_file *f, char *buf, size_t size)
 {
     if (f->ndims == 3)
         snprintf(buf, size, "%u x %u x %u", f->dims[0], f->dims[1], f->dims[2]);
+    else if (f->ndims == 2)
+        snprintf(buf, size, "%u x %u", f->dims[0], f->dims[1]);
     else
         snprintf(buf, size, "%u", f->dims[0]);
 }
 
-/* Open `path` and validate its header as an unsigned-byte IDX file with
- * `ndims` dimensions. On failure the file is closed. */
-static kfac_status idx_open(idx_file *f, const char *path, int ndims)
+/* Open `path` and validate its header as an IDX file of labels (one
+ * dimension, an integer type: labels 1) or of images (two dimensions,
+ * examples x features, or three, examples x rows x cols: labels 0). On
+ * failure the file is closed. */
+static kfac_status idx_open(idx_file *f, const char *path, int labels)
 {
     memset(f, 0, sizeof *f);
     f->path = path;
-    f->ndims = ndims;
+    int ndims = labels ? 1 : 3;
     errno = 0;
     f->gz = gzopen(path, "rb");
     if (!f->gz)
@@ -124,16 +142,29 @@ static kfac_status idx_open(idx_file *f, const char *path, int ndims)
                        head[0], head[1], head[2], head[3]);
         goto fail;
     }
-    if (head[2] != IDX_TYPE_UBYTE) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: element type 0x%02x is not unsigned byte (0x08)", path,
+    for (int i = 0; i < IDX_N_TYPES; i++)
+        if (idx_types[i].code == head[2])
+            f->type = &idx_types[i];
+    if (!f->type) {
+        st = kfac_fail(KFAC_ERR_FORMAT,
+                       "%s: element type 0x%02x is none of IDX's (0x08, 0x09, 0x0b, 0x0c, 0x0d, 0x0e)", path,
                        head[2]);
         goto fail;
     }
-    if (head[3] != ndims) {
-        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %d dimension%s, expected %d for %s", path, head[3],
-                       KFAC_S(head[3]), ndims, ndims == 3 ? "images" : "labels");
+    if (labels && !f->type->integer) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: element type 0x%02x (%s): labels need an integer type", path,
+                       head[2], f->type->name);
         goto fail;
     }
+    if (!labels && head[3] == 2)
+        ndims = 2;
+    if (head[3] != ndims) {
+        st = kfac_fail(KFAC_ERR_FORMAT, "%s: %d dimension%s, expected %s for %s", path, head[3],
+                       KFAC_S(head[3]), labels ? "1" : "2 or 3", labels ? "labels" : "images");
+        goto fail;
+    }
+    f->ndims = ndims;
+    want = 4 + 4 * (size_t)ndims;
     st = read_full(f, head + 4, want - 4, &got);
     if (st)
         goto fail;
@@ -171,9 +202,9 @@ static kfac_status idx_open(idx_file *f, const char *path, int ndims)
         }
         item *= f->dims[i];
     }
-    if ((uint64_t)f->dims[0] * item > IDX_MAX_BYTES) {
+    if ((uint64_t)f->dims[0] * item * f->type->size > IDX_MAX_BYTES) {
         st = kfac_fail(KFAC_ERR_FORMAT, "%s: dimensions %s too large (%llu bytes, more than 2^31)",
-                       path, ds, (unsigned long long)f->dims[0] * item);
+                       path, ds, (unsigned long long)f->dims[0] * item * f->type->size);
         goto fail;
     }
     f->count = f->dims[0];
@@ -193,12 +224,12 @@ static void idx_close(idx_file *f)
     f->gz = NULL;
 }
 
-/* Read the count*item data bytes into a new buffer that grows only as
+/* Read the count*item elements' bytes into a new buffer that grows only as
  * data arrives, so a header promising far more than the file holds costs
  * little memory. Then require the end of the file. */
 static kfac_status idx_read_data(const idx_file *f, unsigned char **out)
 {
-    size_t total = f->count * f->item, have = 0, cap = 0;
+    size_t total = f->count * f->item * f->type->size, have = 0, cap = 0;
     unsigned char *buf = NULL;
     kfac_status st = KFAC_OK;
 
@@ -250,21 +281,53 @@ fail:
     return st;
 }
 
+/* Element i of a type's big-endian bytes, as a double (exact for every
+ * type but none wider than float's 24 bits matter here: the caller rounds
+ * to float, or checks an integer label). */
+static double element(const idx_type *t, const unsigned char *p, size_t i)
+{
+    p += i * t->size;
+    uint64_t u = 0;
+    for (int k = 0; k < t->size; k++)
+        u = u << 8 | p[k];
+    switch (t->code) {
+    case 0x08:
+        return (double)u;
+    case 0x09:
+        return (double)(int8_t)(uint8_t)u;
+    case 0x0B:
+        return (double)(int16_t)(uint16_t)u;
+    case 0x0C:
+        return (double)(int32_t)(uint32_t)u;
+    case 0x0D: {
+        uint32_t w = (uint32_t)u;
+        float x;
+        memcpy(&x, &w, sizeof x);
+        return (double)x;
+    }
+    default: {
+        double x;
+        memcpy(&x, &u, sizeof x);
+        return x;
+    }
+    }
+}
+
 kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
                           kfac_dataset *out)
 {
     kfac_clear_error();
     if (!images_path || !labels_path || !out)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_idx_load: NULL argument");
-    if (classes < 1 || classes > 256)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_idx_load: classes %d outside [1, 256]",
-                         classes);
+    if (classes < 0 || classes > KFAC_MAX_CLASSES)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_idx_load: classes %d outside [0, %d]", classes,
+                         KFAC_MAX_CLASSES);
 
     idx_file im = {0}, lb = {0};
     float *x = NULL;
-    unsigned char *pixels = NULL;
+    unsigned char *pixels = NULL, *raw_labels = NULL;
     uint8_t *labels = NULL;
-    kfac_status st = idx_open(&im, images_path, 3);
+    kfac_status st = idx_open(&im, images_path, 0);
     if (st)
         goto done;
     st = idx_open(&lb, labels_path, 1);
@@ -279,15 +342,28 @@ kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int 
     st = idx_read_data(&im, &pixels);
     if (st)
         goto done;
-    st = idx_read_data(&lb, &labels);
+    st = idx_read_data(&lb, &raw_labels);
     if (st)
         goto done;
+    /* labels: integers in [0, classes), or for classes 0 in [0, 256) and
+     * the largest plus one classes */
+    int bound = classes ? classes : KFAC_MAX_CLASSES, top = 0;
+    if (lb.type->size == 1 && lb.type->code == 0x08) {
+        labels = raw_labels; /* bytes as they are */
+        raw_labels = NULL;
+    } else if (!(labels = malloc(lb.count))) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu labels", labels_path, lb.count);
+        goto done;
+    }
     for (size_t i = 0; i < lb.count; i++) {
-        if (labels[i] >= classes) {
-            st = kfac_fail(KFAC_ERR_FORMAT, "%s: label %u at index %zu outside [0, %d)",
-                           labels_path, (unsigned)labels[i], i, classes);
+        double v = element(lb.type, raw_labels ? raw_labels : labels, i); /* read before written */
+        if (!(v >= 0 && v < bound)) {
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: label %.0f at index %zu outside [0, %d)", labels_path, v, i,
+                           bound);
             goto done;
         }
+        labels[i] = (uint8_t)v;
+        top = KFAC_MAX(top, (int)v + 1);
     }
     /* The pixels are all there: now the float array can take its size. */
     size_t total = im.count * im.item;
@@ -296,17 +372,33 @@ kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int 
         st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu floats", images_path, total);
         goto done;
     }
-    float scale[256]; /* a table: as exact as x / 255.0f, and cheaper */
-    for (int v = 0; v < 256; v++)
-        scale[v] = v / 255.0f;
-    for (size_t i = 0; i < total; i++)
-        x[i] = scale[pixels[i]];
+    if (im.type->code == 0x08) {
+        /* unsigned bytes are intensities: scaled to [0, 1] */
+        float scale[256]; /* a table: as exact as x / 255.0f, and cheaper */
+        for (int v = 0; v < 256; v++)
+            scale[v] = v / 255.0f;
+        for (size_t i = 0; i < total; i++)
+            x[i] = scale[pixels[i]];
+    } else {
+        /* every other type is taken as the values it holds; NaN, Inf
+         * and doubles past float's range are refused here, not met as a
+         * loss of NaN in training */
+        for (size_t i = 0; i < total; i++) {
+            double v = element(im.type, pixels, i);
+            x[i] = (float)v;
+            if (!isfinite(x[i])) {
+                st = kfac_fail(KFAC_ERR_FORMAT, "%s: element %zu (example %zu) is %g, not a finite float",
+                               images_path, i, i / im.item, v);
+                goto done;
+            }
+        }
+    }
 
     out->n = (int)im.count;
-    out->rows = (int)im.dims[1];
-    out->cols = (int)im.dims[2];
+    out->rows = im.ndims == 3 ? (int)im.dims[1] : 1;
+    out->cols = im.ndims == 3 ? (int)im.dims[2] : (int)im.dims[1];
     out->features = (int)im.item;
-    out->classes = classes;
+    out->classes = classes ? classes : top;
     out->x = x;
     out->labels = labels;
     x = NULL;
@@ -316,6 +408,7 @@ done:
     idx_close(&im);
     idx_close(&lb);
     free(pixels);
+    free(raw_labels);
     free(x);
     free(labels);
     return st;
@@ -337,6 +430,19 @@ static kfac_status find_file(const char *dir, const char *set, const char *name,
     return kfac_fail(KFAC_ERR_IO, "%s: %s (also tried %s.gz)", path, strerror(plain_errno), path);
 }
 
+/* The IDX pair of `set` ("train" or "t10k") in dir. */
+static kfac_status mnist_load(const char *dir, const char *set, int classes, kfac_dataset *out)
+{
+    char images[IDX_PATH_MAX], labels[IDX_PATH_MAX];
+    kfac_status st = find_file(dir, set, "images-idx3-ubyte", images);
+    if (st)
+        return st;
+    st = find_file(dir, set, "labels-idx1-ubyte", labels);
+    if (st)
+        return st;
+    return kfac_idx_load(images, labels, classes, out);
+}
+
 kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out)
 {
     kfac_clear_error();
@@ -345,14 +451,33 @@ kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out)
     if (strcmp(set, "train") != 0 && strcmp(set, "t10k") != 0)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_mnist_load: set '%s' is not train or t10k",
                          set);
-    char images[IDX_PATH_MAX], labels[IDX_PATH_MAX];
-    kfac_status st = find_file(dir, set, "images-idx3-ubyte", images);
-    if (st)
-        return st;
-    st = find_file(dir, set, "labels-idx1-ubyte", labels);
-    if (st)
-        return st;
-    return kfac_idx_load(images, labels, 10, out);
+    return mnist_load(dir, set, 10, out);
+}
+
+kfac_status kfac_data_load(const char *path, const char *set, int classes, int label_column, kfac_dataset *out)
+{
+    kfac_clear_error();
+    if (!path || !set || !out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_data_load: NULL argument");
+    int train = !strcmp(set, "train");
+    if (!train && strcmp(set, "t10k") != 0 && strcmp(set, "test") != 0)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_data_load: set '%s' is not train, test or t10k", set);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return kfac_fail(KFAC_ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) /* one CSV file: the whole of it, whichever set */
+        return kfac_csv_load(path, classes, label_column, out);
+    char csv[IDX_PATH_MAX], other[IDX_PATH_MAX];
+    int n = snprintf(csv, sizeof csv, "%s/%s.csv", path, train ? "train" : "test");
+    snprintf(other, sizeof other, "%s/%s.csv", path, train ? "test" : "train");
+    if (n < 0 || n >= (int)sizeof csv)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: path too long", path);
+    if (access(csv, F_OK) == 0)
+        return kfac_csv_load(csv, classes, label_column, out);
+    if (access(other, F_OK) == 0) /* a CSV directory missing one file */
+        return kfac_fail(KFAC_ERR_IO, "%s: %s (the directory has %s.csv)", csv, strerror(ENOENT),
+                         train ? "test" : "train");
+    return mnist_load(path, train ? "train" : "t10k", classes, out);
 }
 
 void kfac_dataset_free(kfac_dataset *d)

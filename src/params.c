@@ -136,6 +136,12 @@ const kfac_param_def kfac_param_defs[] = {
      "step schedule: each drop's factor"},
     {"train", "seed", "--seed", TRAIN(seed), {KFAC_V_U64, 0, 0, 0, NULL, NULL, 0}, 1, NULL,
      "seed for weights and data order"},
+    {"train", "val_fraction", "--val-fraction", TRAIN(val_fraction), FLOAT(0, 1, OPEN_HI), 0.0, NULL,
+     "hold out the last fraction of the training set to validate each epoch (0: none)"},
+    {"train", "early_stop", "--early-stop", TRAIN(early_stop), INT(0, 100000), 0, NULL,
+     "stop when the validation loss has not improved for N epochs (0: off)"},
+    {"train", "label_column", "--label-column", TRAIN(label_column), INT(1, 1000001), 1, NULL,
+     "CSV data: the label's column, 1-based"},
 
     {"kfac", "damping", "--damping", KFAC(damping), FLOAT(0, 1e6, OPEN_LO), 0.1, NULL, "Tikhonov damping lambda"},
     {"kfac", "damping_half_life", "--damping-half-life", KFAC(damping_half_life), INT(0, 100000000), 0, NULL,
@@ -331,6 +337,9 @@ kfac_status kfac_train_params_validate(const kfac_train_params *p)
     if (!p)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "training parameters are NULL");
     kfac_status st = validate_part(KFAC_PART_TRAIN, p);
+    if (st == KFAC_OK && p->early_stop > 0 && !(p->val_fraction > 0))
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "early_stop = %d needs a validation set: val_fraction > 0",
+                       p->early_stop);
     if (st == KFAC_OK)
         st = validate_part(KFAC_PART_OPTIM, &p->optim);
     if (st == KFAC_OK)

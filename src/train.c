@@ -19,8 +19,12 @@
 
 struct kfac_trainer {
     kfac_train_params p;
-    const kfac_dataset *train; /* the caller's, or pooled */
+    const kfac_dataset *train; /* the caller's, or pooled, or split_train */
     kfac_dataset pooled;       /* the caller's pooled for the net's `pool`, owned */
+    kfac_dataset split_train;  /* val_fraction > 0: views of the first rows */
+    kfac_dataset val;          /* and of the last (n 0: no validation) */
+    double best_val;           /* the lowest validation loss so far */
+    int best_epoch, stale;     /* its epoch; epochs since */
     kfac_net *net;
     kfac_optimizer *opt;
     kfac_rng rng;     /* data order (weights are drawn from it first) */
@@ -128,9 +132,16 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         return st;
     if ((st = check_fit(spec, train)) != KFAC_OK)
         goto refuse;
-    if (p->batch > train->n) {
+    /* val_fraction: the last n_val examples, rounded to the nearest */
+    int n_val = (int)lround((double)p->val_fraction * train->n);
+    if (p->val_fraction > 0 && (n_val < 1 || n_val >= train->n)) {
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "val_fraction %g of %d example%s leaves %s", (double)p->val_fraction,
+                       train->n, KFAC_S(train->n), n_val < 1 ? "no example to validate" : "no example to train");
+        goto refuse;
+    }
+    if (p->batch > train->n - n_val) {
         st = kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d larger than the training set (%d example%s)", p->batch,
-                       train->n, KFAC_S(train->n));
+                       train->n - n_val, KFAC_S(train->n - n_val));
         goto refuse;
     }
 
@@ -141,6 +152,18 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     t->p = *p;
     t->pooled = pooled; /* t owns it from here */
     t->train = train == &pooled ? &t->pooled : train;
+    if (n_val > 0) { /* views of the same buffers: the last n_val rows validate */
+        t->split_train = *t->train;
+        t->split_train.n = train->n - n_val;
+        t->val = *t->train;
+        t->val.n = n_val;
+        t->val.x += (size_t)t->split_train.n * (size_t)train->features;
+        if (t->val.labels)
+            t->val.labels += t->split_train.n;
+        t->train = &t->split_train;
+        train = t->train;
+    }
+    t->best_val = INFINITY;
     kfac_rng_seed(&t->rng, p->seed);
     if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK ||
         (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
@@ -456,7 +479,28 @@ kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progress, void 
     kfac_fp_flush_begin();
     kfac_status st = epoch(t, progress, user, stats);
     kfac_fp_flush_end();
-    return st;
+    if (st != KFAC_OK || t->val.n == 0)
+        return st;
+    /* the held-out examples, after the epoch and outside its seconds (in
+     * a group every rank holds them all and computes the same) */
+    double vl = 0.0, va = 0.0;
+    if ((st = kfac_evaluate(t->net, &t->val, &vl, &va)) != KFAC_OK)
+        return st;
+    if (vl < t->best_val) {
+        t->best_val = vl;
+        t->best_epoch = t->epoch;
+        t->stale = 0;
+    } else {
+        t->stale++;
+    }
+    if (stats) {
+        stats->val_n = t->val.n;
+        stats->val_loss = vl;
+        stats->val_acc = va;
+        stats->best_epoch = t->best_epoch;
+        stats->early_stop = t->p.early_stop > 0 && t->stale >= t->p.early_stop;
+    }
+    return KFAC_OK;
 }
 
 kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, double *metric)

@@ -223,7 +223,7 @@ static const idx_case idx_cases[] = {
     {"trunc-header", F_TRAIN_LAB, "truncated header (6 of 8 bytes)", ""},
     {"trunc-data", F_TEST_IMG, "truncated data (31280 of 31360 bytes for 40 x 28 x 28)", ""},
     {"magic", F_TRAIN_IMG, "bad magic 0x01000803 (not an IDX file)", ""},
-    {"type", F_TEST_IMG, "element type 0x0d is not unsigned byte", ""},
+    {"type", F_TEST_IMG, "element type 0x0a is none of IDX's (0x08, 0x09, 0x0b, 0x0c, 0x0d, 0x0e)", ""},
     {"ndims", F_TRAIN_LAB, "2 dimensions, expected 1 for labels", ""},
     {"zero-dim", F_TRAIN_IMG, "zero dimension in 120 x 0 x 28", ""},
     {"overflow", F_TRAIN_IMG, "dimensions 4294967295 x 4294967295 x 4294967295 too large", ""},
@@ -254,7 +254,7 @@ START_TEST(test_bad_idx)
     case 1: b->n = 6; break;
     case 2: b->n -= 80; break;
     case 3: b->b[0] = 1; break;
-    case 4: b->b[2] = 0x0D; break;
+    case 4: b->b[2] = 0x0A; break;
     case 5: b->b[3] = 2; break;
     case 6: be32(b->b + 8, 0); break;
     case 7: for (int k = 4; k < 16; k++) b->b[k] = 0xFF; break;
@@ -391,6 +391,59 @@ START_TEST(test_net_does_not_fit_data)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ CSV data */
+
+typedef struct csv_case {
+    const char *name;
+    const char *train, *test; /* the files' text (test NULL: one file) */
+    const char *where;        /* "train.csv:3: " */
+    const char *problem;
+} csv_case;
+
+#define CSV_OK "f1,f2,f3,label\n0.1,0.2,0.3,0\n0.4,0.5,0.6,1\n0.7,0.8,0.9,2\n0.1,0.1,0.1,1\n"
+
+static const csv_case csv_cases[] = {
+    {"fields", CSV_OK "1,2,0\n", CSV_OK, "train.csv:6: ", "3 fields, expected 4 (as line 1)"},
+    {"number", CSV_OK, CSV_OK "1,2,zz,0\n", "test.csv:6: ", "field 3, 'zz', is not a number"},
+    {"label-int", CSV_OK "1,2,3,1.0\n", CSV_OK, "train.csv:6: ", "label (field 4) '1.0' is not an integer"},
+    {"label-range", CSV_OK "1,2,3,3\n", CSV_OK, "train.csv:6: ", "label 3 at index 4 outside [0, 3)"},
+    {"empty", "", CSV_OK, "train.csv: ", "empty file"},
+    {"header-only", CSV_OK, "f1,f2,f3,label\n", "test.csv: ", "no data rows after the header (line 1)"},
+    {"no-test", CSV_OK, "", "test.csv: ", "No such file or directory (the directory has train.csv)"},
+    {"sizes", CSV_OK, "a,b,c,label,e\n1,2,3,0,4\n", ": ", "the test set has 4 features but the training set 3"},
+    {"one-file", CSV_OK "5,5,5,9\n", NULL, "train.csv:6: ", "label 9 at index 4 outside [0, 3)"},
+};
+
+/* Every kind of malformed CSV data through `kfac train`: one line naming
+ * file:line and the problem, exit 3, no output file. */
+START_TEST(test_bad_csv)
+{
+    const csv_case *c = &csv_cases[_i];
+    char dir[600], path[800], net[800], log[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/bi-csv-%s", test_tmpdir(), c->name);
+    mkdir_p(dir);
+    snprintf(net, sizeof net, "%s/three.net", dir);
+    static const char net_text[] = "[net]\ninputs = 3\n[dense]\nunits = 3\nactivation = linear\n"
+                                   "[train]\nbatch = 2\nepochs = 1\nlabel_column = 4\n";
+    write_all(net, net_text, strlen(net_text));
+    snprintf(path, sizeof path, "%s/train.csv", dir);
+    write_all(path, c->train, strlen(c->train));
+    if (c->test && *c->test) {
+        snprintf(path, sizeof path, "%s/test.csv", dir);
+        write_all(path, c->test, strlen(c->test));
+    }
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --data '%s%s' --threads 1 --quiet --log '%s'", net, dir,
+             c->test ? "" : "/train.csv", log);
+    char where[900];
+    snprintf(where, sizeof where, "%s%s%s", dir, c->where[0] == ':' ? "" : "/", c->where);
+    int got = run_kfac(args);
+    expect_one_line(c->name, got, 3, where, c->problem);
+    ck_assert_msg(!exists(log), "%s: an output file was created", c->name);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- flags */
 
 typedef struct flag_case {
@@ -446,6 +499,13 @@ static const flag_case flag_cases[] = {
     {"--seed ' -1'", "train: --seed ' -1': seed needs a non-negative integer, got ' -1'"},
     {"--seed +3", "train: --seed '+3': seed needs a non-negative integer"},
     {"--quiet=1", "train: --quiet takes no value"},
+    {"--val-fraction 1", "train: --val-fraction '1': val_fraction = 1 is outside [0, 1)"},
+    {"--val-fraction -0.1", "train: --val-fraction '-0.1': val_fraction = -0.1 is outside [0, 1)"},
+    {"--val-fraction 0.001", "nets/small.net: val_fraction 0.001 of 120 examples leaves no example to validate"},
+    {"--val-fraction 0.5 --batch 61", "nets/small.net: batch 61 larger than the training set (60 examples)"},
+    {"--early-stop 3", "nets/small.net: early_stop = 3 needs a validation set: val_fraction > 0"},
+    {"--early-stop -1", "train: --early-stop '-1': early_stop = -1 is outside [0, 100000]"},
+    {"--label-column 0", "train: --label-column '0': label_column = 0 is outside [1, 1000001]"},
 };
 
 START_TEST(test_bad_flag)
@@ -897,6 +957,7 @@ Suite *badinput_cli_suite(void)
     TCase *tc = tcase_create("data");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad_idx, 0, (int)(sizeof idx_cases / sizeof *idx_cases));
+    tcase_add_loop_test(tc, test_bad_csv, 0, (int)(sizeof csv_cases / sizeof *csv_cases));
     tcase_add_test(tc, test_net_does_not_fit_data);
     suite_add_tcase(s, tc);
     tc = tcase_create("netfile");

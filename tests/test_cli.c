@@ -604,6 +604,195 @@ START_TEST(test_spin_wait_bounded)
 }
 END_TEST
 
+
+/* ------------------------------------------------------ your own data */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A CSV file of n rows of 4 features around the class (a header, the label
+ * in column 3 of 5); rows from `flip` on have their label moved by one
+ * (a validation set that contradicts the training set). */
+static void write_csv(const char *path, int n, int classes, int flip, uint64_t seed)
+{
+    kfac_rng r;
+    kfac_rng_seed(&r, seed);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("x1,x2,class,x3,x4\n", f);
+    for (int i = 0; i < n; i++) {
+        int c = (int)kfac_rng_below(&r, (uint32_t)classes), lab = i >= flip ? (c + 1) % classes : c;
+        double v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = (k == c % 4 ? 1.0 : 0.0) + (c / 4) * 0.5 + 0.2 * (kfac_rng_uniform(&r) - 0.5);
+        fprintf(f, "%.4f,%.4f,%d,%.4f,%.4f\n", v[0], v[1], lab, v[2], v[3]);
+    }
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The last row's last field of a CSV log. */
+static double last_field(const char *csv)
+{
+    const char *end = csv + strlen(csv) - 1, *p = end;
+    while (p > csv && p[-1] != ',')
+        p--;
+    return atof(p);
+}
+
+static void be_write(FILE *f, uint64_t v, int bytes)
+{
+    for (int k = bytes - 1; k >= 0; k--)
+        fputc((int)(v >> (8 * k)) & 0xFF, f);
+}
+
+/* A 3-class problem (CSV: train.csv and test.csv, the label in column 3)
+ * and a 26-class one (IDX: float features of 2 dimensions, short labels)
+ * train through the program: the classes are the network's outputs. A
+ * label past them names the file, line and index. */
+START_TEST(test_own_classes)
+{
+    char dir[600], path[800], net[800], log[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/three", test_tmpdir());
+    snprintf(args, sizeof args, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(path, sizeof path, "%s/train.csv", dir);
+    write_csv(path, 300, 3, 1 << 30, 1);
+    snprintf(path, sizeof path, "%s/test.csv", dir);
+    write_csv(path, 60, 3, 1 << 30, 2);
+    snprintf(net, sizeof net, "%s/three.net", dir);
+    write_file(net, "[net]\ninputs = 4\n[dense]\nunits = 8\nactivation = tanh\n[dense]\nunits = 3\n"
+                    "activation = linear\n[train]\nbatch = 20\nepochs = 5\nlr = 0.1\n");
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --label-column 3 --threads 1 --quiet --log '%s'", net, dir,
+             log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), "300 training, 60 test examples"));
+    const char *csv = slurp(log);
+    ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc\n", 44) == 0, "%s", csv);
+    ck_assert_int_eq(count_lines(csv), 6);
+    ck_assert_msg(last_field(csv) > 0.9, "3 classes: test accuracy %g", last_field(csv));
+    /* a 2-class network: label 2 is past its classes */
+    snprintf(net, sizeof net, "%s/two.net", dir);
+    write_file(net, "[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n[train]\nbatch = 20\n");
+    snprintf(args, sizeof args, "train '%s' --data '%s' --label-column 3 --threads 1 --quiet", net, dir);
+    snprintf(path, sizeof path, "%s/train.csv:", dir);
+    expect_error(args, 3, path);
+    ck_assert_ptr_nonnull(strstr(slurp(err_path), "outside [0, 2)"));
+
+    /* 26 classes as IDX: 0x0D features (n x 26), 0x0B labels */
+    snprintf(dir, sizeof dir, "%s/letters", test_tmpdir());
+    snprintf(args, sizeof args, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(args), 0);
+    kfac_rng r;
+    kfac_rng_seed(&r, 26);
+    const char *sets[2] = {"train", "t10k"};
+    for (int s = 0; s < 2; s++) {
+        int n = s ? 260 : 1040;
+        snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, sets[s]);
+        FILE *fi = fopen(path, "wb");
+        snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, sets[s]);
+        FILE *fl = fopen(path, "wb");
+        ck_assert(fi && fl);
+        be_write(fi, 0x0D02, 4), be_write(fi, (uint64_t)n, 4), be_write(fi, 26, 4);
+        be_write(fl, 0x0B01, 4), be_write(fl, (uint64_t)n, 4);
+        for (int i = 0; i < n; i++) {
+            int c = i % 26;
+            for (int k = 0; k < 26; k++) {
+                float v = (k == c ? 2.0f : 0.0f) + 0.3f * (float)kfac_rng_uniform(&r);
+                uint32_t w;
+                memcpy(&w, &v, 4);
+                be_write(fi, w, 4);
+            }
+            be_write(fl, (uint64_t)c, 2);
+        }
+        fclose(fi);
+        fclose(fl);
+    }
+    snprintf(net, sizeof net, "%s/letters.net", dir);
+    write_file(net, "[net]\ninputs = 26\n[dense]\nunits = 26\nactivation = linear\n[train]\nbatch = 26\n"
+                    "epochs = 4\nlr = 0.2\n");
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, dir, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    csv = slurp(log);
+    ck_assert_int_eq(count_lines(csv), 5);
+    ck_assert_msg(last_field(csv) > 0.9, "26 classes: test accuracy %g", last_field(csv));
+}
+END_TEST
+
+/* --val-fraction: the split's sizes, the val_loss,val_acc columns on
+ * stdout and in the log (after the test ones, or alone for one CSV file,
+ * which has no test set); --early-stop stops when the validation set
+ * contradicts the training set, saying so. */
+START_TEST(test_validation_columns)
+{
+    char dir[600], path[800], net[800], log[800], args[4096];
+    snprintf(dir, sizeof dir, "%s/val", test_tmpdir());
+    snprintf(args, sizeof args, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(path, sizeof path, "%s/train.csv", dir);
+    write_csv(path, 200, 3, 1 << 30, 3);
+    snprintf(net, sizeof net, "%s/three.net", dir);
+    write_file(net, "[net]\ninputs = 4\n[dense]\nunits = 3\nactivation = linear\n[train]\nbatch = 20\n"
+                    "epochs = 3\nlr = 0.1\nlabel_column = 3\nval_fraction = 0.2\n");
+    snprintf(log, sizeof log, "%s/one.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, path, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_msg(strstr(out, ": 160 training, 40 validation examples (the last 0.2 of the training set), no test set\n"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "\nepoch   seconds  train_loss    val_loss       val_acc\n"), "%s", out);
+    const char *csv = slurp(log);
+    ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,val_loss,val_acc\n", 42) == 0, "%s", csv);
+    ck_assert_int_eq(count_lines(csv), 4);
+    int e;
+    double secs, tl, vl, va;
+    ck_assert_int_eq(sscanf(strstr(csv, "\n3,") + 1, "%d,%lf,%lf,%lf,%lf", &e, &secs, &tl, &vl, &va), 5);
+    ck_assert_int_eq(e, 3);
+    ck_assert_msg(va > 0.8 && vl < 1.0, "validation %g %g", vl, va);
+    /* no validation: the columns of one file are the training ones alone */
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --val-fraction 0", net, path,
+             log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(strncmp(slurp(log), "epoch,seconds,train_loss\n", 25) == 0, "%s", slurp(log));
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), ": 200 training examples, no test set\n"));
+    /* with a test set: test columns, then validation ones */
+    snprintf(path, sizeof path, "%s/test.csv", dir);
+    write_csv(path, 50, 3, 1 << 30, 4);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --val-fraction 0.25", net, dir,
+             log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(slurp(out_path), ": 150 training, 50 validation examples (the last 0.25 of the "
+                                                  "training set), 50 test examples\n"));
+    csv = slurp(log);
+    ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc,val_loss,val_acc\n", 61) == 0, "%s", csv);
+    ck_assert_int_eq(sscanf(strstr(csv, "\n1,") + 1, "%d,%lf,%lf,%lf,%lf,%lf,%lf", &e, &secs, &tl, &vl, &va, &vl, &va),
+                     7);
+
+    /* early stop: the last 20% contradict the rest, so the validation
+     * loss rises as training fits; 3 epochs without a lower one stop it */
+    snprintf(path, sizeof path, "%s/flip.csv", dir);
+    write_csv(path, 200, 3, 160, 5);
+    snprintf(log, sizeof log, "%s/flip-log.csv", dir);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --epochs 100 --early-stop 3",
+             net, path, log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    out = slurp(out_path);
+    const char *stop = strstr(out, "# early stop after epoch ");
+    ck_assert_msg(stop, "no early stop: %s", out);
+    int at = atoi(stop + strlen("# early stop after epoch ")), best = atoi(strstr(stop, "(lowest at epoch ") + 17);
+    ck_assert_msg(strstr(stop, ": the validation loss has not improved for 3 epochs (lowest at epoch "), "%s", stop);
+    ck_assert_int_eq(at, best + 3);
+    ck_assert_int_lt(at, 100);
+    ck_assert_int_eq(count_lines(slurp(log)), at + 1); /* the header and the epochs run */
+}
+END_TEST
+
 Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -623,6 +812,8 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_resume_appends_log);
     tcase_add_test(tc, test_adam_flags);
     tcase_add_test(tc, test_spin_wait_bounded);
+    tcase_add_test(tc, test_own_classes);
+    tcase_add_test(tc, test_validation_columns);
     suite_add_tcase(s, tc);
     /* trains on the real data (left out under valgrind) */
     tc = tcase_create("check");

@@ -1,5 +1,6 @@
 /* test_idx.c - the IDX reader on small files the tests write (plain and
  * gzipped, good and broken in every way) and on the real Fashion-MNIST. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,165 @@ START_TEST(test_mnist_prefers_plain)
 }
 END_TEST
 
+
+/* ------------------------------------------------- every element type */
+
+/* The IDX element types: code, bytes. */
+static const struct {
+    unsigned char code;
+    int size;
+    const char *name;
+} types[6] = {{0x08, 1, "ubyte"}, {0x09, 1, "sbyte"}, {0x0B, 2, "short"},
+              {0x0C, 4, "int"},   {0x0D, 4, "float"}, {0x0E, 8, "double"}};
+
+/* v as a big-endian element of type t */
+static void blob_element(blob *o, int t, double v)
+{
+    unsigned char be[8];
+    uint64_t u = 0;
+    switch (types[t].code) {
+    case 0x08: u = (uint8_t)v; break;
+    case 0x09: u = (uint8_t)(int8_t)v; break;
+    case 0x0B: u = (uint16_t)(int16_t)v; break;
+    case 0x0C: u = (uint32_t)(int32_t)v; break;
+    case 0x0D: {
+        float f = (float)v;
+        uint32_t w;
+        memcpy(&w, &f, 4);
+        u = w;
+        break;
+    }
+    default:
+        memcpy(&u, &v, 8);
+    }
+    for (int k = 0; k < types[t].size; k++)
+        be[k] = (unsigned char)(u >> (8 * (types[t].size - 1 - k)));
+    blob_add(o, be, (size_t)types[t].size);
+}
+
+/* An IDX file of type t: 00 00 code ndims, dims, then values. */
+static void typed_blob(blob *o, int t, int ndims, const uint32_t *dims, const double *v, size_t count)
+{
+    o->n = 0;
+    unsigned char magic[4] = {0, 0, types[t].code, (unsigned char)ndims};
+    blob_add(o, magic, 4);
+    for (int i = 0; i < ndims; i++)
+        blob_u32(o, dims[i]);
+    for (size_t i = 0; i < count; i++)
+        blob_element(o, t, v[i]);
+}
+
+/* Images of each element type (2 of 2x3, gzipped for odd types), labels
+ * of each integer type: the values as the README says, unsigned bytes
+ * divided by 255 and every other type as stored. */
+START_TEST(test_element_types)
+{
+    int t = _i;
+    /* values every type can hold (negative ones only for the signed) */
+    static const double ubyte_v[12] = {0, 255, 51, 7, 128, 1, 2, 3, 4, 5, 6, 200};
+    static const double signed_v[12] = {-128, 127, -1, 0, 5, -7, 100, -100, 3, 2, 1, 0};
+    static const double wide_v[12] = {-30000, 32767, 12345, -1, 0, 7, 1000, -2000, 3, 4, 5, 6};
+    static const double int_v[12] = {-2000000000, 2000000000, 16777216, -16777217, 1, 0, 9, -9, 65536, 3, 2, 1};
+    static const double real_v[12] = {0.1, -2.5, 1e-3, 3.14159, 1e30, -1e-30, 0, 1, 2, 3, 4, 0.5};
+    const double *v = t == 0 ? ubyte_v : t == 1 ? signed_v : t == 2 ? wide_v : t == 3 ? int_v : real_v;
+    uint32_t dims[3] = {2, 2, 3};
+    char img[512], lab[512], name[64];
+    blob o;
+    typed_blob(&o, t, 3, dims, v, 12);
+    snprintf(name, sizeof name, "type-%s-images%s", types[t].name, t % 2 ? ".gz" : "");
+    tmp_path(img, sizeof img, name);
+    write_blob(img, &o, t % 2);
+    /* labels of the same type where it is an integer type, else int */
+    int lt = types[t].code <= 0x0C ? t : 3;
+    double lv[2] = {2, 1};
+    typed_blob(&o, lt, 1, dims, lv, 2);
+    snprintf(name, sizeof name, "type-%s-labels", types[t].name);
+    tmp_path(lab, sizeof lab, name);
+    write_blob(lab, &o, 0);
+
+    kfac_dataset d;
+    kfac_status st = kfac_idx_load(img, lab, 3, &d);
+    ck_assert_msg(st == KFAC_OK, "%s: %s", types[t].name, kfac_last_error());
+    ck_assert_int_eq(d.n, 2);
+    ck_assert_int_eq(d.rows, 2);
+    ck_assert_int_eq(d.cols, 3);
+    ck_assert_int_eq(d.features, 6);
+    ck_assert_int_eq(d.classes, 3);
+    ck_assert_uint_eq(d.labels[0], 2);
+    ck_assert_uint_eq(d.labels[1], 1);
+    for (int i = 0; i < 12; i++) {
+        float want = t == 0 ? (float)(v[i] / 255.0) : (float)v[i];
+        if (t == 0)
+            ck_assert_float_eq_tol(d.x[i], want, 1e-7f);
+        else
+            ck_assert_msg(d.x[i] == want, "%s: element %d is %.9g, not %.9g", types[t].name, i, d.x[i], want);
+    }
+    kfac_dataset_free(&d);
+
+    /* a label past the classes is named with its index, in every type */
+    double bad[2] = {1, 3};
+    typed_blob(&o, lt, 1, dims, bad, 2);
+    write_blob(lab, &o, 0);
+    expect_fail(img, lab, 3, KFAC_ERR_FORMAT, lab, "label 3 at index 1 outside [0, 3)");
+    if (types[lt].code != 0x08) { /* and a negative one */
+        bad[1] = -2;
+        typed_blob(&o, lt, 1, dims, bad, 2);
+        write_blob(lab, &o, 0);
+        expect_fail(img, lab, 3, KFAC_ERR_FORMAT, lab, "label -2 at index 1 outside [0, 3)");
+    }
+    /* truncated data counts the type's bytes */
+    typed_blob(&o, t, 3, dims, v, 12);
+    o.n -= 1;
+    write_blob(img, &o, 0);
+    char want[64];
+    snprintf(want, sizeof want, "of %d bytes for 2 x 2 x 3", 12 * types[t].size);
+    typed_blob(&o, lt, 1, dims, lv, 2);
+    write_blob(lab, &o, 0);
+    expect_fail(img, lab, 3, KFAC_ERR_FORMAT, img, want);
+}
+END_TEST
+
+/* Two-dimensional images (examples x features), and classes taken from
+ * the labels when 0 is given. */
+START_TEST(test_two_dims_and_classes)
+{
+    uint32_t dims[2] = {3, 4}, n = 3;
+    double v[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, lv[3] = {0, 25, 7};
+    char img[512], lab[512];
+    blob o;
+    typed_blob(&o, 4, 2, dims, v, 12);
+    tmp_path(img, sizeof img, "twodim-images");
+    write_blob(img, &o, 0);
+    typed_blob(&o, 2, 1, &n, lv, 3);
+    tmp_path(lab, sizeof lab, "twodim-labels");
+    write_blob(lab, &o, 0);
+    kfac_dataset d;
+    ck_assert_int_eq(kfac_idx_load(img, lab, 0, &d), KFAC_OK);
+    ck_assert_int_eq(d.rows, 1);
+    ck_assert_int_eq(d.cols, 4);
+    ck_assert_int_eq(d.features, 4);
+    ck_assert_int_eq(d.classes, 26); /* the largest label plus one */
+    ck_assert_float_eq(d.x[11], 12.0f);
+    kfac_dataset_free(&d);
+    ck_assert_int_eq(kfac_idx_load(img, lab, 26, &d), KFAC_OK);
+    kfac_dataset_free(&d);
+    expect_fail(img, lab, 25, KFAC_ERR_FORMAT, lab, "label 25 at index 1 outside [0, 25)");
+    /* NaN and Inf floats, and a double past float's range, are refused */
+    static const struct {
+        int type;
+        double v;
+        const char *text;
+    } bad[3] = {{4, NAN, "is nan"}, {4, INFINITY, "is inf"}, {5, 1e300, "is 1e+300"}};
+    for (int k = 0; k < 3; k++) {
+        v[6] = bad[k].v;
+        typed_blob(&o, bad[k].type, 2, dims, v, 12);
+        write_blob(img, &o, 0);
+        expect_fail(img, lab, 26, KFAC_ERR_FORMAT, img, "element 6 (example 1)");
+        ck_assert_msg(strstr(kfac_last_error(), bad[k].text), "%s", kfac_last_error());
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------- real data */
 
 START_TEST(test_real_data)
@@ -395,11 +555,22 @@ START_TEST(test_bad_type)
     char img[512], lab[512];
     blob o;
     images_blob(&o, 3, 2, 2, good_px);
-    o.b[2] = 0x0D; /* float */
+    o.b[2] = 0x0A; /* between signed byte and short: none of IDX's */
     tmp_path(img, sizeof img, "type-images.gz");
     write_blob(img, &o, 1);
     labels_for("type-labels", 3, lab, sizeof lab);
-    expect_fail(img, lab, 10, KFAC_ERR_FORMAT, img, "type 0x0d");
+    expect_fail(img, lab, 10, KFAC_ERR_FORMAT, img, "type 0x0a is none of IDX's");
+    /* labels must be integers: float and double label files are refused */
+    for (int k = 0; k < 2; k++) {
+        char flab[512];
+        labels_blob(&o, 3, good_lab);
+        o.b[2] = k ? 0x0E : 0x0D;
+        tmp_path(flab, sizeof flab, k ? "type-labels-double" : "type-labels-float");
+        write_blob(flab, &o, 0);
+        char img_ok[512], lab_ok[512];
+        write_good("type-ok", 0, img_ok, lab_ok, sizeof img_ok);
+        expect_fail(img_ok, flab, 10, KFAC_ERR_FORMAT, flab, "labels need an integer type");
+    }
 }
 END_TEST
 
@@ -638,7 +809,7 @@ START_TEST(test_invalid_args)
     ck_assert_int_eq(kfac_idx_load(NULL, lab, 10, &d), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_idx_load(img, NULL, 10, &d), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_idx_load(img, lab, 10, NULL), KFAC_ERR_INVALID_ARG);
-    ck_assert_int_eq(kfac_idx_load(img, lab, 0, &d), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_idx_load(img, lab, -1, &d), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_idx_load(img, lab, 257, &d), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_mnist_load(NULL, "train", &d), KFAC_ERR_INVALID_ARG);
     ck_assert_int_eq(kfac_mnist_load(test_tmpdir(), "valid", &d), KFAC_ERR_INVALID_ARG);
@@ -677,6 +848,8 @@ Suite *idx_suite(void)
     tcase_add_loop_test(good, test_mnist_dir, 0, 2);
     tcase_add_test(good, test_mnist_prefers_plain);
     tcase_add_test(good, test_free);
+    tcase_add_loop_test(good, test_element_types, 0, 6);
+    tcase_add_test(good, test_two_dims_and_classes);
     suite_add_tcase(s, good);
 
     TCase *bad = tcase_create("bad");

@@ -66,7 +66,7 @@ int main(void)
      * is created; a value in the environment wins. */
     setenv("CK_TIMEOUT_MULTIPLIER", "10", 0);
 
-    Suite *(*suites[])(void) = {rng_suite,    net_suite,    idx_suite,  netfile_suite,    optim_suite,
+    Suite *(*suites[])(void) = {rng_suite,    net_suite,    idx_suite,  csv_suite,  netfile_suite,    optim_suite,
                                 linalg_suite, fisher_suite, kfac_suite, checkpoint_suite, train_suite,
                                 cli_suite,    badinput_cli_suite, api_suite, dist_suite,
                                 docs_suite, signals_suite};

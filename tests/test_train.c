@@ -635,6 +635,113 @@ START_TEST(test_epoch_flushes_denormals)
 END_TEST
 #endif
 
+
+/* val_fraction holds out the LAST rows, before any shuffling: a trainer
+ * on all N rows with val_fraction trains exactly as one on the first rows
+ * alone (the same weights, bit for bit), and its validation figures are
+ * kfac_evaluate's on the last rows. The count is rounded to the nearest
+ * (0.7 of 10 is 7, though 0.7f * 10 is 6.99999988). early_stop stops
+ * when the validation loss has not improved for that many epochs: with
+ * the held-out labels the opposite of the training ones, it must. */
+START_TEST(test_validation_split)
+{
+    enum { N = 40, F = 6, C = 3 };
+    kfac_dataset d = {0};
+    d.n = N, d.features = F, d.rows = 1, d.cols = F, d.classes = C;
+    d.x = malloc(sizeof(float) * N * F);
+    d.labels = malloc(N);
+    kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    for (int i = 0; i < N; i++) {
+        d.labels[i] = (uint8_t)(i % C);
+        for (int j = 0; j < F; j++)
+            d.x[i * F + j] = (float)kfac_rng_uniform(&r) + 2.0f * (j == i % C);
+    }
+    kfac_net_spec s;
+    linear_spec(&s, F, C);
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = KFAC_OPT_SGD;
+    p.optim.lr = 0.5f;
+    p.batch = 10;
+    p.val_fraction = 0.25f; /* 10 of 40 */
+    kfac_trainer *a, *b;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &a) == KFAC_OK, "%s", kfac_last_error());
+    kfac_dataset first = d, last = d;
+    first.n = 30;
+    last.n = 10, last.x += 30 * F, last.labels += 30;
+    kfac_train_params q = p;
+    q.val_fraction = 0.0f;
+    ck_assert_msg(kfac_trainer_new(&s, &q, &first, &b) == KFAC_OK, "%s", kfac_last_error());
+    kfac_epoch_stats ea, eb;
+    for (int e = 0; e < 3; e++) {
+        ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, &ea), KFAC_OK);
+        ck_assert_int_eq(kfac_trainer_epoch(b, NULL, NULL, &eb), KFAC_OK);
+        ck_assert_int_eq(ea.val_n, 10);
+        ck_assert_int_eq(eb.val_n, 0);
+        ck_assert(eb.val_loss == 0.0 && eb.early_stop == 0);
+        ck_assert(ea.train_loss == eb.train_loss);
+        size_t P = kfac_net_n_params(kfac_trainer_net(a));
+        ck_assert(memcmp(kfac_net_params(kfac_trainer_net(a)), kfac_net_params(kfac_trainer_net(b)),
+                         P * sizeof(float)) == 0);
+        double vl, va;
+        ck_assert_int_eq(kfac_evaluate(kfac_trainer_net(b), &last, &vl, &va), KFAC_OK);
+        ck_assert(ea.val_loss == vl && ea.val_acc == va);
+        ck_assert(ea.early_stop == 0); /* early_stop 0: never */
+    }
+    kfac_trainer_free(a);
+    kfac_trainer_free(b);
+
+    /* rounding to the nearest example */
+    p.val_fraction = 0.7f;
+    p.batch = 3;
+    kfac_dataset ten = d;
+    ten.n = 10;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &ten, &a) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, &ea), KFAC_OK);
+    ck_assert_int_eq(ea.val_n, 7);
+    kfac_trainer_free(a);
+    /* nothing to validate, or nothing left to train, or the batch too large */
+    p.val_fraction = 0.01f;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &ten, &a), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "no example to validate"), "%s", kfac_last_error());
+    p.val_fraction = 0.97f;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &ten, &a), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "no example to train"), "%s", kfac_last_error());
+    p.val_fraction = 0.5f;
+    p.batch = 6;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &ten, &a), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "batch 6 larger than the training set (5 examples)"), "%s",
+                  kfac_last_error());
+    /* early_stop needs a validation set */
+    p.val_fraction = 0.0f;
+    p.batch = 5;
+    p.early_stop = 2;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &ten, &a), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "early_stop = 2 needs a validation set"), "%s", kfac_last_error());
+
+    /* held-out labels the opposite of the training ones: as training fits,
+     * the validation loss rises, and early_stop 2 stops two epochs after
+     * its lowest */
+    for (int i = 30; i < N; i++)
+        d.labels[i] = (uint8_t)((i + 1) % C);
+    p.val_fraction = 0.25f;
+    p.batch = 10;
+    p.early_stop = 2;
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &a) == KFAC_OK, "%s", kfac_last_error());
+    int stopped = 0;
+    for (int e = 1; e <= 50 && !stopped; e++) {
+        ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, &ea), KFAC_OK);
+        stopped = ea.early_stop ? e : 0;
+    }
+    ck_assert_msg(stopped > 0, "no early stop in 50 epochs");
+    ck_assert_int_eq(ea.best_epoch, stopped - 2);
+    kfac_trainer_free(a);
+    free(d.x);
+    free(d.labels);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -658,6 +765,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, test_lr_schedules);
     tcase_add_test(tc, test_lr_schedule_changes_the_run);
     tcase_add_test(tc, test_divergence_on_last_step);
+    tcase_add_test(tc, test_validation_split);
     tcase_add_loop_test(tc, test_nan_caught_at_first_loss, 0, KFAC_OPT_COUNT);
     suite_add_tcase(s, tc);
 

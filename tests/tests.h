@@ -7,6 +7,7 @@
 Suite *rng_suite(void);
 Suite *net_suite(void);
 Suite *idx_suite(void);
+Suite *csv_suite(void);
 Suite *netfile_suite(void);
 Suite *optim_suite(void);
 Suite *train_suite(void);

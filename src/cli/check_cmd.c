@@ -94,7 +94,7 @@ int cmd_check(int argc, char **argv)
     if (threads > 0)
         cli_set_threads(threads);
     kfac_dataset train, test;
-    code = cli_load_data(data, &train, &test);
+    code = cli_load_data(data, &spec, &p, &train, &test);
     if (code != EXIT_OK)
         return code;
     if (examples > train.n)

@@ -87,10 +87,18 @@ typedef struct cli_args {
 int cli_getopt(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts, cli_args *out);
 void cli_args_free(cli_args *a);
 
-/* Load DIR's train and t10k sets (the library pools them for a net file's
- * `pool`); prints the error and returns the exit status on failure, 0 on
- * success. */
-int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test);
+/* Load the train and test sets of PATH (kfac_data_load: a directory of
+ * IDX or CSV files; one CSV file is a training set alone, and *test is
+ * left empty, n 0), with the network's classes and p's label column (the
+ * library pools them for a net file's `pool`); prints the error and
+ * returns the exit status on failure, 0 on success. */
+int cli_load_data(const char *path, const kfac_net_spec *spec, const kfac_train_params *p, kfac_dataset *train,
+                  kfac_dataset *test);
+/* The classes a network's data must have: a classifier's outputs; 0
+ * (whatever the labels say) for the other losses. */
+int cli_classes(const kfac_net_spec *spec);
+/* 1 if path exists and is not a directory */
+int cli_is_file(const char *path);
 
 /* Outputs are checked before any work: a file that can be written where
  * the name says (its directory exists and is writable, the name leaves

@@ -204,26 +204,48 @@ int cli_status_exit(kfac_status st)
     }
 }
 
-int cli_load_data(const char *dir, kfac_dataset *train, kfac_dataset *test)
+int cli_classes(const kfac_net_spec *spec)
+{
+    int units = spec->layers[spec->n_layers - 1].units;
+    /* a classifier's classes are its outputs; labels beyond are errors.
+     * Other losses ignore the labels (and a network of more outputs than
+     * labels can name fails its fit with the count the data has). */
+    return spec->loss == KFAC_LOSS_SOFTMAX_XENT && units <= KFAC_MAX_CLASSES ? units : 0;
+}
+
+int cli_is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && !S_ISDIR(sb.st_mode);
+}
+
+int cli_load_data(const char *path, const kfac_net_spec *spec, const kfac_train_params *p, kfac_dataset *train,
+                  kfac_dataset *test)
 {
     kfac_status st;
     memset(train, 0, sizeof *train);
     memset(test, 0, sizeof *test);
-    int code = EXIT_OK;
-    if ((st = kfac_mnist_load(dir, "train", train)) != KFAC_OK || (st = kfac_mnist_load(dir, "t10k", test)) != KFAC_OK) {
+    int code = EXIT_OK, classes = cli_classes(spec);
+    /* one CSV file: a training set, and no test set */
+    if ((st = kfac_data_load(path, "train", classes, p->label_column, train)) != KFAC_OK ||
+        (!cli_is_file(path) && (st = kfac_data_load(path, "t10k", classes, p->label_column, test)) != KFAC_OK)) {
         cli_error_local("%s", kfac_last_error());
         code = cli_status_exit(st);
-    } else if (test->features != train->features) {
+    } else if (test->n > 0 && test->features != train->features) {
         /* the test set is only read after the first epoch: a mismatch
          * found then would cost that epoch */
-        cli_error_local("%s: the t10k images are %dx%d but the train images are %dx%d", dir, test->rows,
-                        test->cols, train->rows, train->cols);
+        if (train->rows == 1 || test->rows == 1)
+            cli_error_local("%s: the test set has %d feature%s but the training set %d", path, test->features,
+                            KFAC_S(test->features), train->features);
+        else
+            cli_error_local("%s: the t10k images are %dx%d but the train images are %dx%d", path, test->rows,
+                            test->cols, train->rows, train->cols);
         code = EXIT_INPUT;
     }
     /* every rank reads the data itself: all go on, or none */
     int agreed = cli_mpi_agree(code);
     if (agreed != EXIT_OK && code == EXIT_OK)
-        cli_error("%s: another process could not load the data", dir);
+        cli_error("%s: another process could not load the data", path);
     if (agreed != EXIT_OK) {
         kfac_dataset_free(train);
         kfac_dataset_free(test);

@@ -14,7 +14,8 @@ static void eval_usage(FILE *f)
                "for the autoencoder, the reconstruction error: squared error per image).\n"
                "\n"
                "  --load FILE     the checkpoint (required)\n"
-               "  --data DIR      directory with t10k-images-idx3-ubyte, ... [%s]\n"
+               "  --data PATH     directory with t10k-images-idx3-ubyte, ... or test.csv,\n"
+               "                  or one CSV file [%s]\n"
                "  --threads N     OpenMP/OpenBLAS threads, 1..1024 [all cores]\n",
             KFAC_DEFAULT_DATA_DIR);
 }
@@ -68,7 +69,7 @@ int cmd_eval(int argc, char **argv)
     kfac_dataset test = {0};
     code = EXIT_OK;
     if ((st = kfac_net_new(&spec, 1000, &net)) != KFAC_OK || (st = kfac_net_load_checkpoint(net, load)) != KFAC_OK ||
-        (st = kfac_mnist_load(data, "t10k", &test)) != KFAC_OK) {
+        (st = kfac_data_load(data, "t10k", cli_classes(&spec), p.label_column, &test)) != KFAC_OK) {
         cli_error("%s", kfac_last_error());
         code = cli_status_exit(st);
         goto done;

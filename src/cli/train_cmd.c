@@ -94,11 +94,13 @@ static void train_usage(FILE *f, cli_mode mode)
                    "  --optimizers LIST   comma-separated optimizer names [kfac,momentum]\n");
     fprintf(f, "\n"
             "options:\n"
-            "  --data DIR          directory with train-images-idx3-ubyte, ... (gzipped\n"
-            "                      or not) [%s]\n"
+            "  --data PATH         directory with train-images-idx3-ubyte, ... (gzipped\n"
+            "                      or not), or with train.csv and test.csv; or one CSV\n"
+            "                      file, a training set alone (no test columns) [%s]\n"
             "  --threads N         OpenMP/OpenBLAS threads, 1..1024 [all cores]\n"
             "  --log FILE.csv      also write epoch,seconds,train_loss,test_loss,test_acc\n"
             "                      (recon_err for the autoencoder, as on stdout;\n"
+            "                      then val_loss,val_acc with --val-fraction;\n"
             "                      compare writes one file per optimizer,\n"
             "                      FILE-NAME.csv); with --resume the new epochs are\n"
             "                      appended to FILE, which must hold the header and\n"
@@ -127,6 +129,27 @@ static void train_usage(FILE *f, cli_mode mode)
 static const char *metric_name(const kfac_net_spec *s)
 {
     return s->loss == KFAC_LOSS_SOFTMAX_XENT ? "test_acc" : "recon_err";
+}
+
+/* The columns of stdout and the log: epoch, seconds, train_loss, then the
+ * test set's two when there is one (not for one CSV file), then the
+ * validation set's two when val_fraction > 0. */
+typedef struct columns {
+    int test, val;
+    const char *metric, *val_metric;
+} columns;
+
+static columns columns_of(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *test)
+{
+    int classify = spec->loss == KFAC_LOSS_SOFTMAX_XENT;
+    columns c = {test->n > 0, p->val_fraction > 0, metric_name(spec), classify ? "val_acc" : "val_recon_err"};
+    return c;
+}
+
+static void csv_header(const columns *c, char *buf, size_t size)
+{
+    snprintf(buf, size, "epoch,seconds,train_loss%s%s%s%s\n", c->test ? ",test_loss," : "", c->test ? c->metric : "",
+             c->val ? ",val_loss," : "", c->val ? c->val_metric : "");
 }
 
 static double now(void)
@@ -196,16 +219,19 @@ static int write_log(const char *path, const char *text)
 }
 
 /* One epoch's row at the end of the log text (grown to fit). */
-static int log_append(char **text, const kfac_epoch_stats *s)
+static int log_append(char **text, const kfac_epoch_stats *s, const columns *c)
 {
+    char row[256], test[64] = "", val[64] = "";
+    if (c->test)
+        snprintf(test, sizeof test, ",%.6f,%.6f", s->test_loss, s->test_acc);
+    if (c->val)
+        snprintf(val, sizeof val, ",%.6f,%.6f", s->val_loss, s->val_acc);
+    int n = snprintf(row, sizeof row, "%d,%.3f,%.6f%s%s\n", s->epoch, s->seconds, s->train_loss, test, val);
     size_t used = strlen(*text);
-    int n = snprintf(NULL, 0, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
-                     s->test_acc);
-    char *t = n < 0 ? NULL : realloc(*text, used + (size_t)n + 1);
+    char *t = n < 0 || n >= (int)sizeof row ? NULL : realloc(*text, used + (size_t)n + 1);
     if (!t)
         return -1;
-    snprintf(t + used, (size_t)n + 1, "%d,%.3f,%.6f,%.6f,%.6f\n", s->epoch, s->seconds, s->train_loss, s->test_loss,
-             s->test_acc);
+    memcpy(t + used, row, (size_t)n + 1);
     *text = t;
     return 0;
 }
@@ -241,6 +267,9 @@ static int read_resumed_log(const char *path, const char *header, const char *ck
     buf[len] = '\0';
     char problem[256] = "";
     size_t hlen = strlen(header);
+    int want_fields = 1; /* the header's */
+    for (const char *c = header; *c; c++)
+        want_fields += *c == ',';
     int rows = 0;
     for (size_t i = hlen; i < len; i++)
         rows += buf[i] == '\n';
@@ -254,7 +283,7 @@ static int read_resumed_log(const char *path, const char *header, const char *ck
     else if (rows != epochs)
         snprintf(problem, sizeof problem, "it has %d epoch row%s but the checkpoint %s has %d epoch%s", rows,
                  KFAC_S(rows), ckpt, epochs, KFAC_S(epochs));
-    /* each row: its epoch number, then four more fields */
+    /* each row: its epoch number, then the header's other fields */
     int row = 0;
     for (const char *line = buf + hlen; !*problem && *line; line = strchr(line, '\n') + 1) {
         int n = (int)strcspn(line, "\n"), fields = 1;
@@ -263,9 +292,9 @@ static int read_resumed_log(const char *path, const char *header, const char *ck
             fields += line[i] == ',';
         char *end;
         long epoch = strtol(line, &end, 10);
-        if (fields != 5)
-            snprintf(problem, sizeof problem, "line %d, '%.*s', has %d field%s, not 5", row + 1, n > 60 ? 60 : n,
-                     line, fields, KFAC_S(fields));
+        if (fields != want_fields)
+            snprintf(problem, sizeof problem, "line %d, '%.*s', has %d field%s, not %d", row + 1, n > 60 ? 60 : n,
+                     line, fields, KFAC_S(fields), want_fields);
         else if (epoch != row || *end != ',')
             snprintf(problem, sizeof problem, "line %d, '%.*s', is not epoch %d", row + 1, n > 60 ? 60 : n, line,
                      row);
@@ -533,9 +562,10 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         cli_error("nothing to do: the checkpoint already has %d epoch%s", done_epochs, KFAC_S(done_epochs));
         goto done;
     }
+    columns cols = columns_of(&o->spec, p, test);
     if (log_path) {
-        char header[64];
-        snprintf(header, sizeof header, "epoch,seconds,train_loss,test_loss,%s\n", metric_name(&o->spec));
+        char header[128];
+        csv_header(&cols, header, sizeof header);
         if (o->resume_path)
             code = read_resumed_log(log_path, header, o->resume_path, done_epochs, &log_text);
         if (code == EXIT_OK && !log_text && !(log_text = strdup(header))) {
@@ -557,14 +587,32 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         printf("# %d MPI processes, each %s row%s of every batch of %d (%d thread%s each)\n", cli_ranks(), rows,
                KFAC_S(hi), p->batch, threads, KFAC_S(threads));
     }
-    printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
+    if (cols.val) {
+        /* the trainer's split: the last val_fraction, to the nearest example */
+        int n_val = (int)lround((double)p->val_fraction * train->n);
+        printf("# data %s: %d training, %d validation example%s (the last %g of the training set), ", o->data,
+               train->n - n_val, n_val, KFAC_S(n_val), (double)p->val_fraction);
+        if (cols.test)
+            printf("%d test example%s\n", test->n, KFAC_S(test->n));
+        else
+            printf("no test set\n");
+    } else if (cols.test) {
+        printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
+    } else {
+        printf("# data %s: %d training example%s, no test set\n", o->data, train->n, KFAC_S(train->n));
+    }
     kfac_epoch_position pos;
     kfac_trainer_position(tr, &pos);
     if (o->resume_path)
         printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
     if (o->resume_path && pos.examples > 0)
         printf("# and %ld of the %ld examples of epoch %d (stopped there)\n", pos.examples, pos.total, pos.epoch);
-    printf("%5s %9s %11s %11s %10s\n", "epoch", "seconds", "train_loss", "test_loss", metric_name(&o->spec));
+    printf("%5s %9s %11s", "epoch", "seconds", "train_loss");
+    if (cols.test)
+        printf(" %11s %10s", "test_loss", cols.metric);
+    if (cols.val)
+        printf(" %11s %13s", "val_loss", cols.val_metric);
+    printf("\n");
     cli_stdout_flush();
     int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO), sig = 0, trained = 0;
     for (int e = done_epochs + 1; e <= p->epochs && !sig; e++) {
@@ -590,26 +638,32 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         kfac_trainer_position(tr, &pos);
         if (sig && (pos.examples > 0 || kfac_trainer_epochs_done(tr) < e))
             break; /* an unfinished epoch: saved as it stands, not logged */
-        if ((st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
+        if (cols.test && (st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
             cli_error("evaluation: %s", kfac_last_error());
             code = cli_status_exit(st);
             goto done;
         }
         /* parameters that are finite but so large that the test loss is
          * not: diverged as much, and not worth a checkpoint */
-        if (!isfinite(s.test_loss)) {
-            cli_error("training diverged: test loss is %g after epoch %d", s.test_loss, s.epoch);
+        if (!isfinite(s.test_loss) || !isfinite(s.val_loss)) {
+            cli_error("training diverged: %s loss is %g after epoch %d", isfinite(s.test_loss) ? "validation" : "test",
+                      isfinite(s.test_loss) ? s.val_loss : s.test_loss, s.epoch);
             code = EXIT_DIVERGED;
             goto done;
         }
-        printf("%5d %9.2f %11.6f %11.6f %10.4f\n", s.epoch, s.seconds, s.train_loss, s.test_loss, s.test_acc);
+        printf("%5d %9.2f %11.6f", s.epoch, s.seconds, s.train_loss);
+        if (cols.test)
+            printf(" %11.6f %10.4f", s.test_loss, s.test_acc);
+        if (cols.val)
+            printf(" %11.6f %13.4f", s.val_loss, s.val_acc);
+        printf("\n");
         cli_stdout_flush();
         if (rec)
             rec[e - 1] = s;
         if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs && !sig)
             code = save(tr, save_path);
         if (code == EXIT_OK && log_text) {
-            if (log_append(&log_text, &s) != 0 || write_log(log_path, log_text) != 0) {
+            if (log_append(&log_text, &s, &cols) != 0 || write_log(log_path, log_text) != 0) {
                 cli_error("%s: cannot write: %s", log_path, strerror(errno));
                 code = EXIT_RUNTIME;
             }
@@ -617,6 +671,12 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         /* rank 0's save or log failing stops every rank */
         if ((code = cli_mpi_agree(code)) != EXIT_OK)
             goto done;
+        if (s.early_stop) { /* every rank computed the same losses */
+            printf("# early stop after epoch %d: the validation loss has not improved for %d epoch%s "
+                   "(lowest at epoch %d)\n",
+                   s.epoch, s.epoch - s.best_epoch, KFAC_S(s.epoch - s.best_epoch), s.best_epoch);
+            break; /* compare's table: the epochs not run stay empty (epoch 0) */
+        }
     }
     if (sig) {
         /* stopped at the end of a step: saved where it stands, which a
@@ -656,7 +716,7 @@ int cmd_train(int argc, char **argv)
         return code;
     kfac_dataset train, test;
     cli_signals_install();
-    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &o.spec, &o.p, &train, &test)) != EXIT_OK)
         return code;
     code = run(&o, &o.p, o.log_path, &train, &test, NULL);
     kfac_dataset_free(&train);
@@ -712,7 +772,7 @@ int cmd_compare(int argc, char **argv)
     }
     kfac_dataset train, test;
     cli_signals_install();
-    if ((code = cli_load_data(o.data, &train, &test)) != EXIT_OK)
+    if ((code = cli_load_data(o.data, &o.spec, &o.p, &train, &test)) != EXIT_OK)
         return code;
     kfac_epoch_stats *rec = calloc((size_t)n * (size_t)o.p.epochs, sizeof *rec);
     if (!rec) {
@@ -746,14 +806,20 @@ int cmd_compare(int argc, char **argv)
             printf(" | %-30s", label);
         }
         printf("\n%5s", "epoch");
+        /* the test set's metric, or without one the validation set's */
+        columns cols = columns_of(&o.spec, &o.p, &test);
         for (int k = 0; k < n; k++)
-            printf(" | %8s %11s %9s", "seconds", "train_loss", metric_name(&o.spec));
+            printf(" | %8s %11s %9s", "seconds", "train_loss", cols.test || !cols.val ? cols.metric : cols.val_metric);
         printf("\n");
         for (int e = 0; e < o.p.epochs; e++) {
             printf("%5d", e + 1);
             for (int k = 0; k < n; k++) {
                 const kfac_epoch_stats *s = &rec[(size_t)k * o.p.epochs + e];
-                printf(" | %8.2f %11.6f %9.4f", s->seconds, s->train_loss, s->test_acc);
+                if (s->epoch == 0) /* stopped early */
+                    printf(" | %8s %11s %9s", "-", "-", "-");
+                else
+                    printf(" | %8.2f %11.6f %9.4f", s->seconds, s->train_loss,
+                           cols.test || !cols.val ? s->test_acc : s->val_acc);
             }
             printf("\n");
         }

@@ -6,6 +6,8 @@
  *
  * With KFAC_FUZZ_SEEDS=DIR in the environment it writes the seed corpus
  * there (a valid 5-image 4x3 set, each file plain or gzipped) and exits. */
+#include <math.h>
+
 #include <zlib.h>
 
 #include "fuzz.h"
@@ -93,8 +95,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_REQUIRE(d.n >= 1 && d.rows >= 1 && d.cols >= 1 && d.features == d.rows * d.cols && d.classes == 10,
                  "n %d rows %d cols %d features %d classes %d", d.n, d.rows, d.cols, d.features, d.classes);
+    /* unsigned bytes (a plain file's third byte 0x08) scale to [0, 1];
+     * the other types hold any finite value */
+    int ubyte = n >= 3 && data[0] == 0 && data[1] == 0 && data[2] == 0x08;
     for (size_t i = 0; i < (size_t)d.n * (size_t)d.features; i++)
-        FUZZ_REQUIRE(d.x[i] >= 0.0f && d.x[i] <= 1.0f, "pixel %zu is %g", i, d.x[i]);
+        FUZZ_REQUIRE(isfinite(d.x[i]) && (!ubyte || (d.x[i] >= 0.0f && d.x[i] <= 1.0f)), "pixel %zu is %g", i,
+                     d.x[i]);
     for (int i = 0; i < d.n; i++)
         FUZZ_REQUIRE(d.labels[i] < 10, "label %d is %d", i, d.labels[i]);
     kfac_dataset_free(&d);
