@@ -218,6 +218,35 @@ START_TEST(test_per_optimizer_settings)
 }
 END_TEST
 
+/* examples/csv/run.sh, as a user runs it: three Fashion-MNIST classes as
+ * a CSV directory, trained from its net file's label column, validation
+ * split and early stop */
+START_TEST(test_csv_example)
+{
+    char args[2048], dir[600], log[700];
+    snprintf(dir, sizeof dir, "%s/csv-example", test_tmpdir());
+    snprintf(out_path, sizeof out_path, "%s/csv.out", test_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/csv.err", test_tmpdir());
+    snprintf(args, sizeof args, "cd '%s' && examples/csv/run.sh '%s' '%s' '%s' >'%s' 2>'%s'", test_root(),
+             test_kfac_bin(), test_data_dir(), dir, out_path, err_path);
+    int st = system(args);
+    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", slurp(err_path));
+    const char *out = slurp(out_path);
+    ck_assert_msg(strstr(out, "validation examples (the last 0.1 of the training set), 999 test examples"), "%s",
+                  out);
+    snprintf(log, sizeof log, "%s/run.csv", dir);
+    const char *csv = slurp(log);
+    ck_assert_msg(!strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc,val_loss,val_acc\n", 60), "%s", csv);
+    /* the last row's test accuracy: well past the 1/3 of chance */
+    const char *last = csv + strlen(csv) - 1;
+    while (last > csv && last[-1] != '\n')
+        last--;
+    double acc = 0;
+    ck_assert_int_eq(sscanf(last, "%*d,%*f,%*f,%*f,%lf", &acc), 1);
+    ck_assert_msg(acc > 0.9, "test accuracy %g: %s", acc, csv);
+}
+END_TEST
+
 START_TEST(test_compare)
 {
     const char *data = small_data();
@@ -818,6 +847,7 @@ Suite *cli_suite(void)
     /* trains on the real data (left out under valgrind) */
     tc = tcase_create("check");
     tcase_set_tags(tc, "training");
+    tcase_add_test(tc, test_csv_example);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_check);
     suite_add_tcase(s, tc);
