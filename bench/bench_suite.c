@@ -326,7 +326,12 @@ static int write_plot(const config *c, const char *name, const char *title, run 
                 continue;
             int is_best = best[i];
             char lrs[48];
-            snprintf(lrs, sizeof lrs, runs[i].lr > 0 ? "lr %g" : "defaults", runs[i].lr);
+            if (runs[i].lr > 0)
+                snprintf(lrs, sizeof lrs, "lr %g", runs[i].lr);
+            else if (runs[i].damping > 0) /* K-FAC: its grid is over damping */
+                snprintf(lrs, sizeof lrs, "damping %g", runs[i].damping);
+            else
+                snprintf(lrs, sizeof lrs, "defaults");
             if (runs[i].batch > 0)
                 snprintf(lrs + strlen(lrs), sizeof lrs - strlen(lrs), ", batch %d", runs[i].batch);
             /* the best learning rate of each optimizer bold, the rest thin */
