@@ -356,8 +356,10 @@ void kfac_train_params_resolve(const kfac_train_params *p, kfac_optim_params *ou
         return;
     for (int i = 0; i < kfac_param_defs_count; i++) {
         const kfac_param_def *d = &kfac_param_defs[i];
+        if (d->part != KFAC_PART_OPTIM) /* (the offset is another struct's) */
+            continue;
         float x = *(const float *)((const char *)&p->per_optimizer[p->optimizer] + d->offset);
-        if (d->part == KFAC_PART_OPTIM && x == x)
+        if (x == x)
             *(float *)((char *)out + d->offset) = x;
     }
     if (p->optimizer == KFAC_OPT_KFAC) {
