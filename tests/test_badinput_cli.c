@@ -589,7 +589,9 @@ START_TEST(test_outputs_checked_first)
         snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 1 --epochs 2 --batch 20 %s",
                  good_data(), extra);
         expect_one_line(args, run_kfac(args), cases[i].status, cases[i].problem, NULL);
-        ck_assert_msg(count_lines(read_all(out_path, NULL)) == 0, "%s: the run started", args);
+        char *out = read_all(out_path, NULL);
+        ck_assert_msg(count_lines(out) == 0, "%s: the run started", args);
+        free(out);
         size_t n1;
         char *after = read_all(ck, &n1);
         ck_assert_msg(n1 == n0 && !memcmp(before, after, n0), "%s: the checkpoint changed", args);
