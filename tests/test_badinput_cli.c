@@ -606,6 +606,37 @@ START_TEST(test_outputs_checked_first)
 }
 END_TEST
 
+/* Output lost to a full disk is a failure (exit 1, one line), though the
+ * run goes on: train still writes its checkpoint, eval still evaluates. */
+START_TEST(test_stdout_full)
+{
+    char dir[512], ck[600], cmd[4096];
+    snprintf(dir, sizeof dir, "%s/bi-full", test_tmpdir());
+    mkdir_p(dir);
+    snprintf(ck, sizeof ck, "%s/full.ckpt", dir);
+    snprintf(err_path, sizeof err_path, "%s/bad.err", test_tmpdir());
+    static const char *const runs[] = {
+        "train nets/small.net --data '%s' --threads 1 --epochs 1 --batch 20 --quiet --save '%s'",
+        "eval nets/small.net --data '%s' --threads 1 --load '%s'",
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char args[2048];
+        snprintf(args, sizeof args, runs[i], good_data(), ck);
+        snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >/dev/full 2>'%s' </dev/null", test_root(), test_kfac_bin(),
+                 args, err_path);
+        int st = system(cmd);
+        ck_assert_msg(st != -1 && WIFEXITED(st), "could not run: %s", cmd);
+        expect_one_line(args, WEXITSTATUS(st), 1, "standard output: No space left on device", NULL);
+        if (i == 0) { /* the checkpoint was still written */
+            size_t n;
+            char *c = read_all(ck, &n);
+            ck_assert_msg(n > 100, "no checkpoint after the lost output");
+            free(c);
+        }
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------- checkpoints */
 
 /* A momentum checkpoint of nets/small.net after one epoch on the good
@@ -972,6 +1003,7 @@ Suite *badinput_cli_suite(void)
     tcase_add_test(tc, test_bad_flag_other_commands);
     tcase_add_test(tc, test_control_chars_in_names);
     tcase_add_test(tc, test_outputs_checked_first);
+    tcase_add_test(tc, test_stdout_full);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);

@@ -29,6 +29,9 @@ int cli_signal_pending(void);
 int cli_signal_exit(int sig);
 const char *cli_signal_name(int sig);
 void cli_stdout_flush(void);
+/* At exit: stdout flushed, and whether output was lost other than to a
+ * reader that closed the pipe (then the exit status is not success). */
+int cli_stdout_failed(void);
 
 /* The progress line on a terminal (progress.c): "epoch E/N  P%  loss L
  * R ex/s  ETA epoch T, run T" into buf. mean_loss NaN (no step yet) and

@@ -43,6 +43,7 @@ void cli_sigpipe_ignore(void)
 
 int cli_signal_pending(void) { return first_signal; }
 
+
 int cli_signal_exit(int sig) { return 128 + sig; }
 
 const char *cli_signal_name(int sig)
@@ -50,7 +51,7 @@ const char *cli_signal_name(int sig)
     return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
 }
 
-static int stdout_gone;
+static int stdout_gone, stdout_errno;
 
 void cli_stdout_flush(void)
 {
@@ -58,8 +59,17 @@ void cli_stdout_flush(void)
         return;
     int e = errno;
     stdout_gone = 1;
+    stdout_errno = e;
     /* say it once; what follows goes nowhere, quietly */
     fprintf(stderr, "kfac: standard output: %s; going on without it\n", strerror(e));
     if (!freopen("/dev/null", "w", stdout))
         clearerr(stdout);
+}
+
+int cli_stdout_failed(void)
+{
+    cli_stdout_flush();
+    /* a reader that left (EPIPE) took what it wanted; a full disk or an
+     * I/O error lost output the caller expected */
+    return stdout_gone && stdout_errno != EPIPE;
 }

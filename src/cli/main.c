@@ -103,6 +103,9 @@ int main(int argc, char **argv)
     cli_sigpipe_ignore();
     cli_mpi_start(&argc, &argv);
     int code = dispatch(argc, argv);
+    /* never report success after losing output (`kfac eval > /dev/full`) */
+    if (cli_stdout_failed() && code == EXIT_OK)
+        code = EXIT_RUNTIME;
     cli_mpi_stop();
     return code;
 }
