@@ -29,17 +29,6 @@ static int run_kfac_env(const char *prefix, const char *args)
 
 static int run_kfac(const char *args) { return run_kfac_env("", args); }
 
-static char *slurp(const char *path)
-{
-    static char buf[1 << 16];
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static int count_lines(const char *s)
 {
     int n = 0;
@@ -52,69 +41,26 @@ static int count_lines(const char *s)
 static void expect_error(const char *args, int status, const char *what)
 {
     int got = run_kfac(args);
-    char *err = slurp(err_path);
+    char *err = test_slurp(err_path);
     ck_assert_msg(got == status, "kfac %s: exit %d, expected %d; stderr: %s", args, got, status, err);
     ck_assert_msg(strstr(err, what) != NULL, "kfac %s: stderr lacks '%s': %s", args, what, err);
     ck_assert_msg(count_lines(err) == 1, "kfac %s: expected one line on stderr, got: %s", args, err);
-}
-
-static void write_be32(FILE *f, uint32_t v)
-{
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
-
-/* A small MNIST-format data set in DIR: n train and n/4 test 28x28 images
- * whose class sets one bright row, so it is learnable. */
-static void write_small_data(const char *dir, int n)
-{
-    kfac_rng r;
-    kfac_rng_seed(&r, 3);
-    const char *sets[2] = {"train", "t10k"};
-    for (int s = 0; s < 2; s++) {
-        int count = s == 0 ? n : n / 4;
-        char path[600];
-        snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, sets[s]);
-        FILE *fi = fopen(path, "wb");
-        snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, sets[s]);
-        FILE *fl = fopen(path, "wb");
-        ck_assert(fi && fl);
-        write_be32(fi, 0x803);
-        write_be32(fi, (uint32_t)count);
-        write_be32(fi, 28);
-        write_be32(fi, 28);
-        write_be32(fl, 0x801);
-        write_be32(fl, (uint32_t)count);
-        for (int i = 0; i < count; i++) {
-            unsigned char label = (unsigned char)kfac_rng_below(&r, 10), img[784];
-            for (int k = 0; k < 784; k++)
-                img[k] = (unsigned char)kfac_rng_below(&r, 60);
-            memset(img + 28 * (2 + 2 * label), 255, 28);
-            fwrite(img, 1, sizeof img, fi);
-            fputc(label, fl);
-        }
-        fclose(fi);
-        fclose(fl);
-    }
 }
 
 static const char *small_data(void)
 {
     static char dir[512];
     snprintf(dir, sizeof dir, "%s/small", test_tmpdir());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    write_small_data(dir, 400);
+    test_write_mnist(dir, 400, 3);
     return dir;
 }
 
 START_TEST(test_help)
 {
     ck_assert_int_eq(run_kfac("--help"), 0);
-    ck_assert_ptr_nonnull(strstr(slurp(out_path), "train NETFILE"));
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), "train NETFILE"));
     ck_assert_int_eq(run_kfac("train --help"), 0);
-    const char *out = slurp(out_path);
+    const char *out = test_slurp(out_path);
     const char *flags[] = {"--data",    "--optimizer", "--epochs", "--batch",  "--lr",
                            "--seed",    "--threads",   "--log",    "--save",   "--save-every",
                            "--resume"};
@@ -126,7 +72,7 @@ START_TEST(test_help)
     ck_assert_int_eq(run_kfac("--version"), 0);
     char version[128];
     snprintf(version, sizeof version, "kfac %s\n", kfac_version());
-    ck_assert_str_eq(slurp(out_path), version);
+    ck_assert_str_eq(test_slurp(out_path), version);
     snprintf(version, sizeof version, "%d.%d.%d", KFAC_VERSION_MAJOR, KFAC_VERSION_MINOR, KFAC_VERSION_PATCH);
     ck_assert_str_eq(kfac_version(), version);
 }
@@ -152,7 +98,7 @@ END_TEST
 START_TEST(test_kfac_flags)
 {
     ck_assert_int_eq(run_kfac("train --help"), 0);
-    const char *out = slurp(out_path);
+    const char *out = test_slurp(out_path);
     const char *flags[] = {"--damping", "--decay", "--cov-every", "--inv-every", "--stat-fraction", "--fisher",
                            "--inversion", "--rule", "--kl-clip", "--lm-every", "--kfac-lr", "[0.1]", "[100]"};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
@@ -184,14 +130,14 @@ START_TEST(test_per_optimizer_settings)
     ck_assert_ptr_nonnull(f);
     char small[600];
     snprintf(small, sizeof small, "%s/nets/small.net", test_root());
-    fputs(slurp(small), f);
+    fputs(test_slurp(small), f);
     fputs("\n[adam]\nlr = 0.002\nbeta2 = 0.99\n\n[sgd]\nlr = 0.2\n", f);
     fclose(f);
     snprintf(args, sizeof args,
              "compare '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizers adam,sgd:lr=0.3,momentum,nesterov:lr=0.07:momentum=0.8",
              net, data);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_msg(strstr(out, "# adam lr 0.002 beta1 0.9 beta2 0.99"), "%s", out);
     ck_assert_msg(strstr(out, "# sgd lr 0.3,"), "%s", out);          /* the command line over [sgd] */
     ck_assert_msg(strstr(out, "# momentum lr 0.05 momentum 0.9,"), "%s", out); /* [train]'s */
@@ -202,12 +148,12 @@ START_TEST(test_per_optimizer_settings)
                   "%s", table);
     /* train: [adam]'s, unless a flag says otherwise */
     snprintf(args, sizeof args, "train '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizer adam", net, data);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.002 "), "%s", slurp(out_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_msg(strstr(test_slurp(out_path), "# adam lr 0.002 "), "%s", test_slurp(out_path));
     snprintf(args, sizeof args, "train '%s' --data '%s' --epochs 1 --batch 20 --threads 1 --optimizer adam --lr 0.004",
              net, data);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.004 beta1 0.9 beta2 0.99"), "%s", slurp(out_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_msg(strstr(test_slurp(out_path), "# adam lr 0.004 beta1 0.9 beta2 0.99"), "%s", test_slurp(out_path));
     /* what compare refuses */
     snprintf(args, sizeof args, "compare nets/small.net --data '%s' --optimizers adam:lr", data);
     expect_error(args, 2, "adam:lr': lr: expected key=value");
@@ -230,12 +176,12 @@ START_TEST(test_csv_example)
     snprintf(args, sizeof args, "cd '%s' && examples/csv/run.sh '%s' '%s' '%s' >'%s' 2>'%s'", test_root(),
              test_kfac_bin(), test_data_dir(), dir, out_path, err_path);
     int st = system(args);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_msg(strstr(out, "validation examples (the last 0.1 of the training set), 999 test examples"), "%s",
                   out);
     snprintf(log, sizeof log, "%s/run.csv", dir);
-    const char *csv = slurp(log);
+    const char *csv = test_slurp(log);
     ck_assert_msg(!strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc,val_loss,val_acc\n", 60), "%s", csv);
     /* the last row's test accuracy: well past the 1/3 of chance */
     const char *last = csv + strlen(csv) - 1;
@@ -250,13 +196,13 @@ END_TEST
 START_TEST(test_compare)
 {
     const char *data = small_data();
-    char args[1024], log[600];
+    char args[2048], log[600];
     snprintf(log, sizeof log, "%s/cmp.csv", test_tmpdir());
     snprintf(args, sizeof args,
              "compare nets/small.net --data '%s' --epochs 2 --batch 20 --threads 1 --optimizers kfac,sgd --log '%s'",
              data, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_ptr_nonnull(strstr(out, "# side by side"));
     ck_assert_ptr_nonnull(strstr(out, "# kfac:"));
     const char *table = strstr(out, "# side by side");
@@ -265,7 +211,7 @@ START_TEST(test_compare)
     ck_assert_int_eq(count_lines(table), 5); /* title, names, header, 2 epochs */
     for (int k = 0; k < 2; k++) {
         snprintf(log, sizeof log, "%s/cmp-%s.csv", test_tmpdir(), k ? "sgd" : "kfac");
-        ck_assert_int_eq(count_lines(slurp(log)), 3);
+        ck_assert_int_eq(count_lines(test_slurp(log)), 3);
     }
 }
 END_TEST
@@ -278,8 +224,8 @@ START_TEST(test_check)
     /* rank_max 8: tiny.net's first A (50 x 50) is a rank-8 inverse */
     snprintf(args, sizeof args, "check nets/tiny.net --data '%s' --examples 500 --rank-max 8", test_data_dir());
     int status = run_kfac(args);
-    const char *out = slurp(out_path);
-    ck_assert_msg(status == 0, "exit %d: %s%s", status, out, slurp(err_path));
+    const char *out = test_slurp(out_path);
+    ck_assert_msg(status == 0, "exit %d: %s%s", status, out, test_slurp(err_path));
     ck_assert_ptr_nonnull(strstr(out, "cosine(K-FAC, exact natural gradient)"));
     ck_assert_ptr_null(strstr(out, "FAIL"));
     /* the low-rank inverse's direction is as good as the dense one's */
@@ -315,17 +261,17 @@ END_TEST
 START_TEST(test_run_and_log)
 {
     const char *data = small_data();
-    char args[1024], log[600];
+    char args[2048], log[600];
     snprintf(log, sizeof log, "%s/logs/run.csv", test_tmpdir());
     char cmd[700];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s/logs'", test_tmpdir());
     ck_assert_int_eq(system(cmd), 0);
     snprintf(args, sizeof args, "train nets/small.net --data '%s' --epochs 3 --batch 20 --threads 1 --log '%s'",
              data, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_ptr_nonnull(strstr(out, "test_acc"));
-    char *csv = slurp(log);
+    char *csv = test_slurp(log);
     ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc\n", 44) == 0, "header: %s", csv);
     ck_assert_int_eq(count_lines(csv), 4);
     int epoch = 0;
@@ -366,17 +312,17 @@ START_TEST(test_autoencoder_log)
     static const char header[] = "epoch,seconds,train_loss,test_loss,recon_err\n";
     snprintf(log, sizeof log, "%s/ae.csv", test_tmpdir());
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, data, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_ptr_nonnull(strstr(slurp(out_path), " recon_err\n"));
-    const char *csv = slurp(log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), " recon_err\n"));
+    const char *csv = test_slurp(log);
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %s", csv);
     ck_assert_int_eq(count_lines(csv), 2);
     snprintf(args, sizeof args, "compare '%s' --data '%s' --threads 1 --quiet --optimizers sgd,adam --log '%s'", net,
              data, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
     for (int k = 0; k < 2; k++) {
         snprintf(log, sizeof log, "%s/ae-%s.csv", test_tmpdir(), k ? "adam" : "sgd");
-        csv = slurp(log);
+        csv = test_slurp(log);
         ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "%s: header: %s", log, csv);
         ck_assert_int_eq(count_lines(csv), 2);
     }
@@ -401,8 +347,8 @@ START_TEST(test_plurals)
         char args[1024];
         snprintf(args, sizeof args, "%s nets/small.net --data '%s' --batch 20 --quiet %s", runs[i].cmd, data,
                  runs[i].flags);
-        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
-        const char *out = slurp(out_path);
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, test_slurp(err_path));
+        const char *out = test_slurp(out_path);
         for (int k = 0; k < 3 && runs[i].has[k]; k++)
             ck_assert_msg(strstr(out, runs[i].has[k]), "%s: lacks '%s':\n%s", args, runs[i].has[k], out);
         ck_assert_msg(!strstr(out, " 1 epochs") && !strstr(out, " 1 threads") && !strstr(out, " 1 of the batch"),
@@ -427,7 +373,7 @@ START_TEST(test_output_modes)
         snprintf(args, sizeof args,
                  "train nets/small.net --data '%s' --epochs 1 --batch 20 --threads 1 --quiet --log '%s' --save '%s'",
                  data, log, ckpt);
-        ck_assert_msg(run_kfac_env(runs[i].umask, args) == 0, "%s", slurp(err_path));
+        ck_assert_msg(run_kfac_env(runs[i].umask, args) == 0, "%s", test_slurp(err_path));
         const char *files[2] = {log, ckpt};
         for (int k = 0; k < 2; k++) {
             struct stat sb;
@@ -463,7 +409,7 @@ static char *without_seconds(const char *csv)
 START_TEST(test_resume_appends_log)
 {
     const char *data = small_data();
-    char args[2048], straight[600], resumed[600], fresh[600], ckpt[600], ckpt2[600];
+    char args[4096], straight[600], resumed[600], fresh[600], ckpt[600], ckpt2[600];
     snprintf(straight, sizeof straight, "%s/straight.csv", test_tmpdir());
     snprintf(resumed, sizeof resumed, "%s/resumed.csv", test_tmpdir());
     snprintf(fresh, sizeof fresh, "%s/fresh.csv", test_tmpdir());
@@ -471,22 +417,22 @@ START_TEST(test_resume_appends_log)
     snprintf(ckpt2, sizeof ckpt2, "%s/append2.ckpt", test_tmpdir());
     static const char common[] = "train nets/small.net --batch 20 --threads 1 --quiet";
     snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --log '%s'", common, data, straight);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    char *want = without_seconds(slurp(straight));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    char *want = without_seconds(test_slurp(straight));
     snprintf(args, sizeof args, "%s --data '%s' --epochs 1 --log '%s' --save '%s'", common, data, resumed, ckpt);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
     snprintf(args, sizeof args, "cp '%s' '%s'", ckpt, ckpt2);
     ck_assert_int_eq(system(args), 0);
     snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --save '%s' --log '%s'", common, data, ckpt,
              ckpt, resumed);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    char *got = without_seconds(slurp(resumed));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    char *got = without_seconds(test_slurp(resumed));
     ck_assert_msg(strcmp(got, want) == 0, "resumed log:\n%s\nstraight:\n%s", got, want);
     free(got);
     /* no log yet: the header and epochs 2 and 3 */
     snprintf(args, sizeof args, "%s --data '%s' --epochs 3 --resume '%s' --log '%s'", common, data, ckpt2, fresh);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    got = without_seconds(slurp(fresh));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    got = without_seconds(test_slurp(fresh));
     const char *row2 = strchr(strchr(want, '\n') + 1, '\n') + 1;
     ck_assert_msg(strncmp(got, want, (size_t)(strchr(want, '\n') + 1 - want)) == 0 &&
                       strcmp(strchr(got, '\n') + 1, row2) == 0,
@@ -512,11 +458,11 @@ START_TEST(test_adam_flags)
                  "train nets/small.net --data '%s' --optimizer adam --lr 0.01 --epochs 1 --batch 20 --threads 1 "
                  "--quiet --log '%s' %s",
                  data, log, flags[k]);
-        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, slurp(err_path));
+        ck_assert_msg(run_kfac(args) == 0, "%s: %s", args, test_slurp(err_path));
         if (k == 4)
-            ck_assert_msg(strstr(slurp(out_path), "# adam lr 0.01 beta1 0.9 beta2 0.999 eps 0.1,"), "%s",
-                          slurp(out_path));
-        logs[k] = without_seconds(slurp(log));
+            ck_assert_msg(strstr(test_slurp(out_path), "# adam lr 0.01 beta1 0.9 beta2 0.999 eps 0.1,"), "%s",
+                          test_slurp(out_path));
+        logs[k] = without_seconds(test_slurp(log));
     }
     ck_assert_msg(strcmp(logs[0], logs[1]) == 0, "the defaults as flags changed the run:\n%s\n%s", logs[0], logs[1]);
     for (int k = 2; k < 5; k++)
@@ -524,7 +470,7 @@ START_TEST(test_adam_flags)
     for (int k = 0; k < 5; k++)
         free(logs[k]);
     ck_assert_int_eq(run_kfac("train --help"), 0);
-    const char *help = slurp(out_path);
+    const char *help = test_slurp(out_path);
     ck_assert_msg(strstr(help, "--beta1 X") && strstr(help, "--beta2 X") && strstr(help, "--eps X"), "%s", help);
 }
 END_TEST
@@ -534,8 +480,8 @@ static void eval_line(const char *data, const char *ckpt, char *line, size_t cap
 {
     char args[1024];
     snprintf(args, sizeof args, "eval nets/tiny.net --data '%s' --load '%s' --threads 1", data, ckpt);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *at = strstr(slurp(out_path), "test_loss ");
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *at = strstr(test_slurp(out_path), "test_loss ");
     ck_assert_ptr_nonnull(at);
     snprintf(line, cap, "%.*s", (int)strcspn(at, "\n"), at);
 }
@@ -550,13 +496,13 @@ START_TEST(test_checkpoints)
     snprintf(b, sizeof b, "%s/resumed.ckpt", test_tmpdir());
     snprintf(bad, sizeof bad, "%s/garbage.ckpt", test_tmpdir());
     snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 2 --threads 1 --save '%s'", data, a);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
     snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 1 --threads 1 --save '%s'", data, b);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
     snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 2 --threads 1 --resume '%s' --save '%s'",
              data, b, b);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_msg(strstr(out, "resumed from") && strstr(out, "after epoch 1"), "%s", out);
     ck_assert_msg(!strstr(out, "\n    1 ") && strstr(out, "\n    2 "), "only epoch 2 runs: %s", out);
     eval_line(data, a, line_a, sizeof line_a);
@@ -613,8 +559,8 @@ START_TEST(test_spin_wait_bounded)
         /* the timeout stops a loop of re-executions */
         snprintf(env, sizeof env, "timeout 300 env %s OMP_DISPLAY_ENV=verbose", runs[i].env);
         ck_assert_int_eq(run_kfac_env(env, "--version"), 0);
-        ck_assert_msg(strcmp(slurp(out_path), version) == 0, "%s", slurp(out_path));
-        const char *err = slurp(err_path), *last = NULL;
+        ck_assert_msg(strcmp(test_slurp(out_path), version) == 0, "%s", test_slurp(out_path));
+        const char *err = test_slurp(err_path), *last = NULL;
         int images = 0;
         for (const char *at = err; (at = strstr(at, "OPENMP DISPLAY ENVIRONMENT BEGIN")) != NULL; at++)
             images++, last = at;
@@ -625,8 +571,8 @@ START_TEST(test_spin_wait_bounded)
 
         snprintf(args, sizeof args, "train nets/tiny.net --data '%s' --epochs 1 --batch 50 --threads 1 --quiet", data);
         snprintf(env, sizeof env, "env %s", runs[i].env);
-        ck_assert_msg(run_kfac_env(env, args) == 0, "%s", slurp(err_path));
-        const char *out = slurp(out_path);
+        ck_assert_msg(run_kfac_env(env, args) == 0, "%s", test_slurp(err_path));
+        const char *out = test_slurp(out_path);
         ck_assert_msg(strstr(out, runs[i].header), "env %s: the header lacks '%s':\n%s", runs[i].env, runs[i].header,
                       out);
     }
@@ -673,12 +619,6 @@ static double last_field(const char *csv)
     return atof(p);
 }
 
-static void be_write(FILE *f, uint64_t v, int bytes)
-{
-    for (int k = bytes - 1; k >= 0; k--)
-        fputc((int)(v >> (8 * k)) & 0xFF, f);
-}
-
 /* A 3-class problem (CSV: train.csv and test.csv, the label in column 3)
  * and a 26-class one (IDX: float features of 2 dimensions, short labels)
  * train through the program: the classes are the network's outputs. A
@@ -699,9 +639,9 @@ START_TEST(test_own_classes)
     snprintf(log, sizeof log, "%s/run.csv", dir);
     snprintf(args, sizeof args, "train '%s' --data '%s' --label-column 3 --threads 1 --quiet --log '%s'", net, dir,
              log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_ptr_nonnull(strstr(slurp(out_path), "300 training, 60 test examples"));
-    const char *csv = slurp(log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), "300 training, 60 test examples"));
+    const char *csv = test_slurp(log);
     ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc\n", 44) == 0, "%s", csv);
     ck_assert_int_eq(count_lines(csv), 6);
     ck_assert_msg(last_field(csv) > 0.9, "3 classes: test accuracy %g", last_field(csv));
@@ -711,7 +651,7 @@ START_TEST(test_own_classes)
     snprintf(args, sizeof args, "train '%s' --data '%s' --label-column 3 --threads 1 --quiet", net, dir);
     snprintf(path, sizeof path, "%s/train.csv:", dir);
     expect_error(args, 3, path);
-    ck_assert_ptr_nonnull(strstr(slurp(err_path), "outside [0, 2)"));
+    ck_assert_ptr_nonnull(strstr(test_slurp(err_path), "outside [0, 2)"));
 
     /* 26 classes as IDX: 0x0D features (n x 26), 0x0B labels */
     snprintf(dir, sizeof dir, "%s/letters", test_tmpdir());
@@ -727,17 +667,17 @@ START_TEST(test_own_classes)
         snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, sets[s]);
         FILE *fl = fopen(path, "wb");
         ck_assert(fi && fl);
-        be_write(fi, 0x0D02, 4), be_write(fi, (uint64_t)n, 4), be_write(fi, 26, 4);
-        be_write(fl, 0x0B01, 4), be_write(fl, (uint64_t)n, 4);
+        test_write_be(fi, 0x0D02, 4), test_write_be(fi, (uint64_t)n, 4), test_write_be(fi, 26, 4);
+        test_write_be(fl, 0x0B01, 4), test_write_be(fl, (uint64_t)n, 4);
         for (int i = 0; i < n; i++) {
             int c = i % 26;
             for (int k = 0; k < 26; k++) {
                 float v = (k == c ? 2.0f : 0.0f) + 0.3f * (float)kfac_rng_uniform(&r);
                 uint32_t w;
                 memcpy(&w, &v, 4);
-                be_write(fi, w, 4);
+                test_write_be(fi, w, 4);
             }
-            be_write(fl, (uint64_t)c, 2);
+            test_write_be(fl, (uint64_t)c, 2);
         }
         fclose(fi);
         fclose(fl);
@@ -747,8 +687,8 @@ START_TEST(test_own_classes)
                     "epochs = 4\nlr = 0.2\n");
     snprintf(log, sizeof log, "%s/run.csv", dir);
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, dir, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    csv = slurp(log);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    csv = test_slurp(log);
     ck_assert_int_eq(count_lines(csv), 5);
     ck_assert_msg(last_field(csv) > 0.9, "26 classes: test accuracy %g", last_field(csv));
 }
@@ -771,12 +711,12 @@ START_TEST(test_validation_columns)
                     "epochs = 3\nlr = 0.1\nlabel_column = 3\nval_fraction = 0.2\n");
     snprintf(log, sizeof log, "%s/one.csv", dir);
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s'", net, path, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    const char *out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    const char *out = test_slurp(out_path);
     ck_assert_msg(strstr(out, ": 160 training, 40 validation examples (the last 0.2 of the training set), no test set\n"),
                   "%s", out);
     ck_assert_msg(strstr(out, "\nepoch   seconds  train_loss    val_loss       val_acc\n"), "%s", out);
-    const char *csv = slurp(log);
+    const char *csv = test_slurp(log);
     ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,val_loss,val_acc\n", 42) == 0, "%s", csv);
     ck_assert_int_eq(count_lines(csv), 4);
     int e;
@@ -787,18 +727,18 @@ START_TEST(test_validation_columns)
     /* no validation: the columns of one file are the training ones alone */
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --val-fraction 0", net, path,
              log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_msg(strncmp(slurp(log), "epoch,seconds,train_loss\n", 25) == 0, "%s", slurp(log));
-    ck_assert_ptr_nonnull(strstr(slurp(out_path), ": 200 training examples, no test set\n"));
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_msg(strncmp(test_slurp(log), "epoch,seconds,train_loss\n", 25) == 0, "%s", test_slurp(log));
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), ": 200 training examples, no test set\n"));
     /* with a test set: test columns, then validation ones */
     snprintf(path, sizeof path, "%s/test.csv", dir);
     write_csv(path, 50, 3, 1 << 30, 4);
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --val-fraction 0.25", net, dir,
              log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    ck_assert_ptr_nonnull(strstr(slurp(out_path), ": 150 training, 50 validation examples (the last 0.25 of the "
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), ": 150 training, 50 validation examples (the last 0.25 of the "
                                                   "training set), 50 test examples\n"));
-    csv = slurp(log);
+    csv = test_slurp(log);
     ck_assert_msg(strncmp(csv, "epoch,seconds,train_loss,test_loss,test_acc,val_loss,val_acc\n", 61) == 0, "%s", csv);
     ck_assert_int_eq(sscanf(strstr(csv, "\n1,") + 1, "%d,%lf,%lf,%lf,%lf,%lf,%lf", &e, &secs, &tl, &vl, &va, &vl, &va),
                      7);
@@ -810,15 +750,15 @@ START_TEST(test_validation_columns)
     snprintf(log, sizeof log, "%s/flip-log.csv", dir);
     snprintf(args, sizeof args, "train '%s' --data '%s' --threads 1 --quiet --log '%s' --epochs 100 --early-stop 3",
              net, path, log);
-    ck_assert_msg(run_kfac(args) == 0, "%s", slurp(err_path));
-    out = slurp(out_path);
+    ck_assert_msg(run_kfac(args) == 0, "%s", test_slurp(err_path));
+    out = test_slurp(out_path);
     const char *stop = strstr(out, "# early stop after epoch ");
     ck_assert_msg(stop, "no early stop: %s", out);
     int at = atoi(stop + strlen("# early stop after epoch ")), best = atoi(strstr(stop, "(lowest at epoch ") + 17);
     ck_assert_msg(strstr(stop, ": the validation loss has not improved for 3 epochs (lowest at epoch "), "%s", stop);
     ck_assert_int_eq(at, best + 3);
     ck_assert_int_lt(at, 100);
-    ck_assert_int_eq(count_lines(slurp(log)), at + 1); /* the header and the epochs run */
+    ck_assert_int_eq(count_lines(test_slurp(log)), at + 1); /* the header and the epochs run */
 }
 END_TEST
 

@@ -23,44 +23,12 @@
 
 enum { EPOCHS = 200 };
 
-static void be32(FILE *f, uint32_t v)
-{
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
-
 /* 200 training and 50 test 28x28 images in DIR, each class one bright row */
 static const char *small_data(void)
 {
     static char dir[512];
     snprintf(dir, sizeof dir, "%s/sigdata", test_tmpdir());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    kfac_rng r;
-    kfac_rng_seed(&r, 7);
-    const char *sets[2] = {"train", "t10k"};
-    for (int s = 0; s < 2; s++) {
-        int n = s == 0 ? 200 : 50;
-        char path[700];
-        snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, sets[s]);
-        FILE *fi = fopen(path, "wb");
-        snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, sets[s]);
-        FILE *fl = fopen(path, "wb");
-        ck_assert(fi && fl);
-        be32(fi, 0x803), be32(fi, (uint32_t)n), be32(fi, 28), be32(fi, 28);
-        be32(fl, 0x801), be32(fl, (uint32_t)n);
-        for (int i = 0; i < n; i++) {
-            unsigned char label = (unsigned char)kfac_rng_below(&r, 10), img[784];
-            for (int k = 0; k < 784; k++)
-                img[k] = (unsigned char)kfac_rng_below(&r, 60);
-            memset(img + 28 * (2 + 2 * label), 255, 28);
-            fwrite(img, 1, sizeof img, fi);
-            fputc(label, fl);
-        }
-        fclose(fi);
-        fclose(fl);
-    }
+    test_write_mnist(dir, 200, 7);
     return dir;
 }
 
@@ -119,17 +87,6 @@ static int finish(pid_t pid, int fd)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(WIFEXITED(st), "kfac ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     return WEXITSTATUS(st);
-}
-
-static char *slurp(const char *path)
-{
-    static char buf[1 << 16];
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
 }
 
 static int tmp_files(const char *dir)
@@ -206,7 +163,7 @@ START_TEST(test_signal_saves_and_resumes)
     if (c->second)
         ck_assert_int_eq(kill(pid, c->second), 0);
     int status = finish(pid, fd);
-    const char *err = slurp(err_path);
+    const char *err = test_slurp(err_path);
     ck_assert_msg(status == c->status, "exit %d, expected %d: %s", status, c->status, err);
     char want[800];
     snprintf(want, sizeof want, "kfac: %s: stopped ", c->name);
@@ -216,10 +173,10 @@ START_TEST(test_signal_saves_and_resumes)
 
     snprintf(args, sizeof args, "nets/tiny.net --data '%s' --epochs %d --batch 20 --threads 1 --optimizer %s "
              "--resume '%s' --save '%s'", data, EPOCHS, c->optimizer, ckpt, ckpt);
-    ck_assert_msg(run_to_end(args) == 0, "resume: %s", slurp(err_path));
+    ck_assert_msg(run_to_end(args) == 0, "resume: %s", test_slurp(err_path));
     snprintf(args, sizeof args, "nets/tiny.net --data '%s' --epochs %d --batch 20 --threads 1 --optimizer %s --save '%s'",
              data, EPOCHS, c->optimizer, straight);
-    ck_assert_msg(run_to_end(args) == 0, "straight: %s", slurp(err_path));
+    ck_assert_msg(run_to_end(args) == 0, "straight: %s", test_slurp(err_path));
     size_t na, nb;
     float *a = weights(ckpt, &na), *b = weights(straight, &nb);
     ck_assert(na == nb && memcmp(a, b, na * sizeof *a) == 0);
@@ -242,7 +199,7 @@ START_TEST(test_signal_without_save)
     wait_first_epoch(fd);
     ck_assert_int_eq(kill(pid, SIGINT), 0);
     int status = finish(pid, fd);
-    const char *err = slurp(err_path);
+    const char *err = test_slurp(err_path);
     ck_assert_msg(status == 130, "exit %d: %s", status, err);
     ck_assert_msg(strstr(err, "kfac: SIGINT: stopped ") && strstr(err, "nothing saved (no --save)"), "%s", err);
 }
@@ -269,14 +226,14 @@ START_TEST(test_closed_stdout)
     close(fd);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    const char *err = slurp(err_path);
+    const char *err = test_slurp(err_path);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x: %s", st, err);
     ck_assert_msg(strstr(err, "kfac: standard output: Broken pipe; going on without it\n") &&
                       strchr(err, '\n') == err + strlen(err) - 1,
                   "stderr: %s", err);
     snprintf(args, sizeof args, "nets/tiny.net --data '%s' --epochs %d --batch 20 --threads 1 --save '%s'", data,
              EPOCHS, straight);
-    ck_assert_msg(run_to_end(args) == 0, "straight: %s", slurp(err_path));
+    ck_assert_msg(run_to_end(args) == 0, "straight: %s", test_slurp(err_path));
     size_t na, nb;
     float *a = weights(ckpt, &na), *b = weights(straight, &nb);
     ck_assert(na == nb && memcmp(a, b, na * sizeof *a) == 0);
@@ -324,7 +281,7 @@ START_TEST(test_progress_on_terminal)
                  "/dev/null >'%s' 2>&1 </dev/null",
                  test_root(), test_kfac_bin(), data, quiet ? " --quiet" : "", out);
         ck_assert_int_eq(system(cmd), 0);
-        const char *text = slurp(out);
+        const char *text = test_slurp(out);
         int drawn = strstr(text, "\r  epoch 2/2 ") && strstr(text, "  loss ") && strstr(text, " ex/s  ETA ") &&
                     strstr(text, " epoch, ") && strstr(text, " run\033[K");
         ck_assert_msg(drawn == !quiet, "quiet %d: %s", quiet, text);

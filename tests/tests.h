@@ -3,6 +3,8 @@
 #define KFAC_TESTS_H
 
 #include <check.h>
+#include <stdint.h>
+#include <stdio.h>
 
 Suite *rng_suite(void);
 Suite *net_suite(void);
@@ -31,5 +33,14 @@ const char *test_root(void);
 const char *test_kfac_bin(void);
 /* A fresh empty directory for files a test makes; removed at exit. */
 const char *test_tmpdir(void);
+
+/* test_util.c. A file's text (at most 64 KiB), in a buffer the next call
+ * reuses. */
+char *test_slurp(const char *path);
+/* v's low `bytes` bytes, most significant first (IDX headers). */
+void test_write_be(FILE *f, uint64_t v, int bytes);
+/* A learnable MNIST-format data set in DIR (made if missing): n training
+ * and n/4 test 28x28 images, each class one bright row over noise. */
+void test_write_mnist(const char *dir, int n, uint64_t seed);
 
 #endif
