@@ -25,6 +25,12 @@ void kfac_clear_error(void);
 float *kfac_alloc_floats(size_t n);
 void kfac_free_floats(float *p);
 
+/* <a, b> over n floats, accumulated in double: one vectorized pass on
+ * the library's threads (OpenBLAS's sdsdot and dsdot take one thread and
+ * run at a quarter of the memory bandwidth). Deterministic for a given
+ * thread count. */
+double kfac_dot_floats(const float *a, const float *b, size_t n);
+
 /* Enum names (names.c): the index of `name` among the `count` names that
  * name_of gives (NULL: a row not filled in), or a failure "unknown <what>
  * '<name>' (a, b, ...)" listing them. */

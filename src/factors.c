@@ -42,6 +42,12 @@ typedef struct factor {
 
 typedef struct layer_factors {
     factor a, g; /* W is g.n x a.n */
+    /* the fused weight form (both factors low-rank; docs/algorithm.md §8.1):
+     * delta = c_G c_A grad + lm rm, with lm = [P' | U_G^T] (g.n x kk) and
+     * rm = [U_A ; R'] (kk x a.n), kk = k_A + k_G, prepared by
+     * kfac_factors_weight_prepare for the step's kfac_factors_weight_add */
+    float *lm, *rm;
+    int kk;
 } layer_factors;
 
 struct kfac_factors {
@@ -78,6 +84,7 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->a.S), kfac_free_floats(f->g.S);
         kfac_free_floats(f->a.inv), kfac_free_floats(f->g.inv);
         kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
+        kfac_free_floats(f->lm), kfac_free_floats(f->rm);
     }
     free(pc->L);
     kfac_free_floats(pc->syrk), kfac_free_floats(pc->stage);
@@ -158,6 +165,10 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
                     memset(x->e, 0, sizeof(float) * (size_t)x->n);
             }
         }
+        /* the fused weight form's factors, at most 2 (rank_max + OVERSAMPLE) wide */
+        size_t kmax = 2 * (size_t)(p->rank_max + OVERSAMPLE);
+        if (ok && f->a.lowrank && f->g.lowrank)
+            ok = (f->lm = kfac_alloc_floats((size_t)f->g.n * kmax)) && (f->rm = kfac_alloc_floats(kmax * f->a.n));
     }
     for (int l = 0; l < n_layers; l++)
         pc->n_stage += (size_t)d_in[l] * (d_in[l] + 1) / 2 + (size_t)d_out[l] * (d_out[l] + 1) / 2;
@@ -584,6 +595,96 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
     apply_rows(&f->a, grad, n, m, pc->tmp1, pc->Ta, pc->Ta);
     apply_left(&f->g, pc->tmp1, n, delta, pc->Tg);
     return KFAC_OK;
+}
+
+int kfac_factors_weight_fusable(const kfac_factors *pc, int l)
+{
+    return pc && l >= 0 && l < pc->n_layers && pc->p.inversion == KFAC_INV_LOWRANK && pc->L[l].lm && pc->inverted;
+}
+
+/* docs/algorithm.md §8.1. With A^-1 = c_A I + U_A^T E_A U_A and G^-1 = c_G I +
+ * U_G^T E_G U_G (U rows orthonormal, E diagonal):
+ *   X = grad U_A^T (m x k_A), Y = U_G grad (k_G x n), Z = U_G X (k_G x k_A),
+ *   delta = c_G c_A grad + P' U_A + U_G^T R',
+ *   P' = c_G X E_A + U_G^T (E_G Z E_A),  R' = c_A E_G Y,
+ *   <delta, grad> = c_G c_A |grad|^2 + c_G sum_j e_Aj |X_j|^2
+ *                   + c_A sum_i e_Gi |Y_i|^2 + sum_ij e_Gi e_Aj Z_ij^2,
+ * the last three from the k-wide products alone, so the step size is
+ * known before any d_out x d_in array is written. Two products read grad,
+ * one writes delta (or adds it to the momentum): 4 m n (k_A + k_G) flops,
+ * the same as applying the inverses one side at a time, in two fewer
+ * passes over m x n and one product instead of two for the assembly. */
+kfac_status kfac_factors_weight_prepare(kfac_factors *pc, int l, const float *grad, double *dot)
+{
+    if (!kfac_factors_weight_fusable(pc, l) || !grad || !dot)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_factors_weight_prepare: layer %d has no fused form", l + 1);
+    layer_factors *f = &pc->L[l];
+    const factor *A = &f->a, *G = &f->g;
+    int m = G->n, n = A->n, ka = A->k, kg = G->k, kk = ka + kg;
+    float *lm = f->lm, *rm = f->rm, *Z = pc->Ta; /* Z: kg x ka <= max_s^2 */
+    f->kk = kk;
+    double norm2 = kfac_dot_floats(grad, grad, (size_t)m * n), sx = 0.0, sy = 0.0, sz = 0.0;
+    /* X (m x ka) <- grad U_A^T, into lm's first ka columns */
+    if (ka > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, ka, n, 1.0f, grad, n, A->inv, n, 0.0f, lm, kk);
+    /* Y (kg x n) <- U_G grad, into rm's last kg rows */
+    if (kg > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, n, m, 1.0f, G->inv, m, grad, n, 0.0f,
+                    rm + (size_t)ka * n, n);
+    /* Z (kg x ka) <- U_G X */
+    if (ka > 0 && kg > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kg, ka, m, 1.0f, G->inv, m, lm, kk, 0.0f, Z, ka);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < ka; j++) {
+            double x = lm[(size_t)i * kk + j];
+            sx += A->e[j] * x * x;
+        }
+    for (int i = 0; i < kg; i++) {
+        double y = cblas_dsdot(n, rm + (size_t)(ka + i) * n, 1, rm + (size_t)(ka + i) * n, 1);
+        sy += G->e[i] * y;
+        for (int j = 0; j < ka; j++) {
+            double z = Z[(size_t)i * ka + j];
+            sz += (double)G->e[i] * A->e[j] * z * z;
+        }
+    }
+    *dot = (double)G->c * A->c * norm2 + G->c * sx + A->c * sy + sz;
+    /* lm <- [c_G X E_A + U_G^T (E_G Z E_A) | U_G^T]; rm <- [U_A ; c_A E_G Y] */
+    for (int i = 0; i < m; i++) {
+        float *row = lm + (size_t)i * kk;
+        for (int j = 0; j < ka; j++)
+            row[j] *= G->c * A->e[j];
+        for (int j = 0; j < kg; j++)
+            row[ka + j] = G->inv[(size_t)j * m + i];
+    }
+    if (ka > 0 && kg > 0) {
+        for (int i = 0; i < kg; i++)
+            for (int j = 0; j < ka; j++)
+                Z[(size_t)i * ka + j] *= G->e[i] * A->e[j];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, ka, kg, 1.0f, G->inv, m, Z, ka, 1.0f, lm, kk);
+    }
+    if (ka > 0)
+        memcpy(rm, A->inv, sizeof(float) * (size_t)ka * n);
+    for (int i = 0; i < kg; i++)
+        cblas_sscal(n, A->c * G->e[i], rm + (size_t)(ka + i) * n, 1);
+    return KFAC_OK;
+}
+
+void kfac_factors_weight_add(kfac_factors *pc, int l, const float *grad, float nu, float mu, float *v)
+{
+    layer_factors *f = &pc->L[l];
+    int m = f->g.n, n = f->a.n, kk = f->kk;
+    size_t len = (size_t)m * n;
+    const float s = nu * f->g.c * f->a.c;
+    if (mu == 0.0f) /* v's old values unread: it may be uninitialised */
+#pragma omp parallel for simd schedule(static) if (len > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < len; i++)
+            v[i] = s * grad[i];
+    else
+#pragma omp parallel for simd schedule(static) if (len > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < len; i++)
+            v[i] = mu * v[i] + s * grad[i];
+    if (kk > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, kk, nu, f->lm, kk, f->rm, n, 1.0f, v, n);
 }
 
 /* Flops of x's inverse applied to r vectors: dense n^2 each; low-rank

@@ -85,6 +85,15 @@ void kfac_factors_batch_part(kfac_factors *pc, int l, const float *abar, int lda
                              float scale, float *delta);
 double kfac_factors_rows_dot(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
                              const float *delta);
+/* The fused weight form (docs/algorithm.md §8.1), for a layer whose two
+ * factors are low-rank (kfac_factors_weight_fusable): prepare reads the
+ * gradient grad (d_out x d_in) and returns <delta, grad> in *dot without
+ * writing delta; add then sets v <- mu v + nu delta (mu 0: v <- nu
+ * delta, v unread) from the same grad, any number of times until the
+ * layer is prepared again. */
+int kfac_factors_weight_fusable(const kfac_factors *pc, int l);
+kfac_status kfac_factors_weight_prepare(kfac_factors *pc, int l, const float *grad, double *dot);
+void kfac_factors_weight_add(kfac_factors *pc, int l, const float *grad, float nu, float mu, float *v);
 /* The cost model (docs/algorithm.md §8): whether the batch form takes fewer flops
  * than the weight form for layer l at this batch, given each factor's
  * inverse (dense, or low-rank of its current rank). */

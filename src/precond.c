@@ -27,6 +27,9 @@ struct kfac_precond {
     float *grad;     /* n: grad + wd W, where formed */
     float *v;        /* n: momentum (KL_CLIP) or previous update (QUADRATIC) */
     float *fv, *fv0; /* n: F delta and F delta0 (QUADRATIC) */
+    int fused[KFAC_MAX_LAYERS]; /* the last step left layer l's delta in
+                                   factored form (docs/algorithm.md §8.1):
+                                   never written, added into v */
     double lambda;   /* current damping */
     long t;          /* steps taken */
     kfac_kfac_stats st;
@@ -133,7 +136,12 @@ size_t kfac_precond_layer_offset(const kfac_precond *pc, int l)
 long kfac_precond_steps(const kfac_precond *pc) { return pc ? pc->t : 0; }
 const float *kfac_precond_direction(const kfac_precond *pc, int l)
 {
-    return pc && pc->t > 0 && l >= 0 && l < pc->n_layers ? pc->delta + pc->off[l] : NULL;
+    if (!pc || pc->t < 1 || l < 0 || l >= pc->n_layers)
+        return NULL;
+    float *d = pc->delta + pc->off[l];
+    if (pc->fused[l]) /* formed now, from the factored form the step kept */
+        kfac_factors_weight_add(pc->fc, l, pc->grad + pc->off[l], 1.0f, 0.0f, d);
+    return d;
 }
 kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc) { return &pc->st; }
 
@@ -272,6 +280,10 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
         pc->st.batch_form[l] = lr[l] = batch_form(pc, in, l);
+        /* the kl_clip rule needs only <delta, grad> before the update, so
+         * a weight-form layer whose factors are low-rank never writes
+         * delta (docs/algorithm.md §8.1); the quadratic rule needs delta */
+        pc->fused[l] = !lr[l] && pc->kp.rule == KFAC_RULE_KL_CLIP && kfac_factors_weight_fusable(pc->fc, l);
         /* why, for the report: the flops the cost model counted */
         pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
         if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
@@ -285,10 +297,15 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
                 KFAC_OK)
                 return st;
             total += dot;
+        } else if (pc->fused[l]) {
+            double dot;
+            if ((st = kfac_factors_weight_prepare(pc->fc, l, gl, &dot)) != KFAC_OK)
+                return st;
+            total += dot;
         } else {
             if ((st = kfac_factors_apply(pc->fc, l, gl, d)) != KFAC_OK)
                 return st;
-            total += cblas_dsdot((int)n, d, 1, gl, 1);
+            total += kfac_dot_floats(d, gl, n);
         }
     }
     if (any_lr) {
@@ -322,6 +339,14 @@ static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
         size_t n = pc->off[l + 1] - pc->off[l];
         float *v = pc->v + pc->off[l], *theta = w[l];
         const float *delta = pc->delta + pc->off[l];
+        if (pc->fused[l]) {
+            /* v <- mu v + nu delta from delta's factors, then W -= lr v */
+            kfac_factors_weight_add(pc->fc, l, pc->grad + pc->off[l], fnu, mu, v);
+#pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
+            for (size_t i = 0; i < n; i++)
+                theta[i] -= flr * v[i];
+            continue;
+        }
 #pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
             float vi = mu * v[i] + fnu * delta[i];
@@ -331,7 +356,7 @@ static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
     }
 }
 
-static double dot(const float *a, const float *b, size_t n) { return cblas_dsdot((int)n, a, 1, b, 1); }
+static double dot(const float *a, const float *b, size_t n) { return kfac_dot_floats(a, b, n); }
 
 /* W_l += sign * step_l for every layer, step in the flat layout */
 static void add_step(kfac_precond *pc, float *const *w, const float *step, float sign)

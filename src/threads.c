@@ -85,6 +85,15 @@ void kfac_fp_flush_end(void)
     }
 }
 
+double kfac_dot_floats(const float *a, const float *b, size_t n)
+{
+    double acc = 0.0;
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n > KFAC_PAR_STREAM)
+    for (size_t i = 0; i < n; i++)
+        acc += (double)a[i] * b[i];
+    return acc;
+}
+
 float *kfac_alloc_floats(size_t n)
 {
     const size_t line = 64, huge = (size_t)2 << 20;

@@ -337,6 +337,114 @@ START_TEST(test_lowrank_matches_dense)
 }
 END_TEST
 
+/* The fused weight form (docs/algorithm.md §8.1) against the one-side-at-
+ * a-time application of the same low-rank inverses: <delta, grad> from the
+ * k-wide products alone, delta itself, and v <- mu v + nu delta, the last
+ * repeatable until the layer is prepared again. Factors dense on either
+ * side (CHOLESKY here) have no fused form. */
+START_TEST(test_fused_weight_form)
+{
+    enum { DIN = 60, DOUT = 48, B = 200, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    const double sa[] = {10, 6, 4, 3, 2}, sg[] = {3, 2, 1.5, 1};
+    static float abar[B * DIN], g[B * DOUT], V[N], d_ref[N], d_fused[N], v[N], v0[N];
+    kfac_rng r;
+    kfac_rng_seed(&r, 47);
+    low_rank_rows(abar, B, DIN, 5, sa, 0.3, 1, &r);
+    low_rank_rows(g, B, DOUT, 4, sg, 0.1, 0, &r);
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.rank_max = 8;
+    kfac_factors *lr, *ex;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &lr), KFAC_OK);
+    kp.inversion = KFAC_INV_CHOLESKY;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &ex), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_weight_fusable(lr, 0), 0); /* not inverted yet */
+    kfac_factors *both[2] = {lr, ex};
+    for (int i = 0; i < 2; i++) {
+        kfac_factors_begin_stats(both[i]);
+        ck_assert_int_eq(kfac_factors_accumulate(both[i], 0, abar, DIN, g, B), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_invert(both[i], 1e-2, NULL), KFAC_OK);
+    }
+    ck_assert_int_eq(kfac_factors_weight_fusable(lr, 0), 1);
+    ck_assert_int_eq(kfac_factors_weight_fusable(ex, 0), 0);
+    double dot;
+    ck_assert_int_eq(kfac_factors_weight_prepare(ex, 0, V, &dot), KFAC_ERR_STATE);
+    mean_gradient(g, abar, B, DOUT, DIN, V);
+    ck_assert_int_eq(kfac_factors_apply(lr, 0, V, d_ref), KFAC_OK);
+    double want = 0, norm = 0;
+    for (int i = 0; i < N; i++)
+        want += (double)d_ref[i] * V[i], norm += (double)d_ref[i] * d_ref[i];
+    ck_assert(norm > 1e-8 && want > 0);
+    ck_assert_int_eq(kfac_factors_weight_prepare(lr, 0, V, &dot), KFAC_OK);
+    ck_assert_msg(fabs(dot - want) <= 1e-4 * want, "<delta, grad>: %.9g against %.9g", dot, want);
+    kfac_factors_weight_add(lr, 0, V, 1.0f, 0.0f, d_fused);
+    double err = 0;
+    for (int i = 0; i < N; i++)
+        err += ((double)d_fused[i] - d_ref[i]) * ((double)d_fused[i] - d_ref[i]);
+    ck_assert_msg(sqrt(err / norm) < 1e-4, "delta: relative error %g", sqrt(err / norm));
+    /* v <- 0.9 v + 0.5 delta, twice from the same preparation */
+    fill(v0, N, -0.01f, 0.01f, &r);
+    memcpy(v, v0, sizeof v);
+    kfac_factors_weight_add(lr, 0, V, 0.5f, 0.9f, v);
+    kfac_factors_weight_add(lr, 0, V, 0.5f, 0.9f, v);
+    double verr = 0, vnorm = 0;
+    for (int i = 0; i < N; i++) {
+        double w = 0.81 * v0[i] + (0.9 * 0.5 + 0.5) * d_ref[i];
+        verr += (v[i] - w) * (v[i] - w), vnorm += w * w;
+    }
+    ck_assert_msg(sqrt(verr / vnorm) < 1e-4, "momentum: relative error %g", sqrt(verr / vnorm));
+    kfac_factors_free(lr);
+    kfac_factors_free(ex);
+}
+END_TEST
+
+/* Through the public preconditioner: a kl_clip step on a layer with two
+ * low-rank factors takes the fused form, and kfac_precond_direction forms
+ * the delta that the update added: W0 - W1 = lr nu delta on the first
+ * step (v was 0). */
+START_TEST(test_precond_fused_direction)
+{
+    enum { DIN = 60, DOUT = 48, B = 200, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    const double sa[] = {10, 6, 4, 3, 2}, sg[] = {3, 2, 1.5, 1};
+    static float abar[B * DIN], g[B * DOUT], V[N], w[N], w0[N];
+    kfac_rng r;
+    kfac_rng_seed(&r, 53);
+    low_rank_rows(abar, B, DIN, 5, sa, 0.3, 1, &r);
+    low_rank_rows(g, B, DOUT, 4, sg, 0.1, 0, &r);
+    mean_gradient(g, abar, B, DOUT, DIN, V);
+    fill(w, N, -0.1f, 0.1f, &r);
+    memcpy(w0, w, sizeof w);
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.rank_max = 8;
+    kp.damping = 1e-2;
+    kp.lr = 0.05f;
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, NULL, &kp, &pc), KFAC_OK);
+    float *wl[1] = {w};
+    const float *grads[1] = {V}, *ab[1] = {abar}, *gs[1] = {g};
+    kfac_precond_batch b = {B, wl, grads, ab, gs, 0.0, NULL};
+    ck_assert_msg(kfac_precond_step(pc, &b) == KFAC_OK, "%s", kfac_last_error());
+    kfac_kfac_stats st;
+    ck_assert_int_eq(kfac_precond_get_stats(pc, &st), KFAC_OK);
+    ck_assert_int_eq(st.batch_form[0], 0); /* grads given: the weight form */
+    ck_assert(st.rank_a[0] < DIN && st.rank_g[0] < DOUT); /* both low-rank */
+    const float *delta = kfac_precond_direction(pc, 0);
+    ck_assert_ptr_nonnull(delta);
+    double err = 0, norm = 0, scale = kp.lr * st.nu;
+    ck_assert(st.nu > 0 && st.nu <= 1);
+    for (int i = 0; i < N; i++) {
+        double want = scale * delta[i];
+        err += (w0[i] - w[i] - want) * (w0[i] - w[i] - want), norm += want * want;
+    }
+    ck_assert(norm > 1e-12);
+    ck_assert_msg(sqrt(err / norm) < 1e-4, "step against lr nu delta: relative error %g", sqrt(err / norm));
+    kfac_precond_free(pc);
+}
+END_TEST
+
 /* The cost model (docs/algorithm.md §8): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
@@ -745,6 +853,8 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_kronecker_identity);
     tcase_add_test(tc, test_eigen_exact_tikhonov);
     tcase_add_test(tc, test_lowrank_matches_dense);
+    tcase_add_test(tc, test_fused_weight_form);
+    tcase_add_test(tc, test_precond_fused_direction);
     tcase_add_test(tc, test_cost_model);
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
