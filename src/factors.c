@@ -34,6 +34,9 @@ typedef struct factor {
                        for the k kept pairs */
     float *stat;    /* one batch's statistics, the upper triangle packed by
                        rows (n (n+1)/2), inside the shared stage */
+    int half;       /* only S's upper triangle is current: the statistics
+                       update that alone, and the lower one is copied in
+                       when S is next read whole (symmetrize) */
     int lowrank;    /* represented by (U, e, c): docs/algorithm.md §4.4 */
     int s, k;       /* LOWRANK: sketch size; pairs kept */
     float c;        /* LOWRANK: 1/(tail mean + gamma), the inverse on the
@@ -215,12 +218,10 @@ int kfac_factors_inverted(const kfac_factors *pc) { return pc->inverted; }
 /* First element of row i of an n x n upper triangle packed by rows. */
 static size_t packed_row(size_t i, size_t n) { return i * n - i * (i - 1) / 2; }
 
-/* X <- eps X + (1 - eps) S, S an upper triangle packed by rows; X is kept
- * full for LAPACK: its upper triangle is averaged row by row (contiguous in
- * S and X), then mirrored into the lower one in tiles. */
+/* X's upper triangle <- eps X + (1 - eps) S, S an upper triangle packed
+ * by rows, row by row (contiguous in S and X). */
 static void fold_average(float *X, const float *S, int n, float eps)
 {
-    enum { T = 32 };
     float keep = eps, take = 1.0f - eps;
     int big = (long)n * n > KFAC_PAR_COPY;
 #pragma omp parallel for schedule(dynamic, 16) if (big)
@@ -230,12 +231,6 @@ static void fold_average(float *X, const float *S, int n, float eps)
         for (int j = i; j < n; j++)
             x[j] = keep * x[j] + take * s[j];
     }
-#pragma omp parallel for schedule(dynamic, 1) if (big)
-    for (int ib = 0; ib < n; ib += T)
-        for (int jb = 0; jb <= ib; jb += T)
-            for (int i = ib; i < KFAC_MIN(ib + T, n); i++)
-                for (int j = jb; j < KFAC_MIN(jb + T, i); j++)
-                    X[(size_t)i * n + j] = X[(size_t)j * n + i];
 }
 
 /* dst <- scale x^T x, upper triangle packed by rows (zero for no rows):
@@ -272,6 +267,7 @@ void kfac_factors_fold(kfac_factors *pc, int l)
     layer_factors *f = &pc->L[l];
     fold_average(f->a.S, f->a.stat, f->a.n, pc->eps);
     fold_average(f->g.S, f->g.stat, f->g.n, pc->eps);
+    f->a.half = f->g.half = 1;
 }
 
 kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
@@ -299,6 +295,16 @@ static void mirror_upper(float *X, int n)
             for (int i = ib; i < KFAC_MIN(ib + T, n); i++)
                 for (int j = jb; j < KFAC_MIN(jb + T, i); j++)
                     X[(size_t)i * n + j] = X[(size_t)j * n + i];
+}
+
+/* S whole again for LAPACK, the sketches' sgemm and checkpoints: copying
+ * the lower triangle at each statistics round cost about as much as a
+ * fifth of the round, and S is read whole only every T_inv steps. */
+static void symmetrize(factor *x)
+{
+    if (x->half)
+        mirror_upper(x->S, x->n);
+    x->half = 0;
 }
 
 static int by_n_desc(const void *a, const void *b)
@@ -332,7 +338,7 @@ void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, con
     for (int j = 0; j < n_jobs; j++) {
         factor *x = job[j];
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, x->n, rows, take, src[j], ld[j], keep, x->S, x->n);
-        mirror_upper(x->S, x->n);
+        x->half = 1;
     }
 }
 
@@ -478,11 +484,12 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
         flags[j] = 0;
         used[j] = 0.0;
         status[j] = KFAC_OK;
+        layer_factors *f = &pc->L[jobs[j].layer];
+        factor *x = jobs[j].is_g ? &f->g : &f->a;
+        symmetrize(x); /* on every rank: each checkpoints S */
         if (owner[j] != rank)
             continue;
         kfac_linalg_ws *ws = pc->ws[omp_get_thread_num()];
-        layer_factors *f = &pc->L[jobs[j].layer];
-        factor *x = jobs[j].is_g ? &f->g : &f->a;
         used[j] = jobs[j].damping;
         if (eigen)
             status[j] = kfac_sym_eigen(x->S, x->n, x->inv, x->e, ws, &flags[j]);
@@ -837,14 +844,22 @@ int kfac_factors_rank(const kfac_factors *pc, int l, int is_g)
     return x->lowrank ? x->k : x->n;
 }
 
+/* (the copy into the lower triangle leaves the factor's value unchanged,
+ * so these views may make it through a const pointer) */
 const float *kfac_factors_factor_a(const kfac_factors *pc, int l)
 {
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].a.S : NULL;
+    if (!pc || l < 0 || l >= pc->n_layers)
+        return NULL;
+    mirror_upper(pc->L[l].a.S, pc->L[l].a.n);
+    return pc->L[l].a.S;
 }
 
 const float *kfac_factors_factor_g(const kfac_factors *pc, int l)
 {
-    return pc && l >= 0 && l < pc->n_layers ? pc->L[l].g.S : NULL;
+    if (!pc || l < 0 || l >= pc->n_layers)
+        return NULL;
+    mirror_upper(pc->L[l].g.S, pc->L[l].g.n);
+    return pc->L[l].g.S;
 }
 
 void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
@@ -858,6 +873,7 @@ void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
     kfac_ckio_f64(io, &pc->lambda);
     for (int l = 0; l < pc->n_layers; l++) {
         factor *side[2] = {&pc->L[l].a, &pc->L[l].g};
+        symmetrize(side[0]), symmetrize(side[1]); /* written whole; read whole */
         for (int i = 0; i < 2; i++)
             kfac_ckio_floats(io, side[i]->S, (size_t)side[i]->n * side[i]->n, i ? "K-FAC factor G" : "K-FAC factor A");
         for (int i = 0; i < 2; i++)
