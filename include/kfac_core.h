@@ -423,13 +423,15 @@ typedef struct kfac_kfac_stats {
     int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* ranks of the
                                last inverses of A and G: the eigenpairs
                                kept (LOWRANK), or the factor's size */
-    int batch_form[KFAC_MAX_LAYERS]; /* 1: the last step preconditioned
-                               the layer from the batch rows of abar and g
-                               (its cost model's choice), 0: from its
-                               gradient */
+    int batch_form[KFAC_MAX_LAYERS]; /* 1: the last full batch (or the
+                               first step) preconditioned the layer from
+                               the batch rows of abar and g (its cost
+                               model's choice), 0: from its gradient (fused
+                               where both inverses are low-rank under the
+                               kl_clip rule) */
     double flops_batch[KFAC_MAX_LAYERS], flops_weights[KFAC_MAX_LAYERS];
                             /* why: the cost model's count for each form
-                               at the last step (beyond the product both
+                               at that step (beyond the product both
                                share; 0 where no choice was made) */
 } kfac_kfac_stats;
 KFAC_API kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);

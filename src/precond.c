@@ -279,15 +279,19 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         size_t off = pc->off[l], n = (size_t)din * pc->d_out[l];
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
-        pc->st.batch_form[l] = lr[l] = batch_form(pc, in, l);
+        lr[l] = batch_form(pc, in, l);
         /* the kl_clip rule needs only <delta, grad> before the update, so
          * a weight-form layer whose factors are low-rank never writes
          * delta (docs/algorithm.md §8.1); the quadratic rule needs delta */
         pc->fused[l] = !lr[l] && pc->kp.rule == KFAC_RULE_KL_CLIP && kfac_factors_weight_fusable(pc->fc, l);
-        /* why, for the report: the flops the cost model counted */
-        pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
-        if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
-            kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
+        /* the form and why (the flops the cost model counted), for the
+         * report: of full batches, not an epoch's short last one */
+        if (in->rows == pc->max_rows || pc->t == 0) {
+            pc->st.batch_form[l] = lr[l];
+            pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
+            if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
+                kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
+        }
         if (lr[l] && pc->dist) {
             kfac_factors_batch_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
             any_lr = 1;

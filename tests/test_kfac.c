@@ -445,6 +445,48 @@ START_TEST(test_precond_fused_direction)
 }
 END_TEST
 
+/* The form reported per layer is that of the last full batch: an epoch's
+ * short last batch (here 4 rows after 200) takes the batch form by the
+ * cost model, but the report keeps the full batches' weight form; a first
+ * step is reported whatever its size. */
+START_TEST(test_form_report_full_batches)
+{
+    enum { DIN = 60, DOUT = 48, B = 200 };
+    int din = DIN, dout = DOUT;
+    const double sa[] = {10, 6, 4, 3, 2}, sg[] = {3, 2, 1.5, 1};
+    static float abar[B * DIN], g[B * DOUT], w[DIN * DOUT];
+    kfac_rng r;
+    kfac_rng_seed(&r, 59);
+    low_rank_rows(abar, B, DIN, 5, sa, 0.3, 1, &r);
+    low_rank_rows(g, B, DOUT, 4, sg, 0.1, 0, &r);
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.rank_max = 8;
+    kfac_precond *full, *shortfirst;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, NULL, &kp, &full), KFAC_OK);
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, NULL, &kp, &shortfirst), KFAC_OK);
+    float *wl[1] = {w};
+    const float *ab[1] = {abar}, *gl[1] = {g};
+    kfac_precond_batch b = {B, wl, NULL, ab, gl, 0.0, gl};
+    kfac_kfac_stats st;
+    ck_assert_msg(kfac_precond_step(full, &b) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_precond_get_stats(full, &st), KFAC_OK);
+    ck_assert_int_eq(st.batch_form[0], 0);
+    double weights = st.flops_weights[0];
+    ck_assert(weights > 0 && st.flops_batch[0] > weights);
+    b.rows = 4;
+    ck_assert_msg(kfac_precond_step(full, &b) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_precond_get_stats(full, &st), KFAC_OK);
+    ck_assert_int_eq(st.batch_form[0], 0);
+    ck_assert_double_eq(st.flops_weights[0], weights);
+    ck_assert_msg(kfac_precond_step(shortfirst, &b) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(kfac_precond_get_stats(shortfirst, &st), KFAC_OK);
+    ck_assert_int_eq(st.batch_form[0], 1); /* what the 4-row step took */
+    kfac_precond_free(full);
+    kfac_precond_free(shortfirst);
+}
+END_TEST
+
 /* The cost model (docs/algorithm.md §8): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
@@ -855,6 +897,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_lowrank_matches_dense);
     tcase_add_test(tc, test_fused_weight_form);
     tcase_add_test(tc, test_precond_fused_direction);
+    tcase_add_test(tc, test_form_report_full_batches);
     tcase_add_test(tc, test_cost_model);
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
