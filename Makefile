@@ -41,7 +41,7 @@ LDLIBS  := $(BLAS_LIBS) -Wl,-rpath,$(BLASDIR) -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
-DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3
+DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3 python3-numpy
 
 # The library version, from the header (one place to change it).
 version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac_core.h)
@@ -51,7 +51,7 @@ SONAME  := libkfac.so.$(call version_part,MAJOR)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 # the public headers: kfac.h includes the core and the training layer
-PUBLIC_H := include/kfac.h include/kfac_core.h include/kfac_train.h
+PUBLIC_H := include/kfac.h include/kfac_core.h include/kfac_train.h include/kfac_handles.h
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
 CLI_SRC := $(wildcard src/cli/*.c)
