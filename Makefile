@@ -67,7 +67,7 @@ DATA  ?= /usr/share/datasets/fashion-mnist
 # the man page is built with the program (not by default in the MPI build)
 MANPAGE := $(if $(filter 1,$(MPI)),,$(B)/kfac.1)
 
-.PHONY: all deps run test check-graph check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
+.PHONY: all deps run test check-graph check-python check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
         mpi-test bench-mpi
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac $(MANPAGE)
 
@@ -125,6 +125,18 @@ test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
 	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
 	$(MAKE) --no-print-directory check-graph
+	$(MAKE) --no-print-directory check-python
+
+# The Python package (python/kfac) with Python's unittest, on this build's
+# libkfac.so, against this build's kfac program and precond_steps (the
+# plain C API's reference run of the preconditioner), with Debian's
+# python3 and python3-numpy (`deps`).
+check-python: $(B)/libkfac.so $(B)/kfac $(B)/precond_steps
+	cd python && KFAC_LIBRARY=$(CURDIR)/$(B)/libkfac.so KFAC_BIN=$(CURDIR)/$(B)/kfac \
+	  KFAC_PRECOND_STEPS=$(CURDIR)/$(B)/precond_steps KFAC_ROOT=$(CURDIR) \
+	  /usr/bin/python3 -m unittest discover -s tests $(if $(V),-v)
+$(B)/precond_steps: tests/precond_steps.c $(B)/libkfac.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
 
 # The library's modules (src/*.c and .h) and their dependencies, includes
 # and calls (nm on the objects): no circle allowed (tools/depgraph.py).

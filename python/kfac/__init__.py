@@ -110,12 +110,17 @@ def _value_text(v):
 
 
 def _from_text(s):
-    for conv in (int, float):
-        try:
-            return conv(s)
-        except ValueError:
-            pass
-    return s
+    """A value the library wrote: an int, a float (the library's floats
+    are float32, written with %.9g: the float32 itself comes back), or a
+    name."""
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(np.float32(float(s)))
+    except ValueError:
+        return s
 
 
 class _Handle:
@@ -617,13 +622,22 @@ class _KfacStats(_Handle):
     def __init__(self):
         super().__init__(_lib.new_handle(_L.kfac_kfac_stats_new))
 
+    _ARRAYS = ("rank_a", "rank_g", "batch_form", "flops_batch", "flops_weights")
+
     def read(self):
-        d = _stats(_L.kfac_kfac_stats_get, _L.kfac_kfac_stats_field, self._h)
-        out = {}
-        for k in list(d):
-            out[k] = d[k]
+        out, i = {}, 0
+        while True:
+            name = _L.kfac_kfac_stats_field(i)
+            i += 1
+            if name is None:
+                break
+            if name.decode() in self._ARRAYS:
+                continue
+            v = ctypes.c_double()
+            _lib.check(_L.kfac_kfac_stats_get(self._h, name, ctypes.byref(v)))
+            out[name.decode()] = v.value
         _ints(out, ("stats_rounds", "inversions", "fallbacks", "damping_retries", "steps_rejected", "n_layers"))
-        for arr in ("rank_a", "rank_g", "batch_form", "flops_batch", "flops_weights"):
+        for arr in self._ARRAYS:
             vals = []
             for l in range(out.get("n_layers", 0)):
                 v = ctypes.c_double()
@@ -873,7 +887,7 @@ class Preconditioner(_Handle):
         _lib.check(_L.kfac_precond_set_fisher(self._h, fns[0], fns[1], None))
         self._fisher = fns  # kept alive as long as the library may call them
 
-    def _arrays(self, arrays, what, rows_of):
+    def _arrays(self, arrays, what, rows_of, exact=False):
         if arrays is None:
             return None
         arrays = list(arrays)
@@ -883,7 +897,7 @@ class Preconditioner(_Handle):
         for l, a in enumerate(arrays):
             a = _f32(a, "%s[%d]" % (what, l), 2)
             want = rows_of(l)
-            if a.shape[1] != want[1] or a.shape[0] < want[0]:
+            if a.shape[1] != want[1] or a.shape[0] < want[0] or (exact and a.shape != want):
                 raise ValueError("%s[%d] has shape %s, needs %s" % (what, l, a.shape, want))
             out.append(a)
         return out
@@ -911,7 +925,7 @@ class Preconditioner(_Handle):
                 rows = 1
         rows = _int(rows, "rows")
         srows = _L.kfac_precond_stat_rows(self._h, rows)
-        gr = self._arrays(grads, "grads", lambda l: self.shapes[l])
+        gr = self._arrays(grads, "grads", lambda l: self.shapes[l], exact=True)
         ab = self._arrays(abar, "abar", lambda l: (rows, self.shapes[l][1]))
         gs = self._arrays(g_sampled, "g_sampled", lambda l: (max(srows, 0), self.shapes[l][0]))
         gl = self._arrays(g, "g", lambda l: (rows, self.shapes[l][0]))

@@ -42,6 +42,13 @@ def _load():
                       + "; ".join(errors))
 
 
+# libgomp's idle threads spin about 3 ms before they sleep, which on a
+# machine other processes load costs an epoch many times its time; libgomp
+# reads its settings once, as it loads (with libkfac, below), so they are
+# set here as the kfac program sets them, unless the user chose.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "3000"
+
 lib, path = _load()
 
 # ---------------------------------------------------------------- errors
