@@ -647,6 +647,10 @@ class _KfacStats(_Handle):
         return out
 
 
+def _no_progress(step, steps):
+    return False
+
+
 class Trainer(_Handle):
     """The C trainer (kfac_trainer): a network, its optimizer, the data
     order and the generator.
@@ -697,8 +701,8 @@ class Trainer(_Handle):
         progress(step, steps) is called after each step; a true result
         stops the epoch there (unfinished: the next epoch() finishes it,
         bit-identically, and save() keeps the position). An exception in
-        progress (KeyboardInterrupt too) stops the epoch the same way and is
-        raised again after it."""
+        progress, or Ctrl-C's KeyboardInterrupt during the epoch, stops it
+        the same way after the current step and is raised again."""
         caught = []
 
         def cb(user, step, steps):
@@ -708,7 +712,11 @@ class Trainer(_Handle):
                 caught.append(e)
                 return 1
 
-        fn = _lib.PROGRESS_FN(cb) if progress is not None else ctypes.cast(None, _lib.PROGRESS_FN)
+        # always a callback, so that Ctrl-C (KeyboardInterrupt, raised when
+        # Python code next runs) stops the epoch after the step it came in
+        if progress is None:
+            progress = _no_progress
+        fn = _lib.PROGRESS_FN(cb)
         before = self.epochs_done
         _lib.check(_L.kfac_trainer_epoch(self._h, fn, None, self._estats))
         if caught:
