@@ -286,7 +286,7 @@ class Dataset(_Handle):
         else:
             raise ValueError("x must be n x features or n x rows x cols, not shape %s" % (xa.shape,))
         n = xa.shape[0]
-        xf = _f32(xa.reshape(n, -1) if n else xa.reshape(0, 0), "x")
+        xf = _f32(xa.reshape(n, int(np.prod(xa.shape[1:]))), "x")
         la = None
         if labels is not None:
             la = np.asarray(labels)

@@ -663,6 +663,25 @@ class TestPreconditioner(unittest.TestCase):
         self.assertEqual(str(cm.exception), "F v failed")
 
 
+class TestCoverage(unittest.TestCase):
+    def test_every_entry_point_is_called_here(self):
+        """Every public name of the package, and every public method and
+        property of its classes, appears in this file as a call or an
+        attribute (so a new entry point without a test fails here)."""
+        with open(os.path.abspath(__file__)) as f:
+            text = f.read()
+        missing = []
+        for name in kfac.__all__:
+            if "kfac.%s" % name not in text:
+                missing.append(name)
+            obj = getattr(kfac, name)
+            if isinstance(obj, type) and obj.__module__.startswith("kfac") and not issubclass(obj, Exception):
+                for attr in vars(obj):
+                    if not attr.startswith("_") and ".%s" % attr not in text and "[\"%s\"]" % attr not in text:
+                        missing.append("%s.%s" % (name, attr))
+        self.assertEqual(missing, [])
+
+
 class TestExample(unittest.TestCase):
     def test_numpy_example_runs(self):
         ex = os.path.join(ROOT, "examples", "numpy_example.py")
