@@ -248,6 +248,14 @@ clean:
 INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_NETS := $(DESTDIR)$(PREFIX)/share/kfac/nets
 INSTALL_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
+# The Python package goes where Debian's python3 looks under the prefix
+# (/usr/local/lib/python3.X/dist-packages is on its path; another prefix's
+# directory is printed, for PYTHONPATH), with _install.py naming the
+# installed library so that it is found without the loader's path.
+PY_VER := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PY_REL := lib/python$(PY_VER)/dist-packages
+INSTALL_PY := $(DESTDIR)$(PREFIX)/$(PY_REL)/kfac
+PY_SRC := $(wildcard python/kfac/*.py)
 install: all $(B)/kfac.1
 	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS) $(INSTALL_MAN)
 	install -m 644 $(PUBLIC_H) $(DESTDIR)$(PREFIX)/include/
@@ -262,12 +270,20 @@ install: all $(B)/kfac.1
 	install -m 644 nets/*.net $(INSTALL_NETS)/
 	install -d $(DESTDIR)$(PREFIX)/share/doc/kfac
 	install -m 644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/kfac/
+	install -d $(INSTALL_PY)
+	install -m 644 $(PY_SRC) $(INSTALL_PY)/
+	printf '"""Written by make install: the library this copy of the package loads."""\nLIBRARY = "%s"\n' \
+	  "$(PREFIX)/lib/$(SONAME)" > $(INSTALL_PY)/_install.py
+	@case "$(PREFIX)" in /usr/local|/usr) ;; *) echo "the Python package is in $(PREFIX)/$(PY_REL): put it on PYTHONPATH";; esac
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(PUBLIC_H)) $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
 	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
 	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
 	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE $(INSTALL_MAN)/kfac.1
+	rm -f $(addprefix $(INSTALL_PY)/,$(notdir $(PY_SRC)) _install.py)
+	rm -rf $(INSTALL_PY)/__pycache__
+	rmdir $(INSTALL_PY) 2>/dev/null || true
 	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac $(DESTDIR)$(PREFIX)/share/doc/kfac 2>/dev/null || true
 
 # The embedding examples (examples/) built as a user builds them:
@@ -289,6 +305,11 @@ embed-test: all
 	flags=$$($$tmp/bin/kfac train --help | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p'); \
 	for f in $$flags; do grep -qF "\\fB$$(echo $$f | sed 's/-/\\-/g')\\fR" $$man || { echo "embed: the man page lacks $$f"; exit 1; }; done; \
 	echo "embed: man page names the $$(echo $$flags | wc -w) flags of kfac train --help"; \
+	if [ -n "$(EMBED_FLAGS)" ]; then echo "embed: the Python package not loaded (a sanitized library needs its runtime first)"; else \
+	py=$$(cd / && env -u KFAC_LIBRARY PYTHONPATH=$$tmp/$(PY_REL) /usr/bin/python3 -m kfac --version --library); \
+	if [ "$$py" != "$$(printf '%s\n%s' "$$tmp/lib/$(SONAME)" "kfac $$v (libkfac $$v)")" ]; then \
+	  echo "embed: the installed Python package says '$$py'"; exit 1; fi; \
+	echo "embed: python3 -m kfac --version: kfac $$v, the installed library"; fi; \
 	for src in $(EMBED_SRC); do \
 	  exe=$$tmp/$$(basename $$src .c); \
 	  $(CC) -O2 -Wall -Wextra -Werror $(EMBED_FLAGS) -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
@@ -296,9 +317,9 @@ embed-test: all
 	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
 	done; \
 	$(MAKE) --no-print-directory -s uninstall PREFIX=$$tmp DESTDIR= >/dev/null; \
-	for f in $$man $$tmp/bin/kfac $$tmp/lib/libkfac.a $$tmp/include/kfac.h; do \
+	for f in $$man $$tmp/bin/kfac $$tmp/lib/libkfac.a $$tmp/include/kfac.h $$tmp/$(PY_REL)/kfac; do \
 	  test ! -e $$f || { echo "embed: make uninstall left $$f"; exit 1; }; done; \
-	echo "embed: make uninstall removed the man page, the program, the library and the headers"
+	echo "embed: make uninstall removed the man page, the program, the library, the headers and the Python package"
 
 # The data-parallel equivalence test (tests/mpi/): Open MPI installed if
 # missing, the MPI build (in $(B)-mpi), then 2 ranks of one thread each,

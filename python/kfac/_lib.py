@@ -19,9 +19,14 @@ def _candidates():
     if env:
         yield env
         return
+    # an installed copy: the library installed with it (make install)
+    try:
+        from . import _install
+        yield _install.LIBRARY
+    except ImportError:
+        pass
     # the repository's own build, for python/ used in place
-    for build in ("build",):
-        yield os.path.join(_here, "..", "..", build, "libkfac.so.0")
+    yield os.path.join(_here, "..", "..", "build", "libkfac.so.0")
     yield "libkfac.so.0"
     found = ctypes.util.find_library("kfac")
     if found:
