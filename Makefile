@@ -153,9 +153,16 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:max_allocation_size_mb=1024 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
              KFAC_TEST_NO_MEMCAP=1
+# Then the Python tests on the sanitized library, its runtimes loaded first
+# into python3 (leaks not checked there: the interpreter keeps its own).
 check-sanitize: deps
-	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
+	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so \
+	  $(B)-san/precond_steps
 	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
+	cd python && LD_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
+	  KFAC_LIBRARY=$(CURDIR)/$(B)-san/libkfac.so KFAC_BIN=$(CURDIR)/$(B)-san/kfac \
+	  KFAC_PRECOND_STEPS=$(CURDIR)/$(B)-san/precond_steps KFAC_ROOT=$(CURDIR) /usr/bin/python3 -m unittest discover -s tests
 
 # The test suite under valgrind's memcheck, the kfac program it runs
 # included (through a wrapper as KFAC_BIN): any error or definite/indirect
