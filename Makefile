@@ -41,7 +41,7 @@ LDLIBS  := $(BLAS_LIBS) -Wl,-rpath,$(BLASDIR) -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
-DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3
+DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3 python3-numpy
 
 # The library version, from the header (one place to change it).
 version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac_core.h)
@@ -51,7 +51,7 @@ SONAME  := libkfac.so.$(call version_part,MAJOR)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 # the public headers: kfac.h includes the core and the training layer
-PUBLIC_H := include/kfac.h include/kfac_core.h include/kfac_train.h
+PUBLIC_H := include/kfac.h include/kfac_core.h include/kfac_train.h include/kfac_handles.h
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -67,7 +67,7 @@ DATA  ?= /usr/share/datasets/fashion-mnist
 # the man page is built with the program (not by default in the MPI build)
 MANPAGE := $(if $(filter 1,$(MPI)),,$(B)/kfac.1)
 
-.PHONY: all deps run test check-graph check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
+.PHONY: all deps run test check-graph check-python check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
         mpi-test bench-mpi
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac $(MANPAGE)
 
@@ -125,6 +125,18 @@ test: deps
 	$(MAKE) $(B)/kfac_tests $(B)/kfac $(B)/libkfac.so
 	cd $(B) && KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
 	$(MAKE) --no-print-directory check-graph
+	$(MAKE) --no-print-directory check-python
+
+# The Python package (python/kfac) with Python's unittest, on this build's
+# libkfac.so, against this build's kfac program and precond_steps (the
+# plain C API's reference run of the preconditioner), with Debian's
+# python3 and python3-numpy (`deps`).
+check-python: $(B)/libkfac.so $(B)/kfac $(B)/precond_steps
+	cd python && KFAC_LIBRARY=$(CURDIR)/$(B)/libkfac.so KFAC_BIN=$(CURDIR)/$(B)/kfac \
+	  KFAC_PRECOND_STEPS=$(CURDIR)/$(B)/precond_steps KFAC_ROOT=$(CURDIR) \
+	  /usr/bin/python3 -m unittest discover -s tests $(if $(V),-v)
+$(B)/precond_steps: tests/precond_steps.c $(B)/libkfac.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libkfac.a $(LDLIBS)
 
 # The library's modules (src/*.c and .h) and their dependencies, includes
 # and calls (nm on the objects): no circle allowed (tools/depgraph.py).
@@ -141,9 +153,16 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:max_allocation_size_mb=1024 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
              KFAC_TEST_NO_MEMCAP=1
+# Then the Python tests on the sanitized library, its runtimes loaded first
+# into python3 (leaks not checked there: the interpreter keeps its own).
 check-sanitize: deps
-	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so
+	$(MAKE) B=$(B)-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(B)-san/kfac_tests $(B)-san/kfac $(B)-san/libkfac.so \
+	  $(B)-san/precond_steps
 	cd $(B)-san && $(SAN_ENV) EMBED_FLAGS="$(SAN_FLAGS)" KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) KFAC_BIN=$$PWD/kfac ./kfac_tests
+	cd python && LD_PRELOAD="$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86 \
+	  KFAC_LIBRARY=$(CURDIR)/$(B)-san/libkfac.so KFAC_BIN=$(CURDIR)/$(B)-san/kfac \
+	  KFAC_PRECOND_STEPS=$(CURDIR)/$(B)-san/precond_steps KFAC_ROOT=$(CURDIR) /usr/bin/python3 -m unittest discover -s tests
 
 # The test suite under valgrind's memcheck, the kfac program it runs
 # included (through a wrapper as KFAC_BIN): any error or definite/indirect
@@ -236,6 +255,14 @@ clean:
 INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_NETS := $(DESTDIR)$(PREFIX)/share/kfac/nets
 INSTALL_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
+# The Python package goes where Debian's python3 looks under the prefix
+# (/usr/local/lib/python3.X/dist-packages is on its path; another prefix's
+# directory is printed, for PYTHONPATH), with _install.py naming the
+# installed library so that it is found without the loader's path.
+PY_VER := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PY_REL := lib/python$(PY_VER)/dist-packages
+INSTALL_PY := $(DESTDIR)$(PREFIX)/$(PY_REL)/kfac
+PY_SRC := $(wildcard python/kfac/*.py)
 install: all $(B)/kfac.1
 	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin $(INSTALL_NETS) $(INSTALL_MAN)
 	install -m 644 $(PUBLIC_H) $(DESTDIR)$(PREFIX)/include/
@@ -250,12 +277,20 @@ install: all $(B)/kfac.1
 	install -m 644 nets/*.net $(INSTALL_NETS)/
 	install -d $(DESTDIR)$(PREFIX)/share/doc/kfac
 	install -m 644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/kfac/
+	install -d $(INSTALL_PY)
+	install -m 644 $(PY_SRC) $(INSTALL_PY)/
+	printf '"""Written by make install: the library this copy of the package loads."""\nLIBRARY = "%s"\n' \
+	  "$(PREFIX)/lib/$(SONAME)" > $(INSTALL_PY)/_install.py
+	@case "$(PREFIX)" in /usr/local|/usr) ;; *) echo "the Python package is in $(PREFIX)/$(PY_REL): put it on PYTHONPATH";; esac
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(PUBLIC_H)) $(INSTALL_LIB)/libkfac.a $(INSTALL_LIB)/libkfac.so.$(VERSION) \
 	      $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libkfac.so $(INSTALL_LIB)/pkgconfig/kfac.pc \
 	      $(DESTDIR)$(PREFIX)/bin/kfac $(addprefix $(INSTALL_NETS)/,$(notdir $(wildcard nets/*.net)))
 	rm -f $(DESTDIR)$(PREFIX)/share/doc/kfac/LICENSE $(INSTALL_MAN)/kfac.1
+	rm -f $(addprefix $(INSTALL_PY)/,$(notdir $(PY_SRC)) _install.py)
+	rm -rf $(INSTALL_PY)/__pycache__
+	rmdir $(INSTALL_PY) 2>/dev/null || true
 	rmdir $(INSTALL_NETS) $(DESTDIR)$(PREFIX)/share/kfac $(DESTDIR)$(PREFIX)/share/doc/kfac 2>/dev/null || true
 
 # The embedding examples (examples/) built as a user builds them:
@@ -277,6 +312,11 @@ embed-test: all
 	flags=$$($$tmp/bin/kfac train --help | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p'); \
 	for f in $$flags; do grep -qF "\\fB$$(echo $$f | sed 's/-/\\-/g')\\fR" $$man || { echo "embed: the man page lacks $$f"; exit 1; }; done; \
 	echo "embed: man page names the $$(echo $$flags | wc -w) flags of kfac train --help"; \
+	if [ -n "$(EMBED_FLAGS)" ]; then echo "embed: the Python package not loaded (a sanitized library needs its runtime first)"; else \
+	py=$$(cd / && env -u KFAC_LIBRARY PYTHONPATH=$$tmp/$(PY_REL) /usr/bin/python3 -m kfac --version --library); \
+	if [ "$$py" != "$$(printf '%s\n%s' "$$tmp/lib/$(SONAME)" "kfac $$v (libkfac $$v)")" ]; then \
+	  echo "embed: the installed Python package says '$$py'"; exit 1; fi; \
+	echo "embed: python3 -m kfac --version: kfac $$v, the installed library"; fi; \
 	for src in $(EMBED_SRC); do \
 	  exe=$$tmp/$$(basename $$src .c); \
 	  $(CC) -O2 -Wall -Wextra -Werror $(EMBED_FLAGS) -o $$exe $$src $$(pkg-config --cflags --libs kfac); \
@@ -284,9 +324,9 @@ embed-test: all
 	  $$exe $$tmp/share/kfac/nets $(DATA) $$tmp/checkpoint; \
 	done; \
 	$(MAKE) --no-print-directory -s uninstall PREFIX=$$tmp DESTDIR= >/dev/null; \
-	for f in $$man $$tmp/bin/kfac $$tmp/lib/libkfac.a $$tmp/include/kfac.h; do \
+	for f in $$man $$tmp/bin/kfac $$tmp/lib/libkfac.a $$tmp/include/kfac.h $$tmp/$(PY_REL)/kfac; do \
 	  test ! -e $$f || { echo "embed: make uninstall left $$f"; exit 1; }; done; \
-	echo "embed: make uninstall removed the man page, the program, the library and the headers"
+	echo "embed: make uninstall removed the man page, the program, the library, the headers and the Python package"
 
 # The data-parallel equivalence test (tests/mpi/): Open MPI installed if
 # missing, the MPI build (in $(B)-mpi), then 2 ranks of one thread each,

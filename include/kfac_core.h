@@ -25,8 +25,8 @@
  *    use OpenMP/OpenBLAS threads (see kfac_set_threads, which is
  *    process-wide). kfac_last_error() is per thread.
  *  - Build and link: `pkg-config --cflags --libs kfac` (kfac.pc).
- *    Only the KFAC_API functions of kfac_core.h and kfac_train.h are
- *    exported by libkfac.so.
+ *    Only the KFAC_API functions of kfac_core.h, kfac_train.h and
+ *    kfac_handles.h are exported by libkfac.so.
  */
 #ifndef KFAC_KFAC_CORE_H
 #define KFAC_KFAC_CORE_H

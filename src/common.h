@@ -54,6 +54,10 @@ kfac_status kfac_enum_lookup(const char *(*name_of)(int k), int count, const cha
         return st;                                                                                                \
     }
 
+/* Set a [net] key of a spec from text as the net file does (netfile.c;
+ * kfac_net_spec_set): INVALID_ARG naming the key and the value. */
+kfac_status kfac_netfile_set_net_key(kfac_net_spec *spec, const char *key, const char *value);
+
 /* Monotonic wall-clock seconds, for the training time and K-FAC's
  * breakdown. */
 double kfac_seconds(void);

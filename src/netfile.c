@@ -169,6 +169,18 @@ static const char *section_list(char *buf, size_t size)
     return buf;
 }
 
+/* A [net] key of `spec` from text, checked as a net file's line is
+ * (kfac_net_spec_set, for bindings); spec unchanged on failure. */
+kfac_status kfac_netfile_set_net_key(kfac_net_spec *spec, const char *key, const char *value)
+{
+    int k = find_key(SEC_NET, key);
+    if (k < 0) {
+        char list[256];
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown [net] key '%s' (%s)", key, key_list(SEC_NET, list, sizeof list));
+    }
+    return kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)spec + keys[k].offset);
+}
+
 /* Set key k (find_key) of `section` from `value`: an architecture key in
  * target, a parameter in the training parameters. */
 static kfac_status set_value(const parser *p, int line, int section, int k, const char *value, void *target)

@@ -469,7 +469,8 @@ END_TEST
 
 /* examples/ built against an installed copy with pkg-config alone (make
  * embed-test), run, and checked: they exit 0 only if they trained; the
- * installed man page names every `kfac train` flag; uninstall removes. */
+ * installed man page names every `kfac train` flag; the installed Python
+ * package loads the installed library; uninstall removes. */
 START_TEST(test_embedding_examples)
 {
     char cwd[1024], out[1200], cmd[4096];
@@ -492,6 +493,12 @@ START_TEST(test_embedding_examples)
     /* the man page installed, naming every train flag, and uninstalled */
     ck_assert_msg(strstr(text, "embed: man page names the") && strstr(text, "embed: make uninstall removed"), "%s",
                   text);
+    /* the installed Python package loads the installed library (not under
+     * a sanitizer, whose runtime would have to come first in python3) */
+    const char *sanitized = getenv("EMBED_FLAGS");
+    ck_assert_msg(strstr(text, sanitized && *sanitized ? "embed: the Python package not loaded"
+                                                       : "embed: python3 -m kfac --version: kfac "),
+                  "%s", text);
     /* the installed kfac.pc and program give this library's version */
     char version[128];
     snprintf(version, sizeof version, "embed: version %s (", kfac_version());

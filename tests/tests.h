@@ -23,6 +23,7 @@ Suite *badinput_cli_suite(void);
 Suite *dist_suite(void);
 Suite *docs_suite(void);
 Suite *signals_suite(void);
+Suite *handles_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);

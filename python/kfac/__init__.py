@@ -1,0 +1,945 @@
+"""kfac - libkfac from Python, on numpy arrays.
+
+A thin ctypes binding over libkfac.so (kfac_handles.h and the rest of the C
+API): networks from net files or layer lists, trainers with every optimizer
+(sgd, momentum, nesterov, adam, kfac), K-FAC for a network of your own
+(Preconditioner), and data from MNIST-format files or any float array with
+integer labels. A run gives bit-identical results to the C trainer's (and
+the `kfac` program's) for the same seed and thread count.
+
+    import kfac, numpy as np
+    train = kfac.load_data("/usr/share/datasets/fashion-mnist", "train")
+    t = kfac.Trainer("nets/small.net", train, optimizer="kfac", epochs=2)
+    for stats in t.fit():
+        print(stats["epoch"], stats["train_loss"])
+    probs = t.network.predict(train.x[:5])
+
+Every failure the library reports is raised as a KfacError subclass
+(InvalidArgumentError and ShapeError are also ValueErrors, FileError an
+OSError, ...) whose text is the library's kfac_last_error(). The library is
+found through $KFAC_LIBRARY, then the repository's build/ beside python/,
+then the system's libkfac.so.0.
+"""
+import ctypes
+import math
+import os
+
+import numpy as np
+
+from . import _lib
+from ._lib import (KfacError, InvalidArgumentError, ShapeError, FormatError, FileError, NumericError,
+                   StateError)
+
+__all__ = ["__version__", "version", "library_path", "set_threads", "get_threads", "KfacError",
+           "InvalidArgumentError", "ShapeError", "FormatError", "FileError", "NumericError", "StateError",
+           "Params", "param_names", "param_info", "Rng", "Dataset", "load_data", "Network", "Trainer",
+           "Preconditioner", "sample_targets", "OPTIMIZERS"]
+
+#: the package's version; the library's is version()
+__version__ = "0.1.0"
+
+#: every optimizer a Trainer runs
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "kfac")
+
+_L = _lib.lib
+
+
+def version():
+    """The version of the libkfac loaded (kfac_version())."""
+    return _L.kfac_version().decode()
+
+
+#: where the loaded libkfac.so is
+library_path = _lib.path
+
+
+def set_threads(n):
+    """Threads of libkfac's OpenMP regions and OpenBLAS (process-wide);
+    n <= 0: all cores. Runs are reproducible for a given thread count."""
+    _L.kfac_set_threads(_int(n, "threads"))
+
+
+def get_threads():
+    return _L.kfac_get_threads()
+
+
+# ------------------------------------------------------------- helpers
+
+
+def _int(v, what):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError("%s must be an integer, not %s" % (what, type(v).__name__))
+    v = int(v)
+    if not -2**31 <= v < 2**31:
+        raise ValueError("%s = %d is outside a C int" % (what, v))
+    return v
+
+
+def _f32(a, what, ndim=None):
+    """a as a C-contiguous float32 array (copied if need be)."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError("%s must be a real numeric array, not %s" % (what, arr.dtype))
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError("%s must have %d dimension%s, not shape %s" % (what, ndim, "" if ndim == 1 else "s",
+                                                                     arr.shape))
+    return arr
+
+
+def _ptr(arr):
+    return arr.ctypes.data_as(_lib.c_float_p) if arr is not None else None
+
+
+def _copy_out(ptr, shape):
+    """A copy of the library's floats at ptr as an array of shape."""
+    n = int(np.prod(shape))
+    if not ptr or n == 0:
+        return np.zeros(shape, dtype=np.float32)
+    return np.ctypeslib.as_array(ptr, shape=(n,)).copy().reshape(shape)
+
+
+def _value_text(v):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError("a parameter takes a number or a name, not a bool")
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if v is None:
+        return "inherit"
+    return str(v)
+
+
+def _from_text(s):
+    """A value the library wrote: an int, a float (the library's floats
+    are float32, written with %.9g: the float32 itself comes back), or a
+    name."""
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(np.float32(float(s)))
+    except ValueError:
+        return s
+
+
+class _Handle:
+    """An object of the library, freed with its *_free when this goes (or
+    borrowed from an owner it keeps alive)."""
+    _free = None
+
+    def __init__(self, h, owner=None):
+        self._h = h
+        self._owner = owner
+
+    def __del__(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h and h.value and self._owner is None and self._free is not None:
+            type(self)._free(h)
+
+
+# ---------------------------------------------------------- parameters
+
+
+def param_names():
+    """Every training parameter's name, "section.key" ("train.lr",
+    "kfac.damping", ...): the keys of Params. An optimizer's own settings
+    are "adam.lr", "momentum.lr", ..., and a key one section alone has may
+    be given alone ("damping")."""
+    return [_lib.text(_L.kfac_param_info_get, i, b"name") for i in range(_L.kfac_param_count())]
+
+
+_flag_table = None
+
+
+def _flags():
+    """{"lr": info of --lr, "kfac_lr": info of --kfac-lr, ...}"""
+    global _flag_table
+    if _flag_table is None:
+        fields = ("name", "section", "key", "flag", "resets")
+        rows = [{f: _lib.text(_L.kfac_param_info_get, i, f.encode()) for f in fields}
+                for i in range(_L.kfac_param_count())]
+        _flag_table = {r["flag"][2:].replace("-", "_"): r for r in rows if r["flag"].startswith("--")}
+    return _flag_table
+
+
+def param_info(name):
+    """A dict describing one parameter: its flag, range, default, doc."""
+    fields = ("name", "section", "key", "flag", "arg", "resets", "doc", "range", "default")
+    for i in range(_L.kfac_param_count()):
+        info = {f: _lib.text(_L.kfac_param_info_get, i, f.encode()) for f in fields}
+        if name in (info["name"], info["key"]):
+            return info
+    raise KeyError("unknown parameter %r (kfac.param_names() lists them)" % (name,))
+
+
+class Params(_Handle):
+    """Training parameters (kfac_train_params) by name: the [train] and
+    [kfac] settings of a net file, with their defaults. Values are checked
+    by the library as it sets them:
+
+        p = kfac.Params(optimizer="kfac", lr=0.05, **{"kfac.damping": 0.03})
+        p["batch"] = 256
+        p["kfac.inversion"]    # 'lowrank'
+    """
+    _free = _L.kfac_train_params_free
+
+    def __init__(self, settings=None, **kw):
+        super().__init__(_lib.new_handle(_L.kfac_train_params_new))
+        self.update(settings or {}, **kw)
+
+    @classmethod
+    def _adopt(cls, h):
+        p = cls.__new__(cls)
+        _Handle.__init__(p, h)
+        return p
+
+    def __setitem__(self, name, value):
+        _lib.check(_L.kfac_train_params_set(self._h, _lib.enc(name), _value_text(value).encode()))
+
+    def __getitem__(self, name):
+        return _from_text(_lib.text(_L.kfac_train_params_get, self._h, _lib.enc(name)))
+
+    def update(self, settings=None, **kw):
+        """Set each name to its value. A name without a dot that is a
+        command-line flag's (lr for --lr, kfac_lr for --kfac-lr, damping)
+        sets what the flag sets, and resets what it resets (lr: kfac.lr
+        and adam.lr, ..., as `kfac train --lr` does); any other name goes to the
+        library as it is ("kfac.damping", "adam.lr")."""
+        flags = _flags()
+        for k, v in dict(settings or {}, **kw).items():
+            f = flags.get(k) if "." not in k else None
+            if f is None:
+                self[k] = v
+                continue
+            self[f["name"]] = v
+            # the flag wins over the net file's sections, as in kfac_train
+            if f["resets"]:
+                defaults = Params()
+                self[f["resets"]] = _lib.text(_L.kfac_train_params_get, defaults._h, f["resets"].encode())
+            if f["section"] == "train":
+                for opt in OPTIMIZERS:
+                    # refused where an optimizer has no such setting
+                    _L.kfac_train_params_set(self._h, ("%s.%s" % (opt, f["key"])).encode(), b"inherit")
+        return self
+
+    def copy(self):
+        return Params._adopt(_lib.new_handle(_L.kfac_train_params_clone, self._h))
+
+    def validate(self):
+        _lib.check(_L.kfac_train_params_validate(self._h))
+
+    def to_dict(self):
+        return {n: self[n] for n in param_names()}
+
+    def __repr__(self):
+        return "kfac.Params(%s)" % ", ".join("%r: %r" % kv for kv in self.to_dict().items())
+
+
+def _params(params, settings):
+    if params is None:
+        p = Params()
+    elif isinstance(params, Params):
+        p = params.copy()
+    else:
+        p = Params(params)
+    return p.update(settings)
+
+
+# ----------------------------------------------------------- generator
+
+
+class Rng(_Handle):
+    """libkfac's generator (xoshiro256** seeded by splitmix64), for
+    sample_targets and Network's weights."""
+    _free = _L.kfac_rng_free
+
+    def __init__(self, seed=1):
+        super().__init__(_lib.new_handle(_L.kfac_rng_new, int(seed) & (2**64 - 1)))
+
+    def next(self):
+        """The next 64-bit number."""
+        return _L.kfac_rng_next(self._h)
+
+
+# ------------------------------------------------------------- data sets
+
+
+class Dataset(_Handle):
+    """A data set in the library's memory: n examples of `features`
+    float32 values and labels in [0, classes) (or none: an autoencoder's).
+
+    Dataset(x, labels=None, classes=0) copies any real array x, n x
+    features (or n x rows x cols images: what a net's `pool` needs), and
+    integer labels; the library checks every value (finite features,
+    labels in range) and names the first bad one. classes 0: the largest
+    label plus one. load_data() reads files.
+    """
+    _free = _L.kfac_dataset_delete
+
+    def __init__(self, x, labels=None, classes=0):
+        xa = np.asarray(x)
+        if xa.ndim == 3:
+            rows, cols = xa.shape[1], xa.shape[2]
+        elif xa.ndim == 2:
+            rows = cols = 0
+        else:
+            raise ValueError("x must be n x features or n x rows x cols, not shape %s" % (xa.shape,))
+        n = xa.shape[0]
+        xf = _f32(xa.reshape(n, int(np.prod(xa.shape[1:]))), "x")
+        la = None
+        if labels is not None:
+            la = np.asarray(labels)
+            if la.dtype.kind not in "iu":
+                raise TypeError("labels must be integers, not %s" % la.dtype)
+            if la.shape != (n,):
+                raise ValueError("%d examples but labels of shape %s" % (n, la.shape))
+            if la.size and (la.min() < -2**31 or la.max() >= 2**31):
+                raise ValueError("labels outside a C int")
+            la = np.ascontiguousarray(la, dtype=np.int32)
+        h = _lib.new_handle(_L.kfac_dataset_from_arrays, _ptr(xf),
+                            la.ctypes.data_as(_lib.c_int_p) if la is not None else None, _int(n, "n"),
+                            _int(xf.shape[1] if xf.ndim == 2 else 0, "features"), rows, cols,
+                            _int(classes, "classes"))
+        super().__init__(h)
+
+    @classmethod
+    def _adopt(cls, h):
+        d = cls.__new__(cls)
+        _Handle.__init__(d, h)
+        return d
+
+    @classmethod
+    def load(cls, path, set="train", classes=0, label_column=1):
+        """kfac_data_load: `path` a directory holding MNIST IDX files
+        (train-images-idx3-ubyte[.gz], ...; or train.csv/test.csv), or one
+        CSV file; set "train" or "test" ("t10k")."""
+        h = _lib.new_handle(_L.kfac_dataset_new)
+        d = cls._adopt(h)
+        _lib.check(_L.kfac_data_load(_lib.enc(path), _lib.enc(set), _int(classes, "classes"),
+                                     _int(label_column, "label_column"), h))
+        return d
+
+    def pool(self, factor):
+        """The images averaged over factor x factor blocks (a new Dataset)."""
+        out = Dataset._adopt(_lib.new_handle(_L.kfac_dataset_new))
+        _lib.check(_L.kfac_dataset_pool(self._h, _int(factor, "factor"), out._h))
+        return out
+
+    def __len__(self):
+        return _L.kfac_dataset_n(self._h)
+
+    @property
+    def n(self):
+        return _L.kfac_dataset_n(self._h)
+
+    @property
+    def features(self):
+        return _L.kfac_dataset_features(self._h)
+
+    @property
+    def classes(self):
+        return _L.kfac_dataset_classes(self._h)
+
+    @property
+    def image_shape(self):
+        return (_L.kfac_dataset_rows(self._h), _L.kfac_dataset_cols(self._h))
+
+    @property
+    def x(self):
+        """A copy of the features, n x features float32."""
+        return _copy_out(_L.kfac_dataset_x(self._h), (self.n, self.features))
+
+    @property
+    def labels(self):
+        """A copy of the labels (int32), or None."""
+        p = _L.kfac_dataset_labels(self._h)
+        if not p:
+            return None
+        return np.ctypeslib.as_array(p, shape=(self.n,)).astype(np.int32)
+
+    def __repr__(self):
+        return "kfac.Dataset(n=%d, features=%d, classes=%d)" % (self.n, self.features, self.classes)
+
+
+def load_data(path, set="train", classes=0, label_column=1):
+    """Read a data set with the library's kfac_data_load (Dataset.load)."""
+    return Dataset.load(path, set, classes, label_column)
+
+
+def _dataset(data, what="data"):
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError("%s: a Dataset, (x, labels) or x" % what)
+        return Dataset(data[0], data[1])
+    return Dataset(data)
+
+
+# ------------------------------------------------------------- networks
+
+
+class _Spec(_Handle):
+    _free = _L.kfac_net_spec_free
+
+    @classmethod
+    def new(cls):
+        return cls(_lib.new_handle(_L.kfac_net_spec_new))
+
+    def get(self, name):
+        return _from_text(_lib.text(_L.kfac_net_spec_get, self._h, name.encode()))
+
+    def set(self, name, value):
+        _lib.check(_L.kfac_net_spec_set(self._h, name.encode(), _value_text(value).encode()))
+
+
+def _activation(name):
+    out = ctypes.c_int()
+    _lib.check(_L.kfac_activation_from_name(_lib.enc(name), ctypes.byref(out)))
+    return out.value
+
+
+class Network(_Handle):
+    """A dense network (kfac_net): Network(inputs, layers, loss=..., ...)
+    from a layer list, each layer `units` (a ReLU) or (units, activation)
+    with activation linear, relu, tanh or sigmoid; or Network.from_file
+    (a net file). Its weights start from `seed` as the C library draws
+    them. max_batch bounds forward's batch (predict takes any number)."""
+    _free = _L.kfac_net_free
+
+    def __init__(self, inputs, layers, loss="softmax_xent", init="glorot", seed=1, max_batch=256,
+                 init_sigma=None, sparse_count=None, pool=None):
+        spec = _Spec.new()
+        spec.set("inputs", _int(inputs, "inputs"))
+        for k, v in (("loss", loss), ("init", init), ("init_sigma", init_sigma), ("sparse_count", sparse_count),
+                     ("pool", pool)):
+            if v is not None:
+                spec.set(k, v)
+        for layer in layers:
+            units, act = (layer, "relu") if isinstance(layer, (int, np.integer)) else layer
+            _lib.check(_L.kfac_net_spec_add_layer(spec._h, _int(units, "units"), _activation(act)))
+        self._build(spec, max_batch, seed)
+
+    def _build(self, spec, max_batch, seed):
+        h = _lib.new_handle(_L.kfac_net_new, spec._h, _int(max_batch, "max_batch"))
+        _Handle.__init__(self, h)
+        self._spec = spec
+        self.init_weights(seed)
+
+    @classmethod
+    def from_file(cls, path, max_batch=256, seed=None):
+        """The network of a net file; `seed` None takes its [train] seed.
+        The file's training parameters are in .file_params."""
+        spec, params = _Spec.new(), Params()
+        _lib.check(_L.kfac_netfile_load(_lib.enc(path), spec._h, params._h))
+        net = cls.__new__(cls)
+        net._build(spec, max_batch, params["seed"] if seed is None else seed)
+        net.file_params = params
+        return net
+
+    @classmethod
+    def _borrow(cls, h, owner):
+        net = cls.__new__(cls)
+        _Handle.__init__(net, h, owner)
+        net._spec = _Spec(_lib.c_void_p(_L.kfac_net_get_spec(h)), owner)
+        return net
+
+    def init_weights(self, seed):
+        """Draw the weights afresh, as the C library does from `seed`."""
+        rng = Rng(seed)
+        _lib.check(_L.kfac_net_init_weights(self._h, rng._h))
+
+    # sizes
+    inputs = property(lambda self: _L.kfac_net_inputs(self._h))
+    outputs = property(lambda self: _L.kfac_net_outputs(self._h))
+    n_layers = property(lambda self: _L.kfac_net_n_layers(self._h))
+    n_params = property(lambda self: _L.kfac_net_n_params(self._h))
+    max_batch = property(lambda self: _L.kfac_net_max_batch(self._h))
+
+    @property
+    def loss_name(self):
+        return self._spec.get("loss")
+
+    @property
+    def layers(self):
+        """[(units, activation), ...]"""
+        return [(self._spec.get("units.%d" % l), self._spec.get("activation.%d" % l)) for l in range(self.n_layers)]
+
+    @property
+    def params(self):
+        """A copy of the flat parameter vector (layer 0 first; each layer's
+        weights row-major with the bias as the last column)."""
+        return _copy_out(_L.kfac_net_params(self._h), (self.n_params,))
+
+    @params.setter
+    def params(self, value):
+        v = _f32(value, "params", 1)
+        if v.shape != (self.n_params,):
+            raise ValueError("params: %d values for a network of %d" % (v.size, self.n_params))
+        ctypes.memmove(_L.kfac_net_params(self._h), v.ctypes.data, v.nbytes)
+
+    def weights(self, l):
+        """A copy of layer l's weights, d_out x (d_in + 1) (bias last)."""
+        l = self._layer(l)
+        r, c = ctypes.c_int(), ctypes.c_int()
+        p = _L.kfac_net_layer_weights(self._h, l, ctypes.byref(r), ctypes.byref(c))
+        return _copy_out(p, (r.value, c.value))
+
+    def _layer(self, l):
+        l = _int(l, "layer")
+        if not 0 <= l < self.n_layers:
+            raise IndexError("layer %d of a network of %d" % (l, self.n_layers))
+        return l
+
+    def _rows(self, x, width, what):
+        a = _f32(x, what)
+        if a.ndim == 1:
+            a = a.reshape(1, -1)
+        if a.ndim != 2 or a.shape[1] != width:
+            raise ValueError("%s must be batch x %d, not shape %s" % (what, width, np.shape(x)))
+        return a
+
+    def predict(self, x):
+        """The model's mean prediction for the rows of x: softmax
+        probabilities, sigmoid probabilities or the output itself."""
+        a = self._rows(x, self.inputs, "x")
+        out = np.empty((a.shape[0], self.outputs), dtype=np.float32)
+        step = self.max_batch
+        for i in range(0, a.shape[0], step):
+            b = min(step, a.shape[0] - i)
+            _lib.check(_L.kfac_net_predict(self._h, _ptr(a[i:i + b]), b, _ptr(out[i:i + b])))
+        return out
+
+    def forward(self, x):
+        """A forward pass over one batch (at most max_batch rows); returns
+        the output z and records each layer's input for layer_input()."""
+        a = self._rows(x, self.inputs, "x")
+        _lib.check(_L.kfac_net_forward(self._h, _ptr(a), a.shape[0]))
+        return self.output()
+
+    def _batch(self):
+        b = _L.kfac_net_batch(self._h)
+        if b < 1:
+            raise StateError(8, "no forward pass yet")
+        return b
+
+    def output(self):
+        return _copy_out(_L.kfac_net_output(self._h), (self._batch(), self.outputs))
+
+    def _targets(self, y):
+        a = self._rows(y, self.outputs, "y")
+        if a.shape[0] != self._batch():
+            raise ValueError("y has %d rows; the last forward pass had %d" % (a.shape[0], self._batch()))
+        return a
+
+    def loss(self, y):
+        """(mean loss, mean metric) of the last forward pass against dense
+        targets y (batch x outputs)."""
+        a = self._targets(y)
+        loss, metric = ctypes.c_double(), ctypes.c_double()
+        _lib.check(_L.kfac_net_loss(self._h, _ptr(a), ctypes.byref(loss), ctypes.byref(metric)))
+        return loss.value, metric.value
+
+    def backward(self, y):
+        """Back-propagate targets y of the last forward pass; returns the
+        mean gradient (flat, as params) and records each layer's g."""
+        a = self._targets(y)
+        grad = np.empty(self.n_params, dtype=np.float32)
+        _lib.check(_L.kfac_net_backward(self._h, _ptr(a), _ptr(grad)))
+        return grad
+
+    def layer_input(self, l):
+        """abar of layer l from the last pass: batch x (d_in + 1), ones last."""
+        l = self._layer(l)
+        d_in = self.inputs if l == 0 else self.layers[l - 1][0]
+        return _copy_out(_L.kfac_net_layer_input(self._h, l), (self._batch(), d_in + 1))
+
+    def layer_pregrad(self, l):
+        """g of layer l from the last backward pass: batch x d_out."""
+        l = self._layer(l)
+        return _copy_out(_L.kfac_net_layer_pregrad(self._h, l), (self._batch(), self.layers[l][0]))
+
+    def layer_offset(self, l):
+        return _L.kfac_net_layer_offset(self._h, self._layer(l))
+
+    def evaluate(self, data):
+        """(mean loss, accuracy or reconstruction error) on a Dataset,
+        (x, labels) or x (kfac_evaluate)."""
+        d = _dataset(data)
+        loss, metric = ctypes.c_double(), ctypes.c_double()
+        _lib.check(_L.kfac_evaluate(self._h, d._h, ctypes.byref(loss), ctypes.byref(metric)))
+        return loss.value, metric.value
+
+    def load(self, path):
+        """The weights of a trainer checkpoint (same architecture)."""
+        _lib.check(_L.kfac_net_load_checkpoint(self._h, _lib.enc(path)))
+
+    def __repr__(self):
+        return "kfac.Network(%d, %r, loss=%r)" % (self.inputs, self.layers, self.loss_name)
+
+
+def sample_targets(loss, z, rng):
+    """Targets drawn from the model's predictive distribution for outputs
+    z (n x d) under `loss` ("softmax_xent", "sigmoid_xent", "squared"),
+    with an Rng: what K-FAC's G factor needs (kfac_sample_targets)."""
+    lk = ctypes.c_int()
+    _lib.check(_L.kfac_loss_from_name(_lib.enc(loss), ctypes.byref(lk)))
+    za = _f32(z, "z", 2)
+    if not isinstance(rng, Rng):
+        raise TypeError("rng must be a kfac.Rng")
+    y = np.empty_like(za)
+    _lib.check(_L.kfac_sample_targets(lk.value, _ptr(za), _ptr(y), za.shape[0], za.shape[1] if za.ndim == 2 else 0,
+                                      rng._h))
+    return y
+
+
+# ------------------------------------------------------------- trainer
+
+
+def _stats(get, field, h):
+    out, i = {}, 0
+    while True:
+        name = field(i)
+        if name is None:
+            return out
+        v = ctypes.c_double()
+        _lib.check(get(h, name, ctypes.byref(v)))
+        out[name.decode()] = v.value
+        i += 1
+
+
+def _ints(d, names):
+    for n in names:
+        if n in d:
+            d[n] = int(d[n])
+    return d
+
+
+class _KfacStats(_Handle):
+    _free = _L.kfac_kfac_stats_free
+
+    def __init__(self):
+        super().__init__(_lib.new_handle(_L.kfac_kfac_stats_new))
+
+    _ARRAYS = ("rank_a", "rank_g", "batch_form", "flops_batch", "flops_weights")
+
+    def read(self):
+        out, i = {}, 0
+        while True:
+            name = _L.kfac_kfac_stats_field(i)
+            i += 1
+            if name is None:
+                break
+            if name.decode() in self._ARRAYS:
+                continue
+            v = ctypes.c_double()
+            _lib.check(_L.kfac_kfac_stats_get(self._h, name, ctypes.byref(v)))
+            out[name.decode()] = v.value
+        _ints(out, ("stats_rounds", "inversions", "fallbacks", "damping_retries", "steps_rejected", "n_layers"))
+        for arr in self._ARRAYS:
+            vals = []
+            for l in range(out.get("n_layers", 0)):
+                v = ctypes.c_double()
+                _lib.check(_L.kfac_kfac_stats_get(self._h, ("%s.%d" % (arr, l)).encode(), ctypes.byref(v)))
+                vals.append(int(v.value) if not arr.startswith("flops") else v.value)
+            out[arr] = vals
+        return out
+
+
+def _no_progress(step, steps):
+    return False
+
+
+class Trainer(_Handle):
+    """The C trainer (kfac_trainer): a network, its optimizer, the data
+    order and the generator.
+
+        Trainer(net, data, params=None, **settings)
+
+    net is a net file's path (its [train] and [kfac] settings are the
+    starting parameters) or a Network (its architecture; the trainer draws
+    the weights from the seed, as the C trainer does). data is a Dataset,
+    (x, labels) or x (an autoencoder's). params (Params or a dict) and the
+    settings override by name ("optimizer", "lr", "kfac.damping", ...).
+    The same seed, data and threads give the C trainer's results bit for
+    bit."""
+    _free = _L.kfac_trainer_free
+
+    def __init__(self, net, data, params=None, **settings):
+        if isinstance(net, Network):
+            spec = net._spec
+            base = params
+        else:
+            spec, base = _Spec.new(), Params()
+            _lib.check(_L.kfac_netfile_load(_lib.enc(net), spec._h, base._h))
+            if isinstance(params, Params):
+                base = params
+            elif params is not None:
+                base.update(params)
+        self.params = _params(base, settings)
+        self.data = _dataset(data)
+        self._spec = spec
+        h = _lib.new_handle(_L.kfac_trainer_new, spec._h, self.params._h, self.data._h)
+        super().__init__(h)
+        self.network = Network._borrow(_lib.c_void_p(_L.kfac_trainer_net(h)), self)
+        self._estats = _lib.new_handle(_L.kfac_epoch_stats_new)
+
+    def __del__(self):
+        es, self._estats = getattr(self, "_estats", None), None
+        if es:
+            _L.kfac_epoch_stats_free(es)
+        super().__del__()
+
+    @property
+    def epochs_done(self):
+        return _L.kfac_trainer_epochs_done(self._h)
+
+    def epoch(self, progress=None):
+        """One pass over the data in a fresh shuffled order; returns its
+        statistics (epoch, seconds, train_loss, val_loss, ..., finished).
+        progress(step, steps) is called after each step; a true result
+        stops the epoch there (unfinished: the next epoch() finishes it,
+        bit-identically, and save() keeps the position). An exception in
+        progress, or Ctrl-C's KeyboardInterrupt during the epoch, stops it
+        the same way after the current step and is raised again."""
+        caught = []
+
+        def cb(user, step, steps):
+            try:
+                return 1 if progress(step, steps) else 0
+            except BaseException as e:  # noqa: B036 (raised again below)
+                caught.append(e)
+                return 1
+
+        # always a callback, so that Ctrl-C (KeyboardInterrupt, raised when
+        # Python code next runs) stops the epoch after the step it came in
+        if progress is None:
+            progress = _no_progress
+        fn = _lib.PROGRESS_FN(cb)
+        before = self.epochs_done
+        _lib.check(_L.kfac_trainer_epoch(self._h, fn, None, self._estats))
+        if caught:
+            raise caught[0]
+        s = _ints(_stats(_L.kfac_epoch_stats_get, _L.kfac_epoch_stats_field, self._estats),
+                  ("epoch", "val_n", "best_epoch", "early_stop"))
+        s["early_stop"] = bool(s["early_stop"])
+        s["finished"] = self.epochs_done > before
+        return s
+
+    def fit(self, epochs=None, test=None, progress=None, callback=None):
+        """Train `epochs` more epochs (default: the parameters' epochs less
+        those done); with `test` data each epoch's test_loss and test_acc
+        are filled in (kfac_evaluate). callback(stats) after each epoch may
+        return True to stop. Stops at early stopping or when progress
+        stopped an epoch. Returns the list of epoch statistics."""
+        if epochs is None:
+            epochs = max(0, int(self.params["epochs"]) - self.epochs_done)
+        test_d = _dataset(test, "test") if test is not None else None
+        history = []
+        for _ in range(_int(epochs, "epochs")):
+            s = self.epoch(progress)
+            if test_d is not None:
+                s["test_loss"], s["test_acc"] = self.network.evaluate(test_d)
+            history.append(s)
+            if not s["finished"] or s["early_stop"] or (callback is not None and callback(s)):
+                break
+        return history
+
+    def evaluate(self, data):
+        return self.network.evaluate(data)
+
+    def predict(self, x):
+        return self.network.predict(x)
+
+    def kfac_stats(self):
+        """K-FAC's counters, timings and damping (StateError if the
+        optimizer is not K-FAC)."""
+        ks = _KfacStats()
+        _lib.check(_L.kfac_trainer_kfac_stats(self._h, ks._h))
+        return ks.read()
+
+    def save(self, path):
+        """The whole state in the checkpoint format (atomic)."""
+        _lib.check(_L.kfac_trainer_save(self._h, _lib.enc(path)))
+
+    def load(self, path):
+        """Resume from a checkpoint of the same network, optimizer and
+        data size; the run goes on bit-identically."""
+        _lib.check(_L.kfac_trainer_load(self._h, _lib.enc(path)))
+
+
+# -------------------------------------------------------- preconditioner
+
+
+def _ptr_array(arrays):
+    if arrays is None:
+        return None
+    return (_lib.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+class Preconditioner(_Handle):
+    """K-FAC for a network of your own (kfac_precond) on numpy arrays.
+
+        pc = kfac.Preconditioner([w.shape for w in weights], max_rows=B,
+                                 lr=0.1, **{"kfac.damping": 0.03})
+
+    shapes are the dense layers' weight shapes (d_out, d_in), d_in counting
+    a bias column (the last) if the layer has one. params and settings are
+    the trainer's names (kfac.*, lr, momentum, weight_decay). Each step():
+
+        pc.step(weights, grads, abar=..., g_sampled=...)
+
+    weights: the layers' float32 C-contiguous arrays, updated in place;
+    grads: mean gradients (d_out x d_in); abar: rows x d_in inputs (ones
+    last for a bias); g_sampled: per-example dl/ds for targets drawn from
+    the model (sample_targets), read when stats_due; g: the labels'
+    per-example g, which with abar may stand in for grads. See
+    kfac_core.h's kfac_precond for the algorithm."""
+    _free = _L.kfac_precond_free
+
+    def __init__(self, shapes, max_rows, params=None, **settings):
+        shapes = [tuple(int(v) for v in s) for s in shapes]
+        if not shapes or any(len(s) != 2 for s in shapes):
+            raise ValueError("shapes: one (d_out, d_in) per layer, at least one")
+        self.shapes = shapes
+        self.params = _params(params, settings)
+        d_in = (_lib.c_int * len(shapes))(*[s[1] for s in shapes])
+        d_out = (_lib.c_int * len(shapes))(*[s[0] for s in shapes])
+        self.max_rows = _int(max_rows, "max_rows")
+        self._fisher = None
+        self._caught = []
+        super().__init__(_lib.new_handle(_L.kfac_precond_new_params, _int(len(shapes), "layers"), d_in, d_out,
+                                         self.max_rows, self.params._h))
+
+    @property
+    def n_layers(self):
+        return len(self.shapes)
+
+    @property
+    def stats_due(self):
+        """True if the next step folds in statistics (reads abar, g_sampled)."""
+        return bool(_L.kfac_precond_stats_due(self._h))
+
+    def stat_rows(self, rows):
+        """Rows of abar and g_sampled the statistics read for a batch."""
+        r = _L.kfac_precond_stat_rows(self._h, _int(rows, "rows"))
+        if r < 0:
+            raise InvalidArgumentError(2, "rows = %d is outside [1, %d]" % (rows, self.max_rows))
+        return r
+
+    @property
+    def steps(self):
+        return _L.kfac_precond_steps(self._h)
+
+    @property
+    def n_params(self):
+        return _L.kfac_precond_n_params(self._h)
+
+    def layer_offset(self, l):
+        return _L.kfac_precond_layer_offset(self._h, self._layer(l))
+
+    def _layer(self, l):
+        l = _int(l, "layer")
+        if not 0 <= l < self.n_layers:
+            raise IndexError("layer %d of %d" % (l, self.n_layers))
+        return l
+
+    def direction(self, l):
+        """Layer l's last preconditioned gradient (d_out x d_in), or None
+        before the first step."""
+        p = _L.kfac_precond_direction(self._h, self._layer(l))
+        return _copy_out(p, self.shapes[l]) if p else None
+
+    def set_lr(self, lr):
+        _lib.check(_L.kfac_precond_set_lr(self._h, float(lr)))
+
+    def stats(self):
+        ks = _KfacStats()
+        _lib.check(_L.kfac_precond_get_stats(self._h, ks._h))
+        return ks.read()
+
+    def save(self, path):
+        _lib.check(_L.kfac_precond_save(self._h, _lib.enc(path)))
+
+    def load(self, path):
+        _lib.check(_L.kfac_precond_load(self._h, _lib.enc(path)))
+
+    def set_fisher(self, fisher_vec, batch_loss):
+        """The quadratic rule's callbacks: fisher_vec(v) -> F v (flat
+        float32 vectors of n_params, layer l at layer_offset(l)) and
+        batch_loss() -> the mean loss at the current weights."""
+        n = self.n_params
+
+        def fv_cb(user, v, fv):
+            try:
+                out = _f32(fisher_vec(np.ctypeslib.as_array(v, shape=(n,)).copy()), "fisher_vec's result", 1)
+                if out.shape != (n,):
+                    raise ValueError("fisher_vec returned %d values, not %d" % (out.size, n))
+                ctypes.memmove(fv, out.ctypes.data, out.nbytes)
+                return 0
+            except BaseException as e:  # noqa: B036 (raised again by step)
+                self._caught.append(e)
+                return 2
+
+        def loss_cb(user, loss):
+            try:
+                loss[0] = float(batch_loss())
+                return 0
+            except BaseException as e:  # noqa: B036
+                self._caught.append(e)
+                return 2
+
+        fns = (_lib.FISHER_VEC_FN(fv_cb) if fisher_vec is not None else ctypes.cast(None, _lib.FISHER_VEC_FN),
+               _lib.BATCH_LOSS_FN(loss_cb) if batch_loss is not None else ctypes.cast(None, _lib.BATCH_LOSS_FN))
+        _lib.check(_L.kfac_precond_set_fisher(self._h, fns[0], fns[1], None))
+        self._fisher = fns  # kept alive as long as the library may call them
+
+    def _arrays(self, arrays, what, rows_of, exact=False):
+        if arrays is None:
+            return None
+        arrays = list(arrays)
+        if len(arrays) != self.n_layers:
+            raise ValueError("%s: %d arrays for %d layers" % (what, len(arrays), self.n_layers))
+        out = []
+        for l, a in enumerate(arrays):
+            a = _f32(a, "%s[%d]" % (what, l), 2)
+            want = rows_of(l)
+            if a.shape[1] != want[1] or a.shape[0] < want[0] or (exact and a.shape != want):
+                raise ValueError("%s[%d] has shape %s, needs %s" % (what, l, a.shape, want))
+            out.append(a)
+        return out
+
+    def step(self, weights, grads=None, abar=None, g_sampled=None, g=None, loss=0.0, rows=None):
+        """One step (kfac_precond_step): statistics when due, inversions,
+        the preconditioned direction and the update of `weights` in place.
+        rows (the batch) defaults to abar's, else g's, else g_sampled's."""
+        weights = list(weights)
+        if len(weights) != self.n_layers:
+            raise ValueError("weights: %d arrays for %d layers" % (len(weights), self.n_layers))
+        for l, w in enumerate(weights):
+            if not isinstance(w, np.ndarray) or w.dtype != np.float32 or not w.flags.c_contiguous \
+                    or not w.flags.writeable:
+                raise TypeError("weights[%d] must be a writeable C-contiguous float32 numpy array "
+                                "(it is updated in place)" % l)
+            if w.shape != self.shapes[l]:
+                raise ValueError("weights[%d] has shape %s, not %s" % (l, w.shape, self.shapes[l]))
+        if rows is None:
+            for src in (abar, g, g_sampled):
+                if src is not None and len(src) > 0:
+                    rows = np.shape(src[0])[0]
+                    break
+            else:
+                rows = 1
+        rows = _int(rows, "rows")
+        srows = _L.kfac_precond_stat_rows(self._h, rows)
+        gr = self._arrays(grads, "grads", lambda l: self.shapes[l], exact=True)
+        ab = self._arrays(abar, "abar", lambda l: (rows, self.shapes[l][1]))
+        gs = self._arrays(g_sampled, "g_sampled", lambda l: (max(srows, 0), self.shapes[l][0]))
+        gl = self._arrays(g, "g", lambda l: (rows, self.shapes[l][0]))
+        self._caught = []
+        st = _L.kfac_precond_step_arrays(self._h, rows, _ptr_array(weights), _ptr_array(gr), _ptr_array(ab),
+                                         _ptr_array(gs), _ptr_array(gl), float(loss))
+        if self._caught:
+            raise self._caught[0]
+        _lib.check(st)
