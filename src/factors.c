@@ -19,7 +19,7 @@
  * left out gets 1/(mu + gamma) instead of 1/(l + gamma), mu the tail's
  * mean: off by less than RANK_TOL relative to the damping. */
 #define OVERSAMPLE 8
-#define RANK_TOL 0.1
+#define RANK_TOL 0.3
 /* subspace iterations from a random start; from the previous basis, one */
 #define COLD_ITERS 3
 
