@@ -55,7 +55,7 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
         d_out[l] = net->dims[l + 1];
     }
     kfac_factors *pc;
-    kfac_status st = kfac_factors_new(L, d_in, d_out, n, &p->kfac, &pc);
+    kfac_status st = kfac_factors_new(L, d_in, d_out, n, &p->kfac, NULL, &pc);
     if (st != KFAC_OK)
         return st;
     kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->dims[L], kfac_rng_next(rng), 0);

@@ -11,9 +11,27 @@
 #include <mpi.h>
 
 struct kfac_dist {
-    MPI_Comm comm;
+    MPI_Comm comm; /* MPI_COMM_NULL: a group of one */
     int rank, size;
 };
+
+kfac_status kfac_dist_new_alone(kfac_dist **out)
+{
+    kfac_dist *d = calloc(1, sizeof *d);
+    if (!d)
+        return kfac_fail(KFAC_ERR_NOMEM, "process group: out of memory");
+    d->comm = MPI_COMM_NULL;
+    d->size = 1;
+    *out = d;
+    return KFAC_OK;
+}
+
+void kfac_dist_take(kfac_dist *into, kfac_dist *from)
+{
+    into->comm = from->comm, into->rank = from->rank, into->size = from->size;
+    from->comm = MPI_COMM_NULL;
+    kfac_dist_free(from);
+}
 
 int kfac_mpi_available(void) { return 1; }
 
@@ -57,7 +75,7 @@ void kfac_dist_free(kfac_dist *d)
         return;
     int fin = 0;
     MPI_Finalized(&fin);
-    if (!fin)
+    if (!fin && d->comm != MPI_COMM_NULL)
         MPI_Comm_free(&d->comm);
     free(d);
 }
@@ -65,7 +83,7 @@ void kfac_dist_free(kfac_dist *d)
 /* MPI counts are int: long buffers go in chunks */
 static kfac_status allreduce(const kfac_dist *d, void *buf, size_t n, size_t elem, MPI_Datatype type, MPI_Op op)
 {
-    for (size_t done = 0; d && done < n;) {
+    for (size_t done = 0; kfac_dist_grouped(d) && done < n;) {
         int count = (int)KFAC_MIN(n - done, (size_t)INT_MAX);
         int err = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + done * elem, count, type, op, d->comm);
         if (err != MPI_SUCCESS)
@@ -92,7 +110,7 @@ kfac_status kfac_dist_max_ints(const kfac_dist *d, int *buf, size_t n)
 
 kfac_status kfac_dist_bcast(const kfac_dist *d, void *buf, size_t bytes, int root)
 {
-    for (size_t done = 0; d && done < bytes;) {
+    for (size_t done = 0; kfac_dist_grouped(d) && done < bytes;) {
         int count = (int)KFAC_MIN(bytes - done, (size_t)INT_MAX);
         int err = MPI_Bcast((char *)buf + done, count, MPI_BYTE, root, d->comm);
         if (err != MPI_SUCCESS)
@@ -105,7 +123,7 @@ kfac_status kfac_dist_bcast(const kfac_dist *d, void *buf, size_t bytes, int roo
 int kfac_dist_rank(const kfac_dist *d) { return d ? d->rank : 0; }
 int kfac_dist_size(const kfac_dist *d) { return d ? d->size : 1; }
 
-#else /* the single process: no group can be made, NULL is the only one */
+#else /* the single process: only groups of one */
 
 struct kfac_dist {
     int unused;
@@ -113,13 +131,24 @@ struct kfac_dist {
 
 int kfac_mpi_available(void) { return 0; }
 
+kfac_status kfac_dist_new_alone(kfac_dist **out)
+{
+    kfac_dist *d = calloc(1, sizeof *d);
+    if (!d)
+        return kfac_fail(KFAC_ERR_NOMEM, "process group: out of memory");
+    *out = d;
+    return KFAC_OK;
+}
+
+void kfac_dist_take(kfac_dist *into, kfac_dist *from) { (void)into, kfac_dist_free(from); }
+
 kfac_status kfac_dist_new(const void *comm, kfac_dist **out)
 {
     (void)comm, (void)out;
     return kfac_fail(KFAC_ERR_STATE, "libkfac was built without MPI (build it with `make MPI=1`)");
 }
 
-void kfac_dist_free(kfac_dist *d) { (void)d; }
+void kfac_dist_free(kfac_dist *d) { free(d); }
 int kfac_dist_rank(const kfac_dist *d) { return (void)d, 0; }
 int kfac_dist_size(const kfac_dist *d) { return (void)d, 1; }
 kfac_status kfac_dist_sum_floats(const kfac_dist *d, float *buf, size_t n) { return (void)d, (void)buf, (void)n, KFAC_OK; }
@@ -134,6 +163,48 @@ kfac_status kfac_dist_bcast(const kfac_dist *d, void *buf, size_t bytes, int roo
 }
 
 #endif
+
+int kfac_dist_grouped(const kfac_dist *d) { return kfac_dist_size(d) > 1; }
+
+int kfac_dist_largest_slice(const kfac_dist *d, int total)
+{
+    int size = kfac_dist_size(d);
+    return (total + size - 1) / size;
+}
+
+kfac_status kfac_dist_mean_floats(const kfac_dist *d, float *x, size_t n, int rows, int total)
+{
+    if (!kfac_dist_grouped(d))
+        return KFAC_OK;
+    const float w = (float)rows / (float)total;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= w;
+    return kfac_dist_sum_floats(d, x, n);
+}
+
+kfac_status kfac_dist_mean_double(const kfac_dist *d, double *x, int rows, int total)
+{
+    if (!kfac_dist_grouped(d))
+        return KFAC_OK;
+    *x *= (double)rows / total;
+    return kfac_dist_sum_doubles(d, x, 1);
+}
+
+kfac_status kfac_dist_sum_blocks(const kfac_dist *d, float *buf, const size_t *off, const int *mask, int n_blocks)
+{
+    for (int b = 0; kfac_dist_grouped(d) && b < n_blocks;) {
+        int e = b;
+        while (e < n_blocks && mask[e])
+            e++;
+        if (e > b) {
+            kfac_status st = kfac_dist_sum_floats(d, buf + off[b], off[e] - off[b]);
+            if (st != KFAC_OK)
+                return st;
+        }
+        b = e + 1;
+    }
+    return KFAC_OK;
+}
 
 void kfac_dist_assign(const double *cost, int n, int ranks, int *owner)
 {

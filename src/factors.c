@@ -67,7 +67,8 @@ struct kfac_factors {
     float *stage;    /* n_stage: every layer's packed sa and sg, one buffer
                         so a process group sums them in one collective */
     size_t n_stage;
-    const kfac_dist *dist; /* NULL: one process */
+    const kfac_dist *dist; /* the process group (NULL or a group of one:
+                              alone) */
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
     float *P, *Q;    /* gram_rows x max_d: g G^-1 and abar A^-1 */
     float *M1, *M2;  /* a gram_rows x gram_rows Gram per thread, for
@@ -102,7 +103,7 @@ void kfac_factors_free(kfac_factors *pc)
 }
 
 kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
-                             const kfac_kfac_params *p, kfac_factors **out)
+                             const kfac_kfac_params *p, const kfac_dist *group, kfac_factors **out)
 {
     kfac_clear_error();
     if (!out || !d_in || !d_out)
@@ -134,6 +135,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     if (!pc)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
     pc->p = *p;
+    pc->dist = group;
     pc->n_layers = n_layers;
     pc->max_rows = max_rows;
     pc->max_d = max_d;
@@ -342,8 +344,6 @@ void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, con
     }
 }
 
-void kfac_factors_set_dist(kfac_factors *pc, const kfac_dist *dist) { pc->dist = dist; }
-
 static double trace(const float *X, int n)
 {
     double t = 0.0;
@@ -498,7 +498,7 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
         else
             status[j] = kfac_damped_inverse(x->S, x->n, jobs[j].damping, x->inv, ws, &flags[j], &used[j]);
     }
-    if (pc->dist) {
+    if (kfac_dist_grouped(pc->dist)) {
         kfac_status st = share_inverses(pc, jobs, n_jobs, owner, status, flags, used);
         if (st != KFAC_OK)
             return st;

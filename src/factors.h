@@ -25,8 +25,11 @@ typedef struct kfac_invert_report {
     double max_damping_raise; /* largest used/requested damping ratio (>= 1) */
 } kfac_invert_report;
 
+/* group: the process group inversions are shared over (dist.h; NULL or
+ * a group of one: alone), given once */
+struct kfac_dist;
 kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
-                             const kfac_kfac_params *p, kfac_factors **out);
+                             const kfac_kfac_params *p, const struct kfac_dist *group, kfac_factors **out);
 void kfac_factors_free(kfac_factors *pc);
 
 /* Start a statistics round: k += 1, epsilon = min(1 - 1/k, decay). */
@@ -56,10 +59,6 @@ void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int ld
 float *kfac_factors_stage(kfac_factors *pc, size_t *n);
 void kfac_factors_fold(kfac_factors *pc, int l);
 
-/* Invert in a process group (dist.h; NULL: alone): each factor on one
- * rank, the results broadcast. */
-struct kfac_dist;
-void kfac_factors_set_dist(kfac_factors *pc, const struct kfac_dist *dist);
 
 /* Recompute every layer's damped inverses (or eigenbases) with damping
  * lambda, layers in parallel. */

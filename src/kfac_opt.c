@@ -57,7 +57,8 @@ static void kfac_free(void *state)
     free(s);
 }
 
-static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, void **state)
+static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, const struct kfac_dist *group,
+                              void **state)
 {
     /* tp was validated at the public entry (kfac_trainer_new) */
     const kfac_kfac_params *kp = &tp->kfac;
@@ -77,7 +78,7 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
     }
     kfac_optim_params op;
     kfac_train_params_resolve(tp, &op);
-    if ((st = kfac_precond_new(L, d_in, d_out, net->max_batch, &op, kp, &s->pc)) != KFAC_OK)
+    if ((st = kfac_precond_new_in_group(L, d_in, d_out, net->max_batch, &op, kp, group, &s->pc)) != KFAC_OK)
         goto fail;
     if (!(s->gspare = kfac_alloc_floats(g_total)) ||
         !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->dims[L]))) {
@@ -93,12 +94,6 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
 fail:
     kfac_free(s);
     return st;
-}
-
-static void kfac_set_group(void *state, const struct kfac_dist *dist)
-{
-    kfac_state *s = state;
-    kfac_precond_set_dist(s->pc, dist);
 }
 
 static void kfac_report(const void *state, kfac_kfac_stats *out)
@@ -195,6 +190,5 @@ const kfac_optimizer_type kfac_kfac_type = {
     .free = kfac_free,
     .step = kfac_step,
     .io = kfac_io,
-    .set_group = kfac_set_group,
     .report = kfac_report,
 };

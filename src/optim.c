@@ -192,7 +192,7 @@ kfac_status kfac_optimizer_new(kfac_optimizer_kind kind, const kfac_optim_params
 }
 
 kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_net *net,
-                                       kfac_optimizer **out)
+                                       const struct kfac_dist *group, kfac_optimizer **out)
 {
     kfac_clear_error();
     if (!out || !tp || !net)
@@ -204,7 +204,7 @@ kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_n
     kfac_optim_params op;
     kfac_train_params_resolve(tp, &op);
     kfac_status s = optimizer_alloc(tp->optimizer, &op, kfac_net_n_params(net), out);
-    if (s == KFAC_OK && type->alloc && (s = type->alloc(net, tp, &(*out)->own)) != KFAC_OK) {
+    if (s == KFAC_OK && type->alloc && (s = type->alloc(net, tp, group, &(*out)->own)) != KFAC_OK) {
         kfac_optimizer_free(*out);
         *out = NULL;
     }
@@ -268,12 +268,6 @@ const float *kfac_optimizer_state_vector(const kfac_optimizer *opt, int i)
 void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor) { opt->lr_factor = factor; }
 
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt) { return opt->type->flat_gradient; }
-
-void kfac_optimizer_set_group(kfac_optimizer *opt, const struct kfac_dist *dist)
-{
-    if (opt->type->set_group)
-        opt->type->set_group(opt->own, dist);
-}
 
 kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *out)
 {

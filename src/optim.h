@@ -13,9 +13,12 @@ extern const kfac_optimizer_type *const kfac_optimizer_types[KFAC_OPT_COUNT];
 
 /* An optimizer for a network, from the whole training configuration: the
  * only way to create one whose type has state of its own (K-FAC);
- * first-order kinds work too. */
+ * first-order kinds work too. Its steps run over `group` (dist.h; NULL or
+ * a group of one: alone), kept from here on: the one place a process
+ * group is handed to the optimizer. */
+struct kfac_dist;
 kfac_status kfac_optimizer_new_for_net(const kfac_train_params *tp, const kfac_net *net,
-                                       kfac_optimizer **out);
+                                       const struct kfac_dist *group, kfac_optimizer **out);
 
 /* The step the trainer takes: weight decay (when grad is given), then the
  * algorithm's update. */
@@ -29,9 +32,6 @@ void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor);
 /* Whether the step reads the flat mean gradient (else the trainer skips
  * forming it). */
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt);
-/* Take steps over a process group (dist.h; NULL: alone), where the type
- * needs to know. */
-void kfac_optimizer_set_group(kfac_optimizer *opt, const struct kfac_dist *dist);
 /* The curvature counters and timings; KFAC_ERR_STATE for a type without
  * them. */
 kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *out);

@@ -49,16 +49,17 @@ typedef struct kfac_optimizer_type {
      * weight decay itself). */
     int flat_gradient;
     /* An algorithm with state of its own (K-FAC) allocates it for a
-     * network, from the whole configuration; NULL for the first-order
-     * methods, which then need no network. */
-    kfac_status (*alloc)(const kfac_net *net, const kfac_train_params *tp, void **state);
+     * network, from the whole configuration, and keeps `group`, the
+     * process group its steps run over (dist.h; NULL or a group of one:
+     * alone), which may join a communicator later; NULL for the
+     * first-order methods, which then need no network. */
+    kfac_status (*alloc)(const kfac_net *net, const kfac_train_params *tp, const struct kfac_dist *group,
+                         void **state);
     void (*free)(void *state);
     kfac_status (*step)(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx);
     /* Optional slots (NULL: nothing to do). io: visit the own state for a
-     * checkpoint. set_group: take steps over a process group (NULL:
-     * alone). report: counters and timings of a curvature method. */
+     * checkpoint. report: counters and timings of a curvature method. */
     void (*io)(void *state, struct kfac_ckio *io);
-    void (*set_group)(void *state, const struct kfac_dist *dist);
     void (*report)(const void *state, kfac_kfac_stats *out);
 } kfac_optimizer_type;
 

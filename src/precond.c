@@ -36,7 +36,8 @@ struct kfac_precond {
     kfac_fisher_vec_fn fisher_vec;
     kfac_batch_loss_fn loss;
     void *user;
-    const kfac_dist *dist; /* NULL: one process */
+    const kfac_dist *dist; /* the process group, given once at creation
+                              (NULL or a group of one: alone) */
 };
 
 void kfac_precond_free(kfac_precond *pc)
@@ -51,6 +52,13 @@ void kfac_precond_free(kfac_precond *pc)
 
 kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
                              const kfac_optim_params *op, const kfac_kfac_params *kp, kfac_precond **out)
+{
+    return kfac_precond_new_in_group(n_layers, d_in, d_out, max_rows, op, kp, NULL, out);
+}
+
+kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, int max_rows,
+                                      const kfac_optim_params *op, const kfac_kfac_params *kp,
+                                      const kfac_dist *group, kfac_precond **out)
 {
     kfac_clear_error();
     if (!out)
@@ -76,7 +84,8 @@ kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, in
     kfac_precond *pc = calloc(1, sizeof *pc);
     if (!pc)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
-    if ((st = kfac_factors_new(n_layers, d_in, d_out, max_rows, kp, &pc->fc)) != KFAC_OK) {
+    pc->dist = group;
+    if ((st = kfac_factors_new(n_layers, d_in, d_out, max_rows, kp, group, &pc->fc)) != KFAC_OK) {
         free(pc);
         return st;
     }
@@ -153,30 +162,6 @@ kfac_status kfac_precond_set_lr(kfac_precond *pc, float lr)
     return KFAC_OK;
 }
 
-void kfac_precond_set_dist(kfac_precond *pc, const kfac_dist *dist)
-{
-    pc->dist = dist;
-    kfac_factors_set_dist(pc->fc, dist);
-}
-
-/* The group's mean of a per-process mean over `rows` of `total` rows:
- * each weighted by its rows, then summed. Alone: unchanged. */
-static kfac_status group_mean_floats(const kfac_precond *pc, float *x, size_t n, int rows, int total)
-{
-    if (!pc->dist)
-        return KFAC_OK;
-    cblas_sscal((int)n, (float)rows / (float)total, x, 1);
-    return kfac_dist_sum_floats(pc->dist, x, n);
-}
-
-static kfac_status group_mean(const kfac_precond *pc, double *x, int rows, int total)
-{
-    if (!pc->dist)
-        return KFAC_OK;
-    *x *= (double)rows / total;
-    return kfac_dist_sum_doubles(pc->dist, x, 1);
-}
-
 kfac_status kfac_precond_get_stats(const kfac_precond *pc, kfac_kfac_stats *out)
 {
     if (!pc || !out)
@@ -213,32 +198,15 @@ static kfac_status invert(kfac_precond *pc, double damping)
  * layer takes the weight form. */
 static int batch_form(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
-    if (in->grad || pc->wd != 0.0f || (pc->dist && pc->kp.rule == KFAC_RULE_QUADRATIC))
+    int grouped = kfac_dist_grouped(pc->dist);
+    if (in->grad || pc->wd != 0.0f || (grouped && pc->kp.rule == KFAC_RULE_QUADRATIC))
         return 0;
     /* every rank must choose alike: by the largest slice, not its own */
-    int size = kfac_dist_size(pc->dist), rows = (in->total_rows + size - 1) / size;
+    int rows = kfac_dist_largest_slice(pc->dist, in->total_rows);
     /* (the quadratic rule forms the gradient anyway, which makes the batch
      * form's P^T Q extra; on fmnist-mlp it is still faster than the
      * weight form's skinny products and passes over d_out x d_in) */
-    return kfac_factors_batch_pays(pc->fc, l, pc->dist ? rows : in->rows);
-}
-
-/* Sum buf over the group, layer blocks with mask[l] set, one collective per
- * run of consecutive layers. */
-static kfac_status sum_layers(const kfac_precond *pc, float *buf, const int *mask)
-{
-    for (int l = 0; l < pc->n_layers;) {
-        int e = l;
-        while (e < pc->n_layers && mask[e])
-            e++;
-        if (e > l) {
-            kfac_status st = kfac_dist_sum_floats(pc->dist, buf + pc->off[l], pc->off[e] - pc->off[l]);
-            if (st != KFAC_OK)
-                return st;
-        }
-        l = e + 1;
-    }
-    return KFAC_OK;
+    return kfac_factors_batch_pays(pc->fc, l, grouped ? rows : in->rows);
 }
 
 /* pc->grad <- grad + wd W for every layer that needs it (all with
@@ -258,7 +226,7 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / in->total_rows, in->gtrue[l],
                         dout, in->abar[l], din, 0.0f, gl, din);
     }
-    kfac_status st = pc->dist ? sum_layers(pc, pc->grad, formed) : KFAC_OK;
+    kfac_status st = kfac_dist_sum_blocks(pc->dist, pc->grad, pc->off, formed, pc->n_layers);
     if (st != KFAC_OK || pc->wd == 0.0f)
         return st;
     for (int l = 0; l < pc->n_layers; l++)
@@ -292,7 +260,7 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
             if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
                 kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
         }
-        if (lr[l] && pc->dist) {
+        if (lr[l] && kfac_dist_grouped(pc->dist)) {
             kfac_factors_batch_part(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, 1.0f / in->total_rows, d);
             any_lr = 1;
         } else if (lr[l]) {
@@ -315,7 +283,7 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
     if (any_lr) {
         /* delta = sum of the slices' parts; <delta, grad> = sum over the
          * slices of <delta, (1/total) g^T abar> */
-        kfac_status st = sum_layers(pc, pc->delta, lr);
+        kfac_status st = kfac_dist_sum_blocks(pc->dist, pc->delta, pc->off, lr, pc->n_layers);
         if (st != KFAC_OK)
             return st;
         for (int l = 0; l < pc->n_layers; l++)
@@ -384,11 +352,11 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     /* the callbacks see this process's rows: F v is their mean */
     kfac_status st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
     if (st == KFAC_OK)
-        st = group_mean_floats(pc, pc->fv, n, in->fvp_rows, in->total_fvp_rows);
+        st = kfac_dist_mean_floats(pc->dist, pc->fv, n, in->fvp_rows, in->total_fvp_rows);
     double d0norm = dot(d0, d0, n);
     int has_prev = t > 1 && d0norm > 0.0;
     if (st == KFAC_OK && has_prev && (st = pc->fisher_vec(pc->user, d0, pc->fv0)) == KFAC_OK)
-        st = group_mean_floats(pc, pc->fv0, n, in->fvp_rows, in->total_fvp_rows);
+        st = kfac_dist_mean_floats(pc->dist, pc->fv0, n, in->fvp_rows, in->total_fvp_rows);
     pc->st.seconds_fvp += kfac_seconds() - t0;
     if (st != KFAC_OK)
         return st;
@@ -447,7 +415,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     if (t % pc->kp.lm_every == 0) {
         double h1;
         if ((st = pc->loss(pc->user, &h1)) != KFAC_OK ||
-            (st = group_mean(pc, &h1, in->rows, in->total_rows)) != KFAC_OK)
+            (st = kfac_dist_mean_double(pc->dist, &h1, in->rows, in->total_rows)) != KFAC_OK)
             return st;
         if (!isfinite(h1)) {
             /* reject the step: undo it, forget it as momentum, damp more */
@@ -524,7 +492,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     int stats_now = (t - 1) % kp->cov_every == 0;
     if ((st = check_finite_input(pc, in, stats_now)) != KFAC_OK)
         return st;
-    if (stats_now && !pc->dist) {
+    if (stats_now && !kfac_dist_grouped(pc->dist)) {
         /* alone: straight into the running averages */
         kfac_factors_begin_stats(pc->fc);
         kfac_factors_accumulate_all(pc->fc, in->abar, pc->d_in, in->gstat, in->stat_rows, 1.0f / in->stat_rows);
@@ -565,7 +533,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
      * is not finite (tiny damping on a singular factor) */
     double vg = 0.0, h0 = in->loss0;
     if ((st = gradient(pc, in, quad)) != KFAC_OK ||
-        (quad && (st = group_mean(pc, &h0, in->rows, in->total_rows)) != KFAC_OK))
+        (quad && (st = kfac_dist_mean_double(pc->dist, &h0, in->rows, in->total_rows)) != KFAC_OK))
         return st;
     /* in a group every rank holds the same inverses and gradient, so the
      * same vg: all retry, or go on, together */

@@ -32,10 +32,14 @@ typedef struct kfac_precond_input {
 /* The step of kfac_precond_step, arguments already checked. */
 kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *in);
 
-/* Data-parallel steps in a process group (dist.h; NULL: alone): every
- * rank passes its share of the batch, grad NULL. */
+/* kfac_precond_new for data-parallel steps in a process group (dist.h;
+ * NULL or a group of one: alone), given once: the group may join a
+ * communicator later (kfac_dist_take). In a group every rank passes its
+ * share of the batch, grad NULL. */
 struct kfac_dist;
-void kfac_precond_set_dist(kfac_precond *pc, const struct kfac_dist *dist);
+kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, int max_rows,
+                                      const kfac_optim_params *op, const kfac_kfac_params *kp,
+                                      const struct kfac_dist *group, kfac_precond **out);
 
 /* The running counters, for a caller that adds its own timings (the
  * built-in optimizer's sampled-target pass). */

@@ -38,7 +38,9 @@ struct kfac_trainer {
     int seen;
     double loss_sum;
     double seconds;   /* training time so far */
-    kfac_dist *dist;  /* the process group; NULL: alone */
+    kfac_dist *dist;  /* the process group, from the start a group of one
+                         (alone) that kfac_trainer_set_mpi_comm may fill;
+                         the optimizer holds it from its creation */
 };
 
 /* Classifiers learn labels; every other loss reconstructs its input (the
@@ -167,7 +169,8 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     kfac_rng_seed(&t->rng, p->seed);
     if ((st = kfac_net_new(spec, p->batch, &t->net)) != KFAC_OK ||
         (st = kfac_net_init_weights(t->net, &t->rng)) != KFAC_OK ||
-        (st = kfac_optimizer_new_for_net(p, t->net, &t->opt)) != KFAC_OK)
+        (st = kfac_dist_new_alone(&t->dist)) != KFAC_OK ||
+        (st = kfac_optimizer_new_for_net(p, t->net, t->dist, &t->opt)) != KFAC_OK)
         goto fail;
     t->order = malloc(sizeof *t->order * (size_t)train->n);
     t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[t->net->n_layers]);
@@ -269,7 +272,7 @@ static uint64_t state_hash(const kfac_trainer *t)
 
 kfac_status kfac_trainer_agree(kfac_trainer *t, kfac_status st)
 {
-    if (!t->dist)
+    if (!kfac_dist_grouped(t->dist))
         return st;
     int worst = (int)st;
     kfac_status cst = kfac_dist_max_ints(t->dist, &worst, 1);
@@ -307,7 +310,7 @@ kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm)
     kfac_clear_error();
     if (!t || !comm)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_trainer_set_mpi_comm: NULL argument");
-    if (t->dist)
+    if (kfac_dist_grouped(t->dist))
         return kfac_fail(KFAC_ERR_STATE, "kfac_trainer_set_mpi_comm: the trainer already has a communicator");
     kfac_dist *d;
     kfac_status st = kfac_dist_new(comm, &d);
@@ -329,8 +332,7 @@ kfac_status kfac_trainer_set_mpi_comm(kfac_trainer *t, const void *comm)
                                           : "the last batch of an epoch has fewer rows than processes");
         goto fail;
     }
-    t->dist = d;
-    kfac_optimizer_set_group(t->opt, d);
+    kfac_dist_take(t->dist, d); /* the optimizer's group too: the same object */
     return KFAC_OK;
 fail:
     kfac_dist_free(d);
@@ -390,7 +392,7 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         if ((st = kfac_net_forward_in_place(t->net, mine)) != KFAC_OK ||
             (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
             break;
-        if (t->dist) {
+        if (kfac_dist_grouped(t->dist)) {
             /* the batch's loss, and whether any rank's callback stopped
              * the epoch after the last step: all ranks decide alike */
             double agree[2] = {loss * mine, stop};
@@ -412,7 +414,7 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         float *grad = kfac_optimizer_flat_gradient(t->opt) ? t->grad : NULL;
         if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK)
             break;
-        if (grad && t->dist) {
+        if (grad && kfac_dist_grouped(t->dist)) {
             /* the batch's mean gradient: each slice's mean weighted by its rows */
             float w = (float)mine / (float)rows;
             for (size_t i = 0; i < t->net->n_params; i++)
@@ -430,7 +432,7 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         done = s + 1;
         if (progress && progress(user, s + 1, steps)) {
             stop = 1;
-            if (!t->dist) /* in a group: at the next step's agreement */
+            if (!kfac_dist_grouped(t->dist)) /* in a group: at the next step's agreement */
                 break;
         }
     }

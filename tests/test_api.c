@@ -349,7 +349,7 @@ START_TEST(test_precond_is_the_builtin)
     kfac_rng_seed(&rb, 11);
 
     kfac_optimizer *opt;
-    ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, &opt) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, NULL, &opt) == KFAC_OK, "%s", kfac_last_error());
     int din[2] = {IN + 1, H + 1}, dout[2] = {H, 3};
     kfac_precond *pc;
     ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc), KFAC_OK);

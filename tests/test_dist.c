@@ -108,8 +108,8 @@ START_TEST(test_stats_add_over_slices)
     enum { B = 7, DIN = 4, DOUT = 3, K = 3 };
     int din = DIN, dout = DOUT;
     kfac_factors *a, *b;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, &a), KFAC_OK);
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, &b), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, NULL, &a), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, NULL, &b), KFAC_OK);
     kfac_rng r;
     kfac_rng_seed(&r, 5);
     float abar[B * DIN], g[B * DOUT];

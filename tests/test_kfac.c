@@ -75,7 +75,7 @@ START_TEST(test_factors_are_running_sums)
     kfac_kfac_params_init(&kp);
     kp.decay = 0.6f; /* reached at k = 3: both regimes are exercised */
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &pc), KFAC_OK);
     double A[DIN * DIN] = {0}, G[DOUT * DOUT] = {0};
     kfac_rng r;
     kfac_rng_seed(&r, 1);
@@ -164,7 +164,7 @@ START_TEST(test_single_layer_block_is_exact)
             g[k * D + i] *= (float)sqrt(D * p[k]);
     int din = IN + 1, dout = D;
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, D, NULL, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, D, NULL, NULL, &pc), KFAC_OK);
     kfac_factors_begin_stats(pc);
     ck_assert_int_eq(kfac_factors_accumulate(pc, 0, abar, din, g, D), KFAC_OK);
     const float *A = kfac_factors_factor_a(pc, 0), *G = kfac_factors_factor_g(pc, 0);
@@ -197,7 +197,7 @@ START_TEST(test_kronecker_identity)
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8, &kp, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8, &kp, NULL, &pc), KFAC_OK);
     float abar[8 * DIN], g[8 * DOUT];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
@@ -291,9 +291,9 @@ START_TEST(test_lowrank_matches_dense)
         kfac_kfac_params_init(&kp);
         kp.rank_max = 8; /* 2 (8 + 8) <= 48: both factors low-rank */
         kfac_factors *lr, *ex;
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &lr), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &lr), KFAC_OK);
         kp.inversion = KFAC_INV_CHOLESKY;
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &ex), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ex), KFAC_OK);
         kfac_factors *both[2] = {lr, ex};
         for (int i = 0; i < 2; i++) {
             kfac_factors_begin_stats(both[i]);
@@ -356,9 +356,9 @@ START_TEST(test_fused_weight_form)
     kfac_kfac_params_init(&kp);
     kp.rank_max = 8;
     kfac_factors *lr, *ex;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &lr), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &lr), KFAC_OK);
     kp.inversion = KFAC_INV_CHOLESKY;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, &ex), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ex), KFAC_OK);
     ck_assert_int_eq(kfac_factors_weight_fusable(lr, 0), 0); /* not inverted yet */
     kfac_factors *both[2] = {lr, ex};
     for (int i = 0; i < 2; i++) {
@@ -501,7 +501,7 @@ START_TEST(test_cost_model)
     int switch_at[3];
     for (int i = 0; i < 3; i++) {
         kp.inversion = kinds[i];
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 1024, &kp, &pc[i]), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 1024, &kp, NULL, &pc[i]), KFAC_OK);
         switch_at[i] = 0;
         for (int b = 1; b <= 1024; b *= 2) /* past max_rows: never the batch form */
             if (!switch_at[i] && !kfac_factors_batch_pays(pc[i], 0, b))
@@ -529,7 +529,7 @@ START_TEST(test_eigen_exact_tikhonov)
     kfac_kfac_params_init(&kp);
     kp.inversion = KFAC_INV_EIGEN;
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 6, &kp, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 6, &kp, NULL, &pc), KFAC_OK);
     float abar[6 * DIN], g[6 * DOUT], V[N], delta[N];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
