@@ -526,6 +526,133 @@ static int save(const kfac_trainer *tr, const char *path)
 
 /* One training run, printing a line per epoch (and the CSV log); the
  * epochs' figures go to rec (p->epochs entries) when it is not NULL. */
+/* The CSV log at the start: its header (or, resuming, the log so far,
+ * checked against the checkpoint) written now, so that a path that cannot
+ * be written fails before training, not after. */
+static int open_log(const char *log_path, const columns *cols, const char *resume_path, int done_epochs,
+                    char **log_text)
+{
+    char header[128];
+    int code = EXIT_OK;
+    csv_header(cols, header, sizeof header);
+    if (resume_path)
+        code = read_resumed_log(log_path, header, resume_path, done_epochs, log_text);
+    if (code == EXIT_OK && !*log_text && !(*log_text = strdup(header))) {
+        cli_error("out of memory");
+        code = EXIT_RUNTIME;
+    }
+    if (code == EXIT_OK && write_log(log_path, *log_text) != 0) {
+        cli_error("%s: cannot write: %s", log_path, strerror(errno));
+        code = EXIT_RUNTIME;
+    }
+    return code;
+}
+
+/* The lines before the first epoch: the run's settings, the process
+ * group, the data's split, where a resume starts, the column names. */
+static void print_preamble(const train_opts *o, const kfac_train_params *p, const kfac_dataset *train,
+                           const kfac_dataset *test, const columns *cols, const kfac_trainer *tr, int done_epochs)
+{
+    describe(o->netfile, &o->spec, p);
+    if (cli_ranks() > 1) {
+        int lo = p->batch / cli_ranks(), hi = (p->batch + cli_ranks() - 1) / cli_ranks(), threads = kfac_get_threads();
+        char rows[32];
+        snprintf(rows, sizeof rows, lo == hi ? "%d" : "%d-%d", lo, hi);
+        printf("# %d MPI processes, each %s row%s of every batch of %d (%d thread%s each)\n", cli_ranks(), rows,
+               KFAC_S(hi), p->batch, threads, KFAC_S(threads));
+    }
+    if (cols->val) {
+        /* the trainer's split: the last val_fraction, to the nearest example */
+        int n_val = (int)lround((double)p->val_fraction * train->n);
+        printf("# data %s: %d training, %d validation example%s (the last %g of the training set), ", o->data,
+               train->n - n_val, n_val, KFAC_S(n_val), (double)p->val_fraction);
+        if (cols->test)
+            printf("%d test example%s\n", test->n, KFAC_S(test->n));
+        else
+            printf("no test set\n");
+    } else if (cols->test) {
+        printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
+    } else {
+        printf("# data %s: %d training example%s, no test set\n", o->data, train->n, KFAC_S(train->n));
+    }
+    kfac_epoch_position pos;
+    kfac_trainer_position(tr, &pos);
+    if (o->resume_path)
+        printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
+    if (o->resume_path && pos.examples > 0)
+        printf("# and %ld of the %ld examples of epoch %d (stopped there)\n", pos.examples, pos.total, pos.epoch);
+    printf("%5s %9s %11s", "epoch", "seconds", "train_loss");
+    if (cols->test)
+        printf(" %11s %10s", "test_loss", cols->metric);
+    if (cols->val)
+        printf(" %11s %13s", "val_loss", cols->val_metric);
+    printf("\n");
+    cli_stdout_flush();
+}
+
+static void print_row(const kfac_epoch_stats *s, const columns *cols)
+{
+    printf("%5d %9.2f %11.6f", s->epoch, s->seconds, s->train_loss);
+    if (cols->test)
+        printf(" %11.6f %10.4f", s->test_loss, s->test_acc);
+    if (cols->val)
+        printf(" %11.6f %13.4f", s->val_loss, s->val_acc);
+    printf("\n");
+    cli_stdout_flush();
+}
+
+/* Stopped by a signal at the end of a step: saved where it stands, which a
+ * resume continues bit-identically (kfac_trainer_position); the exit
+ * status the signal's (README), agreed by the group. */
+static int stop_on_signal(const kfac_trainer *tr, int sig, int trained, const char *save_path)
+{
+    kfac_epoch_position pos;
+    kfac_trainer_position(tr, &pos);
+    char where[128];
+    int code = EXIT_OK;
+    if (pos.examples > 0)
+        snprintf(where, sizeof where, "in epoch %d, after %ld of its %ld examples", pos.epoch, pos.examples,
+                 pos.total);
+    else
+        snprintf(where, sizeof where, "after epoch %d", pos.epoch - 1);
+    if (!trained) /* nothing new to save */
+        cli_error("%s: stopped before training; nothing saved", cli_signal_name(sig));
+    else if (save_path && (code = save(tr, save_path)) == EXIT_OK)
+        cli_error("%s: stopped %s; saved %s (--resume %s goes on)", cli_signal_name(sig), where, save_path,
+                  save_path);
+    else if (!save_path)
+        cli_error("%s: stopped %s; nothing saved (no --save)", cli_signal_name(sig), where);
+    return cli_mpi_agree(code == EXIT_OK ? cli_signal_exit(sig) : code);
+}
+
+/* The test set's loss and metric after an epoch; parameters that are
+ * finite but so large that the test or validation loss is not have
+ * diverged as much, and are not worth a checkpoint. */
+static int evaluate_epoch(kfac_trainer *tr, const kfac_dataset *test, const columns *cols, kfac_epoch_stats *s)
+{
+    kfac_status st;
+    if (cols->test && (st = kfac_evaluate(kfac_trainer_net(tr), test, &s->test_loss, &s->test_acc)) != KFAC_OK) {
+        cli_error("evaluation: %s", kfac_last_error());
+        return cli_status_exit(st);
+    }
+    if (!isfinite(s->test_loss) || !isfinite(s->val_loss)) {
+        cli_error("training diverged: %s loss is %g after epoch %d", isfinite(s->test_loss) ? "validation" : "test",
+                  isfinite(s->test_loss) ? s->val_loss : s->test_loss, s->epoch);
+        return EXIT_DIVERGED;
+    }
+    return EXIT_OK;
+}
+
+/* The epoch's row added to the log, which is rewritten whole (write_log) */
+static int log_epoch(const char *log_path, char **log_text, const kfac_epoch_stats *s, const columns *cols)
+{
+    if (log_append(log_text, s, cols) != 0 || write_log(log_path, *log_text) != 0) {
+        cli_error("%s: cannot write: %s", log_path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
 static int run(const train_opts *o, const kfac_train_params *p, const char *log_path, const kfac_dataset *train,
                const kfac_dataset *test, kfac_epoch_stats *rec)
 {
@@ -563,57 +690,12 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         goto done;
     }
     columns cols = columns_of(&o->spec, p, test);
-    if (log_path) {
-        char header[128];
-        csv_header(&cols, header, sizeof header);
-        if (o->resume_path)
-            code = read_resumed_log(log_path, header, o->resume_path, done_epochs, &log_text);
-        if (code == EXIT_OK && !log_text && !(log_text = strdup(header))) {
-            cli_error("out of memory");
-            code = EXIT_RUNTIME;
-        }
-        if (code == EXIT_OK && write_log(log_path, log_text) != 0) { /* fail before training, not after */
-            cli_error("%s: cannot write: %s", log_path, strerror(errno));
-            code = EXIT_RUNTIME;
-        }
-    }
+    if (log_path)
+        code = open_log(log_path, &cols, o->resume_path, done_epochs, &log_text);
     if ((code = cli_mpi_agree(code)) != EXIT_OK)
         goto done;
-    describe(o->netfile, &o->spec, p);
-    if (cli_ranks() > 1) {
-        int lo = p->batch / cli_ranks(), hi = (p->batch + cli_ranks() - 1) / cli_ranks(), threads = kfac_get_threads();
-        char rows[32];
-        snprintf(rows, sizeof rows, lo == hi ? "%d" : "%d-%d", lo, hi);
-        printf("# %d MPI processes, each %s row%s of every batch of %d (%d thread%s each)\n", cli_ranks(), rows,
-               KFAC_S(hi), p->batch, threads, KFAC_S(threads));
-    }
-    if (cols.val) {
-        /* the trainer's split: the last val_fraction, to the nearest example */
-        int n_val = (int)lround((double)p->val_fraction * train->n);
-        printf("# data %s: %d training, %d validation example%s (the last %g of the training set), ", o->data,
-               train->n - n_val, n_val, KFAC_S(n_val), (double)p->val_fraction);
-        if (cols.test)
-            printf("%d test example%s\n", test->n, KFAC_S(test->n));
-        else
-            printf("no test set\n");
-    } else if (cols.test) {
-        printf("# data %s: %d training, %d test example%s\n", o->data, train->n, test->n, KFAC_S(test->n));
-    } else {
-        printf("# data %s: %d training example%s, no test set\n", o->data, train->n, KFAC_S(train->n));
-    }
+    print_preamble(o, p, train, test, &cols, tr, done_epochs);
     kfac_epoch_position pos;
-    kfac_trainer_position(tr, &pos);
-    if (o->resume_path)
-        printf("# resumed from %s after epoch %d\n", o->resume_path, done_epochs);
-    if (o->resume_path && pos.examples > 0)
-        printf("# and %ld of the %ld examples of epoch %d (stopped there)\n", pos.examples, pos.total, pos.epoch);
-    printf("%5s %9s %11s", "epoch", "seconds", "train_loss");
-    if (cols.test)
-        printf(" %11s %10s", "test_loss", cols.metric);
-    if (cols.val)
-        printf(" %11s %13s", "val_loss", cols.val_metric);
-    printf("\n");
-    cli_stdout_flush();
     int bar = !o->quiet && cli_rank() == 0 && isatty(STDERR_FILENO), sig = 0, trained = 0;
     for (int e = done_epochs + 1; e <= p->epochs && !sig; e++) {
         kfac_epoch_stats s;
@@ -638,36 +720,15 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         kfac_trainer_position(tr, &pos);
         if (sig && (pos.examples > 0 || kfac_trainer_epochs_done(tr) < e))
             break; /* an unfinished epoch: saved as it stands, not logged */
-        if (cols.test && (st = kfac_evaluate(kfac_trainer_net(tr), test, &s.test_loss, &s.test_acc)) != KFAC_OK) {
-            cli_error("evaluation: %s", kfac_last_error());
-            code = cli_status_exit(st);
+        if ((code = evaluate_epoch(tr, test, &cols, &s)) != EXIT_OK)
             goto done;
-        }
-        /* parameters that are finite but so large that the test loss is
-         * not: diverged as much, and not worth a checkpoint */
-        if (!isfinite(s.test_loss) || !isfinite(s.val_loss)) {
-            cli_error("training diverged: %s loss is %g after epoch %d", isfinite(s.test_loss) ? "validation" : "test",
-                      isfinite(s.test_loss) ? s.val_loss : s.test_loss, s.epoch);
-            code = EXIT_DIVERGED;
-            goto done;
-        }
-        printf("%5d %9.2f %11.6f", s.epoch, s.seconds, s.train_loss);
-        if (cols.test)
-            printf(" %11.6f %10.4f", s.test_loss, s.test_acc);
-        if (cols.val)
-            printf(" %11.6f %13.4f", s.val_loss, s.val_acc);
-        printf("\n");
-        cli_stdout_flush();
+        print_row(&s, &cols);
         if (rec)
             rec[e - 1] = s;
         if (save_path && o->save_every && e % o->save_every == 0 && e < p->epochs && !sig)
             code = save(tr, save_path);
-        if (code == EXIT_OK && log_text) {
-            if (log_append(&log_text, &s, &cols) != 0 || write_log(log_path, log_text) != 0) {
-                cli_error("%s: cannot write: %s", log_path, strerror(errno));
-                code = EXIT_RUNTIME;
-            }
-        }
+        if (code == EXIT_OK && log_text)
+            code = log_epoch(log_path, &log_text, &s, &cols);
         /* rank 0's save or log failing stops every rank */
         if ((code = cli_mpi_agree(code)) != EXIT_OK)
             goto done;
@@ -679,23 +740,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         }
     }
     if (sig) {
-        /* stopped at the end of a step: saved where it stands, which a
-         * resume continues bit-identically (kfac_trainer_position) */
-        kfac_trainer_position(tr, &pos);
-        char where[128];
-        if (pos.examples > 0)
-            snprintf(where, sizeof where, "in epoch %d, after %ld of its %ld examples", pos.epoch, pos.examples,
-                     pos.total);
-        else
-            snprintf(where, sizeof where, "after epoch %d", pos.epoch - 1);
-        if (!trained) /* nothing new to save */
-            cli_error("%s: stopped before training; nothing saved", cli_signal_name(sig));
-        else if (save_path && (code = save(tr, save_path)) == EXIT_OK)
-            cli_error("%s: stopped %s; saved %s (--resume %s goes on)", cli_signal_name(sig), where, save_path,
-                      save_path);
-        else if (!save_path)
-            cli_error("%s: stopped %s; nothing saved (no --save)", cli_signal_name(sig), where);
-        code = cli_mpi_agree(code == EXIT_OK ? cli_signal_exit(sig) : code);
+        code = stop_on_signal(tr, sig, trained, save_path);
         goto done;
     }
     describe_kfac(tr);
