@@ -213,28 +213,67 @@ KFAC_API kfac_status kfac_trainer_epoch(kfac_trainer *t, kfac_progress_fn progre
  * exact Fisher F = (1/N) sum_n J_n^T H_n J_n of N examples and the exact
  * natural gradient d = (F + lambda I)^-1 grad. */
 typedef struct kfac_check_report {
-    int n_params;          /* P: F is P x P */
+    int n_params;          /* P */
     int examples;          /* N */
     double damping;        /* lambda, for both K-FAC and the exact solve */
     double cos_kfac;       /* cosine(K-FAC direction, d): the inversion
                               of p->kfac */
     double cos_by_inversion[KFAC_INV_COUNT]; /* the same for each
                               inversion kind (the same samples) */
-    int n_layers;          /* entries of rank_a, rank_g */
+    int n_layers;          /* entries of the per-layer arrays */
     int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* LOWRANK's
                               ranks of A^-1 and G^-1 (a factor's size:
                               dense) */
     double cos_grad;       /* cosine(gradient, d) */
     double kl_quadratic;   /* 1/2 s^T F s for the step s = -eps d */
     double kl_measured;    /* mean KL(p_theta || p_{theta + s}) */
-    double grad_rel_err;   /* |grad - central differences| / |grad| */
-    double fvp_rel_err;    /* |R-op F v - F v| / |F v| for a random v */
+    double grad_rel_err;   /* |grad - central differences| / |grad|, over
+                              every parameter (explicit) or grad_samples
+                              of them */
+    double fvp_rel_err;    /* |R-op F v - F v| / |F v| for a random v;
+                              NaN without the explicit F */
     double warmup_loss;    /* training loss at the checked point */
+    /* d, the exact damped natural gradient (F + lambda I)^-1 grad, comes
+     * from the explicit F by Cholesky when P <= 20000 (explicit 1), else
+     * from conjugate gradients on exact F products (the R-op) alone */
+    int explicit_fisher;
+    int cg_iterations;     /* CG's iterations, and its final residual */
+    double cg_rel_residual; /* |(F + lambda I) x - grad| / |grad| */
+    double cg_rel_err;     /* |x_CG - d_Cholesky| / |d_Cholesky| (explicit
+                              only; else NaN): CG's own check */
+    int grad_samples;      /* parameters checked by central differences */
+    double cos_layer_grad[KFAC_MAX_LAYERS], cos_layer_kfac[KFAC_MAX_LAYERS];
+                           /* the cosines per layer: each layer's block of
+                              the direction against d's */
+    double model_grad, model_kfac, model_exact;
+                           /* each direction u's quadratic-model
+                              reduction at its best scale,
+                              min_a 1/2 a^2 u^T (F + lambda I) u - a grad^T u
+                              = -(grad^T u)^2 / (2 u^T (F + lambda I) u);
+                              the exact d's is the least possible */
+    double seconds;        /* the check's time after the warm-up */
 } kfac_check_report;
 
-/* Train `warmup_epochs` epochs with p (any optimizer) so the check runs at
- * a representative point, then measure on the first `examples` training
- * examples. The network must be tiny (P <= 20000: F is P^2 doubles). */
+/* What kfac_check measures on; kfac_check_options_init gives the defaults. */
+typedef struct kfac_check_options {
+    int warmup_epochs; /* epochs with p first, so the point is representative [1] */
+    int examples;      /* the first N training examples [1000] */
+    double cg_tol;     /* CG stops at this relative residual [1e-4] */
+    int cg_max_iter;   /* or after this many iterations [1000] */
+    int grad_samples;  /* parameters checked by central differences when
+                          P > 20000 (each costs two losses over N) [64] */
+} kfac_check_options;
+KFAC_API void kfac_check_options_init(kfac_check_options *o);
+
+/* Train o->warmup_epochs epochs with p (any optimizer) so the check runs at
+ * a representative point, then measure on the first o->examples training
+ * examples: the exact damped natural gradient d (explicit F and Cholesky
+ * for P <= 20000, where CG is checked against it; CG alone above), and
+ * every direction against it (docs/algorithm.md §7). */
+KFAC_API kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *p,
+                                     const kfac_dataset *train, const kfac_check_options *o,
+                                     kfac_check_report *out);
+/* kfac_check_with with the default options but these two. */
 KFAC_API kfac_status kfac_check(const kfac_net_spec *spec, const kfac_train_params *p, const kfac_dataset *train,
                        int warmup_epochs, int examples, kfac_check_report *out);
 

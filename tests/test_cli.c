@@ -217,7 +217,7 @@ START_TEST(test_compare)
 END_TEST
 
 /* check: on nets/tiny.net and the real data every measurement passes; a
- * network too large for an explicit Fisher is refused before training */
+ * network too large for an explicit Fisher is checked by CG alone */
 START_TEST(test_check)
 {
     char args[1024];
@@ -234,8 +234,23 @@ START_TEST(test_check)
     ck_assert_msg(chol && lr && sscanf(chol + 17, "%lf", &c_chol) == 1 && sscanf(lr + 17, "%lf", &c_lr) == 1, "%s", out);
     ck_assert_ptr_nonnull(strstr(lr, "ranks of A^-1, G^-1: 8,"));
     ck_assert_msg(c_chol > 0.5 && fabs(c_lr - c_chol) <= 0.02, "cosines: cholesky %g, lowrank %g", c_chol, c_lr);
-    snprintf(args, sizeof args, "check nets/small.net --data '%s'", test_data_dir());
-    expect_error(args, 2, "tiny network");
+    ck_assert_ptr_nonnull(strstr(out, "Cholesky of the explicit F; CG"));
+    /* above 20000 parameters: CG on R-op products alone */
+    snprintf(args, sizeof args, "check nets/small.net --data '%s' --examples 300 --cg-tol 1e-3", test_data_dir());
+    status = run_kfac(args);
+    out = test_slurp(out_path);
+    ck_assert_msg(status == 0, "exit %d: %s%s", status, out, test_slurp(err_path));
+    ck_assert_ptr_nonnull(strstr(out, "25450 parameters"));
+    ck_assert_ptr_nonnull(strstr(out, "CG on R-op products"));
+    ck_assert_ptr_nonnull(strstr(out, "not run (no explicit F"));
+    ck_assert_ptr_null(strstr(out, "FAIL"));
+    /* CG cut short fails the check (exit 5), and says so */
+    snprintf(args, sizeof args, "check nets/small.net --data '%s' --examples 300 --cg-max-iter 1", test_data_dir());
+    status = run_kfac(args);
+    ck_assert_int_eq(status, 5);
+    ck_assert_ptr_nonnull(strstr(test_slurp(out_path), "1 iterations"));
+    snprintf(args, sizeof args, "check nets/small.net --data '%s' --cg-tol 2", test_data_dir());
+    expect_error(args, 2, "--cg-tol");
 }
 END_TEST
 

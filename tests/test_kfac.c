@@ -600,6 +600,78 @@ static void tiny_kfac_spec(kfac_net_spec *s, kfac_train_params *p, int features,
  * M = grad^T delta + 1/2 delta^T C delta over delta = alpha D + mu delta0,
  * so the model's gradient grad + C delta is orthogonal to D and delta0.
  * Checked with the explicit Fisher of the (full) batch. */
+/* kfac_check (docs/algorithm.md §7): CG on R-op products solves
+ * (F + lambda I) d = grad, against Cholesky of the explicit F on a tiny net
+ * and by its own recomputed residual above 20000 parameters; the exact d's
+ * quadratic-model reduction is the least of every direction's (d minimises
+ * the model); options are checked. */
+START_TEST(test_check_cg)
+{
+    kfac_dataset d = random_data(300, 12, 3, 0, 61);
+    kfac_net_spec s;
+    kfac_train_params p;
+    tiny_kfac_spec(&s, &p, 12, 3);
+    p.kfac.damping = 1e-2;
+    kfac_check_options o;
+    kfac_check_options_init(&o);
+    o.warmup_epochs = 1;
+    o.examples = 200;
+    kfac_check_report r;
+    ck_assert_msg(kfac_check_with(&s, &p, &d, &o, &r) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(r.explicit_fisher, 1);
+    ck_assert_int_eq(r.n_params, 6 * 13 + 3 * 7);
+    ck_assert(r.cg_iterations >= 1 && r.cg_iterations < o.cg_max_iter);
+    ck_assert_msg(r.cg_rel_residual <= 10 * o.cg_tol, "CG residual %g", r.cg_rel_residual);
+    ck_assert_msg(r.cg_rel_err < 1e-2, "CG against Cholesky: %g", r.cg_rel_err);
+    ck_assert(r.model_exact < 0);
+    ck_assert_msg(r.model_exact <= r.model_kfac * (1 - 1e-6) && r.model_exact <= r.model_grad * (1 - 1e-6),
+                  "reductions: exact %g, K-FAC %g, gradient %g", r.model_exact, r.model_kfac, r.model_grad);
+    for (int l = 0; l < r.n_layers; l++)
+        ck_assert(fabs(r.cos_layer_grad[l]) <= 1 && fabs(r.cos_layer_kfac[l]) <= 1 && r.cos_layer_grad[l] != 0);
+    ck_assert(r.grad_rel_err < 2e-2 && r.fvp_rel_err < 1e-4);
+    /* one CG iteration: reported as such, the residual showing it */
+    o.cg_max_iter = 1;
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_OK);
+    ck_assert_int_eq(r.cg_iterations, 1);
+    ck_assert(r.cg_rel_residual > 10 * o.cg_tol);
+    /* bad options change nothing and say which */
+    o.cg_max_iter = 0;
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "CG iterations"));
+    o.cg_max_iter = 1000;
+    o.cg_tol = 0;
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "CG tolerance"));
+    o.cg_tol = 1e-4;
+    o.examples = 301;
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, NULL, &r), KFAC_ERR_INVALID_ARG);
+    kfac_dataset_free(&d);
+
+    /* 21110 parameters: no explicit F, CG alone */
+    d = random_data(300, 200, 10, 0, 67);
+    kfac_net_spec_init(&s);
+    s.inputs = 200;
+    s.n_layers = 2;
+    s.layers[0] = (kfac_layer_spec){100, KFAC_ACT_RELU};
+    s.layers[1] = (kfac_layer_spec){10, KFAC_ACT_LINEAR};
+    kfac_check_options_init(&o);
+    o.examples = 300;
+    ck_assert_msg(kfac_check_with(&s, &p, &d, &o, &r) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(r.explicit_fisher, 0);
+    ck_assert_int_eq(r.n_params, 100 * 201 + 10 * 101);
+    ck_assert(isnan(r.fvp_rel_err) && isnan(r.cg_rel_err));
+    ck_assert_int_eq(r.grad_samples, 64);
+    ck_assert_msg(r.cg_rel_residual <= 10 * o.cg_tol, "CG residual %g after %d", r.cg_rel_residual, r.cg_iterations);
+    ck_assert(r.model_exact < 0);
+    ck_assert_msg(r.model_exact <= r.model_kfac * (1 - 1e-6) && r.model_exact <= r.model_grad * (1 - 1e-6),
+                  "reductions: exact %g, K-FAC %g, gradient %g", r.model_exact, r.model_kfac, r.model_grad);
+    ck_assert_msg(r.grad_rel_err < 2e-2, "gradient check %g", r.grad_rel_err);
+    ck_assert(fabs(r.kl_measured / r.kl_quadratic - 1) < 0.05);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
 START_TEST(test_quadratic_rule_solves_2x2)
 {
     enum { N = 24, IN = 5, C = 3 };
@@ -900,6 +972,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_form_report_full_batches);
     tcase_add_test(tc, test_cost_model);
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
+    tcase_add_test(tc, test_check_cg);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);
     tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
