@@ -86,15 +86,16 @@ class _Layer:
                 v.copy_(p.data)
                 p.data = v
 
-    def adopt_grads(self):
+    def adopt_grads(self, copy=True):
         """Make the parameters' gradients views of G, copying (or zeroing,
-        for a missing gradient) what autograd put elsewhere."""
+        for a missing gradient) what autograd put elsewhere; copy False:
+        only the views (G zeroed by the caller)."""
         for p, v in zip(self.params(), self._views(self.Gt)):
             if not self._same(p.grad, v):
-                if p.grad is None:
-                    v.zero_()
-                else:
+                if copy and p.grad is not None:
                     v.copy_(p.grad)
+                elif copy:
+                    v.zero_()
                 p.grad = v
 
     def reserve(self, rows):
@@ -215,7 +216,7 @@ class KFAC(torch.optim.Optimizer):
         self.max_batch = max_batch
         self._in_layer = {id(q) for l in self.layers for q in l.params()}
         self._pc = None
-        self._lr = eff_lr
+        self._lr = self._lr0 = eff_lr
         self._rng = Rng(seed)
         self._cov_every = int(p["kfac.cov_every"])
         self._inv_every = int(p["kfac.inv_every"])
@@ -311,7 +312,7 @@ class KFAC(torch.optim.Optimizer):
         for the other parameters."""
         for layer in self.layers:
             layer.G.fill(0)
-            layer.adopt_grads()
+            layer.adopt_grads(copy=False)
         for group in self.param_groups:
             for q in group["params"]:
                 if id(q) in self._in_layer or q.grad is None:
@@ -333,10 +334,14 @@ class KFAC(torch.optim.Optimizer):
                 self._pc.save(path)
                 pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], want, self.kfac_params)
                 pc.load(path)
-            if self._lr != pc.params["train.lr"]:
-                pc.set_lr(self._lr)
             self._pc = pc
+            self._set_lr_again()
         return self._pc
+
+    def _set_lr_again(self):
+        # a new preconditioner starts at the constructor's lr
+        if self._lr != self._lr0:
+            self._pc.set_lr(self._lr)
 
     def step(self, closure=None):
         """One K-FAC step of every nn.Linear layer (momentum SGD for the
@@ -398,6 +403,24 @@ class KFAC(torch.optim.Optimizer):
         """The preconditioner's counters, timings and damping (as
         kfac.Preconditioner.stats()); {} before the first step."""
         return self._pc.stats() if self._pc is not None else {}
+
+    def save(self, path):
+        """K-FAC's state (factors, inverses, damping, momentum, step
+        count: kfac_precond_save) in the checkpoint format. With the
+        model's state_dict() and this optimizer's state_dict() (the other
+        parameters' momentum), a run resumes where it was."""
+        if self._pc is None:
+            raise RuntimeError("nothing to save before the first step")
+        self._pc.save(path)
+
+    def load(self, path):
+        """Resume K-FAC's state from save()'s file, for the same layers and
+        inversion (the library checks them)."""
+        pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], max(1, int(self.max_batch or 0)),
+                            self.kfac_params)
+        pc.load(path)
+        self._pc = pc
+        self._set_lr_again()
 
     def remove_hooks(self):
         """Detach the optimizer's hooks from the model."""

@@ -233,6 +233,48 @@ def blobs(n, seed):
     return x.astype(np.float32), labels.astype(np.int32)
 
 
+class TestState(unittest.TestCase):
+    def test_save_load_resumes(self):
+        """The model's state_dict and the optimizer's save(): a fresh model
+        and optimizer go on as the first would have."""
+        gen = torch.Generator().manual_seed(8)
+        batches = [(torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen),
+                    torch.randint(0, 3, (16,), generator=gen)) for _ in range(6)]
+        a = mlp()
+        oa = kfac.torch.KFAC(a, lr=0.05, damping=0.03, cov_every=2, inv_every=3)
+        with self.assertRaises(RuntimeError):
+            oa.save(os.path.join(TMP, "none.ckpt"))
+        for x, y, s in batches[:3]:
+            kfac_pytorch_step(a, oa, x, y, s)
+        ck = os.path.join(TMP, "torch.ckpt")
+        oa.save(ck)
+        weights = copy.deepcopy(a.state_dict())
+        for x, y, s in batches[3:]:
+            kfac_pytorch_step(a, oa, x, y, s)
+        b = mlp(seed=99)
+        ob = kfac.torch.KFAC(b, lr=0.05, damping=0.03, cov_every=2, inv_every=3)
+        b.load_state_dict(weights)
+        ob.load(ck)
+        self.assertEqual(ob.steps, 3)
+        self.assertFalse(ob.stats_due)
+        for x, y, s in batches[3:]:
+            kfac_pytorch_step(b, ob, x, y, s)
+        for wa, wb in zip(library_weights(a), library_weights(b)):
+            np.testing.assert_array_equal(wa, wb)
+        other = kfac.torch.KFAC(nn.Sequential(nn.Linear(6, 4)))
+        with self.assertRaises(kfac.KfacError):
+            other.load(ck)
+
+    def test_every_entry_point_is_called_here(self):
+        """Every public method and property of kfac.torch.KFAC appears in
+        this file as a call or an attribute."""
+        with open(os.path.abspath(__file__)) as f:
+            text = f.read()
+        missing = [a for a in vars(kfac.torch.KFAC) if not a.startswith("_") and ".%s" % a not in text]
+        self.assertEqual(missing, [])
+        self.assertEqual(kfac.torch.__all__, ["KFAC"])
+
+
 class TestAgainstTheTrainer(unittest.TestCase):
     def test_mlp_reaches_the_c_trainers_accuracy_band(self):
         """A 20-32-10 ReLU network, K-FAC with the same settings, on
