@@ -1,7 +1,7 @@
 """test_torch.py - kfac.torch.KFAC, the torch.optim.Optimizer over libkfac:
-its steps against kfac.Preconditioner (kfac_precond bit for bit, as
-test_kfac.py shows) on the same abar, g and gradients computed here
-independently of its hooks; KFAC-Pytorch's training loop and the loop in
+its steps against kfac.Preconditioner and kfac_precond through the plain C
+API (tests/precond_steps.c) on the same abar, g and gradients computed
+here independently of its hooks; KFAC-Pytorch's training loop and the loop in
 which the optimizer draws the targets; an MLP trained with it against the
 C trainer on the same small MNIST-format set; bad arguments. Skipped, with
 the reason, where Debian's python3-torch is missing (`make deps` installs
@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 import kfac
+import test_kfac
 from test_kfac import write_mnist
 
 try:
@@ -105,7 +106,8 @@ class TestAgainstPreconditioner(unittest.TestCase):
         lin = [m for m in ref.modules() if isinstance(m, nn.Linear)]
         ws = library_weights(ref)
         pc = kfac.Preconditioner([w.shape for w in ws], 16, **self.SETTINGS)
-        out = []
+        out, self.arrays = [], []
+        w0 = [w.copy() for w in ws]
         for k, (x, y) in enumerate(batches):
             with torch.no_grad():
                 for m, w in zip(lin, ws):
@@ -133,6 +135,13 @@ class TestAgainstPreconditioner(unittest.TestCase):
                 pc.set_lr(0.05)
             pc.step(ws, grads, abar=abar if due else None, g_sampled=gs)
             out.append(([w.copy() for w in ws], [pc.direction(l) for l in range(2)]))
+            self.arrays.append(dict(abar=abar, grad=grads, **({"gs": gs} if due else {})))
+        # and kfac_precond itself, through the plain C API, up to the change of lr
+        params = {"train.lr": 0.1, "train.momentum": 0.9, "kfac.damping": 0.05, "kfac.cov_every": 2,
+                  "kfac.inv_every": 3, "kfac.kl_clip": 0.01, "train.weight_decay": 0.001}
+        self.c_weights = test_kfac.TestPreconditioner.reference(
+            self, os.path.join(TMP, "torch_steps"), [w.shape for w in ws], 16, lr_change, "grads", 0, params, w0,
+            self.arrays[:lr_change], None)[0]
         return out
 
     def test_first_steps_equal_the_preconditioner(self):
@@ -141,6 +150,7 @@ class TestAgainstPreconditioner(unittest.TestCase):
         batches = [(torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)) for _ in range(7)]
         sampled = [torch.randint(0, 3, (16,), generator=gen) for _ in range(7)]
         want = self.reference(model, batches, sampled, lr_change=4)
+        self.assertEqual(len(self.c_weights), 4)
         opt = kfac.torch.KFAC(model, **self.SETTINGS)
         self.assertEqual((opt.steps, opt.TCov, opt.TInv), (0, 2, 3))
         self.assertTrue(opt.acc_stats is False)
@@ -153,6 +163,8 @@ class TestAgainstPreconditioner(unittest.TestCase):
             ws, dirs = want[k]
             for l, w in enumerate(library_weights(model)):
                 np.testing.assert_allclose(w, ws[l], rtol=1e-5, atol=1e-6, err_msg="step %d layer %d" % (k + 1, l))
+                if k < len(self.c_weights):
+                    np.testing.assert_allclose(w, self.c_weights[k][l], rtol=1e-5, atol=1e-6)
                 np.testing.assert_allclose(opt._pc.direction(l), dirs[l], rtol=1e-5, atol=1e-6)
         st = opt.kfac_stats()
         self.assertEqual(st["stats_rounds"], 4)
