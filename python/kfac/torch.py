@@ -12,6 +12,15 @@ float32 array in the library's layout (d_out x (d_in + 1), the bias the
 last column), and so are their gradients: the library reads the gradients
 and updates the weights in place, without a copy.
 
+abar and g are copied, as they are recorded, into buffers allocated
+once (abar needs its ones column, and g the batch factor), and only when
+statistics are due.
+
+Threads: torch and libkfac share one OpenMP runtime and one OpenBLAS
+(Debian's python3-torch and libkfac both use openblas-openmp), so
+torch.set_num_threads(n) and kfac.set_threads(n) set the same count; the
+last call wins.
+
 A KFAC-Pytorch training loop (its main.py) runs as it is: it reads
 `steps` and `TCov`, and sets `acc_stats` around its own backward pass of
 targets sampled from the model. Or the optimizer draws the targets itself:

@@ -277,6 +277,22 @@ class TestState(unittest.TestCase):
         with self.assertRaises(kfac.KfacError):
             other.load(ck)
 
+    def test_lr_scheduler_and_state_dict(self):
+        """KFAC-Pytorch's MultiStepLR drives the library's lr; torch's
+        state_dict round trip (the other parameters' momentum) works."""
+        model = mlp()
+        opt = kfac.torch.KFAC(model, lr=0.1, cov_every=1)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)
+        gen = torch.Generator().manual_seed(6)
+        for epoch in range(3):
+            x, y = torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+            kfac_pytorch_step(model, opt, x, y)
+            sched.step()
+        self.assertAlmostEqual(opt._lr, 0.01, places=7)
+        state = opt.state_dict()
+        opt.load_state_dict(state)
+        self.assertAlmostEqual(opt.param_groups[0]["lr"], 0.01, places=7)
+
     def test_every_entry_point_is_called_here(self):
         """Every public method and property of kfac.torch.KFAC appears in
         this file as a call or an attribute."""
