@@ -125,7 +125,7 @@ class KFAC(torch.optim.Optimizer):
     libkfac's preconditioner and step rule (kfac_precond, the C trainer's
     K-FAC).
 
-        KFAC(model, lr=None, momentum=None, damping=None, cov_every=None,
+        KFAC(model, lr=None, *, momentum=None, damping=None, cov_every=None,
              inv_every=None, kl_clip=None, weight_decay=None, decay=None,
              loss="softmax_xent", batch_averaged=True, max_batch=None,
              seed=1, params=None, **settings)
@@ -137,7 +137,10 @@ class KFAC(torch.optim.Optimizer):
     settings (inversion="eigen", stat_fraction=0.25, rank_max=32,
     damping_half_life=..., kfac_lr=...), or a kfac.Params or dict as
     params. KFAC-Pytorch's names are accepted too: TCov for cov_every,
-    TInv for inv_every, stat_decay for decay. Bad values raise the
+    TInv for inv_every, stat_decay for decay, so its constructor call
+    (main.py's, by keywords) works with the class name changed. All but
+    lr are keyword-only: the two classes order their arguments
+    differently. Bad values raise the
     library's exception (kfac.InvalidArgumentError, a ValueError) with its
     message. The quadratic rule (rule="quadratic") needs exact
     Fisher-vector products this optimizer does not compute: refused.
@@ -183,7 +186,7 @@ class KFAC(torch.optim.Optimizer):
       construction.
     """
 
-    def __init__(self, model, lr=None, momentum=None, damping=None, cov_every=None, inv_every=None, kl_clip=None,
+    def __init__(self, model, lr=None, *, momentum=None, damping=None, cov_every=None, inv_every=None, kl_clip=None,
                  weight_decay=None, decay=None, loss="softmax_xent", batch_averaged=True, max_batch=None, seed=1,
                  params=None, stat_decay=None, TCov=None, TInv=None, **settings):
         if not isinstance(model, torch.nn.Module):

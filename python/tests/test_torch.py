@@ -360,6 +360,19 @@ class TestErrors(unittest.TestCase):
         with self.assertRaises(TypeError):
             kfac.torch.KFAC(mlp().double())
 
+    def test_kfac_pytorch_constructor_call(self):
+        """KFAC-Pytorch main.py's constructor call, its defaults, with the
+        class name changed; positional options past lr are refused."""
+        opt = kfac.torch.KFAC(mlp(), lr=0.01, momentum=0.9, stat_decay=0.95, damping=1e-3, kl_clip=1e-2,
+                              weight_decay=3e-3, TCov=10, TInv=100)
+        p = opt.kfac_params
+        self.assertEqual((opt.TCov, opt.TInv), (10, 100))
+        self.assertEqual((p["kfac.decay"], p["kfac.damping"], p["kfac.kl_clip"]),
+                         tuple(float(np.float32(v)) for v in (0.95, 1e-3, 1e-2)))
+        self.assertEqual(opt.param_groups[0]["weight_decay"], float(np.float32(3e-3)))
+        with self.assertRaises(TypeError):
+            kfac.torch.KFAC(mlp(), 0.01, 0.9)
+
     def test_bad_steps(self):
         model = mlp()
         opt = kfac.torch.KFAC(model, cov_every=2)
