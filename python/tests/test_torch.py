@@ -204,6 +204,31 @@ class TestAgainstPreconditioner(unittest.TestCase):
         for wa, wb in zip(library_weights(a), library_weights(b)):
             np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
 
+    def test_recorded_g_is_per_example(self):
+        """What the hooks hand the library for the last layer: abar with
+        its ones column, and g = dl_n/ds per example (the mean loss's
+        gradient times the batch), for targets drawn by libkfac's sampler
+        under each loss."""
+        for loss in ("softmax_xent", "sigmoid_xent", "squared"):
+            with self.subTest(loss=loss):
+                model = mlp(bias_last=False)
+                opt = kfac.torch.KFAC(model, loss=loss, seed=3)
+                x = torch.randn(10, 6, generator=torch.Generator().manual_seed(4))
+                out = model(x)
+                z = out.detach().numpy().copy()
+                y = kfac.sample_targets(loss, z, kfac.Rng(3))
+                want = {"softmax_xent": np.exp(z) / np.exp(z).sum(1, keepdims=True) - y,
+                        "sigmoid_xent": 1 / (1 + np.exp(-z)) - y, "squared": z - y}[loss]
+                opt.zero_grad()
+                opt.backward(out.sum() * 0, out)
+                last = opt.layers[-1]
+                np.testing.assert_allclose(last.g[:10], want, rtol=1e-5, atol=1e-6)
+                h = torch.tanh(model[0](x)).detach().numpy()
+                np.testing.assert_array_equal(last.abar[:10], h)  # no bias: no ones column
+                np.testing.assert_array_equal(opt.layers[0].abar[:10], np.hstack([x.numpy(), np.ones((10, 1))]))
+                opt.step()
+                self.assertEqual(opt.steps, 1)
+
     def test_larger_batch_and_other_parameters(self):
         """A batch larger than the first moves the state to a larger
         preconditioner (steps as if sized for it from the start); a
