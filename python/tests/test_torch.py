@@ -23,13 +23,14 @@ from test_kfac import write_mnist
 
 try:
     import torch
+except ImportError as e:  # only where the package cannot be installed
+    torch = None
+    WHY = "kfac.torch needs PyTorch (Debian's python3-torch, which `make deps` installs): %s" % e
+if torch is not None:  # kfac.torch itself failing to import is a failure, not a skip
     import torch.nn as nn
     import torch.nn.functional as F
 
     import kfac.torch
-except ImportError as e:  # only where the package cannot be installed
-    torch = None
-    WHY = "kfac.torch needs PyTorch (Debian's python3-torch, which `make deps` installs): %s" % e
 
 ROOT = os.environ.get("KFAC_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 EPOCHS = 4
