@@ -41,7 +41,7 @@ LDLIBS  := $(BLAS_LIBS) -Wl,-rpath,$(BLASDIR) -lm $(OPENMP)
 LDFLAGS ?=
 
 # Debian packages the build needs; `deps` installs the missing ones.
-DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3 python3-numpy
+DEB_PKGS := libopenblas-openmp-dev zlib1g-dev check pkg-config dataset-fashion-mnist python3 python3-numpy python3-torch
 
 # The library version, from the header (one place to change it).
 version_part = $(shell sed -n 's/^\#define KFAC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/kfac_core.h)
@@ -130,7 +130,8 @@ test: deps
 # The Python package (python/kfac) with Python's unittest, on this build's
 # libkfac.so, against this build's kfac program and precond_steps (the
 # plain C API's reference run of the preconditioner), with Debian's
-# python3 and python3-numpy (`deps`).
+# python3, python3-numpy and python3-torch (`deps`; kfac.torch's tests
+# are skipped, saying why, where torch cannot be imported).
 check-python: $(B)/libkfac.so $(B)/kfac $(B)/precond_steps
 	cd python && KFAC_LIBRARY=$(CURDIR)/$(B)/libkfac.so KFAC_BIN=$(CURDIR)/$(B)/kfac \
 	  KFAC_PRECOND_STEPS=$(CURDIR)/$(B)/precond_steps KFAC_ROOT=$(CURDIR) \

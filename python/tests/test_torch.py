@@ -1,0 +1,449 @@
+"""test_torch.py - kfac.torch.KFAC, the torch.optim.Optimizer over libkfac:
+its steps against kfac.Preconditioner and kfac_precond through the plain C
+API (tests/precond_steps.c) on the same abar, g and gradients computed
+here independently of its hooks; KFAC-Pytorch's training loop and the loop in
+which the optimizer draws the targets; an MLP trained with it against the
+C trainer on the same small MNIST-format set; bad arguments. Skipped, with
+the reason, where Debian's python3-torch is missing (`make deps` installs
+it). A few seconds on one thread."""
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import warnings
+
+import numpy as np
+
+import kfac
+import test_kfac
+from test_kfac import write_mnist
+
+try:
+    import torch
+except ImportError as e:  # only where the package cannot be installed
+    torch = None
+    WHY = "kfac.torch needs PyTorch (Debian's python3-torch, which `make deps` installs): %s" % e
+if torch is not None:  # kfac.torch itself failing to import is a failure, not a skip
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import kfac.torch
+
+ROOT = os.environ.get("KFAC_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+EPOCHS = 4
+TMP = None
+DATA = None
+
+
+def setUpModule():
+    global TMP, DATA
+    if torch is None:
+        raise unittest.SkipTest(WHY)
+    torch.set_num_threads(1)
+    kfac.set_threads(1)
+    # unittest shows every warning again; kfac.torch hides this one
+    warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+    TMP = tempfile.mkdtemp(prefix="kfac_torch_tests.")
+    DATA = os.path.join(TMP, "data")
+    write_mnist(DATA, 512, 9)
+
+
+def tearDownModule():
+    if TMP:
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def mlp(bias_last=True, seed=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3, bias=bias_last))
+
+
+def kfac_pytorch_step(model, optimizer, inputs, targets, sampled_y=None):
+    """One iteration of KFAC-Pytorch's main.py train() loop, as it is
+    (CPU; sampled_y, if given, replaces its torch.multinomial draw)."""
+    criterion = nn.CrossEntropyLoss()
+    optimizer.zero_grad()
+    outputs = model(inputs)
+    loss = criterion(outputs, targets)
+    if optimizer.steps % optimizer.TCov == 0:
+        # compute true fisher
+        optimizer.acc_stats = True
+        with torch.no_grad():
+            sampled = torch.multinomial(torch.nn.functional.softmax(outputs.cpu().data, dim=1), 1).squeeze()
+        if sampled_y is not None:
+            sampled = sampled_y
+        loss_sample = criterion(outputs, sampled)
+        loss_sample.backward(retain_graph=True)
+        optimizer.acc_stats = False
+        optimizer.zero_grad()  # clear the gradient for computing true-fisher.
+    loss.backward()
+    optimizer.step()
+    return loss.item(), outputs
+
+
+def library_weights(model):
+    """Each nn.Linear's weight and bias as the library's d_out x d_in array."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach().numpy()
+            if m.bias is not None:
+                w = np.hstack([w, m.bias.detach().numpy()[:, None]])
+            out.append(np.ascontiguousarray(w, dtype=np.float32))
+    return out
+
+
+class TestAgainstPreconditioner(unittest.TestCase):
+    SETTINGS = dict(lr=0.1, momentum=0.9, damping=0.05, cov_every=2, inv_every=3, kl_clip=0.01, weight_decay=0.001)
+
+    def reference(self, model, batches, sampled, lr_change):
+        """The same steps with kfac.Preconditioner, abar, g and gradients
+        computed here from the layers' pre-activations (retain_grad), not
+        by the optimizer's hooks."""
+        ref = copy.deepcopy(model)
+        lin = [m for m in ref.modules() if isinstance(m, nn.Linear)]
+        ws = library_weights(ref)
+        pc = kfac.Preconditioner([w.shape for w in ws], 16, **self.SETTINGS)
+        out, self.arrays = [], []
+        w0 = [w.copy() for w in ws]
+        for k, (x, y) in enumerate(batches):
+            with torch.no_grad():
+                for m, w in zip(lin, ws):
+                    m.weight.copy_(torch.from_numpy(w[:, :m.in_features]))
+                    if m.bias is not None:
+                        m.bias.copy_(torch.from_numpy(w[:, -1]))
+            s0 = lin[0](x)
+            h = torch.tanh(s0)
+            s1 = lin[1](h)
+            s0.retain_grad()
+            s1.retain_grad()
+            B = x.shape[0]
+            abar = [np.hstack([x.numpy(), np.ones((B, 1), np.float32)]), h.detach().numpy().copy()]
+            due = pc.stats_due
+            gs = None
+            if due:
+                F.cross_entropy(s1, sampled[k]).backward(retain_graph=True)
+                gs = [(s0.grad * B).numpy().copy(), (s1.grad * B).numpy().copy()]
+                ref.zero_grad()
+            F.cross_entropy(s1, y).backward()
+            grads = [np.hstack([lin[0].weight.grad.numpy(), lin[0].bias.grad.numpy()[:, None]]),
+                     lin[1].weight.grad.numpy().copy()]
+            ref.zero_grad()
+            if k == lr_change:
+                pc.set_lr(0.05)
+            pc.step(ws, grads, abar=abar if due else None, g_sampled=gs)
+            out.append(([w.copy() for w in ws], [pc.direction(l) for l in range(2)]))
+            self.arrays.append(dict(abar=abar, grad=grads, **({"gs": gs} if due else {})))
+        # and kfac_precond itself, through the plain C API, up to the change of lr
+        params = {"train.lr": 0.1, "train.momentum": 0.9, "kfac.damping": 0.05, "kfac.cov_every": 2,
+                  "kfac.inv_every": 3, "kfac.kl_clip": 0.01, "train.weight_decay": 0.001}
+        self.c_weights = test_kfac.TestPreconditioner.reference(
+            self, os.path.join(TMP, "torch_steps"), [w.shape for w in ws], 16, lr_change, "grads", 0, params, w0,
+            self.arrays[:lr_change], None)[0]
+        return out
+
+    def test_first_steps_equal_the_preconditioner(self):
+        model = mlp(bias_last=False)
+        gen = torch.Generator().manual_seed(5)
+        batches = [(torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)) for _ in range(7)]
+        sampled = [torch.randint(0, 3, (16,), generator=gen) for _ in range(7)]
+        want = self.reference(model, batches, sampled, lr_change=4)
+        self.assertEqual(len(self.c_weights), 4)
+        opt = kfac.torch.KFAC(model, **self.SETTINGS)
+        self.assertEqual((opt.steps, opt.TCov, opt.TInv), (0, 2, 3))
+        self.assertTrue(opt.acc_stats is False)
+        self.assertEqual(opt.kfac_stats(), {})
+        for k, (x, y) in enumerate(batches):
+            if k == 4:
+                opt.param_groups[0]["lr"] = 0.05  # what an LR scheduler does
+            kfac_pytorch_step(model, opt, x, y, sampled[k])
+            self.assertEqual(opt.steps, k + 1)
+            ws, dirs = want[k]
+            for l, w in enumerate(library_weights(model)):
+                np.testing.assert_allclose(w, ws[l], rtol=1e-5, atol=1e-6, err_msg="step %d layer %d" % (k + 1, l))
+                if k < len(self.c_weights):
+                    np.testing.assert_allclose(w, self.c_weights[k][l], rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(opt._pc.direction(l), dirs[l], rtol=1e-5, atol=1e-6)
+        st = opt.kfac_stats()
+        self.assertEqual(st["stats_rounds"], 4)
+        self.assertAlmostEqual(st["damping"], 0.05, places=6)
+        # the weights are views of the library's arrays: no copy either way
+        lin0 = model[0]
+        self.assertEqual(lin0.weight.data_ptr(), opt.layers[0].W.ctypes.data)
+        self.assertEqual(lin0.bias.data_ptr(), opt.layers[0].W.ctypes.data + 4 * 6)
+
+    def test_own_sampling_equals_the_acc_stats_loop(self):
+        """backward(loss, output) draws the targets with libkfac's
+        sampler: the KFAC-Pytorch loop given the same draws steps alike,
+        and the sampled pass leaves the gradients alone."""
+        a, b = mlp(), mlp()
+        oa = kfac.torch.KFAC(a, lr=0.05, damping=0.03, cov_every=2, seed=4)
+        ob = kfac.torch.KFAC(b, lr=0.05, damping=0.03, cov_every=2)
+        rng = kfac.Rng(4)
+        gen = torch.Generator().manual_seed(1)
+        for k in range(5):
+            x, y = torch.randn(12, 6, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+            oa.zero_grad()
+            out = a(x)
+            loss = F.cross_entropy(out, y)
+            oa.backward(loss, out)
+            plain = copy.deepcopy(a)
+            plain.zero_grad()
+            F.cross_entropy(plain(x), y).backward()
+            for p, q in zip(a.parameters(), plain.parameters()):
+                np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+            oa.step()
+            with torch.no_grad():
+                z = b(x).numpy()
+            sampled = None
+            if ob.stats_due:
+                sampled = torch.from_numpy(kfac.sample_targets("softmax_xent", z, rng).argmax(1))
+            kfac_pytorch_step(b, ob, x, y, sampled)
+        for wa, wb in zip(library_weights(a), library_weights(b)):
+            np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+    def test_recorded_g_is_per_example(self):
+        """What the hooks hand the library for the last layer: abar with
+        its ones column, and g = dl_n/ds per example (the mean loss's
+        gradient times the batch), for targets drawn by libkfac's sampler
+        under each loss."""
+        for loss in ("softmax_xent", "sigmoid_xent", "squared"):
+            with self.subTest(loss=loss):
+                model = mlp(bias_last=False)
+                opt = kfac.torch.KFAC(model, loss=loss, seed=3)
+                x = torch.randn(10, 6, generator=torch.Generator().manual_seed(4))
+                out = model(x)
+                z = out.detach().numpy().copy()
+                y = kfac.sample_targets(loss, z, kfac.Rng(3))
+                want = {"softmax_xent": np.exp(z) / np.exp(z).sum(1, keepdims=True) - y,
+                        "sigmoid_xent": 1 / (1 + np.exp(-z)) - y, "squared": z - y}[loss]
+                opt.zero_grad()
+                opt.backward(out.sum() * 0, out)
+                last = opt.layers[-1]
+                np.testing.assert_allclose(last.g[:10], want, rtol=1e-5, atol=1e-6)
+                h = torch.tanh(model[0](x)).detach().numpy()
+                np.testing.assert_array_equal(last.abar[:10], h)  # no bias: no ones column
+                np.testing.assert_array_equal(opt.layers[0].abar[:10], np.hstack([x.numpy(), np.ones((10, 1))]))
+                opt.step()
+                self.assertEqual(opt.steps, 1)
+
+    def test_larger_batch_and_other_parameters(self):
+        """A batch larger than the first moves the state to a larger
+        preconditioner (steps as if sized for it from the start); a
+        parameter outside nn.Linear takes momentum SGD."""
+        runs = []
+        for max_batch in (None, 24):
+            torch.manual_seed(2)
+            model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+            scale = nn.Parameter(torch.ones(3))
+            model.register_parameter("scale", scale)
+            opt = kfac.torch.KFAC(model, lr=0.05, momentum=0.5, cov_every=1, max_batch=max_batch)
+            gen = torch.Generator().manual_seed(3)
+            for rows in (8, 8, 24, 16):
+                x, y = torch.randn(rows, 6, generator=gen), torch.randint(0, 3, (rows,), generator=gen)
+                before = scale.detach().clone()
+                opt.zero_grad()
+                out = model(x) * scale
+                opt.backward(F.cross_entropy(out, y), out)
+                g = scale.grad.clone()
+                opt.step()
+            self.assertEqual(opt._pc.max_rows, 24)
+            self.assertEqual(opt.steps, 4)
+            # the last step: buf = 0.5 buf + g, scale -= 0.05 buf
+            buf = opt.state[scale]["momentum_buffer"]
+            np.testing.assert_allclose(scale.detach().numpy(), (before - 0.05 * buf).numpy(), rtol=1e-6)
+            self.assertFalse(torch.equal(buf, g))
+            runs.append(library_weights(model))
+        for wa, wb in zip(*runs):
+            np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+def blobs(n, seed):
+    """n examples of 20 features in 10 overlapping Gaussian classes (the
+    same class means for every seed): a set no network learns perfectly."""
+    means = np.random.RandomState(0).randn(10, 20)
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 10, size=n)
+    x = means[labels] + 1.2 * rng.randn(n, 20)
+    return x.astype(np.float32), labels.astype(np.int32)
+
+
+class TestState(unittest.TestCase):
+    def test_save_load_resumes(self):
+        """The model's state_dict and the optimizer's save(): a fresh model
+        and optimizer go on as the first would have."""
+        gen = torch.Generator().manual_seed(8)
+        batches = [(torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen),
+                    torch.randint(0, 3, (16,), generator=gen)) for _ in range(6)]
+        a = mlp()
+        oa = kfac.torch.KFAC(a, lr=0.05, damping=0.03, cov_every=2, inv_every=3)
+        with self.assertRaises(RuntimeError):
+            oa.save(os.path.join(TMP, "none.ckpt"))
+        for x, y, s in batches[:3]:
+            kfac_pytorch_step(a, oa, x, y, s)
+        ck = os.path.join(TMP, "torch.ckpt")
+        oa.save(ck)
+        weights = copy.deepcopy(a.state_dict())
+        for x, y, s in batches[3:]:
+            kfac_pytorch_step(a, oa, x, y, s)
+        b = mlp(seed=99)
+        ob = kfac.torch.KFAC(b, lr=0.05, damping=0.03, cov_every=2, inv_every=3)
+        b.load_state_dict(weights)
+        ob.load(ck)
+        self.assertEqual(ob.steps, 3)
+        self.assertFalse(ob.stats_due)
+        for x, y, s in batches[3:]:
+            kfac_pytorch_step(b, ob, x, y, s)
+        for wa, wb in zip(library_weights(a), library_weights(b)):
+            np.testing.assert_array_equal(wa, wb)
+        other = kfac.torch.KFAC(nn.Sequential(nn.Linear(6, 4)))
+        with self.assertRaises(kfac.KfacError):
+            other.load(ck)
+
+    def test_lr_scheduler_and_state_dict(self):
+        """KFAC-Pytorch's MultiStepLR drives the library's lr; torch's
+        state_dict round trip (the other parameters' momentum) works."""
+        model = mlp()
+        opt = kfac.torch.KFAC(model, lr=0.1, cov_every=1)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)
+        gen = torch.Generator().manual_seed(6)
+        for epoch in range(3):
+            x, y = torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+            kfac_pytorch_step(model, opt, x, y)
+            sched.step()
+        self.assertAlmostEqual(opt._lr, 0.01, places=7)
+        state = opt.state_dict()
+        opt.load_state_dict(state)
+        self.assertAlmostEqual(opt.param_groups[0]["lr"], 0.01, places=7)
+
+    def test_every_entry_point_is_called_here(self):
+        """Every public method and property of kfac.torch.KFAC appears in
+        this file as a call or an attribute."""
+        with open(os.path.abspath(__file__)) as f:
+            text = f.read()
+        missing = [a for a in vars(kfac.torch.KFAC) if not a.startswith("_") and ".%s" % a not in text]
+        self.assertEqual(missing, [])
+        self.assertEqual(kfac.torch.__all__, ["KFAC"])
+
+
+class TestAgainstTheTrainer(unittest.TestCase):
+    def test_mlp_reaches_the_c_trainers_accuracy_band(self):
+        """A 20-32-10 ReLU network, K-FAC with the same settings, on
+        overlapping classes: the C trainer and the torch optimizer
+        (KFAC-Pytorch's loop) end in the same band of test accuracy."""
+        (xtr, ytr), (xte, yte) = blobs(2000, 1), blobs(1000, 2)
+        settings = dict(lr=0.05, momentum=0.9, damping=0.1, cov_every=5, inv_every=20)
+        net = kfac.Network(20, [32, (10, "linear")])
+        t = kfac.Trainer(net, (xtr, ytr), optimizer="kfac", epochs=EPOCHS, batch=32, seed=7, **settings)
+        t.fit()
+        c_acc = t.evaluate((xte, yte))[1]
+        torch.manual_seed(7)
+        model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10))
+        opt = kfac.torch.KFAC(model, **settings)
+        x, y = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
+        gen = torch.Generator().manual_seed(7)
+        for epoch in range(EPOCHS):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), 32):
+                idx = order[i:i + 32]
+                kfac_pytorch_step(model, opt, x[idx], y[idx])
+        with torch.no_grad():
+            pred = model(torch.from_numpy(xte)).argmax(1).numpy()
+        t_acc = float((pred == yte).mean())
+        if os.environ.get("KFAC_TEST_VERBOSE"):
+            print("test accuracy: torch %.4f, C trainer %.4f" % (t_acc, c_acc))
+        self.assertGreater(c_acc, 0.6)
+        self.assertGreater(t_acc, 0.6)
+        self.assertLess(abs(t_acc - c_acc), 0.05, "torch %.3f, C trainer %.3f" % (t_acc, c_acc))
+
+
+class TestErrors(unittest.TestCase):
+    def test_bad_arguments(self):
+        model = mlp()
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.torch.KFAC(model, damping=-1)
+        self.assertEqual(str(cm.exception), "damping = -1 is outside (0, 1000000]")
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.torch.KFAC(model, TCov=0)
+        self.assertIn("cov_every = 0 is outside", str(cm.exception))
+        with self.assertRaises(kfac.KfacError) as cm:
+            kfac.torch.KFAC(model, inversion="qr")
+        self.assertIn("qr", str(cm.exception))
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.torch.KFAC(model, rule="quadratic")
+        self.assertIn("kl_clip rule only", str(cm.exception))
+        with self.assertRaises(TypeError):
+            kfac.torch.KFAC(model, cov_every=2, TCov=2)
+        with self.assertRaises(TypeError):
+            kfac.torch.KFAC([p for p in model.parameters()])
+        with self.assertRaises(ValueError):
+            kfac.torch.KFAC(nn.Sequential(nn.Tanh()))
+        with self.assertRaises(ValueError):
+            kfac.torch.KFAC(model, loss="hinge")
+        with self.assertRaises(TypeError):
+            kfac.torch.KFAC(mlp().double())
+
+    def test_kfac_pytorch_constructor_call(self):
+        """KFAC-Pytorch main.py's constructor call, its defaults, with the
+        class name changed; positional options past lr are refused."""
+        opt = kfac.torch.KFAC(mlp(), lr=0.01, momentum=0.9, stat_decay=0.95, damping=1e-3, kl_clip=1e-2,
+                              weight_decay=3e-3, TCov=10, TInv=100)
+        p = opt.kfac_params
+        self.assertEqual((opt.TCov, opt.TInv), (10, 100))
+        self.assertEqual((p["kfac.decay"], p["kfac.damping"], p["kfac.kl_clip"]),
+                         tuple(float(np.float32(v)) for v in (0.95, 1e-3, 1e-2)))
+        self.assertEqual(opt.param_groups[0]["weight_decay"], float(np.float32(3e-3)))
+        with self.assertRaises(TypeError):
+            kfac.torch.KFAC(mlp(), 0.01, 0.9)
+
+    def test_bad_steps(self):
+        model = mlp()
+        opt = kfac.torch.KFAC(model, cov_every=2)
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        with self.assertRaises(RuntimeError) as cm:
+            opt.step()  # no forward pass
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        with self.assertRaises(RuntimeError) as cm:
+            opt.step()  # statistics due, no sampled pass
+        self.assertIn("acc_stats", str(cm.exception))
+        self.assertEqual(opt.steps, 0)
+        opt.zero_grad()
+        kfac_pytorch_step(model, opt, x, y)
+        self.assertEqual(opt.steps, 1)
+        # a non-finite gradient: the library's NumericError, nothing changed
+        before = library_weights(model)
+        opt.zero_grad()
+        out = model(x)
+        opt.backward(F.cross_entropy(out, y), out)
+        model[0].weight.grad[0, 0] = float("nan")
+        with self.assertRaises(kfac.NumericError):
+            opt.step()
+        self.assertEqual(opt.steps, 1)
+        for a, b in zip(before, library_weights(model)):
+            np.testing.assert_array_equal(a, b)
+        opt.param_groups[0]["lr"] = -1.0
+        opt.zero_grad()
+        out = model(x)
+        opt.backward(F.cross_entropy(out, y), out)
+        with self.assertRaises(kfac.InvalidArgumentError):
+            opt.step()
+        opt.remove_hooks()
+        self.assertEqual(opt._handles, [])
+
+
+class TestExample(unittest.TestCase):
+    def test_torch_example_runs(self):
+        ex = os.path.join(ROOT, "examples", "torch_example.py")
+        r = subprocess.run([sys.executable, ex, DATA], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, cwd=os.path.join(ROOT, "python"),
+                           env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("test accuracy", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
