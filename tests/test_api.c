@@ -238,6 +238,97 @@ START_TEST(test_entry_checks)
 }
 END_TEST
 
+/* A kfac_dataset is a public struct, so an embedder can hand the library
+ * anything in it. A label past the network's classes (or a negative one
+ * stored in the byte, 255) was a one-hot write past its row in the
+ * trainer's gather; rows and cols that disagree with the features, or are
+ * negative while their product agrees, were taken on trust. Each is
+ * refused with a status and a message, before anything is allocated
+ * (*out NULL), by every entry point that reads a dataset. */
+START_TEST(test_hand_built_datasets)
+{
+    enum { N = 12 };
+    kfac_set_threads(1);
+    kfac_net_spec s;
+    spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT); /* 5 inputs, 3 classes */
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.batch = 4;
+    float x[N * 5];
+    uint8_t labels[N];
+    kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    fill(x, N * 5, &r);
+    for (int i = 0; i < N; i++)
+        labels[i] = (uint8_t)(i % 3);
+    kfac_dataset good = {.n = N, .features = 5, .rows = 1, .cols = 5, .classes = 3, .x = x, .labels = labels};
+    kfac_trainer *t = (kfac_trainer *)&t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &good, &t), KFAC_OK);
+    kfac_trainer_free(t);
+
+    static const struct {
+        int label;            /* put at index 7; -1: leave the labels */
+        int rows, cols, features;
+        kfac_status want;
+        const char *msg;
+    } cases[] = {
+        {3, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 3 at index 7 outside [0, 3)"},
+        {200, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 200 at index 7 outside [0, 3)"},
+        {(uint8_t)-1, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 255 at index 7 outside [0, 3)"},
+        {-1, 2, 2, 5, KFAC_ERR_SHAPE, "2x2 images but 5 features per example"},
+        {-1, -1, -5, 5, KFAC_ERR_SHAPE, "-1x-5 images but 5 features per example"},
+        {-1, 0, 5, 5, KFAC_ERR_SHAPE, "0x5 images but 5 features per example"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        uint8_t bad_labels[N];
+        memcpy(bad_labels, labels, N);
+        if (cases[c].label >= 0)
+            bad_labels[7] = (uint8_t)cases[c].label;
+        kfac_dataset d = good;
+        d.labels = bad_labels;
+        d.rows = cases[c].rows, d.cols = cases[c].cols, d.features = cases[c].features;
+        t = (kfac_trainer *)&t;
+        ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), cases[c].want);
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+        /* kfac_evaluate reads the same gather */
+        kfac_net *net;
+        ck_assert_int_eq(kfac_net_new(&s, 4, &net), KFAC_OK);
+        double loss = -1.0, acc = -1.0;
+        ck_assert_int_eq(kfac_evaluate(net, &d, &loss, &acc), cases[c].want);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+        ck_assert(loss == -1.0 && acc == -1.0);
+        kfac_net_free(net);
+        /* kfac_check makes a trainer of it */
+        kfac_check_report rep;
+        ck_assert_int_eq(kfac_check(&s, &p, &d, 0, 4, &rep), cases[c].want);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+    }
+    /* pooling trusts neither: negative rows and cols whose product is the
+     * features gave an uninitialised "pooled" set */
+    kfac_dataset neg = good, out = {0};
+    neg.rows = -1, neg.cols = -5;
+    ck_assert_int_eq(kfac_dataset_pool(&neg, 1, &out), KFAC_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "kfac_dataset_pool: -1x-5 images but 5 features per example"));
+    ck_assert_ptr_null(out.x);
+    ck_assert_int_eq(kfac_dataset_pool(&good, 1, NULL), KFAC_ERR_INVALID_ARG);
+
+    /* a label the caller spoils after the trainer checked them: refused
+     * at the gather, never written */
+    uint8_t later[N];
+    memcpy(later, labels, N);
+    kfac_dataset d = good;
+    d.labels = later;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    for (int i = 0; i < N; i++)
+        later[i] = 250;
+    kfac_epoch_stats st;
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, &st), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "outside [0, 3)"), "%s", kfac_last_error());
+    kfac_trainer_free(t);
+}
+END_TEST
+
 START_TEST(test_predict)
 {
     static const kfac_loss losses[] = {KFAC_LOSS_SOFTMAX_XENT, KFAC_LOSS_SIGMOID_XENT, KFAC_LOSS_SQUARED};
@@ -507,6 +598,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_misuse);
     tcase_add_test(tc, test_enum_names);
     tcase_add_test(tc, test_entry_checks);
+    tcase_add_test(tc, test_hand_built_datasets);
     tcase_add_loop_test(tc, test_predict, 0, 3);
     tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);
