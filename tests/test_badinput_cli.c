@@ -238,7 +238,11 @@ static const idx_case idx_cases[] = {
     {"trailing", F_TEST_LAB, "3 trailing bytes after the 40 bytes of data", ""},
     {"missing", F_TEST_LAB, "No such file or directory", ""},
     {"size-net", -1, "the data has 100 features per example (10x10) but the network takes 784 inputs", ""},
-    {"size-sets", -1, "the t10k images are 14x14 but the train images are 28x28", ""},
+    {"size-sets", -1, "t10k-images-idx3-ubyte: images of 14x14, but those of ", ""},
+    /* the same size in another shape: 40 x 784 beside 120 x 28 x 28 */
+    {"shape-sets", F_TEST_IMG, "images of 1x784, but those of ", ""},
+    /* bytes after the gzip stream, which zlib's gzread drops */
+    {"gzip-trailing", F_TEST_LAB, "4 bytes after the end of the gzip stream (not gzip)", ""},
 };
 
 START_TEST(test_bad_idx)
@@ -283,6 +287,13 @@ START_TEST(test_bad_idx)
         make_set(&f[F_TEST_IMG], &f[F_TEST_LAB], N_TEST, 14, 14, 0, 4);
         break;
     }
+    case 18: /* 2 dimensions: N_TEST x 784 */
+        b->b[3] = 2;
+        be32(b->b + 8, 784);
+        memmove(b->b + 12, b->b + 16, b->n - 16);
+        b->n -= 4;
+        break;
+    case 19: gz_bytes(b), memcpy(b->b + b->n, "junk", 4), b->n += 4; break;
     }
     write_set(dir, f);
     char path[800], log[800], ckpt[800], args[4096];
