@@ -8,8 +8,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fisher.h"
@@ -329,6 +332,72 @@ START_TEST(test_hand_built_datasets)
 }
 END_TEST
 
+/* OpenBLAS maps a 128 MiB buffer for each thread as the count is set and
+ * retries one it cannot get forever: under a 4 GB address-space limit
+ * kfac_set_threads(32) spun at 100% CPU for good. In a child under a
+ * limit of what it has mapped plus 2 GiB, the count is cut to what fits,
+ * kfac_threads_note says why, and OpenBLAS still multiplies. The parent
+ * waits at most 120 s (the child takes milliseconds), so a hang fails the
+ * test instead of stalling the suite. Left out under ASan and valgrind
+ * ($KFAC_TEST_NO_MEMCAP), which map far more address space themselves. */
+START_TEST(test_threads_under_memory_limit)
+{
+    const char *nocap = getenv("KFAC_TEST_NO_MEMCAP");
+    if (nocap && *nocap)
+        return;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%lu", &pages) != 1)
+            _exit(10);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)2 << 30);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(11);
+        kfac_set_threads(32);
+        int got = kfac_get_threads();
+        if (got < 1 || got >= 32 || got != openblas_get_num_threads())
+            _exit(12);
+        if (!strstr(kfac_threads_note(), "the memory limits leave room for"))
+            _exit(13);
+        float a[64 * 64], c[64 * 64];
+        for (int i = 0; i < 64 * 64; i++)
+            a[i] = 1.0f;
+        /* C <- A A^T: 64 everywhere */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 64, 64, 1.0f, a, 64, a, 64, 0.0f, c, 64);
+        _exit(c[0] == 64.0f && c[64 * 64 - 1] == 64.0f ? 0 : 14);
+    }
+    int status = 0;
+    for (int waited = 0; waited < 1200; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
+        if (waited == 1199) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            ck_abort_msg("kfac_set_threads(32) under a memory limit did not return in 120 s");
+        }
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
+
+    /* without a limit only OpenBLAS's own maximum cuts, and says so */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kfac_set_threads(1000);
+        int got = kfac_get_threads();
+        char want[64];
+        snprintf(want, sizeof want, "OpenBLAS runs at most %d thread", got);
+        _exit(got < 1000 && strstr(kfac_threads_note(), want) ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 START_TEST(test_predict)
 {
     static const kfac_loss losses[] = {KFAC_LOSS_SOFTMAX_XENT, KFAC_LOSS_SIGMOID_XENT, KFAC_LOSS_SQUARED};
@@ -599,6 +668,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_enum_names);
     tcase_add_test(tc, test_entry_checks);
     tcase_add_test(tc, test_hand_built_datasets);
+    tcase_add_test(tc, test_threads_under_memory_limit);
     tcase_add_loop_test(tc, test_predict, 0, 3);
     tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);

@@ -648,6 +648,49 @@ START_TEST(test_stdout_full)
 }
 END_TEST
 
+/* --threads past what can run is cut, said on one stderr line with the
+ * reason, and the header's count is the one used: past OpenBLAS's
+ * maximum (1000 ran 64 silently), and under `ulimit -v 4000000`, where
+ * 32 threads hung for good in OpenBLAS's buffer allocation (each thread
+ * maps 128 MiB). `timeout 120` turns a hang into a failure (the run takes
+ * a second). The limited runs are left out under ASan and valgrind
+ * ($KFAC_TEST_NO_MEMCAP). */
+START_TEST(test_threads_capped)
+{
+    static const struct {
+        const char *prefix, *threads, *why;
+    } runs[] = {
+        {"", "1000", "OpenBLAS runs at most "},
+        {"ulimit -v 4000000; timeout 120", "32", "the memory limits leave room for "},
+        {"ulimit -v 4000000; timeout 120", "1000", "the memory limits leave room for "},
+    };
+    const char *nocap = getenv("KFAC_TEST_NO_MEMCAP");
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        if (*runs[i].prefix && nocap && *nocap)
+            continue;
+        char args[2048], what[64];
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads %s --epochs 1 --batch 20 --quiet",
+                 good_data(), runs[i].threads);
+        snprintf(what, sizeof what, "--threads %s (%s)", runs[i].threads, runs[i].prefix);
+        int got = run_prefixed(runs[i].prefix, args);
+        char *err = read_all(err_path, NULL), *out = read_all(out_path, NULL);
+        ck_assert_msg(got == 0, "%s: exit %d (124: a hang cut by timeout); stderr: %s", what, got, err);
+        char want[128];
+        snprintf(want, sizeof want, "kfac: --threads %s: %s", runs[i].threads, runs[i].why);
+        ck_assert_msg(count_lines(err) == 1 && strncmp(err, want, strlen(want)) == 0, "%s: stderr: %s", what, err);
+        const char *using = strstr(err, "; using ");
+        ck_assert_msg(using, "%s: stderr: %s", what, err);
+        int n = atoi(using + 8);
+        ck_assert_msg(n >= 1 && n < atoi(runs[i].threads), "%s: %s", what, err);
+        char header[64];
+        snprintf(header, sizeof header, ", %d threads", n);
+        ck_assert_msg(strstr(out, header), "%s: the header lacks '%s': %s", what, header, out);
+        free(err);
+        free(out);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------- checkpoints */
 
 /* A momentum checkpoint of nets/small.net after one epoch on the good
@@ -1015,6 +1058,7 @@ Suite *badinput_cli_suite(void)
     tcase_add_test(tc, test_control_chars_in_names);
     tcase_add_test(tc, test_outputs_checked_first);
     tcase_add_test(tc, test_stdout_full);
+    tcase_add_test(tc, test_threads_capped);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);
