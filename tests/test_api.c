@@ -307,6 +307,19 @@ START_TEST(test_hand_built_datasets)
         ck_assert_int_eq(kfac_check(&s, &p, &d, 0, 4, &rep), cases[c].want);
         ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
     }
+    /* a negative class count or example count */
+    kfac_dataset odd = good;
+    odd.classes = -3;
+    t = (kfac_trainer *)&t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &odd, &t), KFAC_ERR_SHAPE);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(kfac_last_error(), "the data has -3 classes but the network has 3 outputs"), "%s",
+                  kfac_last_error());
+    odd = good;
+    odd.n = -5;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &odd, &t), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(t);
+
     /* pooling trusts neither: negative rows and cols whose product is the
      * features gave an uninitialised "pooled" set */
     kfac_dataset neg = good, out = {0};

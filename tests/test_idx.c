@@ -836,8 +836,8 @@ START_TEST(test_gzip_trailing_garbage)
 END_TEST
 
 /* A t10k set must have the train images' shape, not only their size:
- * 40 images of 1x784 (a 2-D file) beside 28x28 ones were accepted because
- * both are 784 features. kfac_data_load and kfac_mnist_load refuse it,
+ * 4 images of 1x784 (a 2-D file) beside 28x28 ones were accepted because
+ * both are 784 features (another size, 14x14, is refused here too). kfac_data_load and kfac_mnist_load refuse it,
  * naming both files; the same shape loads, and so does a directory of
  * t10k files alone (kfac eval's). */
 START_TEST(test_shapes_differ)
@@ -853,6 +853,7 @@ START_TEST(test_shapes_differ)
         {3, 2, 1, 784, "images of 1x784, but those of "},
         {3, 3, 784, 1, "images of 784x1, but those of "},
         {3, 3, 56, 14, "images of 56x14, but those of "},
+        {3, 3, 14, 14, "images of 14x14, but those of "}, /* another size too */
         {2, 3, 28, 28, "images of 28x28, but those of "},
         {3, 3, 28, 28, NULL},
     };
@@ -869,7 +870,7 @@ START_TEST(test_shapes_differ)
         write_blob(path, &o, 1);
         uint32_t test_dims[3] = {4, cases[c].test_rows, cases[c].test_cols}, test_flat[2] = {4, 784};
         blob_header(&o, cases[c].test_dims, cases[c].test_dims == 3 ? test_dims : test_flat);
-        blob_add(&o, px, sizeof px);
+        blob_add(&o, px, (size_t)4 * (cases[c].test_dims == 3 ? cases[c].test_rows * cases[c].test_cols : 784));
         snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
         write_blob(path, &o, 0);
         const char *sets[2] = {"train", "t10k"};
