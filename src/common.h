@@ -97,6 +97,13 @@ kfac_status kfac_dataset_for_net(const kfac_net_spec *spec, const kfac_dataset *
  * `who` starts the message ("kfac_trainer_new"). */
 kfac_status kfac_dataset_check(const kfac_dataset *d, int classes, const char *who);
 
+/* Room in the address space for OpenBLAS's working buffers, which it
+ * waits forever for when it cannot map them (threads.c): KFAC_ERR_NOMEM
+ * under memory limits that leave too little. Checked once a process, by
+ * the entries before their first product (trainer, evaluation,
+ * preconditioner). */
+kfac_status kfac_blas_room(void);
+
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -99,6 +99,10 @@ kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, in
     }
     memset(pc->v, 0, sizeof(float) * n);
     memset(pc->delta, 0, sizeof(float) * n);
+    if ((st = kfac_blas_room()) != KFAC_OK) {
+        kfac_precond_free(pc);
+        return st;
+    }
     *out = pc;
     return KFAC_OK;
 }

@@ -66,6 +66,34 @@ static size_t address_room(void)
     return room;
 }
 
+/* OpenBLAS maps a working buffer the first time a call needs one (the
+ * caller's, one at a time; its threads' come with kfac_set_threads) and
+ * keeps it for later calls, retrying forever one it cannot map: a run
+ * whose data left less than that under `ulimit -v` hung in its first
+ * product. So before the first real work there must be room for one and
+ * 16 MiB besides (checked once a process: once mapped it stays). */
+#define BLAS_RESERVE (BLAS_BUFFER_BYTES + ((size_t)16 << 20))
+
+/* Buffers OpenBLAS holds mapped but unused: a lower thread count frees
+ * the buffers of the threads it drops, and the next call needing one
+ * takes such a slot before it maps another. */
+static int blas_spare;
+
+kfac_status kfac_blas_room(void)
+{
+    static int checked; /* a race only checks twice */
+    if (checked || blas_spare > 0)
+        return KFAC_OK;
+    size_t room = address_room();
+    if (room < BLAS_RESERVE)
+        return kfac_fail(KFAC_ERR_NOMEM,
+                         "the memory limits leave %zu MiB of address space; OpenBLAS needs %zu MiB for its "
+                         "buffers (and would wait forever for one it cannot map)",
+                         room >> 20, BLAS_RESERVE >> 20);
+    checked = 1;
+    return KFAC_OK;
+}
+
 /* Why the last kfac_set_threads runs fewer threads than asked. */
 static char threads_note[200];
 
@@ -99,6 +127,7 @@ void kfac_set_threads(int n)
      * our loops take as many, so kfac_get_threads tells the truth */
     openblas_set_num_threads(n);
     int blas = openblas_get_num_threads();
+    blas_spare = KFAC_MAX(blas_spare + have - blas, 0);
     if (blas > 0 && blas < n)
         snprintf(threads_note, sizeof threads_note, "OpenBLAS runs at most %d thread%s", blas, KFAC_S(blas));
     omp_set_num_threads(blas > 0 && blas < n ? blas : n);

@@ -190,6 +190,8 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     }
     for (int i = 0; i < train->n; i++)
         t->order[i] = (uint32_t)i;
+    if ((st = kfac_blas_room()) != KFAC_OK) /* after everything is allocated */
+        goto fail;
     *out = t;
     return KFAC_OK;
 fail:
@@ -524,7 +526,8 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     float *y = NULL;
     double loss_sum = 0.0, metric_sum = 0.0;
     kfac_status st = kfac_dataset_for_net(&net->spec, d, &pooled, &d);
-    if (st != KFAC_OK || (st = check_fit(&net->spec, d, "kfac_evaluate")) != KFAC_OK)
+    if (st != KFAC_OK || (st = check_fit(&net->spec, d, "kfac_evaluate")) != KFAC_OK ||
+        (st = kfac_blas_room()) != KFAC_OK)
         goto done;
     int chunk = net->max_batch, outputs = net->dims[net->n_layers];
     if (!(y = kfac_alloc_floats((size_t)chunk * (size_t)outputs))) {

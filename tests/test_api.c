@@ -349,7 +349,9 @@ END_TEST
  * retries one it cannot get forever: under a 4 GB address-space limit
  * kfac_set_threads(32) spun at 100% CPU for good. In a child under a
  * limit of what it has mapped plus 2 GiB, the count is cut to what fits,
- * kfac_threads_note says why, and OpenBLAS still multiplies. The parent
+ * kfac_threads_note says why, and OpenBLAS still multiplies; under its
+ * size plus 64 MiB a trainer refuses to start (KFAC_ERR_NOMEM), where
+ * its first product waited forever for OpenBLAS's buffer. The parent
  * waits at most 120 s (the child takes milliseconds), so a hang fails the
  * test instead of stalling the suite. Left out under ASan and valgrind
  * ($KFAC_TEST_NO_MEMCAP), which map far more address space themselves. */
@@ -392,6 +394,55 @@ START_TEST(test_threads_under_memory_limit)
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             ck_abort_msg("kfac_set_threads(32) under a memory limit did not return in 120 s");
+        }
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
+
+    /* OpenBLAS's first product maps the caller's buffer, 129 MiB, and
+     * waits for it forever: a trainer under a limit of what the process
+     * has mapped plus 64 MiB trained into that hang. Now the trainer and
+     * kfac_evaluate refuse to start. */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kfac_net_spec s;
+        spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
+        float x[8 * 5] = {0};
+        uint8_t lab[8] = {0, 1, 2, 0, 1, 2, 0, 1};
+        kfac_dataset d = {.n = 8, .features = 5, .rows = 1, .cols = 5, .classes = 3, .x = x, .labels = lab};
+        kfac_net *net;
+        if (kfac_net_new(&s, 8, &net) != KFAC_OK)
+            _exit(10);
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%lu", &pages) != 1)
+            _exit(11);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)64 << 20);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(12);
+        kfac_train_params p;
+        kfac_train_params_init(&p);
+        p.batch = 4;
+        kfac_trainer *t;
+        if (kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK) {
+            kfac_trainer_epoch(t, NULL, NULL, NULL); /* the hang it was */
+            _exit(13);
+        }
+        if (!strstr(kfac_last_error(), "OpenBLAS needs"))
+            _exit(14);
+        double loss;
+        _exit(kfac_evaluate(net, &d, &loss, NULL) == KFAC_ERR_NOMEM ? 0 : 15);
+    }
+    for (int waited = 0;; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
+        if (waited == 1199) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            ck_abort_msg("a trainer under a memory limit did not return in 120 s");
         }
     }
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);

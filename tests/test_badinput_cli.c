@@ -652,8 +652,11 @@ END_TEST
  * reason, and the header's count is the one used: past OpenBLAS's
  * maximum (1000 ran 64 silently), and under `ulimit -v 4000000`, where
  * 32 threads hung for good in OpenBLAS's buffer allocation (each thread
- * maps 128 MiB). `timeout 120` turns a hang into a failure (the run takes
- * a second). The limited runs are left out under ASan and valgrind
+ * maps 128 MiB); and under every limit from 420 MB to 1 GB a run trains or
+ * says it lacks memory, where between the two its first product waited
+ * forever for OpenBLAS's buffer. `timeout -k 5 120` turns a hang into a
+ * failure (a run takes a second; -k as a hung run never reaches the step
+ * end where it would stop for SIGTERM). The limited runs are left out under ASan and valgrind
  * ($KFAC_TEST_NO_MEMCAP). */
 START_TEST(test_threads_capped)
 {
@@ -661,8 +664,8 @@ START_TEST(test_threads_capped)
         const char *prefix, *threads, *why;
     } runs[] = {
         {"", "1000", "OpenBLAS runs at most "},
-        {"ulimit -v 4000000; timeout 120", "32", "the memory limits leave room for "},
-        {"ulimit -v 4000000; timeout 120", "1000", "the memory limits leave room for "},
+        {"ulimit -v 4000000; timeout -k 5 120", "32", "the memory limits leave room for "},
+        {"ulimit -v 4000000; timeout -k 5 120", "1000", "the memory limits leave room for "},
     };
     const char *nocap = getenv("KFAC_TEST_NO_MEMCAP");
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
@@ -687,6 +690,23 @@ START_TEST(test_threads_capped)
         ck_assert_msg(strstr(out, header), "%s: the header lacks '%s': %s", what, header, out);
         free(err);
         free(out);
+    }
+    if (nocap && *nocap)
+        return;
+    /* every limit from where the program starts to where it trains: a run
+     * trains, or stops with one line about memory (exit 1); between, its
+     * first product waited forever for OpenBLAS's 129 MiB buffer */
+    for (long v = 420000; v <= 1000000; v += 30000) {
+        char prefix[96], args[2048];
+        snprintf(prefix, sizeof prefix, "ulimit -v %ld; timeout -k 5 120", v);
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 2 --epochs 1 --batch 20 --quiet",
+                 good_data());
+        int got = run_prefixed(prefix, args);
+        char *err = read_all(err_path, NULL);
+        ck_assert_msg(got == 0 || (got == 1 && count_lines(err) == 1 &&
+                                   (strstr(err, "memory limits leave") || strstr(err, "cannot allocate"))),
+                      "ulimit -v %ld: exit %d (124, 137: a hang cut by timeout); stderr: %s", v, got, err);
+        free(err);
     }
 }
 END_TEST
