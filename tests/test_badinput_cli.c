@@ -652,7 +652,7 @@ END_TEST
  * reason, and the header's count is the one used: past OpenBLAS's
  * maximum (1000 ran 64 silently), and under `ulimit -v 4000000`, where
  * 32 threads hung for good in OpenBLAS's buffer allocation (each thread
- * maps 128 MiB); and under every limit from 420 MB to 1 GB a run trains or
+ * maps 128 MiB); and under every limit from 360 to 700 MB a run trains or
  * says it lacks memory, where between the two its first product waited
  * forever for OpenBLAS's buffer. `timeout -k 5 120` turns a hang into a
  * failure (a run takes a second; -k as a hung run never reaches the step
@@ -693,13 +693,15 @@ START_TEST(test_threads_capped)
     }
     if (nocap && *nocap)
         return;
-    /* every limit from where the program starts to where it trains: a run
-     * trains, or stops with one line about memory (exit 1); between, its
-     * first product waited forever for OpenBLAS's 129 MiB buffer */
-    for (long v = 420000; v <= 1000000; v += 30000) {
+    /* limits from a little above where the program starts (about 325 MB
+     * here: below, OpenBLAS hangs as it loads, before main) to where it
+     * trains: a run trains, or stops with one line about memory (exit 1);
+     * from 340 to 430 MB its first product (batch 64) waited forever for
+     * OpenBLAS's 129 MiB buffer */
+    for (long v = 360000; v <= 700000; v += 20000) {
         char prefix[96], args[2048];
         snprintf(prefix, sizeof prefix, "ulimit -v %ld; timeout -k 5 120", v);
-        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 2 --epochs 1 --batch 20 --quiet",
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 2 --epochs 1 --batch 64 --quiet",
                  good_data());
         int got = run_prefixed(prefix, args);
         char *err = read_all(err_path, NULL);
