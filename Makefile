@@ -184,14 +184,15 @@ check-valgrind: deps
 	cd $(B) && CK_EXCLUDE_TAGS="training fpenv" CK_TIMEOUT_MULTIPLIER=10 KFAC_TEST_NO_MEMCAP=1 KFAC_DATA=$(DATA) KFAC_ROOT=$(CURDIR) \
 	  KFAC_BIN=$$PWD/kfac-valgrind $(VALGRIND) ./kfac_tests
 
-# libFuzzer harnesses (tests/fuzz/) for the IDX reader, the net-file parser
-# and the checkpoint loaders, built with clang in $(B)-fuzz with ASan and
-# UBSan and run FUZZ_SECONDS each from the seed corpora in
-# tests/fuzz/corpus/ (new inputs go to $(B)-fuzz/corpus/). Inputs that once
+# libFuzzer harnesses (tests/fuzz/) for the IDX reader, the net-file parser,
+# the checkpoint loaders and the trainer on hand-built datasets and data
+# orders, built with clang in $(B)-fuzz with ASan and UBSan and run
+# FUZZ_SECONDS each from the seed corpora in tests/fuzz/corpus/ (new
+# inputs go to $(B)-fuzz/corpus/). Inputs that once
 # crashed, tests/fuzz/regressions/<harness>/, are replayed first. A crash
 # leaves $(B)-fuzz/crash-<harness>-* and fails the target; the executions
 # per harness go to $(B)-fuzz/summary.txt.
-FUZZERS      := idx netfile checkpoint
+FUZZERS      := idx netfile checkpoint trainer
 FUZZ_SECONDS ?= 60
 FZ           := $(B)-fuzz
 FUZZ_CC      := clang-14
@@ -228,6 +229,7 @@ fuzz-seeds: fuzz-build
 	cp nets/*.net tests/fuzz/corpus/netfile/
 	KFAC_FUZZ_SEEDS=tests/fuzz/corpus/idx $(FZ)/fuzz_idx
 	KFAC_FUZZ_SEEDS=tests/fuzz/corpus/checkpoint $(FZ)/fuzz_checkpoint
+	KFAC_FUZZ_SEEDS=tests/fuzz/corpus/trainer $(FZ)/fuzz_trainer
 
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.

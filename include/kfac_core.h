@@ -98,6 +98,18 @@ KFAC_API const char *kfac_last_error(void);
  * either is set. */
 KFAC_API void kfac_set_threads(int n);
 KFAC_API int kfac_get_threads(void);
+/* Why the last kfac_set_threads runs fewer threads than it was asked
+ * for ("" when it runs them all): OpenBLAS runs at most the threads it
+ * was built for (64 in Debian's), and each new OpenBLAS thread maps a
+ * 128 MiB buffer, which OpenBLAS waits for forever when it cannot get it.
+ * So the count is also cut to what half the address space left under
+ * the memory limits (RLIMIT_AS, RLIMIT_DATA, strict overcommit) holds:
+ * under `ulimit -v 4000000`, 32 threads hung for good. In the same way
+ * the trainer, kfac_evaluate and kfac_precond_new return KFAC_ERR_NOMEM
+ * when the limits leave no room for the buffer OpenBLAS maps for the
+ * caller's first product (129 MiB and 16 MiB besides), where the first
+ * product waited forever. */
+KFAC_API const char *kfac_threads_note(void);
 
 /* ---------------------------------------------------------- enumerations */
 

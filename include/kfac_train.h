@@ -38,13 +38,17 @@ typedef struct kfac_dataset {
  * type, and must lie in [0, classes); classes 0 takes the largest label
  * plus one (at most KFAC_MAX_CLASSES). Validates magic, element types,
  * dimensions, counts and the labels (a bad one is named by its index).
+ * A gzipped file may hold several members one after the other; any other
+ * byte after the last, or a member cut short, is KFAC_ERR_FORMAT.
  * On failure *out is untouched and the detail names the file. */
 KFAC_API kfac_status kfac_idx_load(const char *images_path, const char *labels_path, int classes,
                           kfac_dataset *out);
 
 /* Load "train" or "t10k" from a directory holding the four standard files
  * (`<set>-images-idx3-ubyte[.gz]`, `<set>-labels-idx1-ubyte[.gz]`); the
- * plain name is tried first, then `.gz`. 10 classes. */
+ * plain name is tried first, then `.gz`. 10 classes. t10k images of
+ * another shape (rows x cols) than the train images in the directory are
+ * KFAC_ERR_SHAPE, even of the same size (1x784 beside 28x28). */
 KFAC_API kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out);
 
 /* Read a CSV file (gzipped or not) of numeric features and one integer
@@ -55,12 +59,14 @@ KFAC_API kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_data
  * [0, classes) (classes 0: the largest label plus one). Every malformed
  * row is KFAC_ERR_FORMAT with "path:line: problem" (a wrong number of
  * fields, a field that is not a finite number, a label that is not an
- * integer or is out of range); an empty file, or a header alone, too. */
+ * integer or is out of range); an empty file, or a header alone, too,
+ * and a gzip stream cut short or followed by bytes that are not gzip. */
 KFAC_API kfac_status kfac_csv_load(const char *path, int classes, int label_column, kfac_dataset *out);
 
 /* A data set by where it is: `path` a directory holding, for `set`
  * ("train", or "test" alias "t10k"), `train.csv` / `test.csv` if present,
- * else the MNIST IDX files of kfac_mnist_load; or `path` one CSV file
+ * else the MNIST IDX files of kfac_mnist_load (t10k images of the train
+ * images' shape); or `path` one CSV file
  * (the whole file, whatever `set`). classes and label_column as above
  * (label_column matters to CSV only). */
 KFAC_API kfac_status kfac_data_load(const char *path, const char *set, int classes, int label_column,

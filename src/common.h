@@ -100,6 +100,19 @@ static inline void omp_set_num_threads(int n) { (void)n; }
  * so a net file's `pool` works through the API. */
 kfac_status kfac_dataset_for_net(const kfac_net_spec *spec, const kfac_dataset *d, kfac_dataset *pooled,
                                  const kfac_dataset **use);
+/* What the library reads of a caller's dataset, checked before it reads
+ * it (a kfac_dataset is a public struct: anything may be in it): at least
+ * one example, x set, rows and cols at least 1 with rows x cols ==
+ * features; with classes > 0, labels set and every one in [0, classes).
+ * `who` starts the message ("kfac_trainer_new"). */
+kfac_status kfac_dataset_check(const kfac_dataset *d, int classes, const char *who);
+
+/* Room in the address space for OpenBLAS's working buffers, which it
+ * waits forever for when it cannot map them (threads.c): KFAC_ERR_NOMEM
+ * under memory limits that leave too little. Checked once a process, by
+ * the entries before their first product (trainer, evaluation,
+ * preconditioner). */
+kfac_status kfac_blas_room(void);
 
 #define KFAC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KFAC_MAX(a, b) ((a) > (b) ? (a) : (b))

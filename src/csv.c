@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "common.h"
+#include "zread.h"
 
 /* Limits that refuse absurd files before anything large is allocated. */
 #define CSV_MAX_FEATURES 1000000
@@ -19,44 +18,38 @@
 /* The whole file, NUL-terminated, into *out (malloc'ed). */
 static kfac_status read_text(const char *path, char **out, size_t *len)
 {
-    errno = 0;
-    gzFile gz = gzopen(path, "rb");
-    if (!gz)
-        return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    kfac_zread z;
+    kfac_status st = kfac_zread_open(&z, path);
+    if (st != KFAC_OK)
+        return st;
     size_t have = 0, cap = 1 << 16;
     char *buf = malloc(cap + 1);
-    kfac_status st = KFAC_OK;
     for (;;) {
         if (!buf) {
             st = kfac_fail(KFAC_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, cap + 1);
             break;
         }
-        /* gzread takes an unsigned length: bounded pieces */
-        int r = gzread(gz, buf + have, (unsigned)KFAC_MIN(cap - have, (size_t)1 << 30));
-        if (r < 0) {
-            int err;
-            const char *msg = gzerror(gz, &err);
-            st = err == Z_ERRNO ? kfac_fail(KFAC_ERR_IO, "%s: read error: %s", path, strerror(errno))
-                                : kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt gzip stream (%s)", path, msg ? msg : "");
+        size_t got;
+        if ((st = kfac_zread_read(&z, buf + have, cap - have, &got)) != KFAC_OK)
+            break;
+        have += got;
+        if (have < cap) { /* the end */
+            if (z.cut)
+                st = kfac_fail(KFAC_ERR_FORMAT, "%s: gzip stream ends early (after %zu byte%s of text)", path, have,
+                               KFAC_S(have));
             break;
         }
-        if (r == 0)
+        if (cap >= CSV_MAX_TEXT) {
+            st = kfac_fail(KFAC_ERR_FORMAT, "%s: more than %llu bytes of text", path, (unsigned long long)CSV_MAX_TEXT);
             break;
-        have += (size_t)r;
-        if (have == cap) {
-            if (cap >= CSV_MAX_TEXT) {
-                st = kfac_fail(KFAC_ERR_FORMAT, "%s: more than %llu bytes of text", path,
-                               (unsigned long long)CSV_MAX_TEXT);
-                break;
-            }
-            char *more = realloc(buf, 2 * cap + 1);
-            if (!more)
-                free(buf);
-            buf = more;
-            cap *= 2;
         }
+        char *more = realloc(buf, 2 * cap + 1);
+        if (!more)
+            free(buf);
+        buf = more;
+        cap *= 2;
     }
-    gzclose(gz);
+    kfac_zread_close(&z);
     if (st != KFAC_OK) {
         free(buf);
         return st;

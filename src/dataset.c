@@ -7,16 +7,36 @@
 
 #include "common.h"
 
+kfac_status kfac_dataset_check(const kfac_dataset *d, int classes, const char *who)
+{
+    if (!d || !d->x || d->n < 1)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: empty or NULL dataset", who);
+    /* negative rows and cols can multiply to the features too */
+    if (d->rows < 1 || d->cols < 1 || d->features < 1 || (long)d->rows * d->cols != d->features)
+        return kfac_fail(KFAC_ERR_SHAPE, "%s: %dx%d images but %d features per example", who, d->rows, d->cols,
+                         d->features);
+    if (classes <= 0)
+        return KFAC_OK;
+    if (!d->labels)
+        return kfac_fail(KFAC_ERR_SHAPE, "%s: a classifier needs labels", who);
+    /* a label past the classes would be a one-hot write past its row */
+    for (int i = 0; i < d->n; i++)
+        if (d->labels[i] >= classes)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: label %d at index %d outside [0, %d)", who,
+                             (int)d->labels[i], i, classes);
+    return KFAC_OK;
+}
+
 kfac_status kfac_dataset_pool(const kfac_dataset *in, int factor, kfac_dataset *out)
 {
     kfac_clear_error();
-    if (!in || !out || !in->x || in->n < 1)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_dataset_pool: empty or NULL dataset");
+    if (!out)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_dataset_pool: out is NULL");
+    kfac_status st = kfac_dataset_check(in, 0, "kfac_dataset_pool");
+    if (st != KFAC_OK)
+        return st;
     if (factor < 1 || factor > 64)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "pool factor %d outside [1, 64]", factor);
-    if ((long)in->rows * in->cols != in->features || in->features < 1)
-        return kfac_fail(KFAC_ERR_SHAPE, "kfac_dataset_pool: %dx%d images but %d features per example", in->rows,
-                         in->cols, in->features);
     if (in->rows % factor || in->cols % factor)
         return kfac_fail(KFAC_ERR_SHAPE, "pool %d does not divide %dx%d images", factor, in->rows, in->cols);
     int rows = in->rows / factor, cols = in->cols / factor, f = rows * cols;

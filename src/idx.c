@@ -11,9 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
 #include "common.h"
+#include "zread.h"
 
 /* Limits that reject absurd headers before anything large is allocated. */
 #define IDX_MAX_EXAMPLES 100000000u
@@ -31,13 +30,13 @@ static const idx_type idx_types[] = {{0x08, 1, 1, "unsigned byte"}, {0x09, 1, 1,
                                      {0x0B, 2, 1, "short"},         {0x0C, 4, 1, "int"},
                                      {0x0D, 4, 0, "float"},         {0x0E, 8, 0, "double"}};
 #define IDX_N_TYPES (int)(sizeof idx_types / sizeof *idx_types)
-#define IDX_CHUNK (4u << 20)      /* bytes per gzread call */
-#define IDX_GZ_BUFFER (1u << 18)  /* zlib's own input buffer */
+#define IDX_CHUNK (4u << 20)      /* bytes per read */
 #define IDX_PATH_MAX 4096
 
 typedef struct idx_file {
     const char *path;
-    gzFile gz;
+    kfac_zread z;
+    int open;
     int ndims;
     uint32_t dims[3];
     const idx_type *type;
@@ -45,52 +44,16 @@ typedef struct idx_file {
     size_t item;  /* elements per example: product of the other dims */
 } idx_file;
 
-/* zlib's messages start with "<path>: "; ours already do. */
-static const char *gz_message(const idx_file *f, int *errnum)
+/* Read up to len bytes; *got < len only at the end of the data. */
+static kfac_status read_full(idx_file *f, void *buf, size_t len, size_t *got)
 {
-    const char *msg = gzerror(f->gz, errnum);
-    size_t n = strlen(f->path);
-    if (msg && strncmp(msg, f->path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
-        msg += n + 2;
-    return msg ? msg : "";
+    return kfac_zread_read(&f->z, buf, len, got);
 }
 
-/* Status for a gzread that returned -1. */
-static kfac_status gz_failure(const idx_file *f)
-{
-    int err;
-    const char *msg = gz_message(f, &err);
-    if (err == Z_ERRNO)
-        return kfac_fail(KFAC_ERR_IO, "%s: read error: %s", f->path, msg);
-    if (err == Z_MEM_ERROR)
-        return kfac_fail(KFAC_ERR_NOMEM, "%s: out of memory in zlib", f->path);
-    return kfac_fail(KFAC_ERR_FORMAT, "%s: corrupt gzip stream (%s)", f->path, msg);
-}
-
-/* Read up to len bytes; *got < len only at the end of the data. gzread
- * takes an unsigned length, hence the loop over bounded pieces. */
-static kfac_status read_full(const idx_file *f, void *buf, size_t len, size_t *got)
-{
-    unsigned char *p = buf;
-    *got = 0;
-    while (*got < len) {
-        size_t want = KFAC_MIN(len - *got, (size_t)INT_MAX / 2);
-        int r = gzread(f->gz, p + *got, (unsigned)want);
-        if (r < 0)
-            return gz_failure(f);
-        if (r == 0)
-            break;
-        *got += (size_t)r;
-    }
-    return KFAC_OK;
-}
-
-/* " (gzip stream ends early)" when zlib saw a cut compressed stream. */
+/* " (gzip stream ends early)" when the file ended inside a gzip stream. */
 static const char *truncation_note(const idx_file *f)
 {
-    int err;
-    gz_message(f, &err);
-    return err == Z_BUF_ERROR ? " (gzip stream ends early)" : "";
+    return f->z.cut ? " (gzip stream ends early)" : "";
 }
 
 static void dims_string(const idx_file *f, char *buf, size_t size)
@@ -112,20 +75,14 @@ static kfac_status idx_open(idx_file *f, const char *path, int labels)
     memset(f, 0, sizeof *f);
     f->path = path;
     int ndims = labels ? 1 : 3;
-    errno = 0;
-    f->gz = gzopen(path, "rb");
-    if (!f->gz)
-        return kfac_fail(KFAC_ERR_IO, "%s: cannot open: %s", path,
-                         errno ? strerror(errno) : "out of memory");
-    /* a big buffer pays off only on big files (and costs a small one's
-     * reading, 2x its size in zlib's buffers, many times over) */
-    struct stat sb;
-    if (stat(path, &sb) != 0 || sb.st_size >= (off_t)IDX_GZ_BUFFER)
-        gzbuffer(f->gz, IDX_GZ_BUFFER);
+    kfac_status st = kfac_zread_open(&f->z, path);
+    if (st)
+        return st;
+    f->open = 1;
 
     unsigned char head[4 + 4 * 3];
     size_t want = 4 + 4 * (size_t)ndims, got;
-    kfac_status st = read_full(f, head, 4, &got);
+    st = read_full(f, head, 4, &got);
     if (st)
         goto fail;
     if (got == 0) {
@@ -212,22 +169,22 @@ static kfac_status idx_open(idx_file *f, const char *path, int labels)
     return KFAC_OK;
 
 fail:
-    gzclose(f->gz);
-    f->gz = NULL;
+    kfac_zread_close(&f->z);
+    f->open = 0;
     return st;
 }
 
 static void idx_close(idx_file *f)
 {
-    if (f->gz)
-        gzclose(f->gz);
-    f->gz = NULL;
+    if (f->open)
+        kfac_zread_close(&f->z);
+    f->open = 0;
 }
 
 /* Read the count*item elements' bytes into a new buffer that grows only as
  * data arrives, so a header promising far more than the file holds costs
  * little memory. Then require the end of the file. */
-static kfac_status idx_read_data(const idx_file *f, unsigned char **out)
+static kfac_status idx_read_data(idx_file *f, unsigned char **out)
 {
     size_t total = f->count * f->item * f->type->size, have = 0, cap = 0;
     unsigned char *buf = NULL;
@@ -430,6 +387,27 @@ static kfac_status find_file(const char *dir, const char *set, const char *name,
     return kfac_fail(KFAC_ERR_IO, "%s: %s (also tried %s.gz)", path, strerror(plain_errno), path);
 }
 
+/* The t10k images must have the train images' shape, not only their
+ * size: 1x784 beside 28x28 holds the pixels in another order, or other
+ * things. Only the train file's header is read; without a readable one
+ * (a directory of t10k files alone, for kfac eval) there is nothing to
+ * compare. */
+static kfac_status same_shape(const char *dir, const char *images, const kfac_dataset *test)
+{
+    char train[IDX_PATH_MAX];
+    idx_file f;
+    if (find_file(dir, "train", "images-idx3-ubyte", train) != KFAC_OK || idx_open(&f, train, 0) != KFAC_OK) {
+        kfac_clear_error();
+        return KFAC_OK;
+    }
+    int rows = f.ndims == 3 ? (int)f.dims[1] : 1, cols = f.ndims == 3 ? (int)f.dims[2] : (int)f.dims[1];
+    idx_close(&f);
+    if (rows == test->rows && cols == test->cols)
+        return KFAC_OK;
+    return kfac_fail(KFAC_ERR_SHAPE, "%s: images of %dx%d, but those of %s are %dx%d", images, test->rows, test->cols,
+                     train, rows, cols);
+}
+
 /* The IDX pair of `set` ("train" or "t10k") in dir. */
 static kfac_status mnist_load(const char *dir, const char *set, int classes, kfac_dataset *out)
 {
@@ -440,7 +418,15 @@ static kfac_status mnist_load(const char *dir, const char *set, int classes, kfa
     st = find_file(dir, set, "labels-idx1-ubyte", labels);
     if (st)
         return st;
-    return kfac_idx_load(images, labels, classes, out);
+    kfac_dataset d;
+    if ((st = kfac_idx_load(images, labels, classes, &d)) != KFAC_OK)
+        return st;
+    if (strcmp(set, "t10k") == 0 && (st = same_shape(dir, images, &d)) != KFAC_OK) {
+        kfac_dataset_free(&d);
+        return st;
+    }
+    *out = d;
+    return KFAC_OK;
 }
 
 kfac_status kfac_mnist_load(const char *dir, const char *set, kfac_dataset *out)

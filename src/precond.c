@@ -111,6 +111,10 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     }
     memset(pc->v, 0, sizeof(float) * n);
     memset(pc->delta, 0, sizeof(float) * n);
+    if ((st = kfac_blas_room()) != KFAC_OK) {
+        kfac_precond_free(pc);
+        return st;
+    }
     *out = pc;
     return KFAC_OK;
 }

@@ -4,10 +4,13 @@
 /* madvise(MADV_HUGEPAGE) is outside POSIX */
 #define _DEFAULT_SOURCE
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -15,14 +18,118 @@
 
 #include "common.h"
 
+/* Address space a new OpenBLAS thread takes: OpenBLAS gives each thread
+ * a buffer of 128 MiB (x86-64's BUFFER_SIZE; malloc maps 129 MiB for it)
+ * as the count is set, and libgomp a stack. */
+#define BLAS_BUFFER_BYTES ((size_t)129 << 20)
+
+/* Bytes of address space the process may still map: the least of what
+ * RLIMIT_AS and RLIMIT_DATA leave and, under strict overcommit (mode 2),
+ * what the kernel will still commit; SIZE_MAX without a limit. */
+static size_t address_room(void)
+{
+    size_t room = SIZE_MAX, page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned long pages[6] = {0}; /* statm: size resident shared text lib data */
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lu %lu %lu %lu %lu %lu", &pages[0], &pages[1], &pages[2], &pages[3], &pages[4], &pages[5]) !=
+            6)
+            memset(pages, 0, sizeof pages);
+        fclose(f);
+    }
+    static const int which[2] = {RLIMIT_AS, RLIMIT_DATA};
+    const size_t used[2] = {pages[0] * page, pages[5] * page};
+    for (int i = 0; i < 2; i++) {
+        struct rlimit rl;
+        if (getrlimit(which[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            room = KFAC_MIN(room, rl.rlim_cur > used[i] ? (size_t)rl.rlim_cur - used[i] : 0);
+    }
+    int mode = 0;
+    if ((f = fopen("/proc/sys/vm/overcommit_memory", "r"))) {
+        if (fscanf(f, "%d", &mode) != 1)
+            mode = 0;
+        fclose(f);
+    }
+    if (mode == 2 && (f = fopen("/proc/meminfo", "r"))) {
+        char line[128];
+        unsigned long long limit = 0, committed = 0, kb;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "CommitLimit: %llu kB", &kb) == 1)
+                limit = kb;
+            else if (sscanf(line, "Committed_AS: %llu kB", &kb) == 1)
+                committed = kb;
+        }
+        fclose(f);
+        if (limit > 0)
+            room = KFAC_MIN(room, limit > committed ? (size_t)(limit - committed) * 1024 : 0);
+    }
+    return room;
+}
+
+/* OpenBLAS maps a working buffer the first time a call needs one (the
+ * caller's, one at a time; its threads' come with kfac_set_threads) and
+ * keeps it for later calls, retrying forever one it cannot map: a run
+ * whose data left less than that under `ulimit -v` hung in its first
+ * product. So before the first real work there must be room for one and
+ * 16 MiB besides (checked once a process: once mapped it stays). */
+#define BLAS_RESERVE (BLAS_BUFFER_BYTES + ((size_t)16 << 20))
+
+/* Buffers OpenBLAS holds mapped but unused: a lower thread count frees
+ * the buffers of the threads it drops, and the next call needing one
+ * takes such a slot before it maps another. */
+static int blas_spare;
+
+kfac_status kfac_blas_room(void)
+{
+    static int checked; /* a race only checks twice */
+    if (checked || blas_spare > 0)
+        return KFAC_OK;
+    size_t room = address_room();
+    if (room < BLAS_RESERVE)
+        return kfac_fail(KFAC_ERR_NOMEM,
+                         "the memory limits leave %zu MiB of address space; OpenBLAS needs %zu MiB for its "
+                         "buffers (and would wait forever for one it cannot map)",
+                         room >> 20, BLAS_RESERVE >> 20);
+    checked = 1;
+    return KFAC_OK;
+}
+
+/* Why the last kfac_set_threads runs fewer threads than asked. */
+static char threads_note[200];
+
+const char *kfac_threads_note(void) { return threads_note; }
+
 void kfac_set_threads(int n)
 {
     if (n <= 0)
         n = omp_get_num_procs();
+    threads_note[0] = '\0';
+    /* OpenBLAS retries a buffer it cannot allocate forever
+     * (blas_memory_alloc): under `ulimit -v 4000000`, 32 threads spun at
+     * 100% CPU for good inside openblas_set_num_threads. So the new
+     * threads' buffers and stacks may take at most half the address space
+     * the limits leave (the rest is the run's). */
+    int have = KFAC_MAX(openblas_get_num_threads(), 1);
+    if (n > have) {
+        struct rlimit rl;
+        size_t stack = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur
+                                                                                        : (size_t)32 << 20;
+        size_t per = BLAS_BUFFER_BYTES + stack, room = address_room() / 2;
+        if ((size_t)(n - have) > room / per) {
+            int fit = have + (int)(room / per);
+            snprintf(threads_note, sizeof threads_note,
+                     "the memory limits leave room for %d thread%s (each OpenBLAS thread maps %zu MiB)", fit,
+                     KFAC_S(fit), per >> 20);
+            n = fit;
+        }
+    }
     /* OpenBLAS runs at most the threads it was built for (64 in Debian's);
      * our loops take as many, so kfac_get_threads tells the truth */
     openblas_set_num_threads(n);
     int blas = openblas_get_num_threads();
+    blas_spare = KFAC_MAX(blas_spare + have - blas, 0);
+    if (blas > 0 && blas < n)
+        snprintf(threads_note, sizeof threads_note, "OpenBLAS runs at most %d thread%s", blas, KFAC_S(blas));
     omp_set_num_threads(blas > 0 && blas < n ? blas : n);
 }
 

@@ -46,7 +46,7 @@ struct kfac_trainer {
 /* Classifiers learn labels; every other loss reconstructs its input (the
  * autoencoder). Checks that the data fits the network of `spec` (before
  * the network is allocated: a net file for other data may be large). */
-static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d)
+static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d, const char *who)
 {
     if (!d || !d->x || d->n < 1)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "empty dataset");
@@ -70,19 +70,24 @@ static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d)
                          "loss %s reconstructs the input: %d output%s needed, the network has %d",
                          kfac_loss_name(spec->loss), d->features, KFAC_S(d->features), outputs);
     }
-    return KFAC_OK;
+    /* the rest of what a hand-built dataset may get wrong: its shape, and
+     * every label (the other losses read none) */
+    return kfac_dataset_check(d, spec->loss == KFAC_LOSS_SOFTMAX_XENT ? outputs : 0, who);
 }
 
 /* Gather rows idx[first..first+n) of d (or rows first.. if idx is NULL)
  * into the network's input abar_0 (leading dimension inputs + 1, whose ones
- * column stays) and the targets y. */
-static void gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n, float *y)
+ * column stays) and the targets y. The labels were checked when the
+ * trainer was made (or the evaluation began); a label the caller changed
+ * since into one past the outputs is not written, but refused. */
+static kfac_status gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n, float *y)
 {
     float *x = net->abar[0];
     int ldx = net->dims[0] + 1;
     int f = d->features, outputs = net->dims[net->n_layers];
     int classify = net->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
-#pragma omp parallel for schedule(static) if ((long)n * f > KFAC_PAR_COPY)
+    long bad = -1; /* the largest row of a bad label */
+#pragma omp parallel for schedule(static) if ((long)n * f > KFAC_PAR_COPY) reduction(max : bad)
     for (int i = 0; i < n; i++) {
         size_t row = idx ? idx[first + i] : (size_t)(first + i);
         const float *src = d->x + row * f;
@@ -90,11 +95,18 @@ static void gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, in
         float *t = y + (size_t)i * outputs;
         if (classify) {
             memset(t, 0, sizeof(float) * (size_t)outputs);
-            t[d->labels[row]] = 1.0f;
+            if (d->labels[row] < outputs)
+                t[d->labels[row]] = 1.0f;
+            else
+                bad = KFAC_MAX(bad, (long)row);
         } else {
             memcpy(t, src, sizeof(float) * (size_t)f);
         }
     }
+    if (bad >= 0)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "label %d at index %ld outside [0, %d) (changed after the check)",
+                         (int)d->labels[bad], bad, outputs);
+    return KFAC_OK;
 }
 
 void kfac_trainer_free(kfac_trainer *t)
@@ -132,7 +144,7 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     kfac_trainer *t = NULL;
     if ((st = kfac_dataset_for_net(spec, train, &pooled, &train)) != KFAC_OK)
         return st;
-    if ((st = check_fit(spec, train)) != KFAC_OK)
+    if ((st = check_fit(spec, train, "kfac_trainer_new")) != KFAC_OK)
         goto refuse;
     /* val_fraction: the last n_val examples, rounded to the nearest */
     int n_val = (int)lround((double)p->val_fraction * train->n);
@@ -181,6 +193,8 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
     }
     for (int i = 0; i < train->n; i++)
         t->order[i] = (uint32_t)i;
+    if ((st = kfac_blas_room()) != KFAC_OK) /* after everything is allocated */
+        goto fail;
     *out = t;
     return KFAC_OK;
 fail:
@@ -387,9 +401,9 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         int first = t->seen, rows = KFAC_MIN(batch, n - first);
         /* this process's slice of the batch: rows [lo, hi) */
         int lo = (int)((long)rows * rank / size), hi = (int)((long)rows * (rank + 1) / size), mine = hi - lo;
-        gather(t->net, t->train, t->order, first + lo, mine, t->by);
         double loss;
-        if ((st = kfac_net_forward_in_place(t->net, mine)) != KFAC_OK ||
+        if ((st = gather(t->net, t->train, t->order, first + lo, mine, t->by)) != KFAC_OK ||
+            (st = kfac_net_forward_in_place(t->net, mine)) != KFAC_OK ||
             (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
             break;
         if (kfac_dist_grouped(t->dist)) {
@@ -514,7 +528,8 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     float *y = NULL;
     double loss_sum = 0.0, metric_sum = 0.0;
     kfac_status st = kfac_dataset_for_net(&net->spec, d, &pooled, &d);
-    if (st != KFAC_OK || (st = check_fit(&net->spec, d)) != KFAC_OK)
+    if (st != KFAC_OK || (st = check_fit(&net->spec, d, "kfac_evaluate")) != KFAC_OK ||
+        (st = kfac_blas_room()) != KFAC_OK)
         goto done;
     int chunk = net->max_batch, outputs = net->dims[net->n_layers];
     if (!(y = kfac_alloc_floats((size_t)chunk * (size_t)outputs))) {
@@ -524,8 +539,8 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     for (int first = 0; first < d->n; first += chunk) {
         int rows = KFAC_MIN(chunk, d->n - first);
         double l, m;
-        gather(net, d, NULL, first, rows, y);
-        if ((st = kfac_net_forward_in_place(net, rows)) != KFAC_OK || (st = kfac_net_loss(net, y, &l, &m)) != KFAC_OK)
+        if ((st = gather(net, d, NULL, first, rows, y)) != KFAC_OK ||
+            (st = kfac_net_forward_in_place(net, rows)) != KFAC_OK || (st = kfac_net_loss(net, y, &l, &m)) != KFAC_OK)
             goto done;
         loss_sum += l * rows;
         metric_sum += m * rows;

@@ -8,8 +8,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fisher.h"
@@ -235,6 +238,227 @@ START_TEST(test_entry_checks)
     ck_assert_int_eq(got, openblas_get_num_threads()); /* our loops and OpenBLAS alike */
     kfac_set_threads(2);
     ck_assert_int_eq(kfac_get_threads(), 2);
+}
+END_TEST
+
+/* A kfac_dataset is a public struct, so an embedder can hand the library
+ * anything in it. A label past the network's classes (or a negative one
+ * stored in the byte, 255) was a one-hot write past its row in the
+ * trainer's gather; rows and cols that disagree with the features, or are
+ * negative while their product agrees, were taken on trust. Each is
+ * refused with a status and a message, before anything is allocated
+ * (*out NULL), by every entry point that reads a dataset. */
+START_TEST(test_hand_built_datasets)
+{
+    enum { N = 12 };
+    kfac_set_threads(1);
+    kfac_net_spec s;
+    spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT); /* 5 inputs, 3 classes */
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.batch = 4;
+    float x[N * 5];
+    uint8_t labels[N];
+    kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    fill(x, N * 5, &r);
+    for (int i = 0; i < N; i++)
+        labels[i] = (uint8_t)(i % 3);
+    kfac_dataset good = {.n = N, .features = 5, .rows = 1, .cols = 5, .classes = 3, .x = x, .labels = labels};
+    kfac_trainer *t = (kfac_trainer *)&t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &good, &t), KFAC_OK);
+    kfac_trainer_free(t);
+
+    static const struct {
+        int label;            /* put at index 7; -1: leave the labels */
+        int rows, cols, features;
+        kfac_status want;
+        const char *msg;
+    } cases[] = {
+        {3, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 3 at index 7 outside [0, 3)"},
+        {200, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 200 at index 7 outside [0, 3)"},
+        {(uint8_t)-1, 1, 5, 5, KFAC_ERR_INVALID_ARG, "label 255 at index 7 outside [0, 3)"},
+        {-1, 2, 2, 5, KFAC_ERR_SHAPE, "2x2 images but 5 features per example"},
+        {-1, -1, -5, 5, KFAC_ERR_SHAPE, "-1x-5 images but 5 features per example"},
+        {-1, 0, 5, 5, KFAC_ERR_SHAPE, "0x5 images but 5 features per example"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        uint8_t bad_labels[N];
+        memcpy(bad_labels, labels, N);
+        if (cases[c].label >= 0)
+            bad_labels[7] = (uint8_t)cases[c].label;
+        kfac_dataset d = good;
+        d.labels = bad_labels;
+        d.rows = cases[c].rows, d.cols = cases[c].cols, d.features = cases[c].features;
+        t = (kfac_trainer *)&t;
+        ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), cases[c].want);
+        ck_assert_ptr_null(t);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+        /* kfac_evaluate reads the same gather */
+        kfac_net *net;
+        ck_assert_int_eq(kfac_net_new(&s, 4, &net), KFAC_OK);
+        double loss = -1.0, acc = -1.0;
+        ck_assert_int_eq(kfac_evaluate(net, &d, &loss, &acc), cases[c].want);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+        ck_assert(loss == -1.0 && acc == -1.0);
+        kfac_net_free(net);
+        /* kfac_check makes a trainer of it */
+        kfac_check_report rep;
+        ck_assert_int_eq(kfac_check(&s, &p, &d, 0, 4, &rep), cases[c].want);
+        ck_assert_msg(strstr(kfac_last_error(), cases[c].msg), "case %zu: %s", c, kfac_last_error());
+    }
+    /* a negative class count or example count */
+    kfac_dataset odd = good;
+    odd.classes = -3;
+    t = (kfac_trainer *)&t;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &odd, &t), KFAC_ERR_SHAPE);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(kfac_last_error(), "the data has -3 classes but the network has 3 outputs"), "%s",
+                  kfac_last_error());
+    odd = good;
+    odd.n = -5;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &odd, &t), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(t);
+
+    /* pooling trusts neither: negative rows and cols whose product is the
+     * features gave an uninitialised "pooled" set */
+    kfac_dataset neg = good, out = {0};
+    neg.rows = -1, neg.cols = -5;
+    ck_assert_int_eq(kfac_dataset_pool(&neg, 1, &out), KFAC_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "kfac_dataset_pool: -1x-5 images but 5 features per example"));
+    ck_assert_ptr_null(out.x);
+    ck_assert_int_eq(kfac_dataset_pool(&good, 1, NULL), KFAC_ERR_INVALID_ARG);
+
+    /* a label the caller spoils after the trainer checked them: refused
+     * at the gather, never written */
+    uint8_t later[N];
+    memcpy(later, labels, N);
+    kfac_dataset d = good;
+    d.labels = later;
+    ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &t), KFAC_OK);
+    for (int i = 0; i < N; i++)
+        later[i] = 250;
+    kfac_epoch_stats st;
+    ck_assert_int_eq(kfac_trainer_epoch(t, NULL, NULL, &st), KFAC_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(kfac_last_error(), "outside [0, 3)"), "%s", kfac_last_error());
+    kfac_trainer_free(t);
+}
+END_TEST
+
+/* OpenBLAS maps a 128 MiB buffer for each thread as the count is set and
+ * retries one it cannot get forever: under a 4 GB address-space limit
+ * kfac_set_threads(32) spun at 100% CPU for good. In a child under a
+ * limit of what it has mapped plus 2 GiB, the count is cut to what fits,
+ * kfac_threads_note says why, and OpenBLAS still multiplies; under its
+ * size plus 64 MiB a trainer refuses to start (KFAC_ERR_NOMEM), where
+ * its first product waited forever for OpenBLAS's buffer. The parent
+ * waits at most 120 s (the child takes milliseconds), so a hang fails the
+ * test instead of stalling the suite. Left out under ASan and valgrind
+ * ($KFAC_TEST_NO_MEMCAP), which map far more address space themselves. */
+START_TEST(test_threads_under_memory_limit)
+{
+    const char *nocap = getenv("KFAC_TEST_NO_MEMCAP");
+    if (nocap && *nocap)
+        return;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%lu", &pages) != 1)
+            _exit(10);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)2 << 30);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(11);
+        kfac_set_threads(32);
+        int got = kfac_get_threads();
+        if (got < 1 || got >= 32 || got != openblas_get_num_threads())
+            _exit(12);
+        if (!strstr(kfac_threads_note(), "the memory limits leave room for"))
+            _exit(13);
+        float a[64 * 64], c[64 * 64];
+        for (int i = 0; i < 64 * 64; i++)
+            a[i] = 1.0f;
+        /* C <- A A^T: 64 everywhere */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 64, 64, 1.0f, a, 64, a, 64, 0.0f, c, 64);
+        _exit(c[0] == 64.0f && c[64 * 64 - 1] == 64.0f ? 0 : 14);
+    }
+    int status = 0;
+    for (int waited = 0; waited < 1200; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
+        if (waited == 1199) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            ck_abort_msg("kfac_set_threads(32) under a memory limit did not return in 120 s");
+        }
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
+
+    /* OpenBLAS's first product maps the caller's buffer, 129 MiB, and
+     * waits for it forever: a trainer under a limit of what the process
+     * has mapped plus 64 MiB trained into that hang. Now the trainer and
+     * kfac_evaluate refuse to start. */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kfac_net_spec s;
+        spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
+        float x[8 * 5] = {0};
+        uint8_t lab[8] = {0, 1, 2, 0, 1, 2, 0, 1};
+        kfac_dataset d = {.n = 8, .features = 5, .rows = 1, .cols = 5, .classes = 3, .x = x, .labels = lab};
+        kfac_net *net;
+        if (kfac_net_new(&s, 8, &net) != KFAC_OK)
+            _exit(10);
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%lu", &pages) != 1)
+            _exit(11);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)64 << 20);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(12);
+        kfac_train_params p;
+        kfac_train_params_init(&p);
+        p.batch = 4;
+        kfac_trainer *t;
+        if (kfac_trainer_new(&s, &p, &d, &t) == KFAC_OK) {
+            kfac_trainer_epoch(t, NULL, NULL, NULL); /* the hang it was */
+            _exit(13);
+        }
+        if (!strstr(kfac_last_error(), "OpenBLAS needs"))
+            _exit(14);
+        double loss;
+        _exit(kfac_evaluate(net, &d, &loss, NULL) == KFAC_ERR_NOMEM ? 0 : 15);
+    }
+    for (int waited = 0;; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
+        if (waited == 1199) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            ck_abort_msg("a trainer under a memory limit did not return in 120 s");
+        }
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
+
+    /* without a limit only OpenBLAS's own maximum cuts, and says so */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kfac_set_threads(1000);
+        int got = kfac_get_threads();
+        char want[64];
+        snprintf(want, sizeof want, "OpenBLAS runs at most %d thread", got);
+        _exit(got < 1000 && strstr(kfac_threads_note(), want) ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 END_TEST
 
@@ -514,6 +738,8 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_misuse);
     tcase_add_test(tc, test_enum_names);
     tcase_add_test(tc, test_entry_checks);
+    tcase_add_test(tc, test_hand_built_datasets);
+    tcase_add_test(tc, test_threads_under_memory_limit);
     tcase_add_loop_test(tc, test_predict, 0, 3);
     tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
     tcase_add_test(tc, test_precond_checkpoint);

@@ -238,7 +238,11 @@ static const idx_case idx_cases[] = {
     {"trailing", F_TEST_LAB, "3 trailing bytes after the 40 bytes of data", ""},
     {"missing", F_TEST_LAB, "No such file or directory", ""},
     {"size-net", -1, "the data has 100 features per example (10x10) but the network takes 784 inputs", ""},
-    {"size-sets", -1, "the t10k images are 14x14 but the train images are 28x28", ""},
+    {"size-sets", -1, "t10k-images-idx3-ubyte: images of 14x14, but those of ", ""},
+    /* the same size in another shape: 40 x 784 beside 120 x 28 x 28 */
+    {"shape-sets", F_TEST_IMG, "images of 1x784, but those of ", ""},
+    /* bytes after the gzip stream, which zlib's gzread drops */
+    {"gzip-trailing", F_TEST_LAB, "4 bytes after the end of the gzip stream (not gzip)", ""},
 };
 
 START_TEST(test_bad_idx)
@@ -283,6 +287,13 @@ START_TEST(test_bad_idx)
         make_set(&f[F_TEST_IMG], &f[F_TEST_LAB], N_TEST, 14, 14, 0, 4);
         break;
     }
+    case 18: /* 2 dimensions: N_TEST x 784 */
+        b->b[3] = 2;
+        be32(b->b + 8, 784);
+        memmove(b->b + 12, b->b + 16, b->n - 16);
+        b->n -= 4;
+        break;
+    case 19: gz_bytes(b), memcpy(b->b + b->n, "junk", 4), b->n += 4; break;
     }
     write_set(dir, f);
     char path[800], log[800], ckpt[800], args[4096];
@@ -633,6 +644,71 @@ START_TEST(test_stdout_full)
             ck_assert_msg(n > 100, "no checkpoint after the lost output");
             free(c);
         }
+    }
+}
+END_TEST
+
+/* --threads past what can run is cut, said on one stderr line with the
+ * reason, and the header's count is the one used: past OpenBLAS's
+ * maximum (1000 ran 64 silently), and under `ulimit -v 4000000`, where
+ * 32 threads hung for good in OpenBLAS's buffer allocation (each thread
+ * maps 128 MiB); and under every limit from 360 to 700 MB a run trains or
+ * says it lacks memory, where between the two its first product waited
+ * forever for OpenBLAS's buffer. `timeout -k 5 120` turns a hang into a
+ * failure (a run takes a second; -k as a hung run never reaches the step
+ * end where it would stop for SIGTERM). The limited runs are left out under ASan and valgrind
+ * ($KFAC_TEST_NO_MEMCAP). */
+START_TEST(test_threads_capped)
+{
+    static const struct {
+        const char *prefix, *threads, *why;
+    } runs[] = {
+        {"", "1000", "OpenBLAS runs at most "},
+        {"ulimit -v 4000000; timeout -k 5 120", "32", "the memory limits leave room for "},
+        {"ulimit -v 4000000; timeout -k 5 120", "1000", "the memory limits leave room for "},
+    };
+    const char *nocap = getenv("KFAC_TEST_NO_MEMCAP");
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        if (*runs[i].prefix && nocap && *nocap)
+            continue;
+        char args[2048], what[64];
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads %s --epochs 1 --batch 20 --quiet",
+                 good_data(), runs[i].threads);
+        snprintf(what, sizeof what, "--threads %s (%s)", runs[i].threads, runs[i].prefix);
+        int got = run_prefixed(runs[i].prefix, args);
+        char *err = read_all(err_path, NULL), *out = read_all(out_path, NULL);
+        ck_assert_msg(got == 0, "%s: exit %d (124: a hang cut by timeout); stderr: %s", what, got, err);
+        char want[128];
+        snprintf(want, sizeof want, "kfac: --threads %s: %s", runs[i].threads, runs[i].why);
+        ck_assert_msg(count_lines(err) == 1 && strncmp(err, want, strlen(want)) == 0, "%s: stderr: %s", what, err);
+        const char *using = strstr(err, "; using ");
+        ck_assert_msg(using, "%s: stderr: %s", what, err);
+        int n = atoi(using + 8);
+        ck_assert_msg(n >= 1 && n < atoi(runs[i].threads), "%s: %s", what, err);
+        char header[64];
+        snprintf(header, sizeof header, ", %d threads", n);
+        ck_assert_msg(strstr(out, header), "%s: the header lacks '%s': %s", what, header, out);
+        free(err);
+        free(out);
+    }
+    if (nocap && *nocap)
+        return;
+    /* limits from a little above where the program starts (about 325 MB
+     * here: below, OpenBLAS hangs as it loads, before main) to where it
+     * trains: a run trains, or stops with one line about memory (exit 1);
+     * from 340 to 430 MB its first product (batch 64) waited forever for
+     * OpenBLAS's 129 MiB buffer */
+    for (long v = 360000; v <= 700000; v += 20000) {
+        char prefix[96], args[2048];
+        snprintf(prefix, sizeof prefix, "ulimit -v %ld; timeout -k 5 120", v);
+        snprintf(args, sizeof args, "train nets/small.net --data '%s' --threads 2 --epochs 1 --batch 64 --quiet",
+                 good_data());
+        int got = run_prefixed(prefix, args);
+        char *err = read_all(err_path, NULL);
+        ck_assert_msg(got == 0 || (got == 1 && count_lines(err) == 1 &&
+                                   (strstr(err, "memory limits leave") || strstr(err, "cannot allocate"))),
+                      "ulimit -v %ld: exit %d (124, 137: a hang cut by timeout); stderr: %s", v, got, err);
+        free(err);
     }
 }
 END_TEST
@@ -1004,6 +1080,7 @@ Suite *badinput_cli_suite(void)
     tcase_add_test(tc, test_control_chars_in_names);
     tcase_add_test(tc, test_outputs_checked_first);
     tcase_add_test(tc, test_stdout_full);
+    tcase_add_test(tc, test_threads_capped);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
     tcase_set_timeout(tc, 120);

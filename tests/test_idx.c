@@ -766,6 +766,150 @@ START_TEST(test_trailing_bytes)
 }
 END_TEST
 
+/* zlib's gzread drops whatever follows a gzip stream when it is not
+ * another gzip member: a file with bytes after its stream loaded as if
+ * they were not there. They are refused, counted and the file named;
+ * members one after the other (as `cat a.gz b.gz` makes) are still one
+ * file's data. */
+START_TEST(test_gzip_trailing_garbage)
+{
+    char img[512], lab[512], good_img[512], good_lab_path[512];
+    write_good("gzjunk", 1, good_img, good_lab_path, sizeof good_img);
+    static unsigned char raw[4096];
+    FILE *f = fopen(good_img, "rb");
+    ck_assert_ptr_nonnull(f);
+    size_t len = fread(raw, 1, sizeof raw, f);
+    fclose(f);
+    ck_assert_uint_gt(len, 20);
+    static const struct {
+        const char *junk;
+        size_t n;
+        const char *msg;
+    } cases[] = {
+        {"junk", 4, "4 bytes after the end of the gzip stream (not gzip)"},
+        {"\n", 1, "1 byte after the end of the gzip stream (not gzip)"},
+        {"\0\0\0\0\0\0\0\0", 8, "8 bytes after the end of the gzip stream (not gzip)"},
+        {"\x1f", 1, "1 byte after the end of the gzip stream (not gzip)"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        static unsigned char buf[4200];
+        memcpy(buf, raw, len);
+        memcpy(buf + len, cases[c].junk, cases[c].n);
+        snprintf(img, sizeof img, "%s/gzjunk-%zu-images.gz", test_tmpdir(), c);
+        write_raw(img, buf, len + cases[c].n);
+        expect_fail(img, good_lab_path, 10, KFAC_ERR_FORMAT, img, cases[c].msg);
+    }
+    /* in the labels too */
+    blob o;
+    labels_blob(&o, 3, good_lab);
+    tmp_path(lab, sizeof lab, "gzjunk-text-labels.gz");
+    write_gz(lab, o.b, o.n);
+    f = fopen(lab, "ab");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs("trailing text", f), 0);
+    fclose(f);
+    expect_fail(good_img, lab, 10, KFAC_ERR_FORMAT, lab, "13 bytes after the end of the gzip stream (not gzip)");
+
+    /* two members: the images' header in one, the pixels in the next */
+    images_blob(&o, 3, 2, 2, good_px);
+    char a[512], b[512];
+    tmp_path(a, sizeof a, "gzjunk-part-a.gz");
+    tmp_path(b, sizeof b, "gzjunk-part-b.gz");
+    write_gz(a, o.b, 16);
+    write_gz(b, o.b + 16, o.n - 16);
+    static unsigned char two[8192];
+    size_t n = 0;
+    const char *parts[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        f = fopen(parts[k], "rb");
+        ck_assert_ptr_nonnull(f);
+        n += fread(two + n, 1, sizeof two - n, f);
+        fclose(f);
+    }
+    tmp_path(img, sizeof img, "gzjunk-two-members-images.gz");
+    write_raw(img, two, n);
+    kfac_dataset d;
+    ck_assert_msg(kfac_idx_load(img, good_lab_path, 10, &d) == KFAC_OK, "%s", kfac_last_error());
+    assert_good(&d);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+/* A t10k set must have the train images' shape, not only their size:
+ * 4 images of 1x784 (a 2-D file) beside 28x28 ones were accepted because
+ * both are 784 features (another size, 14x14, is refused here too). kfac_data_load and kfac_mnist_load refuse it,
+ * naming both files; the same shape loads, and so does a directory of
+ * t10k files alone (kfac eval's). */
+START_TEST(test_shapes_differ)
+{
+    static unsigned char px[4 * 784], lab[4] = {1, 2, 3, 4};
+    for (int i = 0; i < 4 * 784; i++)
+        px[i] = (unsigned char)(i * 7);
+    static const struct {
+        int train_dims, test_dims; /* 3: 28x28 (4x7 for 2); 2: one row */
+        uint32_t test_rows, test_cols;
+        const char *msg;
+    } cases[] = {
+        {3, 2, 1, 784, "images of 1x784, but those of "},
+        {3, 3, 784, 1, "images of 784x1, but those of "},
+        {3, 3, 56, 14, "images of 56x14, but those of "},
+        {3, 3, 14, 14, "images of 14x14, but those of "}, /* another size too */
+        {2, 3, 28, 28, "images of 28x28, but those of "},
+        {3, 3, 28, 28, NULL},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char dir[512], path[700], name[64];
+        snprintf(name, sizeof name, "shapes-%zu", c);
+        tmp_path(dir, sizeof dir, name);
+        ck_assert_int_eq(mkdir(dir, 0700), 0);
+        static blob o;
+        uint32_t train_dims[3] = {4, 28, 28}, train_flat[2] = {4, 784};
+        blob_header(&o, cases[c].train_dims, cases[c].train_dims == 3 ? train_dims : train_flat);
+        blob_add(&o, px, sizeof px);
+        snprintf(path, sizeof path, "%s/train-images-idx3-ubyte.gz", dir);
+        write_blob(path, &o, 1);
+        uint32_t test_dims[3] = {4, cases[c].test_rows, cases[c].test_cols}, test_flat[2] = {4, 784};
+        blob_header(&o, cases[c].test_dims, cases[c].test_dims == 3 ? test_dims : test_flat);
+        blob_add(&o, px, (size_t)4 * (cases[c].test_dims == 3 ? cases[c].test_rows * cases[c].test_cols : 784));
+        snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+        write_blob(path, &o, 0);
+        const char *sets[2] = {"train", "t10k"};
+        for (int k = 0; k < 2; k++) {
+            char lp[700];
+            labels_blob(&o, 4, lab);
+            snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte", dir, sets[k]);
+            write_blob(lp, &o, 0);
+        }
+        kfac_dataset d, before;
+        ck_assert_int_eq(kfac_data_load(dir, "train", 10, 1, &d), KFAC_OK);
+        kfac_dataset_free(&d);
+        sentinel(&d);
+        memcpy(&before, &d, sizeof d);
+        kfac_status st = kfac_data_load(dir, "test", 10, 1, &d);
+        if (!cases[c].msg) {
+            ck_assert_msg(st == KFAC_OK, "%s", kfac_last_error());
+            kfac_dataset_free(&d);
+            continue;
+        }
+        char train_name[700];
+        snprintf(train_name, sizeof train_name, "%s/train-images-idx3-ubyte.gz are %s", dir,
+                 cases[c].train_dims == 3 ? "28x28" : "1x784");
+        ck_assert_int_eq(st, KFAC_ERR_SHAPE);
+        ck_assert(memcmp(&d, &before, sizeof d) == 0);
+        const char *msg = kfac_last_error();
+        ck_assert_msg(strstr(msg, path) == msg && strstr(msg, cases[c].msg) && strstr(msg, train_name),
+                      "case %zu: %s", c, msg);
+        ck_assert_int_eq(kfac_mnist_load(dir, "t10k", &d), KFAC_ERR_SHAPE);
+        ck_assert(memcmp(&d, &before, sizeof d) == 0);
+        /* without the train images there is nothing to compare */
+        snprintf(path, sizeof path, "%s/train-images-idx3-ubyte.gz", dir);
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_msg(kfac_data_load(dir, "test", 10, 1, &d) == KFAC_OK, "%s", kfac_last_error());
+        kfac_dataset_free(&d);
+    }
+}
+END_TEST
+
 START_TEST(test_missing_file)
 {
     char img[512], lab[512], nope[512];
@@ -866,6 +1010,8 @@ Suite *idx_suite(void)
     tcase_add_test(bad, test_label_range);
     tcase_add_loop_test(bad, test_corrupt_gzip, 0, 4);
     tcase_add_loop_test(bad, test_trailing_bytes, 0, 2);
+    tcase_add_test(bad, test_gzip_trailing_garbage);
+    tcase_add_test(bad, test_shapes_differ);
     tcase_add_test(bad, test_missing_file);
     tcase_add_test(bad, test_invalid_args);
     suite_add_tcase(s, bad);

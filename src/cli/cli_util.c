@@ -266,9 +266,9 @@ void cli_set_threads(long threads)
 {
     kfac_set_threads((int)threads);
     int got = kfac_get_threads();
-    if (got < threads) /* say so: --help promises 1..1024 */
-        fprintf(stderr, "kfac: --threads %ld: OpenBLAS runs at most %d thread%s; using %d\n", threads, got,
-                KFAC_S(got), got);
+    if (got < threads) /* say so, and why: --help promises 1..1024 */
+        fprintf(stderr, "kfac: --threads %ld: %s; using %d\n", threads,
+                *kfac_threads_note() ? kfac_threads_note() : "fewer threads run", got);
 }
 
 /* dir/base of path with dir resolved (symbolic links, "..") where it
