@@ -339,6 +339,9 @@ typedef enum kfac_inversion {
                               (randomized subspace iteration) and one
                               constant for the rest of its spectrum: the
                               fast mode (default) */
+    KFAC_INV_EKFAC,        /* EIGEN's eigenbases with the diagonal
+                              re-estimated from the per-example gradients
+                              projected into them (George et al. 2018) */
     KFAC_INV_COUNT
 } kfac_inversion;
 

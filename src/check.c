@@ -158,6 +158,12 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
         st = kfac_factors_accumulate(pc, l, net->abar[l], d_in[l], net->g[l], n);
     if (st == KFAC_OK)
         st = kfac_factors_invert(pc, p->kfac.damping, NULL);
+    if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_EKFAC) {
+        const float *ab[KFAC_MAX_LAYERS], *gs[KFAC_MAX_LAYERS];
+        for (int l = 0; l < L; l++)
+            ab[l] = net->abar[l], gs[l] = net->g[l];
+        st = kfac_factors_ekfac_stats(pc, ab, d_in, gs, n, 1.0f / n);
+    }
     for (int l = 0; l < L && st == KFAC_OK; l++)
         st = kfac_factors_apply(pc, l, grad + net->offset[l], delta + net->offset[l]);
     out->n_layers = L;

@@ -51,6 +51,12 @@ typedef struct layer_factors {
      * kfac_factors_weight_prepare for the step's kfac_factors_weight_add */
     float *lm, *rm;
     int kk;
+    /* EKFAC (docs/algorithm.md §4.6): S_ij, the mean of (Q_G^T g)_i^2
+     * (Q_A^T abar)_j^2 over examples in the current eigenbases (g.n x
+     * a.n), a running average restarted at each decomposition from
+     * EIGEN's e_G e_A^T; its part of the shared stage */
+    float *scale, *scale_stat;
+    long scale_k; /* rounds folded in since the last decomposition */
 } layer_factors;
 
 struct kfac_factors {
@@ -71,6 +77,11 @@ struct kfac_factors {
                               alone) */
     float *tmp1, *tmp2; /* max(dout x din): products while applying */
     float *P, *Q;    /* gram_rows x max_d: g G^-1 and abar A^-1 */
+    float *scale_stage; /* EKFAC: every layer's scale_stat, one buffer so a
+                           group sums them in one collective */
+    size_t n_scale_stage;
+    long k_decomposed; /* EKFAC: the statistics round of the last
+                          decomposition (a new damping alone needs none) */
     float *M1, *M2;  /* a gram_rows x gram_rows Gram per thread, for
                         <delta, grad> */
     float *Ta, *Tas, *Tg, *Tgs; /* max(gram_rows, max_d) x max_s: x U^T of
@@ -88,8 +99,9 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->a.S), kfac_free_floats(f->g.S);
         kfac_free_floats(f->a.inv), kfac_free_floats(f->g.inv);
         kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
-        kfac_free_floats(f->lm), kfac_free_floats(f->rm);
+        kfac_free_floats(f->lm), kfac_free_floats(f->rm), kfac_free_floats(f->scale);
     }
+    kfac_free_floats(pc->scale_stage);
     free(pc->L);
     kfac_free_floats(pc->syrk), kfac_free_floats(pc->stage);
     kfac_free_floats(pc->tmp1), kfac_free_floats(pc->tmp2);
@@ -145,7 +157,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
      * take 64 MiB a thread; its P, Q and Grams are sized for that */
     pc->gram_rows = KFAC_MIN(max_rows, 4096);
     pc->L = calloc((size_t)n_layers, sizeof *pc->L);
-    int eigen = p->inversion == KFAC_INV_EIGEN, ok = pc->L != NULL, max_s = 1;
+    int eigen = p->inversion == KFAC_INV_EIGEN || p->inversion == KFAC_INV_EKFAC, ok = pc->L != NULL, max_s = 1;
     for (int l = 0; ok && l < n_layers; l++) {
         layer_factors *f = &pc->L[l];
         factor *side[2] = {&f->a, &f->g};
@@ -174,6 +186,20 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
         size_t kmax = 2 * (size_t)(p->rank_max + OVERSAMPLE);
         if (ok && f->a.lowrank && f->g.lowrank)
             ok = (f->lm = kfac_alloc_floats((size_t)f->g.n * kmax)) && (f->rm = kfac_alloc_floats(kmax * f->a.n));
+    }
+    if (ok && p->inversion == KFAC_INV_EKFAC) {
+        for (int l = 0; l < n_layers; l++)
+            pc->n_scale_stage += (size_t)d_in[l] * d_out[l];
+        ok = (pc->scale_stage = kfac_alloc_floats(pc->n_scale_stage)) != NULL;
+        for (size_t at = 0, l = 0; ok && l < (size_t)n_layers; l++) {
+            layer_factors *f = &pc->L[l];
+            size_t mn = (size_t)d_in[l] * d_out[l];
+            ok = (f->scale = kfac_alloc_floats(mn)) != NULL;
+            if (ok) /* whole, for checkpoints */
+                memset(f->scale, 0, sizeof(float) * mn);
+            f->scale_stat = pc->scale_stage + at;
+            at += mn;
+        }
     }
     for (int l = 0; l < n_layers; l++)
         pc->n_stage += (size_t)d_in[l] * (d_in[l] + 1) / 2 + (size_t)d_out[l] * (d_out[l] + 1) / 2;
@@ -450,7 +476,15 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_invert: damping %g must be positive", lambda);
     if (pc->k < 1)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC inversion before any statistics");
-    int eigen = pc->p.inversion == KFAC_INV_EIGEN;
+    int ekfac = pc->p.inversion == KFAC_INV_EKFAC, eigen = pc->p.inversion == KFAC_INV_EIGEN || ekfac;
+    if (ekfac && pc->inverted && pc->k == pc->k_decomposed) {
+        /* the same statistics: the damping enters only when applied, and
+         * the re-estimated diagonal stays */
+        if (report)
+            *report = (kfac_invert_report){0, 0, 1.0};
+        pc->lambda = lambda;
+        return KFAC_OK;
+    }
     invert_job jobs[2 * KFAC_MAX_LAYERS];
     int n_jobs = 0;
     for (int l = 0; l < pc->n_layers; l++) {
@@ -518,6 +552,70 @@ kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_rep
         *report = rep;
     pc->lambda = lambda;
     pc->inverted = 1;
+    if (ekfac) { /* new bases: the diagonal restarts from EIGEN's */
+        pc->k_decomposed = pc->k;
+        for (int l = 0; l < pc->n_layers; l++) {
+            layer_factors *f = &pc->L[l];
+            int m = f->g.n, n = f->a.n;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    f->scale[(size_t)i * n + j] = f->g.e[i] * f->a.e[j];
+            f->scale_k = 0;
+        }
+    }
+    return KFAC_OK;
+}
+
+/* EKFAC (docs/algorithm.md §4.6): this process's part of layer l's new
+ * diagonal, scale sum_n (Q_G^T g_n)^2 (Q_A^T abar_n)^2^T, into its stage,
+ * from the rows projected into the current eigenbases in chunks of
+ * gram_rows (zero for no rows). */
+static void scale_stats(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int rows, float scale)
+{
+    layer_factors *f = &pc->L[l];
+    int m = f->g.n, n = f->a.n;
+    float beta = 0.0f;
+    if (rows < 1)
+        memset(f->scale_stat, 0, sizeof(float) * (size_t)m * n);
+    for (int r0 = 0; r0 < rows; r0 += pc->gram_rows) {
+        int r = KFAC_MIN(pc->gram_rows, rows - r0);
+        /* P (r x m) <- g Q_G, Q (r x n) <- abar Q_A, squared */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, m, m, 1.0f, g + (size_t)r0 * m, m, f->g.inv, m,
+                    0.0f, pc->P, m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, n, 1.0f, abar + (size_t)r0 * lda, lda, f->a.inv,
+                    n, 0.0f, pc->Q, n);
+        for (size_t i = 0; i < (size_t)r * m; i++)
+            pc->P[i] *= pc->P[i];
+        for (size_t i = 0; i < (size_t)r * n; i++)
+            pc->Q[i] *= pc->Q[i];
+        /* stat (m x n) += scale P^T Q */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, r, scale, pc->P, m, pc->Q, n, beta, f->scale_stat,
+                    n);
+        beta = 1.0f;
+    }
+}
+
+kfac_status kfac_factors_ekfac_stats(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                                     int rows, float scale)
+{
+    if (!pc || pc->p.inversion != KFAC_INV_EKFAC || !pc->inverted)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_factors_ekfac_stats: EKFAC after the first decomposition only");
+    for (int l = 0; l < pc->n_layers; l++)
+        scale_stats(pc, l, rows > 0 ? abar[l] : NULL, rows > 0 ? lda[l] : 0, rows > 0 ? g[l] : NULL, rows, scale);
+    kfac_status st = kfac_dist_sum_floats(pc->dist, pc->scale_stage, pc->n_scale_stage);
+    if (st != KFAC_OK)
+        return st;
+    for (int l = 0; l < pc->n_layers; l++) {
+        layer_factors *f = &pc->L[l];
+        f->scale_k++;
+        float keep = KFAC_MIN(1.0f - 1.0f / (float)f->scale_k, pc->p.decay), take = 1.0f - keep;
+        size_t mn = (size_t)f->g.n * f->a.n;
+        float *S = f->scale;
+        const float *B = f->scale_stat;
+#pragma omp parallel for simd schedule(static) if (mn > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < mn; i++)
+            S[i] = keep * S[i] + take * B[i];
+    }
     return KFAC_OK;
 }
 
@@ -577,19 +675,26 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
     layer_factors *f = &pc->L[l];
     int m = f->g.n, n = f->a.n;
-    if (pc->p.inversion == KFAC_INV_EIGEN) {
+    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC) {
         /* exact Tikhonov in the eigenbasis (docs/algorithm.md §4):
-         * delta = Q_G [ (Q_G^T grad Q_A) / (eg ea^T + lambda) ] Q_A^T */
+         * delta = Q_G [ (Q_G^T grad Q_A) / (eg ea^T + lambda) ] Q_A^T;
+         * EKFAC (§4.6) divides by its re-estimated S + lambda instead */
         /* tmp1 (m x n) <- Q_G^T (m x m) grad (m x n) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, grad, n, 0.0f, pc->tmp1, n);
         /* tmp2 (m x n) <- tmp1 Q_A (n x n) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f,
                     pc->tmp2, n);
         float lam = (float)pc->lambda;
+        const float *S = f->scale;
+        if (S)
+#pragma omp parallel for simd schedule(static) if ((long)m * n > KFAC_PAR_COPY)
+            for (size_t i = 0; i < (size_t)m * n; i++)
+                pc->tmp2[i] /= S[i] + lam;
+        else
 #pragma omp parallel for schedule(static) if ((long)m * n > KFAC_PAR_COPY)
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                pc->tmp2[(size_t)i * n + j] /= f->g.e[i] * f->a.e[j] + lam;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    pc->tmp2[(size_t)i * n + j] /= f->g.e[i] * f->a.e[j] + lam;
         /* tmp1 <- Q_G tmp2 */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, pc->tmp2, n, 0.0f,
                     pc->tmp1, n);
@@ -725,7 +830,8 @@ void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *b
 
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
 {
-    if (pc->p.inversion == KFAC_INV_EIGEN || l < 0 || l >= pc->n_layers || batch > pc->gram_rows)
+    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC || l < 0 || l >= pc->n_layers ||
+        batch > pc->gram_rows)
         return 0;
     double by_rows, by_weights;
     kfac_factors_form_flops(pc, l, batch, &by_rows, &by_weights);
@@ -786,8 +892,8 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_batch: bad argument");
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
-    if (pc->p.inversion == KFAC_INV_EIGEN)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs Kronecker-factored inverses, not eigen");
+    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC)
+        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs Kronecker-factored inverses, not eigenbases");
     if (batch < 1 || batch > pc->gram_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d] (the batch form's largest)", batch,
                          pc->gram_rows);
@@ -890,5 +996,11 @@ void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
                 kfac_ckio_int_range(io, &x->k, 0, x->n / 2, "a K-FAC rank");
                 kfac_ckio_f32(io, &x->c);
             }
+        if (pc->L[l].scale) { /* EKFAC's diagonal and its rounds */
+            kfac_ckio_floats(io, pc->L[l].scale, (size_t)pc->L[l].a.n * pc->L[l].g.n, "EKFAC scaling");
+            kfac_ckio_long(io, &pc->L[l].scale_k);
+        }
     }
+    if (pc->p.inversion == KFAC_INV_EKFAC)
+        kfac_ckio_long(io, &pc->k_decomposed);
 }

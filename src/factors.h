@@ -65,6 +65,14 @@ void kfac_factors_fold(kfac_factors *pc, int l);
 kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report);
 int kfac_factors_inverted(const kfac_factors *pc);
 
+/* EKFAC (docs/algorithm.md §4.6): fold one statistics round of rows
+ * (abar_l rows x d_in with ld lda[l], g_l rows x d_out; scale 1/rows, or
+ * 1/(the group's rows) in a process group, which sums the parts) into
+ * every layer's diagonal in the current eigenbases. After the first
+ * decomposition; each new decomposition restarts it from EIGEN's. */
+kfac_status kfac_factors_ekfac_stats(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                                     int rows, float scale);
+
 /* delta_l = precondition(grad_l): (G + g_G I)^-1 grad (A + g_A I)^-1, or the
  * eigenbasis form. grad and delta: d_out x d_in. */
 kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta);

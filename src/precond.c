@@ -261,7 +261,8 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         if (in->rows == pc->max_rows || pc->t == 0) {
             pc->st.batch_form[l] = lr[l];
             pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
-            if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN)
+            if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN &&
+                pc->kp.inversion != KFAC_INV_EKFAC)
                 kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
         }
         if (lr[l] && kfac_dist_grouped(pc->dist)) {
@@ -531,6 +532,16 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
                   (stats_now && t <= kp->inv_every);
     if (inv_now && (st = invert(pc, damping)) != KFAC_OK)
         return st;
+    if (stats_now && kp->inversion == KFAC_INV_EKFAC) {
+        /* EKFAC's diagonal from this round's rows, in the bases the
+         * direction uses (after a decomposition due now) */
+        double te = kfac_seconds();
+        st = kfac_factors_ekfac_stats(pc->fc, in->abar, pc->d_in, in->gstat, in->stat_rows,
+                                      1.0f / KFAC_MAX(1, in->total_stat_rows));
+        pc->st.seconds_stats += kfac_seconds() - te;
+        if (st != KFAC_OK)
+            return st;
+    }
     double t2 = kfac_seconds(), inv_before = pc->st.seconds_invert;
 
     /* the direction, with up to three 10x raises of the damping if a value

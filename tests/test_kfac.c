@@ -13,6 +13,7 @@
 #include "net.h"
 #include "optim.h"
 #include "factors.h"
+#include "linalg.h"
 #include "tests.h"
 
 static void fill(float *v, size_t n, float lo, float hi, kfac_rng *r)
@@ -487,6 +488,103 @@ START_TEST(test_form_report_full_batches)
 }
 END_TEST
 
+/* EKFAC (docs/algorithm.md §4.6) against its definition, computed here
+ * from the same eigenbases: right after a decomposition it is EIGEN (bit
+ * for bit); after a statistics round its diagonal is the mean of
+ * (Q_G^T g_n)_i^2 (Q_A^T abar_n)_j^2 and delta = Q_G [(Q_G^T V Q_A) /
+ * (S + lambda)] Q_A^T; a new damping alone keeps the diagonal. */
+START_TEST(test_ekfac_definition)
+{
+    enum { DIN = 6, DOUT = 5, B = 40, N = DIN * DOUT };
+    int din = DIN, dout = DOUT;
+    kfac_rng r;
+    kfac_rng_seed(&r, 71);
+    static float abar[B * DIN], g[B * DOUT], V[N], d_ek[N], d_eig[N];
+    fill(abar, B * DIN, -1, 1, &r);
+    fill(g, B * DOUT, -1, 1, &r);
+    for (int n = 0; n < B; n++)
+        abar[n * DIN + DIN - 1] = 1.0f;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kfac_factors *ek, *eig;
+    kp.inversion = KFAC_INV_EKFAC;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ek), KFAC_OK);
+    kp.inversion = KFAC_INV_EIGEN;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &eig), KFAC_OK);
+    const float *ab[1] = {abar}, *gs[1] = {g};
+    int lda[1] = {DIN};
+    ck_assert_int_eq(kfac_factors_ekfac_stats(ek, ab, lda, gs, B, 1.0f / B), KFAC_ERR_STATE); /* no bases yet */
+    kfac_factors *both[2] = {ek, eig};
+    for (int i = 0; i < 2; i++) {
+        kfac_factors_begin_stats(both[i]);
+        ck_assert_int_eq(kfac_factors_accumulate(both[i], 0, abar, DIN, g, B), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_invert(both[i], 0.05, NULL), KFAC_OK);
+    }
+    mean_gradient(g, abar, B, DOUT, DIN, V);
+    ck_assert_int_eq(kfac_factors_apply(ek, 0, V, d_ek), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_apply(eig, 0, V, d_eig), KFAC_OK);
+    ck_assert_mem_eq(d_ek, d_eig, sizeof d_ek);
+
+    /* the definition, in double, from the same bases */
+    ck_assert_int_eq(kfac_factors_ekfac_stats(ek, ab, lda, gs, B, 1.0f / B), KFAC_OK);
+    float QA[DIN * DIN], QG[DOUT * DOUT], eA[DIN], eG[DOUT];
+    kfac_linalg_ws *ws;
+    ck_assert_int_eq(kfac_linalg_ws_new(DIN, &ws), KFAC_OK);
+    int flags = 0;
+    ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_a(ek, 0), DIN, QA, eA, ws, &flags), KFAC_OK);
+    ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_g(ek, 0), DOUT, QG, eG, ws, &flags), KFAC_OK);
+    kfac_linalg_ws_free(ws);
+    double S[N] = {0}, T[N], want[N];
+    for (int n = 0; n < B; n++)
+        for (int i = 0; i < DOUT; i++) {
+            double pg = 0;
+            for (int k = 0; k < DOUT; k++)
+                pg += QG[k * DOUT + i] * g[n * DOUT + k]; /* column i: eigenvector i */
+            for (int j = 0; j < DIN; j++) {
+                double pa = 0;
+                for (int k = 0; k < DIN; k++)
+                    pa += QA[k * DIN + j] * abar[n * DIN + k];
+                S[i * DIN + j] += pg * pg * pa * pa / B;
+            }
+        }
+    for (int round = 0; round < 2; round++) {
+        double lambda = round ? 0.5 : 0.05;
+        if (round) /* a damping raise: no new statistics, the same S */
+            ck_assert_int_eq(kfac_factors_invert(ek, lambda, NULL), KFAC_OK);
+        /* T = Q_G^T V Q_A / (S + lambda); want = Q_G T Q_A^T */
+        for (int i = 0; i < DOUT; i++)
+            for (int j = 0; j < DIN; j++) {
+                double acc = 0;
+                for (int k = 0; k < DOUT; k++)
+                    for (int q = 0; q < DIN; q++)
+                        acc += QG[k * DOUT + i] * V[k * DIN + q] * QA[q * DIN + j];
+                T[i * DIN + j] = acc / (S[i * DIN + j] + lambda);
+            }
+        double err = 0, norm = 0, moved = 0;
+        for (int i = 0; i < DOUT; i++)
+            for (int j = 0; j < DIN; j++) {
+                double acc = 0;
+                for (int k = 0; k < DOUT; k++)
+                    for (int q = 0; q < DIN; q++)
+                        acc += QG[i * DOUT + k] * T[k * DIN + q] * QA[j * DIN + q];
+                want[i * DIN + j] = acc;
+            }
+        ck_assert_int_eq(kfac_factors_apply(ek, 0, V, d_ek), KFAC_OK);
+        for (int i = 0; i < N; i++) {
+            err += (d_ek[i] - want[i]) * (d_ek[i] - want[i]);
+            norm += want[i] * want[i];
+            moved += (d_ek[i] - d_eig[i]) * (d_ek[i] - d_eig[i]);
+        }
+        ck_assert(norm > 1e-8);
+        ck_assert_msg(sqrt(err / norm) < 1e-4, "lambda %g: relative error %g", lambda, sqrt(err / norm));
+        if (!round) /* the re-estimated diagonal is not EIGEN's */
+            ck_assert(sqrt(moved / norm) > 1e-3);
+    }
+    kfac_factors_free(ek);
+    kfac_factors_free(eig);
+}
+END_TEST
+
 /* The cost model (docs/algorithm.md §8): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
@@ -835,7 +933,8 @@ START_TEST(test_every_configuration_learns)
     p.batch = 30;
     p.optim.lr = 0.02f;
     p.kfac.fisher = (kfac_fisher_kind)(_i & 1);
-    p.kfac.inversion = (kfac_inversion)((_i >> 1) & 1);
+    /* 0-7: cholesky and eigen under each fisher and rule; 8-11: ekfac */
+    p.kfac.inversion = _i >= 8 ? KFAC_INV_EKFAC : (kfac_inversion)((_i >> 1) & 1);
     p.kfac.rule = (kfac_step_rule)((_i >> 2) & 1);
     p.kfac.stat_fraction = 0.5f;
     p.kfac.cov_every = 2;
@@ -967,6 +1066,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_kronecker_identity);
     tcase_add_test(tc, test_eigen_exact_tikhonov);
     tcase_add_test(tc, test_lowrank_matches_dense);
+    tcase_add_test(tc, test_ekfac_definition);
     tcase_add_test(tc, test_fused_weight_form);
     tcase_add_test(tc, test_precond_fused_direction);
     tcase_add_test(tc, test_form_report_full_batches);
@@ -974,7 +1074,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_test(tc, test_check_cg);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
-    tcase_add_loop_test(tc, test_every_configuration_learns, 0, 8);
+    tcase_add_loop_test(tc, test_every_configuration_learns, 0, 12);
     tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_all_zero_inputs, 0, KFAC_INV_COUNT);
     tcase_add_test(tc, test_precond_rejects_nonfinite);
