@@ -68,7 +68,7 @@ DATA  ?= /usr/share/datasets/fashion-mnist
 MANPAGE := $(if $(filter 1,$(MPI)),,$(B)/kfac.1)
 
 .PHONY: all deps run test check-graph check-python check-sanitize check-valgrind fuzz fuzz-build fuzz-seeds bench clean install uninstall embed-test \
-        mpi-test bench-mpi
+        mpi-test bench-mpi bench-torch
 all: $(B)/libkfac.a $(B)/libkfac.so $(B)/kfac $(MANPAGE)
 
 deps:
@@ -247,6 +247,21 @@ bench: deps
 	$(B)/bench_kfac $(NET) $(DATA) $(BENCH_EPOCHS) | tee $(BENCH_OUT)/kfac-breakdown.txt
 	$(B)/bench_suite $(if $(QUICK),--quick) --out $(BENCH_OUT) --results $(BENCH_RESULTS) --data $(DATA) \
 	  --include $(BENCH_OUT)/throughput.txt --include $(BENCH_OUT)/kfac-breakdown.txt
+
+# kfac.torch.KFAC against KFAC-Pytorch's KFACOptimizer and the C trainer's
+# K-FAC epoch on fmnist-mlp (bench/bench_torch.py, bench/README.md), on an
+# otherwise idle machine; not part of `make bench` nor of `make test`.
+# KFAC_PYTORCH_DIR names a clone of KFAC-Pytorch (without it, its row is
+# skipped, saying so). EPOCHS=N for other than 3 epochs a row, THREADS=N
+# for other than 2 threads; QUICK=1: a smoke test of a few seconds. The
+# report goes to $(BENCH_OUT)/torch.txt (bench/results/, or
+# $(B)/bench-quick/ with QUICK=1).
+bench-torch: deps
+	$(MAKE) --no-print-directory $(B)/libkfac.so
+	mkdir -p $(BENCH_OUT)
+	KFAC_LIBRARY=$(CURDIR)/$(B)/libkfac.so /usr/bin/python3 bench/bench_torch.py --net $(NET) --data $(DATA) \
+	  $(if $(QUICK),--quick) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(THREADS),--threads $(THREADS)) \
+	  --out $(BENCH_OUT)/torch.txt
 
 clean:
 	rm -rf $(B)
