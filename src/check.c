@@ -136,6 +136,72 @@ static double batch_loss(kfac_net *net, const float *y, int n)
     return loss;
 }
 
+/* The KL of a small step s along -d against 1/2 s^T F s: s what theta
+ * actually moved by (float), F s by the R-op at theta. keep, vf, fvf: P
+ * floats, z0: the outputs; theta is restored, abar and z are not. */
+static kfac_status kl_check(kfac_fisher *fs, kfac_net *net, kfac_loss loss, const float *y, int n, const double *d,
+                            float *keep, float *vf, float *fvf, float *z0, kfac_check_report *out)
+{
+    size_t P = net->n_params;
+    int dL = net->dims[net->n_layers];
+    double dn = 0, tn = 0;
+    for (size_t i = 0; i < P; i++) {
+        dn += d[i] * d[i];
+        tn += (double)net->theta[i] * net->theta[i];
+    }
+    double eps = 1e-3 * sqrt(fmax(tn, 1.0) / dn);
+    memcpy(keep, net->theta, sizeof(float) * P);
+    for (size_t i = 0; i < P; i++)
+        vf[i] = (float)(keep[i] - eps * d[i]) - keep[i];
+    kfac_status st = kfac_fisher_vec(fs, net, vf, fvf);
+    if (st != KFAC_OK)
+        return st;
+    double sfs = 0;
+    for (size_t i = 0; i < P; i++)
+        sfs += (double)vf[i] * fvf[i];
+    out->kl_quadratic = 0.5 * sfs;
+    memcpy(z0, net->z, sizeof(float) * (size_t)n * dL);
+    for (size_t i = 0; i < P; i++)
+        net->theta[i] = (float)(keep[i] - eps * d[i]);
+    batch_loss(net, y, n);
+    out->kl_measured = kfac_loss_types[loss].kl(z0, net->z, n, dL) / n;
+    memcpy(net->theta, keep, sizeof(float) * P);
+    return KFAC_OK;
+}
+
+/* The gradient g64 against central differences of the float loss: every
+ * parameter (samples 0), else the `samples` largest entries, where float
+ * differences of a 1000-example loss resolve them. fd, tmp: P doubles. */
+static kfac_status gradient_check(kfac_net *net, const float *y, int n, const double *g64, int samples, double *fd,
+                                  double *tmp, kfac_check_report *out)
+{
+    size_t P = net->n_params, m = samples ? KFAC_MIN(P, (size_t)samples) : P;
+    ranked *rank = NULL;
+    if (samples) {
+        if (!(rank = malloc(sizeof *rank * P)))
+            return kfac_fail(KFAC_ERR_NOMEM, "kfac_check: out of memory");
+        for (size_t i = 0; i < P; i++)
+            rank[i] = (ranked){fabs(g64[i]), i};
+        qsort(rank, P, sizeof *rank, by_mag_desc);
+    }
+    for (size_t k = 0; k < m; k++) {
+        size_t i = rank ? rank[k].i : k;
+        const float h = 1e-2f;
+        float t0 = net->theta[i];
+        net->theta[i] = t0 + h;
+        double up = batch_loss(net, y, n);
+        net->theta[i] = t0 - h;
+        double down = batch_loss(net, y, n);
+        net->theta[i] = t0;
+        fd[k] = (up - down) / (2.0 * h);
+        tmp[k] = g64[i];
+    }
+    free(rank);
+    out->grad_rel_err = rel_err(fd, tmp, m);
+    out->grad_samples = (int)m;
+    return KFAC_OK;
+}
+
 /* the K-FAC direction of docs/algorithm.md §5 on this batch: factors from targets
  * sampled from the model, damped inverses, G^-1 grad A^-1 per layer */
 static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, const float *grad, int n,
@@ -220,7 +286,6 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     kfac_fisher *fs = NULL;
     double *F = NULL, *chol = NULL, *work = NULL;
     float *y = NULL, *grad = NULL, *delta = NULL, *vf = NULL, *fvf = NULL, *z0 = NULL;
-    ranked *rank = NULL;
     kfac_dataset pooled = {0};
     kfac_status st = kfac_net_new(spec, o->examples, &net);
     if (st != KFAC_OK)
@@ -316,58 +381,10 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
         memcpy(d, x_cg, sizeof *d * P);
     }
 
-    /* KL of a small step s along -d against 1/2 s^T F s, s what theta
-     * actually moved by (float), F s by the R-op at theta */
-    double dn = 0, tn = 0;
-    for (size_t i = 0; i < P; i++) {
-        dn += d[i] * d[i];
-        tn += (double)net->theta[i] * net->theta[i];
-    }
-    double eps = 1e-3 * sqrt(fmax(tn, 1.0) / dn);
     float *keep = delta; /* theta's copy while stepping */
-    memcpy(keep, net->theta, sizeof(float) * P);
-    for (size_t i = 0; i < P; i++)
-        vf[i] = (float)(keep[i] - eps * d[i]) - keep[i];
-    if ((st = kfac_fisher_vec(fs, net, vf, fvf)) != KFAC_OK)
+    if ((st = kl_check(fs, net, spec->loss, y, n, d, keep, vf, fvf, z0, out)) != KFAC_OK ||
+        (st = gradient_check(net, y, n, g64, explicit_f ? 0 : o->grad_samples, fd, tmp, out)) != KFAC_OK)
         goto done;
-    double sfs = 0;
-    for (size_t i = 0; i < P; i++)
-        sfs += (double)vf[i] * fvf[i];
-    out->kl_quadratic = 0.5 * sfs;
-    memcpy(z0, net->z, sizeof(float) * (size_t)n * dL);
-    for (size_t i = 0; i < P; i++)
-        net->theta[i] = (float)(keep[i] - eps * d[i]);
-    batch_loss(net, y, n);
-    out->kl_measured = kfac_loss_types[spec->loss].kl(z0, net->z, n, dL) / n;
-    memcpy(net->theta, keep, sizeof(float) * P);
-
-    /* the gradient against central differences of the float loss: every
-     * parameter of a tiny net; else the grad_samples largest entries,
-     * where float differences of a 1000-example loss resolve them */
-    size_t m = explicit_f ? P : KFAC_MIN(P, (size_t)o->grad_samples);
-    if (!explicit_f) {
-        if (!(rank = malloc(sizeof *rank * P))) {
-            st = kfac_fail(KFAC_ERR_NOMEM, "kfac_check: out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < P; i++)
-            rank[i] = (ranked){fabs(g64[i]), i};
-        qsort(rank, P, sizeof *rank, by_mag_desc);
-    }
-    for (size_t k = 0; k < m; k++) {
-        size_t i = explicit_f ? k : rank[k].i;
-        const float h = 1e-2f;
-        float t0 = net->theta[i];
-        net->theta[i] = t0 + h;
-        double up = batch_loss(net, y, n);
-        net->theta[i] = t0 - h;
-        double down = batch_loss(net, y, n);
-        net->theta[i] = t0;
-        fd[k] = (up - down) / (2.0 * h);
-        tmp[k] = g64[i];
-    }
-    out->grad_rel_err = rel_err(fd, tmp, m);
-    out->grad_samples = (int)m;
 
     /* K-FAC on the same batch and damping, against d: each inversion
      * kind from the same sampled targets */
@@ -408,7 +425,7 @@ done:
     kfac_net_free(net);
     kfac_trainer_free(tr);
     kfac_dataset_free(&pooled);
-    free(F), free(chol), free(work), free(rank);
+    free(F), free(chol), free(work);
     kfac_free_floats(y), kfac_free_floats(grad), kfac_free_floats(delta), kfac_free_floats(vf), kfac_free_floats(fvf);
     kfac_free_floats(z0);
     return st;
