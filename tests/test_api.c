@@ -345,6 +345,23 @@ START_TEST(test_hand_built_datasets)
 }
 END_TEST
 
+
+/* The child's wait status; a child that has not ended in 120 s (the
+ * calls it makes take milliseconds: a hang, not a slow machine) is
+ * killed and the test fails naming `what`. */
+static int wait_or_kill(pid_t pid, const char *what)
+{
+    int status = 0;
+    for (int waited = 0; waited < 1200; waited++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ck_abort_msg("%s did not return in 120 s", what);
+    return status;
+}
 /* OpenBLAS maps a 128 MiB buffer for each thread as the count is set and
  * retries one it cannot get forever: under a 4 GB address-space limit
  * kfac_set_threads(32) spun at 100% CPU for good. In a child under a
@@ -385,17 +402,7 @@ START_TEST(test_threads_under_memory_limit)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 64, 64, 1.0f, a, 64, a, 64, 0.0f, c, 64);
         _exit(c[0] == 64.0f && c[64 * 64 - 1] == 64.0f ? 0 : 14);
     }
-    int status = 0;
-    for (int waited = 0; waited < 1200; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        nanosleep(&(struct timespec){0, 100000000L}, NULL);
-        if (waited == 1199) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            ck_abort_msg("kfac_set_threads(32) under a memory limit did not return in 120 s");
-        }
-    }
+    int status = wait_or_kill(pid, "kfac_set_threads(32) under a memory limit");
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
 
     /* OpenBLAS's first product maps the caller's buffer, 129 MiB, and
@@ -435,16 +442,7 @@ START_TEST(test_threads_under_memory_limit)
         double loss;
         _exit(kfac_evaluate(net, &d, &loss, NULL) == KFAC_ERR_NOMEM ? 0 : 15);
     }
-    for (int waited = 0;; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        nanosleep(&(struct timespec){0, 100000000L}, NULL);
-        if (waited == 1199) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            ck_abort_msg("a trainer under a memory limit did not return in 120 s");
-        }
-    }
+    status = wait_or_kill(pid, "a trainer under a memory limit");
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
 
     /* without a limit only OpenBLAS's own maximum cuts, and says so */

@@ -1080,6 +1080,11 @@ Suite *badinput_cli_suite(void)
     tcase_add_test(tc, test_control_chars_in_names);
     tcase_add_test(tc, test_outputs_checked_first);
     tcase_add_test(tc, test_stdout_full);
+    suite_add_tcase(s, tc);
+    /* 21 one-epoch runs, each under `timeout 120` against a hang: the
+     * case's own limit leaves room for a slow or shared machine */
+    tc = tcase_create("threads");
+    tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, test_threads_capped);
     suite_add_tcase(s, tc);
     tc = tcase_create("checkpoints");
