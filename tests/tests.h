@@ -24,6 +24,7 @@ Suite *dist_suite(void);
 Suite *docs_suite(void);
 Suite *signals_suite(void);
 Suite *handles_suite(void);
+Suite *conv_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);
