@@ -172,14 +172,45 @@ KFAC_API uint32_t kfac_rng_below(kfac_rng *r, uint32_t n); /* uniform in [0, n),
 
 #define KFAC_MAX_LAYERS 32
 
+/* The kinds of layer (docs/algorithm.md §9 for the convolutional ones).
+ * Spatial layers work on images stored channel-last (NHWC: example,
+ * row, column, channel); a dense layer after a spatial one reads the
+ * image flattened in that order. */
+typedef enum kfac_layer_kind {
+    KFAC_LAYER_DENSE = 0, /* s = W abar */
+    KFAC_LAYER_CONV,      /* 2-D convolution: W applied to each patch */
+    KFAC_LAYER_MAXPOOL,   /* max over each window, per channel */
+    KFAC_LAYER_AVGPOOL,   /* mean over each window, per channel */
+    KFAC_LAYER_COUNT
+} kfac_layer_kind;
+
+KFAC_API const char *kfac_layer_kind_name(kfac_layer_kind k);
+KFAC_API kfac_status kfac_layer_kind_from_name(const char *name, kfac_layer_kind *out);
+
+/* pad's value for 'same' padding: (kernel - 1) / 2 on every side (an odd
+ * kernel and stride 1 keep the image's size) */
+#define KFAC_PAD_SAME (-1)
+
 typedef struct kfac_layer_spec {
-    int units;                  /* output width, 1..1000000 */
-    kfac_activation activation; /* default RELU */
+    int units;                  /* dense: output width; conv: output
+                                   channels; 1..1000000 (pooling: unused) */
+    kfac_activation activation; /* default RELU (pooling: LINEAR only) */
+    kfac_layer_kind kind;       /* default DENSE */
+    int kernel_h, kernel_w;     /* conv and pooling: the window, 1..64 */
+    int stride;                 /* conv and pooling: 1..64; 0 = the
+                                   default (conv 1, pooling the window) */
+    int pad;                    /* conv: zeros on each side, 0..kernel-1,
+                                   or KFAC_PAD_SAME; default 0 */
 } kfac_layer_spec;
 
 typedef struct kfac_net_spec {
     int inputs;        /* input width, 1..10000000; no default (0 = unset) */
-    int n_layers;      /* number of dense layers, 1..KFAC_MAX_LAYERS */
+    int input_h, input_w, input_c; /* the input as an image, NHWC, for
+                          spatial layers: height x width x channels equal
+                          to inputs; 0 (default): none given, and then a
+                          first spatial layer reads a square
+                          one-channel image of `inputs` pixels */
+    int n_layers;      /* number of layers, 1..KFAC_MAX_LAYERS */
     kfac_layer_spec layers[KFAC_MAX_LAYERS];
     kfac_loss loss;    /* default SOFTMAX_XENT */
     kfac_init init;    /* default GLOROT */
@@ -230,7 +261,10 @@ KFAC_API size_t kfac_net_n_params(const kfac_net *net);
 
 /* Flat parameter vector theta (n_params floats); writable. */
 KFAC_API float *kfac_net_params(kfac_net *net);
-/* Layer l's weight matrix inside theta: rows d_l, cols d_{l-1}+1. */
+/* Layer l's weight matrix inside theta: rows d_l, cols d_{l-1}+1 (a
+ * convolution: rows its output channels, cols its window's
+ * kernel_h x kernel_w x input channels + 1, NHWC order); NULL for a
+ * pooling layer, which has none. */
 KFAC_API float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols);
 /* Offset of layer l's weights in the flat vectors. */
 KFAC_API size_t kfac_net_layer_offset(const kfac_net *net, int l);
@@ -270,11 +304,17 @@ KFAC_API kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, 
  * n, d >= 1. */
 KFAC_API kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *y, int n, int d, kfac_rng *rng);
 
-/* What the last pass recorded for layer l (valid until the next pass):
- * abar_{l-1}: batch x (d_{l-1}+1), last column all ones.
- * g_l:        batch x d_l, per-example dl_n/ds_l. */
+/* What the last pass recorded for layer l with weights (valid until the
+ * next pass; NULL for a pooling layer), with P = its positions:
+ * abar: batch x P rows of cols (kfac_net_layer_weights), last column all
+ *       ones: a dense layer's input, a convolution's patches (the window
+ *       of output pixel p of example b in row b P + p, NHWC order).
+ * g:    batch x P rows of rows, per-example dl_n/ds. */
 KFAC_API const float *kfac_net_layer_input(const kfac_net *net, int l);
 KFAC_API const float *kfac_net_layer_pregrad(const kfac_net *net, int l);
+/* Layer l's positions: rows of abar and g per example (a dense layer 1,
+ * a convolution its output pixels, pooling 0). */
+KFAC_API int kfac_net_layer_positions(const kfac_net *net, int l);
 KFAC_API int kfac_net_batch(const kfac_net *net); /* batch of the last forward */
 /* ---------------------------------------------------------- optimizers */
 
@@ -497,6 +537,16 @@ typedef struct kfac_precond kfac_precond;
  * d_in and d_out are copied. */
 KFAC_API kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
                              const kfac_optim_params *op, const kfac_kfac_params *kp, kfac_precond **out);
+/* kfac_precond_new for layers with several rows of abar and g per
+ * example: positions[l] of them (a convolution's output pixels, whose
+ * abar rows are its input patches; NULL: 1 each, kfac_precond_new). Every
+ * `rows` stays a count of examples: layer l's abar and g then hold rows x
+ * positions[l] rows, and its factors are KFC's (docs/algorithm.md §9):
+ * A the mean over examples and positions, G the mean over examples of the
+ * sum over positions. Not with inversion EKFAC (INVALID_ARG). */
+KFAC_API kfac_status kfac_precond_new_positions(int n_layers, const int *d_in, const int *d_out,
+                                                const int *positions, int max_rows, const kfac_optim_params *op,
+                                                const kfac_kfac_params *kp, kfac_precond **out);
 KFAC_API void kfac_precond_free(kfac_precond *pc);
 
 /* fv <- F v for the current batch, F the Fisher (for our three losses the

@@ -143,7 +143,7 @@ static kfac_status kl_check(kfac_fisher *fs, kfac_net *net, kfac_loss loss, cons
                             float *keep, float *vf, float *fvf, float *z0, kfac_check_report *out)
 {
     size_t P = net->n_params;
-    int dL = net->dims[net->n_layers];
+    int dL = net->outputs;
     double dn = 0, tn = 0;
     for (size_t i = 0; i < P; i++) {
         dn += d[i] * d[i];
@@ -169,7 +169,8 @@ static kfac_status kl_check(kfac_fisher *fs, kfac_net *net, kfac_loss loss, cons
     return KFAC_OK;
 }
 
-/* The gradient g64 against central differences of the float loss: every
+/* The gradient g64 against differences of the float loss (central, or
+ * one-sided across a kink): every
  * parameter (samples 0), else the `samples` largest entries, where float
  * differences of a 1000-example loss resolve them. fd, tmp: P doubles. */
 static kfac_status gradient_check(kfac_net *net, const float *y, int n, const double *g64, int samples, double *fd,
@@ -184,6 +185,7 @@ static kfac_status gradient_check(kfac_net *net, const float *y, int n, const do
             rank[i] = (ranked){fabs(g64[i]), i};
         qsort(rank, P, sizeof *rank, by_mag_desc);
     }
+    double base = batch_loss(net, y, n);
     for (size_t k = 0; k < m; k++) {
         size_t i = rank ? rank[k].i : k;
         const float h = 1e-2f;
@@ -193,7 +195,14 @@ static kfac_status gradient_check(kfac_net *net, const float *y, int n, const do
         net->theta[i] = t0 - h;
         double down = batch_loss(net, y, n);
         net->theta[i] = t0;
-        fd[k] = (up - down) / (2.0 * h);
+        /* a ReLU kink or a max pooling's switch within h spoils the
+         * central difference but leaves a one-sided one right: the one
+         * that agrees best (a wrong gradient disagrees with all three) */
+        double cand[3] = {(up - down) / (2.0 * h), (up - base) / h, (base - down) / h};
+        fd[k] = cand[0];
+        for (int c = 1; c < 3; c++)
+            if (fabs(cand[c] - g64[i]) < fabs(fd[k] - g64[i]))
+                fd[k] = cand[c];
         tmp[k] = g64[i];
     }
     free(rank);
@@ -207,31 +216,31 @@ static kfac_status gradient_check(kfac_net *net, const float *y, int n, const do
 static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, const float *grad, int n,
                                   float *ysample, kfac_rng *rng, float *delta, kfac_check_report *out)
 {
-    int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
+    int L = net->n_blocks, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS], pos[KFAC_MAX_LAYERS];
+    kfac_net_blocks(net, d_in, d_out, pos);
+    const float *ab[KFAC_MAX_LAYERS], *gs[KFAC_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
-        d_in[l] = net->dims[l] + 1;
-        d_out[l] = net->dims[l + 1];
+        const kfac_layer *ly = &net->layers[net->block_layer[l]];
+        ab[l] = ly->abar, gs[l] = ly->g;
     }
     kfac_factors *pc;
-    kfac_status st = kfac_factors_new(L, d_in, d_out, n, &p->kfac, NULL, &pc);
+    kfac_status st = kfac_factors_new(L, d_in, d_out, pos, n, &p->kfac, NULL, &pc);
     if (st != KFAC_OK)
         return st;
-    kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->dims[L], kfac_rng_next(rng), 0);
+    kfac_loss_types[net->spec.loss].sample(net->z, ysample, n, net->outputs, kfac_rng_next(rng), 0);
     if ((st = kfac_net_backward(net, ysample, NULL)) != KFAC_OK)
         goto done;
     kfac_factors_begin_stats(pc);
     for (int l = 0; l < L && st == KFAC_OK; l++)
-        st = kfac_factors_accumulate(pc, l, net->abar[l], d_in[l], net->g[l], n);
+        st = kfac_factors_accumulate(pc, l, ab[l], d_in[l], gs[l], n);
     if (st == KFAC_OK)
         st = kfac_factors_invert(pc, p->kfac.damping, NULL);
-    if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_EKFAC) {
-        const float *ab[KFAC_MAX_LAYERS], *gs[KFAC_MAX_LAYERS];
-        for (int l = 0; l < L; l++)
-            ab[l] = net->abar[l], gs[l] = net->g[l];
+    if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_EKFAC)
         st = kfac_factors_ekfac_stats(pc, ab, d_in, gs, n, 1.0f / n);
+    for (int l = 0; l < L && st == KFAC_OK; l++) {
+        size_t at = net->layers[net->block_layer[l]].offset;
+        st = kfac_factors_apply(pc, l, grad + at, delta + at);
     }
-    for (int l = 0; l < L && st == KFAC_OK; l++)
-        st = kfac_factors_apply(pc, l, grad + net->offset[l], delta + net->offset[l]);
     out->n_layers = L;
     for (int l = 0; l < L && p->kfac.inversion == KFAC_INV_LOWRANK; l++) {
         out->rank_a[l] = kfac_factors_rank(pc, l, 0);
@@ -291,7 +300,7 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     if (st != KFAC_OK)
         return st;
     size_t P = net->n_params;
-    int explicit_f = P <= EXPLICIT_MAX, L = net->n_layers;
+    int explicit_f = P <= EXPLICIT_MAX, L = net->n_blocks;
     /* pooled once here (the net file's `pool`), for the trainer and the batch */
     if ((st = kfac_dataset_for_net(spec, train, &pooled, &train)) != KFAC_OK ||
         (st = kfac_trainer_new(spec, p, train, &tr)) != KFAC_OK) {
@@ -309,7 +318,9 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
         goto done;
     double t_start = kfac_seconds();
     memcpy(net->theta, kfac_net_params(kfac_trainer_net(tr)), sizeof(float) * P);
-    int n = o->examples, dL = net->dims[L];
+    int n = o->examples, dL = net->outputs;
+    size_t ld0;
+    float *x0 = kfac_net_input_rows(net, &ld0);
     y = kfac_alloc_floats((size_t)n * dL);
     grad = kfac_alloc_floats(P), delta = kfac_alloc_floats(P), vf = kfac_alloc_floats(P), fvf = kfac_alloc_floats(P);
     z0 = kfac_alloc_floats((size_t)n * dL);
@@ -324,7 +335,7 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     /* the batch: the first n training examples and their targets */
     int classify = spec->loss == KFAC_LOSS_SOFTMAX_XENT;
     for (int i = 0; i < n; i++) {
-        memcpy(net->abar[0] + (size_t)i * (net->dims[0] + 1), train->x + (size_t)i * train->features,
+        memcpy(x0 + (size_t)i * ld0, train->x + (size_t)i * train->features,
                sizeof(float) * (size_t)train->features);
         float *t = y + (size_t)i * dL;
         if (classify) {
@@ -389,10 +400,17 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     /* K-FAC on the same batch and damping, against d: each inversion
      * kind from the same sampled targets */
     batch_loss(net, y, n); /* restores abar and z at theta */
+    int conv = 0; /* EKFAC has no convolutional form yet (§4.6, §9) */
+    for (int l = 0; l < net->n_blocks; l++)
+        conv |= net->layers[net->block_layer[l]].positions > 1;
     for (int k = 0; k < KFAC_INV_COUNT; k++) {
         kfac_train_params q = *p;
         kfac_rng same = rng;
         q.kfac.inversion = (kfac_inversion)k;
+        if (conv && k == KFAC_INV_EKFAC && k != (int)p->kfac.inversion) {
+            out->cos_by_inversion[k] = NAN;
+            continue;
+        }
         if ((st = kfac_direction(net, &q, grad, n, y, &same, delta, out)) != KFAC_OK)
             goto done;
         for (size_t i = 0; i < P; i++)
@@ -407,7 +425,8 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     out->cos_grad = cosine(g64, d, P);
     out->n_layers = L;
     for (int l = 0; l < L; l++) {
-        size_t a = net->offset[l], len = net->offset[l + 1] - a;
+        const kfac_layer *ly = &net->layers[net->block_layer[l]];
+        size_t a = ly->offset, len = ly->n_params;
         out->cos_layer_grad[l] = cosine(g64 + a, d + a, len);
         out->cos_layer_kfac[l] = cosine(dconf + a, d + a, len);
     }

@@ -38,14 +38,44 @@ layers:
         s->layers[l].units = (int)u;
         s->layers[l].activation = (kfac_activation)a;
     }
+    /* version 3: the spatial part (layer kinds, windows, the input's
+     * shape), written only for a network that has one, so a dense
+     * network's checkpoint stays readable by version 1 and 2 readers */
+    int spatial = s->input_h || s->input_w || s->input_c;
+    for (int l = 0; l < s->n_layers; l++)
+        spatial |= s->layers[l].kind != KFAC_LAYER_DENSE;
+    if (io->mode == KFAC_CKIO_WRITE && spatial)
+        io->version = KFAC_MAX(io->version, 3);
+    if (io->version < 3)
+        return;
+    int shape[3] = {s->input_h, s->input_w, s->input_c};
+    for (int i = 0; i < 3; i++)
+        kfac_ckio_int(io, &shape[i]);
+    s->input_h = shape[0], s->input_w = shape[1], s->input_c = shape[2];
+    for (int l = 0; l < s->n_layers && io->status == KFAC_OK; l++) {
+        kfac_layer_spec *ls = &s->layers[l];
+        int f[5] = {(int)ls->kind, ls->kernel_h, ls->kernel_w, ls->stride, ls->pad};
+        for (int i = 0; i < 5; i++)
+            kfac_ckio_int(io, &f[i]);
+        ls->kind = (kfac_layer_kind)f[0];
+        ls->kernel_h = f[1], ls->kernel_w = f[2], ls->stride = f[3], ls->pad = f[4];
+    }
 }
 
 static void describe(const kfac_net_spec *s, char *buf, size_t cap)
 {
     size_t n = (size_t)snprintf(buf, cap, "%d", s->inputs);
     for (int l = 0; l < s->n_layers && n < cap; l++) {
-        const char *act = kfac_activation_name(s->layers[l].activation);
-        n += (size_t)snprintf(buf + n, cap - n, "-%d:%s", s->layers[l].units, act ? act : "?");
+        const kfac_layer_spec *ls = &s->layers[l];
+        const char *act = kfac_activation_name(ls->activation), *kind = kfac_layer_kind_name(ls->kind);
+        if (ls->kind == KFAC_LAYER_DENSE)
+            n += (size_t)snprintf(buf + n, cap - n, "-%d:%s", ls->units, act ? act : "?");
+        else if (ls->kind == KFAC_LAYER_CONV)
+            n += (size_t)snprintf(buf + n, cap - n, "-conv%d(%dx%d/%d,%d):%s", ls->units, ls->kernel_h, ls->kernel_w,
+                                  ls->stride, ls->pad, act ? act : "?");
+        else
+            n += (size_t)snprintf(buf + n, cap - n, "-%s%dx%d/%d", kind ? kind : "?", ls->kernel_h, ls->kernel_w,
+                                  ls->stride);
     }
     if (n < cap) {
         const char *loss = kfac_loss_name(s->loss);
@@ -59,9 +89,14 @@ static int same_arch(const kfac_net_spec *a, const kfac_net_spec *b)
 {
     if (a->inputs != b->inputs || a->n_layers != b->n_layers || a->loss != b->loss || a->input_pool != b->input_pool)
         return 0;
-    for (int l = 0; l < a->n_layers; l++)
-        if (a->layers[l].units != b->layers[l].units || a->layers[l].activation != b->layers[l].activation)
+    if (a->input_h != b->input_h || a->input_w != b->input_w || a->input_c != b->input_c)
+        return 0;
+    for (int l = 0; l < a->n_layers; l++) {
+        const kfac_layer_spec *x = &a->layers[l], *y = &b->layers[l];
+        if (x->units != y->units || x->activation != y->activation || x->kind != y->kind ||
+            x->kernel_h != y->kernel_h || x->kernel_w != y->kernel_w || x->stride != y->stride || x->pad != y->pad)
             return 0;
+    }
     return 1;
 }
 

@@ -15,8 +15,10 @@
 /* The newest format this library reads. It writes the oldest that holds
  * the state: version 1, unless a trainer stopped in the middle of an
  * epoch, whose position there (examples done, their loss) version 2 adds
- * after the trainer's other fields. */
-#define KFAC_CKPT_VERSION 2u
+ * after the trainer's other fields, or the network has spatial layers,
+ * whose kinds and windows version 3 adds to the architecture (and which
+ * then holds version 2's fields too). */
+#define KFAC_CKPT_VERSION 3u
 
 typedef enum kfac_ckio_mode {
     KFAC_CKIO_WRITE, /* append the fields to buf */

@@ -3,6 +3,7 @@
  * inverses or eigenbases recomputed on demand with layers in parallel
  * (docs/algorithm.md §4), and the preconditioned gradient of one layer (docs/algorithm.md §5). */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,8 @@ typedef struct factor {
 
 typedef struct layer_factors {
     factor a, g; /* W is g.n x a.n */
+    int pos;     /* rows of abar and g per example: a convolution's output
+                    pixels (docs/algorithm.md §9), 1 for a dense layer */
     /* the fused weight form (both factors low-rank; docs/algorithm.md §8.1):
      * delta = c_G c_A grad + lm rm, with lm = [P' | U_G^T] (g.n x kk) and
      * rm = [U_A ; R'] (kk x a.n), kk = k_A + k_G, prepared by
@@ -114,7 +117,7 @@ void kfac_factors_free(kfac_factors *pc)
     free(pc);
 }
 
-kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
+kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, const int *positions, int max_rows,
                              const kfac_kfac_params *p, const kfac_dist *group, kfac_factors **out)
 {
     kfac_clear_error();
@@ -139,6 +142,15 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
             return kfac_fail(d_in[l] < 1 || d_out[l] < 1 ? KFAC_ERR_INVALID_ARG : KFAC_ERR_SHAPE,
                              "layer %d has %d x %d weights: K-FAC's factors hold 1 to 46340 rows", l + 1, d_out[l],
                              d_in[l]);
+        int pos = positions ? positions[l] : 1;
+        if (pos < 1 || (long long)pos * max_rows > INT_MAX)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: %d positions per example outside [1, %d]", l + 1, pos,
+                             INT_MAX / max_rows);
+        if (pos > 1 && p->inversion == KFAC_INV_EKFAC)
+            return kfac_fail(KFAC_ERR_INVALID_ARG,
+                             "inversion ekfac: not for convolutional layers yet (layer %d has %d positions per "
+                             "example); use eigen, cholesky or lowrank",
+                             l + 1, pos);
         max_d = KFAC_MAX(max_d, KFAC_MAX(d_in[l], d_out[l]));
         max_w = KFAC_MAX(max_w, (size_t)d_in[l] * (size_t)d_out[l]);
     }
@@ -160,6 +172,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, in
     int eigen = p->inversion == KFAC_INV_EIGEN || p->inversion == KFAC_INV_EKFAC, ok = pc->L != NULL, max_s = 1;
     for (int l = 0; ok && l < n_layers; l++) {
         layer_factors *f = &pc->L[l];
+        f->pos = positions ? positions[l] : 1;
         factor *side[2] = {&f->a, &f->g};
         for (int i = 0; i < 2 && ok; i++) {
             factor *x = side[i];
@@ -280,8 +293,10 @@ void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int ld
                               float scale)
 {
     layer_factors *f = &pc->L[l];
-    packed_gram(pc, abar, lda, f->a.n, rows, scale, f->a.stat);
-    packed_gram(pc, g, f->g.n, f->g.n, rows, scale, f->g.stat);
+    /* A the mean over examples and positions, G the sum over positions of
+     * the mean over examples (KFC; docs/algorithm.md §9) */
+    packed_gram(pc, abar, lda, f->a.n, rows * f->pos, scale / f->pos, f->a.stat);
+    packed_gram(pc, g, f->g.n, f->g.n, rows * f->pos, scale, f->g.stat);
 }
 
 float *kfac_factors_stage(kfac_factors *pc, size_t *n)
@@ -347,7 +362,8 @@ void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, con
      * the threads take whole factors, biggest first */
     factor *job[2 * KFAC_MAX_LAYERS];
     const float *src[2 * KFAC_MAX_LAYERS];
-    int ld[2 * KFAC_MAX_LAYERS], n_jobs = 2 * pc->n_layers;
+    int ld[2 * KFAC_MAX_LAYERS], n_jobs = 2 * pc->n_layers, pos[2 * KFAC_MAX_LAYERS];
+    float per[2 * KFAC_MAX_LAYERS]; /* the scale per row: A's divided by the positions (KFC) */
     for (int l = 0; l < pc->n_layers; l++) {
         job[2 * l] = &pc->L[l].a;
         job[2 * l + 1] = &pc->L[l].g;
@@ -356,16 +372,17 @@ void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, con
     for (int j = 0; j < n_jobs; j++)
         for (int l = 0; l < pc->n_layers; l++) {
             if (job[j] == &pc->L[l].a)
-                src[j] = abar[l], ld[j] = lda[l];
+                src[j] = abar[l], ld[j] = lda[l], pos[j] = pc->L[l].pos, per[j] = scale / pc->L[l].pos;
             else if (job[j] == &pc->L[l].g)
-                src[j] = g[l], ld[j] = pc->L[l].g.n;
+                src[j] = g[l], ld[j] = pc->L[l].g.n, pos[j] = pc->L[l].pos, per[j] = scale;
         }
     /* S <- eps S + (1 - eps) scale x^T x on the upper triangle, mirrored */
-    const float keep = pc->eps, take = (1.0f - pc->eps) * scale;
+    const float keep = pc->eps;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(pc->n_ws)
     for (int j = 0; j < n_jobs; j++) {
         factor *x = job[j];
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, x->n, rows, take, src[j], ld[j], keep, x->S, x->n);
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, x->n, rows * pos[j], (1.0f - pc->eps) * per[j], src[j],
+                    ld[j], keep, x->S, x->n);
         x->half = 1;
     }
 }
@@ -819,7 +836,7 @@ static double gram_cost(const factor *x, double r)
 void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *by_rows, double *by_weights)
 {
     const layer_factors *f = &pc->L[l];
-    double m = f->g.n, n = f->a.n, b = batch;
+    double m = f->g.n, n = f->a.n, b = (double)batch * f->pos;
     /* Both forms make one m x n x b product: the gradient, or delta =
      * P^T Q. The batch form applies the inverses to b rows of g and abar
      * and needs two b x b Grams for <delta, grad>; the weight form applies
@@ -831,7 +848,9 @@ void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *b
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
 {
     if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC || l < 0 || l >= pc->n_layers ||
-        batch > pc->gram_rows)
+        (long long)batch * pc->L[l].pos > pc->gram_rows)
+        return 0;
+    if (pc->L[l].pos > 1) /* a convolution's B x positions rows: the weight form (§9) */
         return 0;
     double by_rows, by_weights;
     kfac_factors_form_flops(pc, l, batch, &by_rows, &by_weights);

@@ -26,9 +26,15 @@ typedef struct kfac_invert_report {
 } kfac_invert_report;
 
 /* group: the process group inversions are shared over (dist.h; NULL or
- * a group of one: alone), given once */
+ * a group of one: alone), given once. positions[l] (NULL: 1 each): the
+ * rows of layer l's abar and g per example, a convolution's output
+ * pixels (docs/algorithm.md §9). Every `rows` and `batch` below counts
+ * examples: layer l's matrices hold rows x positions[l] rows, A is their
+ * mean and G their sum over positions of the mean over examples. The
+ * batch form (apply_batch, batch_part, rows_dot) is for layers of one
+ * position, the only ones kfac_factors_batch_pays picks it for. */
 struct kfac_dist;
-kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
+kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, const int *positions, int max_rows,
                              const kfac_kfac_params *p, const struct kfac_dist *group, kfac_factors **out);
 void kfac_factors_free(kfac_factors *pc);
 

@@ -15,14 +15,16 @@ static const char *const init_names[KFAC_INIT_COUNT] = {
 
 KFAC_NAMED_ENUM(kfac_init, kfac_init, init_names[k], KFAC_INIT_COUNT, "init")
 
-/* Fill one layer's weights W (rows x (fan_in+1), bias last, left zero). */
-static void init_layer(const kfac_net_spec *spec, float *w, int rows, int fan_in, kfac_rng *rng)
+/* Fill one layer's weights W (rows x (fan_in+1), bias last, left zero);
+ * fan_out: the outputs one input reaches (a convolution's rows times its
+ * window, as PyTorch and Glorot count them). */
+static void init_layer(const kfac_net_spec *spec, float *w, int rows, int fan_in, int fan_out, kfac_rng *rng)
 {
     int cols = fan_in + 1;
     memset(w, 0, sizeof *w * (size_t)rows * (size_t)cols);
     switch (spec->init) {
     case KFAC_INIT_GLOROT: {
-        double r = sqrt(6.0 / (fan_in + rows));
+        double r = sqrt(6.0 / (fan_in + fan_out));
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < fan_in; j++)
                 w[(size_t)i * cols + j] = (float)(r * (2.0 * kfac_rng_uniform(rng) - 1.0));
@@ -74,7 +76,12 @@ kfac_status kfac_net_init_weights(kfac_net *net, kfac_rng *rng)
 {
     if (!net || !rng)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_init_weights: NULL argument");
-    for (int l = 0; l < net->n_layers; l++)
-        init_layer(&net->spec, net->theta + net->offset[l], net->dims[l + 1], net->dims[l], rng);
+    for (int l = 0; l < net->n_layers; l++) {
+        const kfac_layer *ly = &net->layers[l];
+        if (!ly->type->has_weights)
+            continue;
+        int window = ly->type == &kfac_layer_conv ? ly->spec.kernel_h * ly->spec.kernel_w : 1;
+        init_layer(&net->spec, net->theta + ly->offset, ly->d_out, ly->d_in - 1, ly->d_out * window, rng);
+    }
     return KFAC_OK;
 }

@@ -69,19 +69,17 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
     s->fisher_kind = kp->fisher;
     s->quad = kp->rule == KFAC_RULE_QUADRATIC;
     s->fvp_fraction = kp->fvp_fraction;
-    int L = net->n_layers, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
-    size_t g_total = 0;
-    for (int l = 0; l < L; l++) {
-        d_in[l] = net->dims[l] + 1; /* W_l's bias column */
-        d_out[l] = net->dims[l + 1];
-        g_total += (size_t)net->max_batch * (size_t)d_out[l];
-    }
+    int L = net->n_blocks, d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS], pos[KFAC_MAX_LAYERS];
+    kfac_net_blocks(net, d_in, d_out, pos);
+    size_t g_total = 0; /* the sampled-target pass's g, every layer's */
+    for (int l = 0; l < net->n_layers; l++)
+        g_total += (size_t)net->max_batch * (size_t)net->layers[l].out_size;
     kfac_optim_params op;
     kfac_train_params_resolve(tp, &op);
-    if ((st = kfac_precond_new_in_group(L, d_in, d_out, net->max_batch, &op, kp, group, &s->pc)) != KFAC_OK)
+    if ((st = kfac_precond_new_in_group(L, d_in, d_out, pos, net->max_batch, &op, kp, group, &s->pc)) != KFAC_OK)
         goto fail;
     if (!(s->gspare = kfac_alloc_floats(g_total)) ||
-        !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->dims[L]))) {
+        !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->outputs))) {
         st = kfac_fail(KFAC_ERR_NOMEM, "K-FAC buffers: out of memory");
         goto fail;
     }
@@ -118,9 +116,9 @@ static void kfac_io(void *state, kfac_ckio *io)
 static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kfac_rng *rng, const float **gtrue,
                                const float **gstat)
 {
-    int L = net->n_layers, dL = net->dims[L];
-    for (int l = 0; l < L; l++)
-        gtrue[l] = gstat[l] = net->g[l];
+    int L = net->n_layers, K = net->n_blocks;
+    for (int k = 0; k < K; k++)
+        gtrue[k] = gstat[k] = net->layers[net->block_layer[k]].g;
     if (s->fisher_kind != KFAC_FISHER_SAMPLED)
         return KFAC_OK;
     uint64_t base = kfac_rng_next(rng); /* taken by every rank, rows or not */
@@ -129,12 +127,12 @@ static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kf
     float *spare = s->gspare, *into[KFAC_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
         into[l] = spare;
-        spare += (size_t)net->max_batch * (size_t)net->dims[l + 1];
+        spare += (size_t)net->max_batch * (size_t)net->layers[l].out_size;
     }
-    kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, dL, base, row0);
+    kfac_loss_types[net->spec.loss].sample(net->z, s->ysample, m, net->outputs, base, row0);
     kfac_status st = kfac_net_backward_into(net, s->ysample, m, into);
-    for (int l = 0; l < L && st == KFAC_OK; l++)
-        gstat[l] = into[l];
+    for (int k = 0; k < K && st == KFAC_OK; k++)
+        gstat[k] = into[net->block_layer[k]];
     return st;
 }
 
@@ -146,15 +144,16 @@ static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_st
     kfac_net *net = ctx ? ctx->net : NULL;
     if (!net || !ctx->y || !ctx->rng || net->batch < 1 || a->theta != net->theta)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC step without its network's forward and backward pass");
-    int B = net->batch, L = net->n_layers;
+    int B = net->batch, K = net->n_blocks;
     int total = ctx->total_rows > 0 ? ctx->total_rows : B;
     kfac_precond_input in = {.rows = B, .grad = NULL, .total_rows = total};
     float *w[KFAC_MAX_LAYERS];
     const float *abar[KFAC_MAX_LAYERS], *gtrue[KFAC_MAX_LAYERS], *gstat[KFAC_MAX_LAYERS];
-    for (int l = 0; l < L; l++) {
-        w[l] = net->theta + net->offset[l];
-        abar[l] = net->abar[l];
-        gtrue[l] = gstat[l] = net->g[l];
+    for (int k = 0; k < K; k++) {
+        kfac_layer *ly = &net->layers[net->block_layer[k]];
+        w[k] = net->theta + ly->offset;
+        abar[k] = ly->abar;
+        gtrue[k] = gstat[k] = ly->g;
     }
     kfac_status st;
     if (s->quad && (st = kfac_net_loss(net, ctx->y, &in.loss0, NULL)) != KFAC_OK)

@@ -1,7 +1,10 @@
-/* net.c - dense networks: creation, forward (recording abar) and backward
- * (recording per-example g and the mean gradient). docs/algorithm.md §2. */
+/* net.c - networks as a sequence of the layer table's rows (layer.h):
+ * shapes, creation, forward (recording abar) and the one backward loop
+ * (recording per-example g and the mean gradient). docs/algorithm.md §2,
+ * §9. */
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,50 +27,146 @@ void kfac_net_spec_init(kfac_net_spec *spec)
         spec->layers[l].activation = KFAC_ACT_RELU;
 }
 
-kfac_status kfac_net_spec_validate(const kfac_net_spec *spec)
+const kfac_layer_type *const kfac_layer_types[KFAC_LAYER_COUNT] = {
+    [KFAC_LAYER_DENSE] = &kfac_layer_dense,
+    [KFAC_LAYER_CONV] = &kfac_layer_conv,
+    [KFAC_LAYER_MAXPOOL] = &kfac_layer_maxpool,
+    [KFAC_LAYER_AVGPOOL] = &kfac_layer_avgpool,
+};
+
+KFAC_NAMED_ENUM(kfac_layer_kind, kfac_layer_kind, kfac_layer_types[k]->name, KFAC_LAYER_COUNT, "layer kind")
+
+/* The input's image shape for a first spatial layer: the spec's, or a
+ * square single-channel image. */
+static kfac_status input_shape(const kfac_net_spec *spec, int *h, int *w, int *c)
 {
-    if (!spec)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "network spec is NULL");
-    if (spec->inputs < 1 || spec->inputs > 10000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "inputs %d outside [1, 10000000]", spec->inputs);
-    if (spec->n_layers < 1 || spec->n_layers > KFAC_MAX_LAYERS)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "%d layers outside [1, %d]", spec->n_layers,
-                         KFAC_MAX_LAYERS);
-    size_t params = 0;
-    int fan_in = spec->inputs;
-    for (int l = 0; l < spec->n_layers; l++) {
-        const kfac_layer_spec *ls = &spec->layers[l];
-        if (ls->units < 1 || ls->units > 1000000)
-            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: units %d outside [1, 1000000]",
-                             l + 1, ls->units);
-        if ((unsigned)ls->activation >= KFAC_ACT_COUNT)
-            return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: unknown activation %d", l + 1,
-                             (int)ls->activation);
-        params += (size_t)ls->units * (size_t)(fan_in + 1);
-        fan_in = ls->units;
+    if (spec->input_h || spec->input_w || spec->input_c) {
+        if (spec->input_h < 1 || spec->input_w < 1 || spec->input_c < 1 ||
+            (long long)spec->input_h * spec->input_w * spec->input_c != spec->inputs)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "input shape %dx%dx%d is not %d inputs", spec->input_h,
+                             spec->input_w, spec->input_c, spec->inputs);
+        *h = spec->input_h, *w = spec->input_w, *c = spec->input_c;
+        return KFAC_OK;
     }
-    /* theta, gradient and optimizer state must fit comfortably in memory */
-    if (params > (size_t)1 << 30)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "%zu parameters: more than 2^30", params);
-    if ((unsigned)spec->loss >= KFAC_LOSS_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown loss %d", (int)spec->loss);
-    if ((unsigned)spec->init >= KFAC_INIT_COUNT)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown init %d", (int)spec->init);
-    if (!(spec->init_sigma > 0.0f && spec->init_sigma <= 100.0f))
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "init_sigma %g outside (0, 100]", spec->init_sigma);
-    if (spec->sparse_count < 1 || spec->sparse_count > KFAC_SPARSE_COUNT_MAX)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d outside [1, %d]", spec->sparse_count,
-                         KFAC_SPARSE_COUNT_MAX);
-    if (spec->input_pool < 1 || spec->input_pool > 64)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "pool %d outside [1, 64]", spec->input_pool);
-    kfac_activation last = spec->layers[spec->n_layers - 1].activation;
-    if (spec->loss != KFAC_LOSS_SQUARED && last != KFAC_ACT_LINEAR)
+    int side = (int)lround(sqrt((double)spec->inputs));
+    if (side * side != spec->inputs)
         return kfac_fail(KFAC_ERR_INVALID_ARG,
-                         "loss %s applies its own %s: the last layer must be linear, not %s",
-                         kfac_loss_name(spec->loss),
-                         spec->loss == KFAC_LOSS_SOFTMAX_XENT ? "softmax" : "sigmoid",
-                         kfac_activation_name(last));
+                         "%d inputs are not a square image: give the input's shape (net file: [net] shape = HxWxC)",
+                         spec->inputs);
+    *h = *w = side, *c = 1;
     return KFAC_OK;
+}
+
+/* Every layer's shapes, block sizes and offset in theta from the spec;
+ * *bad the layer a failure is about (-1: the net). */
+static kfac_status infer_layers(const kfac_net_spec *spec, kfac_layer *layers, size_t *n_params, int *bad)
+{
+    *bad = -1;
+    size_t params = 0;
+    int h = 1, w = 1, c = spec->inputs, weighted = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        kfac_layer *ly = &layers[l];
+        memset(ly, 0, sizeof *ly);
+        ly->spec = spec->layers[l];
+        *bad = l;
+        if ((unsigned)ly->spec.kind >= KFAC_LAYER_COUNT)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown layer kind %d", (int)ly->spec.kind);
+        if ((unsigned)ly->spec.activation >= KFAC_ACT_COUNT)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown activation %d", (int)ly->spec.activation);
+        ly->type = kfac_layer_types[ly->spec.kind];
+        if (ly->type->spatial_input) {
+            if (ly->spec.kernel_h < 1 || ly->spec.kernel_h > 64 || ly->spec.kernel_w < 1 || ly->spec.kernel_w > 64)
+                return kfac_fail(KFAC_ERR_INVALID_ARG, "kernel %dx%d outside [1, 64]", ly->spec.kernel_h,
+                                 ly->spec.kernel_w);
+            if (ly->spec.stride < 0 || ly->spec.stride > 64)
+                return kfac_fail(KFAC_ERR_INVALID_ARG, "stride %d outside [1, 64]", ly->spec.stride);
+            if (ly->spec.pad != KFAC_PAD_SAME && (ly->spec.pad < 0 || ly->spec.pad > 63))
+                return kfac_fail(KFAC_ERR_INVALID_ARG, "pad %d outside [0, 63]", ly->spec.pad);
+            kfac_status st;
+            if (l == 0 && (st = input_shape(spec, &h, &w, &c)) != KFAC_OK)
+                return st;
+        }
+        ly->in_h = h, ly->in_w = w, ly->in_c = c;
+        ly->in_size = h * w * c;
+        kfac_status st = ly->type->infer(ly);
+        if (st != KFAC_OK)
+            return st;
+        h = ly->out_h, w = ly->out_w, c = ly->out_c;
+        if ((long long)h * w * c > 100000000)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "output of %dx%dx%d floats per example: more than 1e8", h, w, c);
+        ly->out_size = h * w * c;
+        ly->offset = params;
+        ly->n_params = ly->type->has_weights ? (size_t)ly->d_out * (size_t)ly->d_in : 0;
+        params += ly->n_params;
+        weighted += ly->type->has_weights;
+        /* theta, gradient and optimizer state must fit comfortably in memory */
+        if (params > (size_t)1 << 30)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "%zu parameters: more than 2^30", params);
+    }
+    *bad = -1;
+    if (!weighted)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "no layer with weights (dense or conv)");
+    *n_params = params;
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_spec_check(const kfac_net_spec *spec, int *bad_layer)
+{
+    int bad = -1;
+    kfac_status st = KFAC_OK;
+    if (!spec)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "network spec is NULL");
+    else if (spec->inputs < 1 || spec->inputs > 10000000)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "inputs %d outside [1, 10000000]", spec->inputs);
+    else if (spec->n_layers < 1 || spec->n_layers > KFAC_MAX_LAYERS)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "%d layers outside [1, %d]", spec->n_layers, KFAC_MAX_LAYERS);
+    else if ((unsigned)spec->loss >= KFAC_LOSS_COUNT)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "unknown loss %d", (int)spec->loss);
+    else if ((unsigned)spec->init >= KFAC_INIT_COUNT)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "unknown init %d", (int)spec->init);
+    else if (!(spec->init_sigma > 0.0f && spec->init_sigma <= 100.0f))
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "init_sigma %g outside (0, 100]", spec->init_sigma);
+    else if (spec->sparse_count < 1 || spec->sparse_count > KFAC_SPARSE_COUNT_MAX)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "sparse_count %d outside [1, %d]", spec->sparse_count,
+                       KFAC_SPARSE_COUNT_MAX);
+    else if (spec->input_pool < 1 || spec->input_pool > 64)
+        st = kfac_fail(KFAC_ERR_INVALID_ARG, "pool %d outside [1, 64]", spec->input_pool);
+    if (st == KFAC_OK) {
+        kfac_layer layers[KFAC_MAX_LAYERS];
+        size_t params = 0;
+        st = infer_layers(spec, layers, &params, &bad);
+        if (st != KFAC_OK && bad >= 0) {
+            char detail[400];
+            snprintf(detail, sizeof detail, "%s", kfac_last_error());
+            st = kfac_fail(st, "layer %d (%s): %s", bad + 1, kfac_layer_kind_name(spec->layers[bad].kind) ?
+                           kfac_layer_kind_name(spec->layers[bad].kind) : "?", detail);
+        }
+    }
+    if (st == KFAC_OK) {
+        kfac_activation last = spec->layers[spec->n_layers - 1].activation;
+        if (spec->loss != KFAC_LOSS_SQUARED && last != KFAC_ACT_LINEAR) {
+            bad = spec->n_layers - 1;
+            st = kfac_fail(KFAC_ERR_INVALID_ARG, "loss %s applies its own %s: the last layer must be linear, not %s",
+                           kfac_loss_name(spec->loss), spec->loss == KFAC_LOSS_SOFTMAX_XENT ? "softmax" : "sigmoid",
+                           kfac_activation_name(last));
+        }
+    }
+    if (bad_layer)
+        *bad_layer = st == KFAC_OK ? -1 : bad;
+    return st;
+}
+
+kfac_status kfac_net_spec_validate(const kfac_net_spec *spec) { return kfac_net_spec_check(spec, NULL); }
+
+int kfac_net_spec_outputs(const kfac_net_spec *spec)
+{
+    kfac_layer layers[KFAC_MAX_LAYERS];
+    size_t params;
+    int bad;
+    if (!spec || spec->n_layers < 1 || spec->n_layers > KFAC_MAX_LAYERS || spec->inputs < 1 ||
+        infer_layers(spec, layers, &params, &bad) != KFAC_OK)
+        return 0;
+    return layers[spec->n_layers - 1].out_size;
 }
 
 void kfac_net_free(kfac_net *net)
@@ -76,11 +175,29 @@ void kfac_net_free(kfac_net *net)
         return;
     kfac_free_floats(net->theta);
     for (int l = 0; l < net->n_layers; l++) {
-        kfac_free_floats(net->abar[l]);
-        kfac_free_floats(net->g[l]);
+        kfac_layer *ly = &net->layers[l];
+        if (ly->abar != ly->x)
+            kfac_free_floats(ly->abar);
+        kfac_free_floats(ly->x);
+        kfac_free_floats(ly->g);
+        free(ly->argmax);
     }
     kfac_free_floats(net->z);
+    kfac_free_floats(net->scratch);
     free(net);
+}
+
+/* rows x n floats with a homogeneous 1 in the last column, set once and
+ * never overwritten (the layer before writes the other columns) */
+static float *alloc_abar(size_t rows, int n)
+{
+    float *a = kfac_alloc_floats(rows * (size_t)n);
+    if (a) {
+        memset(a, 0, sizeof(float) * rows * (size_t)n);
+        for (size_t r = 0; r < rows; r++)
+            a[r * (size_t)n + (size_t)n - 1] = 1.0f;
+    }
+    return a;
 }
 
 kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **out)
@@ -101,42 +218,68 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
     net->spec = *spec;
     net->n_layers = spec->n_layers;
     net->max_batch = max_batch;
-    net->dims[0] = spec->inputs;
-    for (int l = 0; l < net->n_layers; l++) {
-        net->dims[l + 1] = spec->layers[l].units;
-        net->offset[l + 1] = net->offset[l] + (size_t)net->dims[l + 1] * (size_t)(net->dims[l] + 1);
-    }
-    net->n_params = net->offset[net->n_layers];
+    int bad;
+    infer_layers(spec, net->layers, &net->n_params, &bad); /* validated above */
+    net->inputs = spec->inputs;
+    net->outputs = net->layers[net->n_layers - 1].out_size;
 
+    size_t mb = (size_t)max_batch, scratch = 0;
     int ok = (net->theta = kfac_alloc_floats(net->n_params)) != NULL;
     for (int l = 0; ok && l < net->n_layers; l++) {
-        size_t in = (size_t)net->dims[l] + 1;
-        ok = (net->abar[l] = kfac_alloc_floats((size_t)max_batch * in)) &&
-             (net->g[l] = kfac_alloc_floats((size_t)max_batch * (size_t)net->dims[l + 1]));
-        if (ok) {
-            /* the homogeneous coordinate: set once, never overwritten */
-            memset(net->abar[l], 0, sizeof(float) * (size_t)max_batch * in);
-            for (int b = 0; b < max_batch; b++)
-                net->abar[l][(size_t)b * in + in - 1] = 1.0f;
+        kfac_layer *ly = &net->layers[l];
+        if (ly->type->has_weights)
+            net->block_layer[net->n_blocks++] = l;
+        if (ly->type == &kfac_layer_dense) {
+            ok = (ly->x = ly->abar = alloc_abar(mb, ly->d_in)) != NULL;
+            ly->ldx = (size_t)ly->d_in;
+        } else {
+            ok = (ly->x = kfac_alloc_floats(mb * (size_t)ly->in_size)) != NULL;
+            ly->ldx = (size_t)ly->in_size;
+            if (ok && ly->type->has_weights)
+                ok = (ly->abar = alloc_abar(mb * (size_t)ly->positions, ly->d_in)) != NULL;
         }
+        ok = ok && (ly->g = kfac_alloc_floats(mb * (size_t)ly->out_size)) != NULL;
+        if (ok && ly->type == &kfac_layer_maxpool)
+            ok = (ly->argmax = malloc(sizeof(int32_t) * mb * (size_t)ly->out_size)) != NULL;
+        scratch = KFAC_MAX(scratch, ly->type->scratch(ly));
     }
-    ok = ok && (net->z = kfac_alloc_floats((size_t)max_batch * (size_t)net->dims[net->n_layers]));
+    ok = ok && (net->z = kfac_alloc_floats(mb * (size_t)net->outputs)) != NULL;
+    ok = ok && (scratch == 0 || (net->scratch = kfac_alloc_floats(mb * scratch)) != NULL);
     if (!ok) {
         size_t n_params = net->n_params;
         kfac_net_free(net);
-        return kfac_fail(KFAC_ERR_NOMEM, "network with %zu parameters and batch %d: out of memory",
-                         n_params, max_batch);
+        return kfac_fail(KFAC_ERR_NOMEM, "network with %zu parameters and batch %d: out of memory", n_params,
+                         max_batch);
     }
     memset(net->theta, 0, sizeof(float) * net->n_params);
     *out = net;
     return KFAC_OK;
 }
 
+float *kfac_net_input_rows(kfac_net *net, size_t *ld)
+{
+    *ld = net->layers[0].ldx;
+    return net->layers[0].x;
+}
+
+void kfac_net_blocks(const kfac_net *net, int *d_in, int *d_out, int *positions)
+{
+    for (int k = 0; k < net->n_blocks; k++) {
+        const kfac_layer *ly = &net->layers[net->block_layer[k]];
+        if (d_in)
+            d_in[k] = ly->d_in;
+        if (d_out)
+            d_out[k] = ly->d_out;
+        if (positions)
+            positions[k] = ly->positions;
+    }
+}
+
 /* Accessors answer NULL (or a bad layer) with NULL or 0. */
 const kfac_net_spec *kfac_net_get_spec(const kfac_net *net) { return net ? &net->spec : NULL; }
 int kfac_net_max_batch(const kfac_net *net) { return net ? net->max_batch : 0; }
-int kfac_net_inputs(const kfac_net *net) { return net ? net->dims[0] : 0; }
-int kfac_net_outputs(const kfac_net *net) { return net ? net->dims[net->n_layers] : 0; }
+int kfac_net_inputs(const kfac_net *net) { return net ? net->inputs : 0; }
+int kfac_net_outputs(const kfac_net *net) { return net ? net->outputs : 0; }
 int kfac_net_n_layers(const kfac_net *net) { return net ? net->n_layers : 0; }
 size_t kfac_net_n_params(const kfac_net *net) { return net ? net->n_params : 0; }
 float *kfac_net_params(kfac_net *net) { return net ? net->theta : NULL; }
@@ -145,28 +288,35 @@ const float *kfac_net_output(const kfac_net *net) { return net ? net->z : NULL; 
 
 size_t kfac_net_layer_offset(const kfac_net *net, int l)
 {
-    return (net && l >= 0 && l <= net->n_layers) ? net->offset[l] : 0;
+    if (!net || l < 0 || l > net->n_layers)
+        return 0;
+    return l == net->n_layers ? net->n_params : net->layers[l].offset;
 }
 
 float *kfac_net_layer_weights(kfac_net *net, int l, int *rows, int *cols)
 {
-    if (!net || l < 0 || l >= net->n_layers)
+    if (!net || l < 0 || l >= net->n_layers || !net->layers[l].type->has_weights)
         return NULL;
     if (rows)
-        *rows = net->dims[l + 1];
+        *rows = net->layers[l].d_out;
     if (cols)
-        *cols = net->dims[l] + 1;
-    return net->theta + net->offset[l];
+        *cols = net->layers[l].d_in;
+    return net->theta + net->layers[l].offset;
+}
+
+int kfac_net_layer_positions(const kfac_net *net, int l)
+{
+    return (net && l >= 0 && l < net->n_layers) ? net->layers[l].positions : 0;
 }
 
 const float *kfac_net_layer_input(const kfac_net *net, int l)
 {
-    return (net && l >= 0 && l < net->n_layers) ? net->abar[l] : NULL;
+    return (net && l >= 0 && l < net->n_layers) ? net->layers[l].abar : NULL;
 }
 
 const float *kfac_net_layer_pregrad(const kfac_net *net, int l)
 {
-    return (net && l >= 0 && l < net->n_layers) ? net->g[l] : NULL;
+    return (net && l >= 0 && l < net->n_layers && net->layers[l].type->has_weights) ? net->layers[l].g : NULL;
 }
 
 kfac_status kfac_net_forward_in_place(kfac_net *net, int batch)
@@ -177,16 +327,14 @@ kfac_status kfac_net_forward_in_place(kfac_net *net, int batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
     net->batch = batch;
     for (int l = 0; l < net->n_layers; l++) {
-        int in = net->dims[l] + 1, d = net->dims[l + 1];
+        kfac_layer *ly = &net->layers[l];
         int last = l == net->n_layers - 1;
-        /* the next layer's abar takes the output in place: its ones column
-         * lies outside the d columns sgemm writes */
-        float *s = last ? net->z : net->abar[l + 1];
-        int lds = last ? d : d + 1;
-        /* S (batch x d) <- abar_l (batch x in) * W_l^T (in x d) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, d, in, 1.0f, net->abar[l], in,
-                    net->theta + net->offset[l], in, 0.0f, s, lds);
-        kfac_activation_types[net->spec.layers[l].activation].forward(s, batch, d, lds);
+        /* the output goes straight into the next layer's input (a dense
+         * layer's ones column lies outside what is written) */
+        float *y = last ? net->z : net->layers[l + 1].x;
+        size_t ldy = last ? (size_t)net->outputs : net->layers[l + 1].ldx;
+        ly->type->forward(ly, net->theta + ly->offset, batch, y, ldy);
+        kfac_activation_types[ly->spec.activation].forward(y, batch, ly->out_size, (int)ldy);
     }
     return KFAC_OK;
 }
@@ -197,11 +345,12 @@ kfac_status kfac_net_forward(kfac_net *net, const float *x, int batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_forward: NULL argument");
     if (batch < 1 || batch > net->max_batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d]", batch, net->max_batch);
-    int d0 = net->dims[0];
-    float *a0 = net->abar[0];
+    int d0 = net->inputs;
+    size_t ld;
+    float *a0 = kfac_net_input_rows(net, &ld);
 #pragma omp parallel for schedule(static) if ((long)batch * d0 > KFAC_PAR_COPY)
     for (int b = 0; b < batch; b++)
-        memcpy(a0 + (size_t)b * (d0 + 1), x + (size_t)b * d0, sizeof(float) * (size_t)d0);
+        memcpy(a0 + (size_t)b * ld, x + (size_t)b * d0, sizeof(float) * (size_t)d0);
     return kfac_net_forward_in_place(net, batch);
 }
 
@@ -212,7 +361,7 @@ kfac_status kfac_net_loss(const kfac_net *net, const float *y, double *loss, dou
     if (net->batch < 1)
         return kfac_fail(KFAC_ERR_STATE, "kfac_net_loss before any forward pass");
     const kfac_loss_type *lt = &kfac_loss_types[net->spec.loss];
-    int n = net->batch, d = net->dims[net->n_layers];
+    int n = net->batch, d = net->outputs;
     if (loss)
         *loss = lt->value(net->z, y, n, d) / n;
     if (metric)
@@ -226,8 +375,31 @@ kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, float *ou
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_predict: out is NULL");
     kfac_status st = kfac_net_forward(net, x, batch); /* checks the rest */
     if (st == KFAC_OK)
-        kfac_loss_types[net->spec.loss].mean(net->z, out, batch, net->dims[net->n_layers]);
+        kfac_loss_types[net->spec.loss].mean(net->z, out, batch, net->outputs);
     return st;
+}
+
+void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale)
+{
+    for (int l = net->n_layers - 1; l >= 0; l--) {
+        kfac_layer *ly = &net->layers[l];
+        kfac_layer *prev = l > 0 ? &net->layers[l - 1] : NULL;
+        float *dx = prev ? g[l - 1] : NULL;
+        ly->type->backward(ly, net->theta + ly->offset, g[l], rows, grad ? grad + ly->offset : NULL, scale, dx,
+                           prev ? (size_t)prev->out_size : 0, net->scratch);
+        /* g_{l-1} = dl/dx_l * phi'(s_{l-1}), phi' from the recorded output x_l */
+        if (prev)
+            kfac_activation_types[prev->spec.activation].backward(dx, prev->out_size, ly->x, (int)ly->ldx, rows,
+                                                                  prev->out_size);
+    }
+}
+
+/* g[L-1] <- dl_n/ds of the last layer for y's rows */
+static void output_grad(kfac_net *net, const float *y, int rows, float *gl)
+{
+    int dL = net->outputs;
+    kfac_loss_types[net->spec.loss].grad(net->z, y, gl, rows, dL);
+    kfac_activation_types[net->layers[net->n_layers - 1].spec.activation].backward(gl, dL, net->z, dL, rows, dL);
 }
 
 kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, float *const *g_out)
@@ -237,20 +409,9 @@ kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, floa
     if (rows < 1 || rows > net->batch)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward_into: %d rows of a pass over %d", rows,
                          net->batch);
-    /* the same pass as kfac_net_backward, on the caller's buffers for the
-     * duration: pointers swapped, nothing copied */
-    float *own[KFAC_MAX_LAYERS];
-    int batch = net->batch;
-    for (int l = 0; l < net->n_layers; l++) {
-        own[l] = net->g[l];
-        net->g[l] = g_out[l];
-    }
-    net->batch = rows;
-    kfac_status st = kfac_net_backward(net, y, NULL);
-    net->batch = batch;
-    for (int l = 0; l < net->n_layers; l++)
-        net->g[l] = own[l];
-    return st;
+    output_grad(net, y, rows, g_out[net->n_layers - 1]);
+    kfac_net_backprop(net, rows, g_out, NULL, 0.0f);
+    return KFAC_OK;
 }
 
 kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
@@ -259,30 +420,12 @@ kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward: NULL argument");
     if (net->batch < 1)
         return kfac_fail(KFAC_ERR_STATE, "kfac_net_backward before any forward pass");
-    int batch = net->batch, L = net->n_layers;
-    int dL = net->dims[L];
-
-    /* g_L = phi'(s_L) * dl_n/dz, per example */
-    kfac_loss_types[net->spec.loss].grad(net->z, y, net->g[L - 1], batch, dL);
-    kfac_activation_types[net->spec.layers[L - 1].activation].backward(net->g[L - 1], dL, net->z,
-                                                                         dL, batch, dL);
-    for (int l = L - 1; l >= 0; l--) {
-        int in = net->dims[l] + 1, d = net->dims[l + 1];
-        const float *w = net->theta + net->offset[l];
-        if (grad) {
-            /* dW_l (d x in) <- (1/B) g_l^T (d x batch) * abar_l (batch x in):
-             * the one place the batch mean is taken (docs/algorithm.md §2) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, batch, 1.0f / batch,
-                        net->g[l], d, net->abar[l], in, 0.0f, grad + net->offset[l], in);
-        }
-        if (l > 0) {
-            /* g_{l-1} (batch x d_l) <- g_l (batch x d) * W_l[:, :d_l] (d x d_l);
-             * lda = in skips the bias column */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, in - 1, d, 1.0f,
-                        net->g[l], d, w, in, 0.0f, net->g[l - 1], in - 1);
-            kfac_activation_types[net->spec.layers[l - 1].activation].backward(
-                net->g[l - 1], in - 1, net->abar[l], in, batch, in - 1);
-        }
-    }
+    float *g[KFAC_MAX_LAYERS];
+    for (int l = 0; l < net->n_layers; l++)
+        g[l] = net->layers[l].g;
+    output_grad(net, y, net->batch, g[net->n_layers - 1]);
+    /* dW = (1/B) g^T abar: the one place the batch mean is taken
+     * (docs/algorithm.md §2) */
+    kfac_net_backprop(net, net->batch, g, grad, 1.0f / net->batch);
     return KFAC_OK;
 }

@@ -1,9 +1,11 @@
-/* net.h - the network's private layout, shared by net.c, init.c, the
- * trainer and (later) K-FAC. */
+/* net.h - the network's private layout: the layers of the layer table
+ * (layer.h) in order, and one flat parameter vector. Shared by net.c,
+ * fisher.c, init.c, the trainer and K-FAC. */
 #ifndef KFAC_NET_H
 #define KFAC_NET_H
 
 #include "kfac.h"
+#include "layer.h"
 
 /* sparse_count's largest value, for kfac_net_spec_validate and the net
  * file's key alike */
@@ -11,26 +13,48 @@
 
 struct kfac_net {
     kfac_net_spec spec;
-    int n_layers;                        /* L */
-    int dims[KFAC_MAX_LAYERS + 1];       /* d_0 = inputs, d_{l+1} = layer l's units */
-    size_t offset[KFAC_MAX_LAYERS + 1];  /* layer l's W in theta; offset[L] = n_params */
+    int n_layers;                       /* L */
+    kfac_layer layers[KFAC_MAX_LAYERS];
+    int n_blocks;                       /* the layers with weights: K-FAC's blocks */
+    int block_layer[KFAC_MAX_LAYERS];   /* block k is layer block_layer[k] */
+    int inputs, outputs;                /* floats per example in and out */
     size_t n_params;
     int max_batch;
-    int batch;                           /* rows of the last forward pass */
-    float *theta;                        /* n_params: W_0, W_1, ... each d_{l+1} x (d_l + 1) */
-    float *abar[KFAC_MAX_LAYERS];        /* layer l's input: max_batch x (d_l + 1), last column 1 */
-    float *g[KFAC_MAX_LAYERS];           /* layer l's dl_n/ds: max_batch x d_{l+1} */
-    float *z;                            /* output: max_batch x d_L */
+    int batch;                          /* rows of the last forward pass */
+    float *theta;                       /* n_params: each weighted layer's W, d_out x d_in, in order */
+    float *z;                           /* output: max_batch x outputs */
+    float *scratch;                     /* the rows' backward and R-op passes */
 };
 
-/* Forward from rows already written into abar[0] (batch x (d_0 + 1)): the
- * trainer gathers its minibatch there directly, saving a copy per step. */
+/* kfac_net_spec_validate, telling which layer (0-based) a failure is
+ * about, or -1 for the whole net: the net file names its line. */
+kfac_status kfac_net_spec_check(const kfac_net_spec *spec, int *bad_layer);
+
+/* The outputs per example of a valid spec's network (0 if invalid). */
+int kfac_net_spec_outputs(const kfac_net_spec *spec);
+
+/* The network's input buffer, where a caller writes example b's
+ * features at *ld floats from example b-1's: kfac_net_forward_in_place
+ * then reads it (the trainer gathers its minibatch there directly). */
+float *kfac_net_input_rows(kfac_net *net, size_t *ld);
+
+/* Forward from rows already written into the input buffer. */
 kfac_status kfac_net_forward_in_place(kfac_net *net, int batch);
 
 /* Back-propagation of y's loss (rows x outputs) through the first `rows`
- * rows of the last forward pass into g_out[l] (rows x d_{l+1} each), not
- * into the network's g, which keep what they held; no weight gradient.
- * K-FAC's pass for targets sampled from the model (docs/algorithm.md §3). */
+ * rows of the last forward pass into g_out[l] (rows x layer l's out_size,
+ * one per layer), not into the network's g, which keep what they held;
+ * no weight gradient. K-FAC's pass for targets sampled from the model
+ * (docs/algorithm.md §3). */
 kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, float *const *g_out);
+
+/* The one backward loop: with g[L-1] holding dl/ds of the last layer for
+ * `rows` rows, fill every g[l] (rows x layer l's out_size) and, if grad
+ * is not NULL, grad <- scale * sum over the rows of dl/dtheta. */
+void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale);
+
+/* K-FAC's view of block k (a weighted layer): W's d_out x d_in and the
+ * positions (rows per example) of its abar and g. */
+void kfac_net_blocks(const kfac_net *net, int *d_in, int *d_out, int *positions);
 
 #endif

@@ -28,7 +28,7 @@ static const char *init_name(int k) { return kfac_init_name((kfac_init)k); }
 
 typedef struct parser parser;
 
-enum { SEC_NET, SEC_DENSE, SEC_TRAIN, SEC_KFAC, SEC_SGD, SEC_MOMENTUM, SEC_NESTEROV, SEC_ADAM, SEC_COUNT };
+enum { SEC_NET, SEC_DENSE, SEC_CONV, SEC_POOL, SEC_TRAIN, SEC_KFAC, SEC_SGD, SEC_MOMENTUM, SEC_NESTEROV, SEC_ADAM, SEC_COUNT };
 
 typedef struct section_def {
     const char *name;
@@ -42,6 +42,8 @@ struct parser {
     const char *file;
     kfac_net_spec *spec;
     kfac_train_params *train;
+    int layer_line[KFAC_MAX_LAYERS]; /* each layer's section header */
+    int line;                        /* the current line */
 };
 
 static void *enter_net(parser *p, int index)
@@ -50,10 +52,37 @@ static void *enter_net(parser *p, int index)
     return p->spec;
 }
 
+/* The next layer, of `kind`, in the order of the layer sections; NULL
+ * past KFAC_MAX_LAYERS. */
+static kfac_layer_spec *next_layer(parser *p, kfac_layer_kind kind)
+{
+    if (p->spec->n_layers == KFAC_MAX_LAYERS)
+        return NULL;
+    p->layer_line[p->spec->n_layers] = p->line;
+    kfac_layer_spec *ls = &p->spec->layers[p->spec->n_layers++];
+    ls->kind = kind;
+    return ls;
+}
+
 static void *enter_dense(parser *p, int index)
 {
-    p->spec->n_layers = index + 1;
-    return &p->spec->layers[index];
+    (void)index;
+    return next_layer(p, KFAC_LAYER_DENSE);
+}
+
+static void *enter_conv(parser *p, int index)
+{
+    (void)index;
+    return next_layer(p, KFAC_LAYER_CONV);
+}
+
+static void *enter_pool(parser *p, int index)
+{
+    (void)index;
+    kfac_layer_spec *ls = next_layer(p, KFAC_LAYER_MAXPOOL);
+    if (ls)
+        ls->activation = KFAC_ACT_LINEAR;
+    return ls;
 }
 
 static void *enter_train(parser *p, int index)
@@ -68,7 +97,9 @@ static void *enter_train(parser *p, int index)
  * sections ([adam] lr = 0.001) are sections of the training parameters. */
 static const section_def sections[SEC_COUNT] = {
     [SEC_NET] = {"net", 1, 1, enter_net},
-    [SEC_DENSE] = {"dense", 1, KFAC_MAX_LAYERS, enter_dense},
+    [SEC_DENSE] = {"dense", 0, KFAC_MAX_LAYERS, enter_dense},
+    [SEC_CONV] = {"conv", 0, KFAC_MAX_LAYERS, enter_conv},
+    [SEC_POOL] = {"pool", 0, KFAC_MAX_LAYERS, enter_pool},
     [SEC_TRAIN] = {"train", 0, 1, enter_train},
     [SEC_KFAC] = {"kfac", 0, 1, enter_train},
     [SEC_SGD] = {"sgd", 0, 1, enter_train},
@@ -79,34 +110,120 @@ static const section_def sections[SEC_COUNT] = {
 
 /* -------------------------------------------------------------- keys */
 
-/* A key of the architecture sections ([net], [dense]); [train] and [kfac]
- * take theirs from the parameter table (params.c). */
+/* A key of the architecture sections ([net], [dense], [conv], [pool]);
+ * [train] and [kfac] take theirs from the parameter table (params.c). */
 typedef struct key_def {
     int section;
     const char *key;
     size_t offset; /* into the struct returned by the section's enter() */
     kfac_value_spec v;
     int required;
+    /* a value that is not one number (5x3, same, 28x28x1): its own parser,
+     * with v only for the range (NULL: kfac_value_parse) */
+    kfac_status (*parse)(const struct key_def *k, const char *text, void *field);
 } key_def;
+
+/* "a", "axb" or "axbxc" (n = 1..3 numbers wanted, fewer given repeat the
+ * last: kernel = 5 is 5x5), each in v's range, into n consecutive ints */
+static kfac_status parse_sizes(const struct key_def *k, const char *text, int n, int *out)
+{
+    int got[3] = {0}, count = 0;
+    const char *s = text;
+    while (count < n) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x < k->v.lo || x > k->v.hi)
+            break;
+        got[count++] = (int)x;
+        if (*end == '\0') {
+            for (int i = count; i < n; i++)
+                got[i] = got[count - 1];
+            memcpy(out, got, sizeof(int) * (size_t)n);
+            return KFAC_OK;
+        }
+        if (*end != 'x' || count == n)
+            break;
+        s = end + 1;
+    }
+    return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs %s of integers in [%g, %g], got '%s'", k->key,
+                     n == 2 ? "N or HxW" : "HxWxC", k->v.lo, k->v.hi, text);
+}
+
+static kfac_status parse_window(const struct key_def *k, const char *text, void *field)
+{
+    return parse_sizes(k, text, 2, field); /* kernel_h, kernel_w */
+}
+
+static kfac_status parse_square(const struct key_def *k, const char *text, void *field)
+{
+    int *hw = field; /* pooling: kernel_h, kernel_w, one size */
+    kfac_status st = parse_sizes(k, text, 1, hw);
+    if (st == KFAC_OK)
+        hw[1] = hw[0];
+    return st;
+}
+
+static kfac_status parse_shape(const struct key_def *k, const char *text, void *field)
+{
+    int hwc[3];
+    if (parse_sizes(k, text, 3, hwc) != KFAC_OK || strchr(text, 'x') == strrchr(text, 'x'))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs HxWxC (height x width x channels, as 28x28x1), got '%s'",
+                         k->key, text);
+    memcpy(field, hwc, sizeof hwc); /* input_h, input_w, input_c */
+    return KFAC_OK;
+}
+
+static kfac_status parse_pad(const struct key_def *k, const char *text, void *field)
+{
+    if (strcmp(text, "same") == 0) {
+        *(int *)field = KFAC_PAD_SAME;
+        return KFAC_OK;
+    }
+    char *end;
+    long x = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || x < k->v.lo || x > k->v.hi)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s needs 'same' or an integer in [%g, %g], got '%s'", k->key, k->v.lo,
+                         k->v.hi, text);
+    *(int *)field = (int)x;
+    return KFAC_OK;
+}
+
+/* [pool] type: the pooling kinds of kfac_layer_kind */
+static const char *pool_name(int k)
+{
+    return k == KFAC_LAYER_MAXPOOL ? "max" : k == KFAC_LAYER_AVGPOOL ? "avg" : NULL;
+}
 
 #define NET(f) offsetof(kfac_net_spec, f)
 #define LAYER(f) offsetof(kfac_layer_spec, f)
 #define INT(lo, hi) {KFAC_V_INT, lo, hi, KFAC_CLOSED, NULL, NULL, 0}
 #define ENUM(what, names, count) {KFAC_V_ENUM, 0, 0, KFAC_CLOSED, what, names, count}
+#define WINDOW INT(1, 64)
 
 /* The ranges are kfac_net_spec_validate's, so a value is rejected with
  * its line rather than later without one. */
 static const key_def keys[] = {
-    /* section  key             offset             value                                   required */
-    {SEC_NET,   "inputs",       NET(inputs),       INT(1, 10000000),                       1},
-    {SEC_NET,   "loss",         NET(loss),         ENUM("loss", loss_name, KFAC_LOSS_COUNT), 0},
-    {SEC_NET,   "init",         NET(init),         ENUM("init", init_name, KFAC_INIT_COUNT), 0},
-    {SEC_NET,   "init_sigma",   NET(init_sigma),   {KFAC_V_FLOAT, 0, 100, KFAC_OPEN_LO, NULL, NULL, 0}, 0},
-    {SEC_NET,   "sparse_count", NET(sparse_count), INT(1, KFAC_SPARSE_COUNT_MAX),          0},
-    {SEC_NET,   "pool",         NET(input_pool),   INT(1, 64),                             0},
+    /* section  key             offset             value                                   required, own parser */
+    {SEC_NET,   "inputs",       NET(inputs),       INT(1, 10000000),                       1, NULL},
+    {SEC_NET,   "loss",         NET(loss),         ENUM("loss", loss_name, KFAC_LOSS_COUNT), 0, NULL},
+    {SEC_NET,   "init",         NET(init),         ENUM("init", init_name, KFAC_INIT_COUNT), 0, NULL},
+    {SEC_NET,   "init_sigma",   NET(init_sigma),   {KFAC_V_FLOAT, 0, 100, KFAC_OPEN_LO, NULL, NULL, 0}, 0, NULL},
+    {SEC_NET,   "sparse_count", NET(sparse_count), INT(1, KFAC_SPARSE_COUNT_MAX),          0, NULL},
+    {SEC_NET,   "pool",         NET(input_pool),   INT(1, 64),                             0, NULL},
+    {SEC_NET,   "shape",        NET(input_h),      INT(1, 10000000),                       0, parse_shape},
 
-    {SEC_DENSE, "units",        LAYER(units),      INT(1, 1000000),                        1},
-    {SEC_DENSE, "activation",   LAYER(activation), ENUM("activation", act_name, KFAC_ACT_COUNT), 0},
+    {SEC_DENSE, "units",        LAYER(units),      INT(1, 1000000),                        1, NULL},
+    {SEC_DENSE, "activation",   LAYER(activation), ENUM("activation", act_name, KFAC_ACT_COUNT), 0, NULL},
+
+    {SEC_CONV,  "channels",     LAYER(units),      INT(1, 1000000),                        1, NULL},
+    {SEC_CONV,  "kernel",       LAYER(kernel_h),   WINDOW,                                 1, parse_window},
+    {SEC_CONV,  "stride",       LAYER(stride),     WINDOW,                                 0, NULL},
+    {SEC_CONV,  "pad",          LAYER(pad),        INT(0, 63),                             0, parse_pad},
+    {SEC_CONV,  "activation",   LAYER(activation), ENUM("activation", act_name, KFAC_ACT_COUNT), 0, NULL},
+
+    {SEC_POOL,  "type",         LAYER(kind),       ENUM("pooling", pool_name, KFAC_LAYER_COUNT), 0, NULL},
+    {SEC_POOL,  "size",         LAYER(kernel_h),   WINDOW,                                 1, parse_square},
+    {SEC_POOL,  "stride",       LAYER(stride),     WINDOW,                                 0, NULL},
 };
 
 #define N_KEYS (sizeof keys / sizeof *keys)
@@ -178,7 +295,8 @@ kfac_status kfac_netfile_set_net_key(kfac_net_spec *spec, const char *key, const
         char list[256];
         return kfac_fail(KFAC_ERR_INVALID_ARG, "unknown [net] key '%s' (%s)", key, key_list(SEC_NET, list, sizeof list));
     }
-    return kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)spec + keys[k].offset);
+    return keys[k].parse ? keys[k].parse(&keys[k], value, (char *)spec + keys[k].offset)
+                         : kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)spec + keys[k].offset);
 }
 
 /* Set key k (find_key) of `section` from `value`: an architecture key in
@@ -191,6 +309,8 @@ static kfac_status set_value(const parser *p, int line, int section, int k, cons
         kfac_param_slot_find(p->train, sections[section].name, kfac_param_defs[k - (int)N_KEYS].key, &s);
         snprintf(s.name, sizeof s.name, "%s", s.d->key); /* the line says which section */
         st = kfac_param_slot_set(&s, value);
+    } else if (keys[k].parse) {
+        st = keys[k].parse(&keys[k], value, (char *)target + keys[k].offset);
     } else {
         st = kfac_value_parse(&keys[k].v, keys[k].key, value, (char *)target + keys[k].offset);
     }
@@ -262,7 +382,11 @@ static kfac_status parse_lines(parser *p, char *text)
             }
             if (count[sec] == 0)
                 first_line[sec] = line;
+            p->line = line;
             target = sections[sec].enter(p, count[sec]++);
+            if (!target)
+                return kfac_fail(KFAC_ERR_PARSE, "%s:%d: more than %d layers ([dense], [conv] and [pool] sections)",
+                                 p->file, line, KFAC_MAX_LAYERS);
             section = sec;
             header_line = line;
             memset(seen_line, 0, sizeof seen_line);
@@ -301,6 +425,8 @@ static kfac_status parse_lines(parser *p, char *text)
     for (int sec = 0; sec < SEC_COUNT; sec++)
         if (count[sec] < sections[sec].min_count)
             return kfac_fail(KFAC_ERR_PARSE, "%s: no [%s] section", p->file, sections[sec].name);
+    if (p->spec->n_layers == 0)
+        return kfac_fail(KFAC_ERR_PARSE, "%s: no layer ([dense], [conv] or [pool] section)", p->file);
     return KFAC_OK;
 }
 
@@ -333,12 +459,20 @@ kfac_status kfac_netfile_parse(const char *text, const char *filename, kfac_net_
         return kfac_fail(KFAC_ERR_NOMEM, "%s: cannot copy %zu bytes", filename, len + 1);
     memcpy(copy, text, len + 1);
 
-    parser p = {filename, spec, train};
+    parser p = {.file = filename, .spec = spec, .train = train};
     kfac_status st = parse_lines(&p, copy);
     free(copy);
     if (st != KFAC_OK)
         return st;
-    /* cross-field rules (a softmax loss needs a linear last layer, ...) */
+    /* cross-field rules (a softmax loss needs a linear last layer, a
+     * kernel larger than its input, ...), at the layer's section if one
+     * is to blame */
+    int bad = -1;
+    if (kfac_net_spec_check(spec, &bad) != KFAC_OK && bad >= 0) {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", kfac_last_error());
+        return kfac_fail(KFAC_ERR_PARSE, "%s:%d: %s", filename, p.layer_line[bad], detail);
+    }
     if (kfac_net_spec_validate(spec) != KFAC_OK || kfac_train_params_validate(train) != KFAC_OK)
         return fail_whole_file(filename);
     return KFAC_OK;

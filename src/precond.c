@@ -21,6 +21,7 @@ struct kfac_precond {
     float lr, momentum, wd; /* effective: kp's lr/momentum override op's */
     int n_layers, max_rows;
     int d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
+    int pos[KFAC_MAX_LAYERS];        /* rows of abar and g per example (§9) */
     size_t off[KFAC_MAX_LAYERS + 1]; /* layer l's block in the flat vectors */
     kfac_factors *fc;
     float *delta;    /* n: +F^-1 grad, the preconditioned gradient */
@@ -53,10 +54,18 @@ void kfac_precond_free(kfac_precond *pc)
 kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *d_out, int max_rows,
                              const kfac_optim_params *op, const kfac_kfac_params *kp, kfac_precond **out)
 {
-    return kfac_precond_new_in_group(n_layers, d_in, d_out, max_rows, op, kp, NULL, out);
+    return kfac_precond_new_in_group(n_layers, d_in, d_out, NULL, max_rows, op, kp, NULL, out);
 }
 
-kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, int max_rows,
+kfac_status kfac_precond_new_positions(int n_layers, const int *d_in, const int *d_out, const int *positions,
+                                       int max_rows, const kfac_optim_params *op, const kfac_kfac_params *kp,
+                                       kfac_precond **out)
+{
+    return kfac_precond_new_in_group(n_layers, d_in, d_out, positions, max_rows, op, kp, NULL, out);
+}
+
+kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, const int *positions,
+                                      int max_rows,
                                       const kfac_optim_params *op, const kfac_kfac_params *kp,
                                       const kfac_dist *group, kfac_precond **out)
 {
@@ -85,7 +94,7 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     if (!pc)
         return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
     pc->dist = group;
-    if ((st = kfac_factors_new(n_layers, d_in, d_out, max_rows, kp, group, &pc->fc)) != KFAC_OK) {
+    if ((st = kfac_factors_new(n_layers, d_in, d_out, positions, max_rows, kp, group, &pc->fc)) != KFAC_OK) {
         free(pc);
         return st;
     }
@@ -98,6 +107,7 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     for (int l = 0; l < n_layers; l++) {
         pc->d_in[l] = d_in[l];
         pc->d_out[l] = d_out[l];
+        pc->pos[l] = positions ? positions[l] : 1;
         pc->off[l + 1] = pc->off[l] + (size_t)d_in[l] * (size_t)d_out[l];
     }
     pc->lambda = kp->damping;
@@ -226,8 +236,8 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
             continue;
         if (in->grad) /* the caller's: copied, decay must not touch it */
             memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
-        else /* grad_l (dout x din) <- (1/total) g^T (dout x B) abar (B x din) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1.0f / in->total_rows, in->gtrue[l],
+        else /* grad_l (dout x din) <- (1/total) g^T (dout x B pos) abar (B pos x din) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B * pc->pos[l], 1.0f / in->total_rows, in->gtrue[l],
                         dout, in->abar[l], din, 0.0f, gl, din);
     }
     kfac_status st = kfac_dist_sum_blocks(pc->dist, pc->grad, pc->off, formed, pc->n_layers);
@@ -466,14 +476,16 @@ static size_t first_nonfinite(const float *x, size_t n)
 static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond_input *in, int stats_now)
 {
     for (int l = 0; l < pc->n_layers; l++) {
-        size_t din = (size_t)pc->d_in[l], dout = (size_t)pc->d_out[l], i;
+        /* per example: a layer's positions rows of each */
+        size_t din = (size_t)pc->d_in[l] * pc->pos[l], dout = (size_t)pc->d_out[l] * pc->pos[l], i;
+        size_t nw = (size_t)pc->d_in[l] * pc->d_out[l];
         const char *what = NULL;
         if (stats_now && (i = first_nonfinite(in->abar[l], (size_t)in->stat_rows * din)) < (size_t)in->stat_rows * din)
             what = "input abar (statistics for A)";
         else if (stats_now &&
                  (i = first_nonfinite(in->gstat[l], (size_t)in->stat_rows * dout)) < (size_t)in->stat_rows * dout)
             what = "pre-activation gradient g (statistics for G)";
-        else if (in->grad && (i = first_nonfinite(in->grad[l], din * dout)) < din * dout)
+        else if (in->grad && (i = first_nonfinite(in->grad[l], nw)) < nw)
             what = "gradient";
         else if (!in->grad && (i = first_nonfinite(in->abar[l], (size_t)in->rows * din)) < (size_t)in->rows * din)
             what = "input abar";

@@ -34,10 +34,12 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
 
 /* kfac_precond_new for data-parallel steps in a process group (dist.h;
  * NULL or a group of one: alone), given once: the group may join a
- * communicator later (kfac_dist_take). In a group every rank passes its
+ * communicator later (kfac_dist_take); positions as in
+ * kfac_precond_new_positions (NULL: 1 each). In a group every rank passes its
  * share of the batch, grad NULL. */
 struct kfac_dist;
-kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, int max_rows,
+kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *d_out, const int *positions,
+                                      int max_rows,
                                       const kfac_optim_params *op, const kfac_kfac_params *kp,
                                       const struct kfac_dist *group, kfac_precond **out);
 

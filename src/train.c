@@ -58,7 +58,7 @@ static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d, c
                          "the data has %d feature%s per example (%dx%d) but the network takes %d input%s%s",
                          d->features, KFAC_S(d->features), d->rows, d->cols, spec->inputs, KFAC_S(spec->inputs), pool);
     }
-    int outputs = spec->layers[spec->n_layers - 1].units;
+    int outputs = kfac_net_spec_outputs(spec);
     if (spec->loss == KFAC_LOSS_SOFTMAX_XENT) {
         if (!d->labels)
             return kfac_fail(KFAC_ERR_SHAPE, "a classifier needs labels");
@@ -76,15 +76,15 @@ static kfac_status check_fit(const kfac_net_spec *spec, const kfac_dataset *d, c
 }
 
 /* Gather rows idx[first..first+n) of d (or rows first.. if idx is NULL)
- * into the network's input abar_0 (leading dimension inputs + 1, whose ones
- * column stays) and the targets y. The labels were checked when the
+ * into the network's input buffer (kfac_net_input_rows: a first dense
+ * layer's abar, whose ones column stays) and the targets y. The labels were checked when the
  * trainer was made (or the evaluation began); a label the caller changed
  * since into one past the outputs is not written, but refused. */
 static kfac_status gather(kfac_net *net, const kfac_dataset *d, const uint32_t *idx, int first, int n, float *y)
 {
-    float *x = net->abar[0];
-    int ldx = net->dims[0] + 1;
-    int f = d->features, outputs = net->dims[net->n_layers];
+    size_t ldx;
+    float *x = kfac_net_input_rows(net, &ldx);
+    int f = d->features, outputs = net->outputs;
     int classify = net->spec.loss == KFAC_LOSS_SOFTMAX_XENT;
     long bad = -1; /* the largest row of a bad label */
 #pragma omp parallel for schedule(static) if ((long)n * f > KFAC_PAR_COPY) reduction(max : bad)
@@ -185,7 +185,7 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         (st = kfac_optimizer_new_for_net(p, t->net, t->dist, &t->opt)) != KFAC_OK)
         goto fail;
     t->order = malloc(sizeof *t->order * (size_t)train->n);
-    t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->dims[t->net->n_layers]);
+    t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->outputs);
     t->grad = kfac_alloc_floats(t->net->n_params);
     if (!t->order || !t->by || !t->grad) {
         st = kfac_fail(KFAC_ERR_NOMEM, "trainer buffers: out of memory");
@@ -223,7 +223,7 @@ void kfac_trainer_io(kfac_trainer *t, kfac_ckio *io)
     /* version 2: stopped in the middle of an epoch, where it stands there
      * (version 1 files are at an epoch boundary) */
     if (io->mode == KFAC_CKIO_WRITE && t->seen > 0)
-        io->version = 2;
+        io->version = KFAC_MAX(io->version, 2);
     int seen = 0;
     double loss_sum = 0.0;
     if (io->version >= 2) {
@@ -531,7 +531,7 @@ kfac_status kfac_evaluate(kfac_net *net, const kfac_dataset *d, double *loss, do
     if (st != KFAC_OK || (st = check_fit(&net->spec, d, "kfac_evaluate")) != KFAC_OK ||
         (st = kfac_blas_room()) != KFAC_OK)
         goto done;
-    int chunk = net->max_batch, outputs = net->dims[net->n_layers];
+    int chunk = net->max_batch, outputs = net->outputs;
     if (!(y = kfac_alloc_floats((size_t)chunk * (size_t)outputs))) {
         st = kfac_fail(KFAC_ERR_NOMEM, "evaluation buffers: out of memory");
         goto done;

@@ -27,8 +27,8 @@ static void spec_5_6_3(kfac_net_spec *s, kfac_loss loss)
     s->inputs = 5;
     s->n_layers = 2;
     s->loss = loss;
-    s->layers[0] = (kfac_layer_spec){6, KFAC_ACT_TANH};
-    s->layers[1] = (kfac_layer_spec){3, KFAC_ACT_LINEAR};
+    s->layers[0] = (kfac_layer_spec){.units = 6, .activation = KFAC_ACT_TANH};
+    s->layers[1] = (kfac_layer_spec){.units = 3, .activation = KFAC_ACT_LINEAR};
 }
 
 static void fill(float *v, size_t n, kfac_rng *r)

@@ -334,7 +334,9 @@ typedef struct net_case {
 } net_case;
 
 static const net_case net_cases[] = {
-    {NET784 "[conv]\nunits = 3\n", ":6: ", "unknown section [conv] (net, dense, train, kfac, sgd, momentum, nesterov, adam)"},
+    {NET784 "[convolution]\nunits = 3\n", ":6: ",
+     "unknown section [convolution] (net, dense, conv, pool, train, kfac, sgd, momentum, nesterov, adam)"},
+    {NET784 "[conv]\nunits = 3\n", ":7: ", "unknown key 'units' in [conv] (channels, kernel, stride, pad, activation)"},
     {"[net]\ninputs = 784\n[dense]\nsize = 10\n", ":4: ", "unknown key 'size' in [dense] (units, activation)"},
     {NET784 "[train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n", ":9: ", "duplicated key 'lr' in [train] (first at line 7)"},
     {"[net]\ninputs = many\n", ":2: ", "inputs needs an integer, got 'many'"},
@@ -349,15 +351,37 @@ static const net_case net_cases[] = {
     {"[net]\ninputs = -784\n", ":2: ", "inputs = -784 is outside [1, 10000000]"},
     {"[net]\ninputs = 99999999999999999999\n", ":2: ", "is outside [1, 10000000]"},
     {"[net]\ninputs = 784\n[dense]\nunits = 2000000\n", ":4: ", "units = 2000000 is outside"},
-    {"[net]\ninputs = 784\n", ": ", "no [dense] section"},
-    {"[net]\ninputs = 784\n[train]\nlr = 0.1\n", ": ", "no [dense] section"},
+    {"[net]\ninputs = 784\n", ": ", "no layer ([dense], [conv] or [pool] section)"},
+    {"[net]\ninputs = 784\n[train]\nlr = 0.1\n", ": ", "no layer ([dense], [conv] or [pool] section)"},
     {"", ": ", "no [net] section"},
     /* within every key's range, but 10^12 parameters: refused before any
      * allocation */
-    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", ": ",
-     "1000001000000 parameters: more than 2^30"},
+    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", ":4: ",
+     "layer 1 (dense): 1000001000000 parameters: more than 2^30"},
     {NET784 "[train]\noptimizer = lbfgs\n", ":7: ", "unknown optimizer 'lbfgs' (sgd, momentum, nesterov, adam, kfac)"},
-    {"[net]\ninputs = 784\n[dense]\nunits = 10\nactivation = relu\n", ": ", "the last layer must be linear"},
+    {"[net]\ninputs = 784\n[dense]\nunits = 10\nactivation = relu\n", ":3: ", "the last layer must be linear"},
+    /* convolutions and pooling: each problem at its section's line */
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\n[dense]\nunits = 10\nactivation = linear\n", ":3: ",
+     "[conv] without kernel"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 5x\n", ":5: ",
+     "kernel needs N or HxW of integers in [1, 64], got '5x'"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 0\n", ":5: ", "kernel needs N or HxW"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 3\npad = half\n", ":6: ",
+     "pad needs 'same' or an integer in [0, 63], got 'half'"},
+    {"[net]\ninputs = 784\nshape = 28x28\n", ":3: ", "shape needs HxWxC (height x width x channels, as 28x28x1)"},
+    {"[net]\ninputs = 784\nshape = 28x28x3\n[conv]\nchannels = 4\nkernel = 3\n[dense]\nunits = 10\n"
+     "activation = linear\n", ":4: ", "layer 1 (conv): input shape 28x28x3 is not 784 inputs"},
+    {"[net]\ninputs = 785\n[conv]\nchannels = 4\nkernel = 3\n[dense]\nunits = 10\nactivation = linear\n",
+     ":3: ", "785 inputs are not a square image: give the input's shape (net file: [net] shape = HxWxC)"},
+    {"[net]\ninputs = 16\n[conv]\nchannels = 4\nkernel = 5\n[dense]\nunits = 10\nactivation = linear\n",
+     ":3: ", "layer 1 (conv): kernel 5x5 larger than the"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 4\npad = same\n[dense]\nunits = 10\n"
+     "activation = linear\n", ":3: ", "layer 1 (conv): pad = same needs an odd kernel, not 4x4"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 3\n[pool]\ntype = median\nsize = 2\n", ":7: ",
+     "unknown pooling 'median' (max, avg)"},
+    {"[net]\ninputs = 784\n[conv]\nchannels = 4\nkernel = 3\n[pool]\nsize = 30\n[dense]\nunits = 10\n"
+     "activation = linear\n", ":6: ", "layer 2 (maxpool): "},
+    {"[net]\ninputs = 784\n[pool]\nsize = 2\n", ": ", "no layer with weights (dense or conv)"},
     {"[net]\ninputs = 784\n[dense]\nunits\n", ":4: ", "expected 'key = value'"},
 };
 

@@ -76,8 +76,8 @@ static void spec_of(kfac_net_spec *s, int hidden)
     kfac_net_spec_init(s);
     s->inputs = 12;
     s->n_layers = 2;
-    s->layers[0] = (kfac_layer_spec){hidden, KFAC_ACT_TANH};
-    s->layers[1] = (kfac_layer_spec){3, KFAC_ACT_LINEAR};
+    s->layers[0] = (kfac_layer_spec){.units = hidden, .activation = KFAC_ACT_TANH};
+    s->layers[1] = (kfac_layer_spec){.units = 3, .activation = KFAC_ACT_LINEAR};
 }
 
 typedef struct config {

@@ -108,8 +108,8 @@ START_TEST(test_stats_add_over_slices)
     enum { B = 7, DIN = 4, DOUT = 3, K = 3 };
     int din = DIN, dout = DOUT;
     kfac_factors *a, *b;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, NULL, &a), KFAC_OK);
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, NULL, NULL, &b), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, NULL, NULL, &a), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, NULL, NULL, &b), KFAC_OK);
     kfac_rng r;
     kfac_rng_seed(&r, 5);
     float abar[B * DIN], g[B * DOUT];
@@ -169,7 +169,7 @@ START_TEST(test_no_mpi_refused)
     kfac_net_spec_init(&s);
     s.inputs = 3;
     s.n_layers = 1;
-    s.layers[0] = (kfac_layer_spec){2, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 2, .activation = KFAC_ACT_LINEAR};
     float x[8 * 3] = {0};
     uint8_t labels[8] = {0, 1, 0, 1, 0, 1, 0, 1};
     kfac_dataset d = {8, 3, 1, 3, 2, x, labels};

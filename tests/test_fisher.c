@@ -430,7 +430,7 @@ START_TEST(test_fisher_vec_leaves_net)
 
     size_t total = P + (size_t)BATCH * dL;
     for (int l = 0; l < L; l++)
-        total += (size_t)BATCH * (net->dims[l] + 1) + (size_t)BATCH * net->dims[l + 1];
+        total += (size_t)BATCH * net->layers[l].d_in + (size_t)BATCH * net->layers[l].d_out;
     float *before = malloc(sizeof *before * total), *after = malloc(sizeof *after * total);
     float *v = malloc(sizeof *v * P), *fv = malloc(sizeof *fv * P);
     for (int pass = 0; pass < 2; pass++) {
@@ -440,9 +440,9 @@ START_TEST(test_fisher_vec_leaves_net)
         memcpy(s, net->z, sizeof *s * BATCH * dL);
         s += BATCH * dL;
         for (int l = 0; l < L; l++) {
-            size_t na = (size_t)BATCH * (net->dims[l] + 1), ng = (size_t)BATCH * net->dims[l + 1];
-            memcpy(s, net->abar[l], sizeof *s * na);
-            memcpy(s + na, net->g[l], sizeof *s * ng);
+            size_t na = (size_t)BATCH * net->layers[l].d_in, ng = (size_t)BATCH * net->layers[l].d_out;
+            memcpy(s, net->layers[l].abar, sizeof *s * na);
+            memcpy(s + na, net->layers[l].g, sizeof *s * ng);
             s += na + ng;
         }
         if (pass == 0) {

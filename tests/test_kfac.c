@@ -76,7 +76,7 @@ START_TEST(test_factors_are_running_sums)
     kfac_kfac_params_init(&kp);
     kp.decay = 0.6f; /* reached at k = 3: both regimes are exercised */
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &pc), KFAC_OK);
     double A[DIN * DIN] = {0}, G[DOUT * DOUT] = {0};
     kfac_rng r;
     kfac_rng_seed(&r, 1);
@@ -127,7 +127,7 @@ START_TEST(test_single_layer_block_is_exact)
     kfac_net_spec_init(&s);
     s.inputs = IN;
     s.n_layers = 1;
-    s.layers[0] = (kfac_layer_spec){D, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = D, .activation = KFAC_ACT_LINEAR};
     kfac_net *net;
     ck_assert_int_eq(kfac_net_new(&s, D, &net), KFAC_OK);
     kfac_rng r;
@@ -165,7 +165,7 @@ START_TEST(test_single_layer_block_is_exact)
             g[k * D + i] *= (float)sqrt(D * p[k]);
     int din = IN + 1, dout = D;
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, D, NULL, NULL, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, D, NULL, NULL, &pc), KFAC_OK);
     kfac_factors_begin_stats(pc);
     ck_assert_int_eq(kfac_factors_accumulate(pc, 0, abar, din, g, D), KFAC_OK);
     const float *A = kfac_factors_factor_a(pc, 0), *G = kfac_factors_factor_g(pc, 0);
@@ -198,7 +198,7 @@ START_TEST(test_kronecker_identity)
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 8, &kp, NULL, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, 8, &kp, NULL, &pc), KFAC_OK);
     float abar[8 * DIN], g[8 * DOUT];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
@@ -292,9 +292,9 @@ START_TEST(test_lowrank_matches_dense)
         kfac_kfac_params_init(&kp);
         kp.rank_max = 8; /* 2 (8 + 8) <= 48: both factors low-rank */
         kfac_factors *lr, *ex;
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &lr), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &lr), KFAC_OK);
         kp.inversion = KFAC_INV_CHOLESKY;
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ex), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &ex), KFAC_OK);
         kfac_factors *both[2] = {lr, ex};
         for (int i = 0; i < 2; i++) {
             kfac_factors_begin_stats(both[i]);
@@ -357,9 +357,9 @@ START_TEST(test_fused_weight_form)
     kfac_kfac_params_init(&kp);
     kp.rank_max = 8;
     kfac_factors *lr, *ex;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &lr), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &lr), KFAC_OK);
     kp.inversion = KFAC_INV_CHOLESKY;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ex), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &ex), KFAC_OK);
     ck_assert_int_eq(kfac_factors_weight_fusable(lr, 0), 0); /* not inverted yet */
     kfac_factors *both[2] = {lr, ex};
     for (int i = 0; i < 2; i++) {
@@ -508,9 +508,9 @@ START_TEST(test_ekfac_definition)
     kfac_kfac_params_init(&kp);
     kfac_factors *ek, *eig;
     kp.inversion = KFAC_INV_EKFAC;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &ek), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &ek), KFAC_OK);
     kp.inversion = KFAC_INV_EIGEN;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, B, &kp, NULL, &eig), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, B, &kp, NULL, &eig), KFAC_OK);
     const float *ab[1] = {abar}, *gs[1] = {g};
     int lda[1] = {DIN};
     ck_assert_int_eq(kfac_factors_ekfac_stats(ek, ab, lda, gs, B, 1.0f / B), KFAC_ERR_STATE); /* no bases yet */
@@ -599,7 +599,7 @@ START_TEST(test_cost_model)
     int switch_at[3];
     for (int i = 0; i < 3; i++) {
         kp.inversion = kinds[i];
-        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 1024, &kp, NULL, &pc[i]), KFAC_OK);
+        ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, 1024, &kp, NULL, &pc[i]), KFAC_OK);
         switch_at[i] = 0;
         for (int b = 1; b <= 1024; b *= 2) /* past max_rows: never the batch form */
             if (!switch_at[i] && !kfac_factors_batch_pays(pc[i], 0, b))
@@ -627,7 +627,7 @@ START_TEST(test_eigen_exact_tikhonov)
     kfac_kfac_params_init(&kp);
     kp.inversion = KFAC_INV_EIGEN;
     kfac_factors *pc;
-    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, 6, &kp, NULL, &pc), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, NULL, 6, &kp, NULL, &pc), KFAC_OK);
     float abar[6 * DIN], g[6 * DOUT], V[N], delta[N];
     fill(abar, sizeof abar / sizeof *abar, -1, 1, &r);
     fill(g, sizeof g / sizeof *g, -1, 1, &r);
@@ -686,8 +686,8 @@ static void tiny_kfac_spec(kfac_net_spec *s, kfac_train_params *p, int features,
     kfac_net_spec_init(s);
     s->inputs = features;
     s->n_layers = 2;
-    s->layers[0] = (kfac_layer_spec){6, KFAC_ACT_TANH};
-    s->layers[1] = (kfac_layer_spec){classes, KFAC_ACT_LINEAR};
+    s->layers[0] = (kfac_layer_spec){.units = 6, .activation = KFAC_ACT_TANH};
+    s->layers[1] = (kfac_layer_spec){.units = classes, .activation = KFAC_ACT_LINEAR};
     kfac_train_params_init(p);
     p->optimizer = KFAC_OPT_KFAC;
     p->kfac.cov_every = 1;
@@ -751,8 +751,8 @@ START_TEST(test_check_cg)
     kfac_net_spec_init(&s);
     s.inputs = 200;
     s.n_layers = 2;
-    s.layers[0] = (kfac_layer_spec){100, KFAC_ACT_RELU};
-    s.layers[1] = (kfac_layer_spec){10, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 100, .activation = KFAC_ACT_RELU};
+    s.layers[1] = (kfac_layer_spec){.units = 10, .activation = KFAC_ACT_LINEAR};
     kfac_check_options_init(&o);
     o.examples = 300;
     ck_assert_msg(kfac_check_with(&s, &p, &d, &o, &r) == KFAC_OK, "%s", kfac_last_error());

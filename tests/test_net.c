@@ -11,11 +11,7 @@
 #include "net.h"
 #include "tests.h"
 
-static void fill_uniform(float *v, size_t n, float lo, float hi, kfac_rng *r)
-{
-    for (size_t i = 0; i < n; i++)
-        v[i] = lo + (hi - lo) * (float)kfac_rng_uniform(r);
-}
+#define fill_uniform test_fill_uniform
 
 /* Dense targets of the right kind for a loss: one-hot, probabilities in
  * (0,1) or real values. */
@@ -60,49 +56,7 @@ static kfac_net *make_net(int inputs, int n_layers, const int *units, const kfac
     return net;
 }
 
-static double batch_loss(kfac_net *net, const float *x, const float *y, int batch)
-{
-    double loss;
-    ck_assert_int_eq(kfac_net_forward(net, x, batch), KFAC_OK);
-    ck_assert_int_eq(kfac_net_loss(net, y, &loss, NULL), KFAC_OK);
-    return loss;
-}
-
-/* Relative error |fd - grad| / |grad| of the analytic gradient against
- * central differences over every parameter; asserts the gradient is not
- * trivially zero. */
-static double gradient_error(kfac_net *net, const float *x, const float *y, int batch)
-{
-    size_t n = kfac_net_n_params(net);
-    float *grad = malloc(sizeof *grad * n);
-    batch_loss(net, x, y, batch);
-    ck_assert_int_eq(kfac_net_backward(net, y, grad), KFAC_OK);
-    float *theta = kfac_net_params(net);
-    double base = batch_loss(net, x, y, batch);
-    double diff2 = 0.0, norm2 = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        float keep = theta[i];
-        /* float32 forward: h balances truncation (h^2) and rounding (eps/h) */
-        const float h = 3e-3f;
-        theta[i] = keep + h;
-        double up = batch_loss(net, x, y, batch);
-        theta[i] = keep - h;
-        double down = batch_loss(net, x, y, batch);
-        theta[i] = keep;
-        /* a ReLU kink within h spoils the central difference but leaves one
-         * one-sided difference exact: take whichever agrees best. A wrong
-         * gradient disagrees with all three. */
-        double cands[3] = {(up - down) / (2.0 * h), (up - base) / h, (base - down) / h};
-        double best = fabs(cands[0] - grad[i]);
-        for (int k = 1; k < 3; k++)
-            best = fmin(best, fabs(cands[k] - grad[i]));
-        diff2 += best * best;
-        norm2 += (double)grad[i] * grad[i];
-    }
-    free(grad);
-    ck_assert_msg(sqrt(norm2) > 1e-3, "gradient is (nearly) zero: |g| = %g", sqrt(norm2));
-    return sqrt(diff2 / norm2);
-}
+#define gradient_error test_gradient_error
 
 static void check_gradient(int n_layers, const int *units, const kfac_activation *acts, kfac_loss loss)
 {
@@ -299,8 +253,8 @@ START_TEST(test_init_kinds)
     kfac_net_spec_init(&s);
     s.inputs = 300;
     s.n_layers = 2;
-    s.layers[0] = (kfac_layer_spec){200, KFAC_ACT_RELU};
-    s.layers[1] = (kfac_layer_spec){10, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 200, .activation = KFAC_ACT_RELU};
+    s.layers[1] = (kfac_layer_spec){.units = 10, .activation = KFAC_ACT_LINEAR};
     for (int kind = 0; kind < KFAC_INIT_COUNT; kind++) {
         s.init = (kfac_init)kind;
         s.init_sigma = 0.05f;
@@ -428,7 +382,7 @@ START_TEST(test_net_errors)
     kfac_net_spec_init(&s);
     s.inputs = 3;
     s.n_layers = 1;
-    s.layers[0] = (kfac_layer_spec){2, KFAC_ACT_RELU};
+    s.layers[0] = (kfac_layer_spec){.units = 2, .activation = KFAC_ACT_RELU};
     kfac_net *net = NULL;
     /* softmax belongs to the loss: a relu output layer is refused */
     ck_assert_int_eq(kfac_net_new(&s, 4, &net), KFAC_ERR_INVALID_ARG);

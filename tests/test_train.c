@@ -56,7 +56,7 @@ static void linear_spec(kfac_net_spec *s, int inputs, int classes)
     kfac_net_spec_init(s);
     s->inputs = inputs;
     s->n_layers = 1;
-    s->layers[0] = (kfac_layer_spec){classes, KFAC_ACT_LINEAR};
+    s->layers[0] = (kfac_layer_spec){.units = classes, .activation = KFAC_ACT_LINEAR};
 }
 
 /* Each optimizer, with a learning rate suited to it, trains nets/small.net
@@ -190,9 +190,9 @@ START_TEST(test_autoencoder_learns)
     kfac_net_spec_init(&s);
     s.inputs = 784;
     s.n_layers = 3;
-    s.layers[0] = (kfac_layer_spec){64, KFAC_ACT_SIGMOID};
-    s.layers[1] = (kfac_layer_spec){16, KFAC_ACT_LINEAR};
-    s.layers[2] = (kfac_layer_spec){784, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 64, .activation = KFAC_ACT_SIGMOID};
+    s.layers[1] = (kfac_layer_spec){.units = 16, .activation = KFAC_ACT_LINEAR};
+    s.layers[2] = (kfac_layer_spec){.units = 784, .activation = KFAC_ACT_LINEAR};
     s.loss = KFAC_LOSS_SIGMOID_XENT;
     s.init = KFAC_INIT_SPARSE;
     kfac_train_params p;
@@ -230,10 +230,10 @@ static double autoencoder_loss(const kfac_dataset *d, kfac_optimizer_kind kind, 
     s.n_layers = 4;
     s.loss = KFAC_LOSS_SIGMOID_XENT;
     s.init = KFAC_INIT_SPARSE;
-    s.layers[0] = (kfac_layer_spec){64, KFAC_ACT_SIGMOID};
-    s.layers[1] = (kfac_layer_spec){16, KFAC_ACT_LINEAR};
-    s.layers[2] = (kfac_layer_spec){64, KFAC_ACT_SIGMOID};
-    s.layers[3] = (kfac_layer_spec){784, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 64, .activation = KFAC_ACT_SIGMOID};
+    s.layers[1] = (kfac_layer_spec){.units = 16, .activation = KFAC_ACT_LINEAR};
+    s.layers[2] = (kfac_layer_spec){.units = 64, .activation = KFAC_ACT_SIGMOID};
+    s.layers[3] = (kfac_layer_spec){.units = 784, .activation = KFAC_ACT_LINEAR};
     kfac_train_params p;
     kfac_train_params_init(&p);
     p.optimizer = kind;
@@ -492,8 +492,8 @@ START_TEST(test_nan_caught_at_first_loss)
     kfac_net_spec_init(&s);
     s.inputs = F;
     s.n_layers = 2;
-    s.layers[0] = (kfac_layer_spec){5, KFAC_ACT_TANH};
-    s.layers[1] = (kfac_layer_spec){C, KFAC_ACT_LINEAR};
+    s.layers[0] = (kfac_layer_spec){.units = 5, .activation = KFAC_ACT_TANH};
+    s.layers[1] = (kfac_layer_spec){.units = C, .activation = KFAC_ACT_LINEAR};
     kfac_train_params p;
     kfac_train_params_init(&p);
     p.optimizer = (kfac_optimizer_kind)_i;

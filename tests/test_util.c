@@ -1,5 +1,7 @@
 /* test_util.c - helpers the suites share (tests.h): whole files read back,
- * big-endian fields, and a small learnable MNIST-format data set. */
+ * big-endian fields, a small learnable MNIST-format data set, and the
+ * networks' central-difference gradient check. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,4 +56,54 @@ void test_write_mnist(const char *dir, int n, uint64_t seed)
         fclose(fi);
         fclose(fl);
     }
+}
+
+void test_fill_uniform(float *v, size_t n, float lo, float hi, kfac_rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = lo + (hi - lo) * (float)kfac_rng_uniform(r);
+}
+
+static double batch_loss(kfac_net *net, const float *x, const float *y, int batch)
+{
+    double loss;
+    ck_assert_int_eq(kfac_net_forward(net, x, batch), KFAC_OK);
+    ck_assert_int_eq(kfac_net_loss(net, y, &loss, NULL), KFAC_OK);
+    return loss;
+}
+
+/* Relative error |fd - grad| / |grad| of the analytic gradient against
+ * central differences over every parameter; asserts the gradient is not
+ * trivially zero. */
+double test_gradient_error(kfac_net *net, const float *x, const float *y, int batch)
+{
+    size_t n = kfac_net_n_params(net);
+    float *grad = malloc(sizeof *grad * n);
+    batch_loss(net, x, y, batch);
+    ck_assert_int_eq(kfac_net_backward(net, y, grad), KFAC_OK);
+    float *theta = kfac_net_params(net);
+    double base = batch_loss(net, x, y, batch);
+    double diff2 = 0.0, norm2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float keep = theta[i];
+        /* float32 forward: h balances truncation (h^2) and rounding (eps/h) */
+        const float h = 3e-3f;
+        theta[i] = keep + h;
+        double up = batch_loss(net, x, y, batch);
+        theta[i] = keep - h;
+        double down = batch_loss(net, x, y, batch);
+        theta[i] = keep;
+        /* a ReLU kink within h spoils the central difference but leaves one
+         * one-sided difference exact: take whichever agrees best. A wrong
+         * gradient disagrees with all three. */
+        double cands[3] = {(up - down) / (2.0 * h), (up - base) / h, (base - down) / h};
+        double best = fabs(cands[0] - grad[i]);
+        for (int k = 1; k < 3; k++)
+            best = fmin(best, fabs(cands[k] - grad[i]));
+        diff2 += best * best;
+        norm2 += (double)grad[i] * grad[i];
+    }
+    free(grad);
+    ck_assert_msg(sqrt(norm2) > 1e-3, "gradient is (nearly) zero: |g| = %g", sqrt(norm2));
+    return sqrt(diff2 / norm2);
 }

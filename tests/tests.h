@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kfac.h"
+
 Suite *rng_suite(void);
 Suite *net_suite(void);
 Suite *idx_suite(void);
@@ -25,6 +27,7 @@ Suite *docs_suite(void);
 Suite *signals_suite(void);
 Suite *handles_suite(void);
 Suite *conv_suite(void);
+Suite *cnn_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);
@@ -44,5 +47,12 @@ void test_write_be(FILE *f, uint64_t v, int bytes);
 /* A learnable MNIST-format data set in DIR (made if missing): n training
  * and n/4 test 28x28 images, each class one bright row over noise. */
 void test_write_mnist(const char *dir, int n, uint64_t seed);
+/* v <- n draws uniform in [lo, hi). */
+void test_fill_uniform(float *v, size_t n, float lo, float hi, kfac_rng *r);
+/* The relative error |fd - grad| / |grad| of the network's gradient on
+ * (x, y) against differences over every parameter (central, or one-sided
+ * where a kink spoils the central one); asserts the gradient is not
+ * (nearly) zero. */
+double test_gradient_error(kfac_net *net, const float *x, const float *y, int batch);
 
 #endif
