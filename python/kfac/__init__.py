@@ -943,3 +943,75 @@ class Preconditioner(_Handle):
         if self._caught:
             raise self._caught[0]
         _lib.check(st)
+
+    def bind(self, weights, grads=None, abar=None, g_sampled=None, g=None):
+        """The arrays of every step, checked once, for a caller that
+        reuses its buffers (kfac.torch does): returns a BoundStep, whose
+        call step(rows, loss=0.0) is step() on these arrays without the
+        per-step checks and conversions. Each must be a C-contiguous
+        float32 numpy array (never copied: the library reads and writes
+        them in place), weights writeable and of the layers' shapes, grads
+        (if given) too; abar, g_sampled and g any number of rows (the
+        buffers' capacity, at least the batch's). Change an array's
+        contents freely between calls, but not the array: bind again."""
+        return BoundStep(self, weights, grads, abar, g_sampled, g)
+
+
+class BoundStep:
+    """Preconditioner.bind's result: step(rows, loss=0.0) runs
+    kfac_precond_step on the bound arrays' first `rows` rows."""
+
+    def __init__(self, pc, weights, grads, abar, g_sampled, g):
+        self.pc = pc
+        self._arrays = []  # kept alive as long as the pointers are used
+        self._cap = pc.max_rows
+
+        def check(arrays, what, cols_of, exact=False, writeable=False):
+            if arrays is None:
+                return None
+            arrays = list(arrays)
+            if len(arrays) != pc.n_layers:
+                raise ValueError("%s: %d arrays for %d layers" % (what, len(arrays), pc.n_layers))
+            for l, a in enumerate(arrays):
+                if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous \
+                        or a.ndim != 2 or (writeable and not a.flags.writeable):
+                    raise TypeError("%s[%d] must be a %sC-contiguous float32 numpy array of 2 dimensions (it is "
+                                    "bound, not copied)" % (what, l, "writeable " if writeable else ""))
+                d_out, d_in = pc.shapes[l]
+                if exact and a.shape != (d_out, d_in):
+                    raise ValueError("%s[%d] has shape %s, not %s" % (what, l, a.shape, (d_out, d_in)))
+                if not exact and (a.shape[1] != cols_of(d_out, d_in) or a.shape[0] < 1):
+                    raise ValueError("%s[%d] has shape %s, needs (rows, %d)" % (what, l, a.shape,
+                                                                               cols_of(d_out, d_in)))
+                if not exact and what != "g_sampled":
+                    self._cap = min(self._cap, a.shape[0])
+            self._arrays.append(arrays)
+            return _ptr_array(arrays)
+
+        self._w = check(weights, "weights", None, exact=True, writeable=True)
+        if self._w is None:
+            raise ValueError("weights: one array per layer")
+        self._gr = check(grads, "grads", None, exact=True)
+        self._ab = check(abar, "abar", lambda o, i: i)
+        self._gs = check(g_sampled, "g_sampled", lambda o, i: o)
+        self._gl = check(g, "g", lambda o, i: o)
+        self._gs_rows = min(a.shape[0] for a in g_sampled) if g_sampled is not None else 0
+
+    @property
+    def max_rows(self):
+        """The largest batch the bound arrays hold."""
+        return self._cap
+
+    def __call__(self, rows, loss=0.0):
+        pc = self.pc
+        rows = _int(rows, "rows")
+        if not 1 <= rows <= self._cap:
+            raise ValueError("rows = %d: the bound arrays hold 1 to %d" % (rows, self._cap))
+        if self._gs is not None and pc.stats_due and _L.kfac_precond_stat_rows(pc._h, rows) > self._gs_rows:
+            raise ValueError("g_sampled holds %d rows, the statistics of %d rows read %d"
+                             % (self._gs_rows, rows, _L.kfac_precond_stat_rows(pc._h, rows)))
+        pc._caught = []
+        st = _L.kfac_precond_step_arrays(pc._h, rows, self._w, self._gr, self._ab, self._gs, self._gl, float(loss))
+        if pc._caught:
+            raise pc._caught[0]
+        _lib.check(st)

@@ -3,18 +3,27 @@
     import kfac.torch
     optimizer = kfac.torch.KFAC(model, lr=0.05, damping=0.03, cov_every=10, inv_every=100)
 
-It finds the model's nn.Linear layers, records each one's input abar (with
-the ones column of the bias) in a forward hook and its per-example
-pre-activation gradient g in a hook on the layer's output during the
-sampled-target backward pass, and steps through kfac.Preconditioner
-(libkfac's kfac_precond). Each layer's weight and bias are views of one
-float32 array in the library's layout (d_out x (d_in + 1), the bias the
-last column), and so are their gradients: the library reads the gradients
-and updates the weights in place, without a copy.
+It finds the model's nn.Linear layers and steps them through
+kfac.Preconditioner (libkfac's kfac_precond). Each layer's weight and bias
+are views of one float32 array in the library's layout (d_out x (d_in + 1),
+the bias the last column), which the library updates in place.
 
-abar and g are copied, as they are recorded, into buffers allocated
-once (abar needs its ones column, and g the batch factor), and only when
-statistics are due.
+By default (weight_grads=False) each nn.Linear runs its forward through a
+function of this module (the same F.linear) whose backward computes only
+the gradient of the layer's input and hands the library, per layer, the
+rows it needs: abar (the input with the ones column of the bias) and g,
+the per-example gradient of the loss at the output (grad_output times the
+rows), from which it forms the weight gradient itself, or never forms it
+where the batch form of docs/algorithm.md sec. 8 is cheaper, as the C
+trainer does. torch never computes the nn.Linear layers' weight
+gradients, and their .grad stays None. With weight_grads=True autograd
+forms them as usual, into views of one array per layer that the library
+reads (the weight form): the way for a loop that reads or changes those
+gradients (clipping, accumulation over several forward passes).
+
+Either way abar and g are copied, as they are recorded, into buffers
+allocated once (abar needs its ones column, g its scale), and the
+statistics' g of the sampled-target pass only when statistics are due.
 
 Threads: torch and libkfac share one OpenMP runtime and one OpenBLAS
 (Debian's python3-torch and libkfac both use openblas-openmp), so
@@ -28,10 +37,12 @@ targets sampled from the model. Or the optimizer draws the targets itself:
 """
 import os
 import tempfile
+import types
 import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import InvalidArgumentError, Params, Preconditioner, Rng, sample_targets
 
@@ -46,29 +57,60 @@ warnings.filterwarnings("ignore", message="grad and param do not obey the gradie
                         category=UserWarning)
 
 
+class _LinearRows(torch.autograd.Function):
+    """F.linear(x, weight, bias) whose backward hands the layer's rows
+    (abar from x, g from the output's gradient) to the optimizer and
+    computes the input's gradient only: the weight gradient is the
+    library's to form, or not (weight_grads=False)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, record, serial):
+        ctx.record, ctx.serial = record, serial
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        ctx.record(ctx.serial, x, grad_out)
+        # dL/dx = dL/ds W
+        gx = grad_out.matmul(weight) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, None
+
+
 class _Layer:
     """One nn.Linear: its weight and bias as views of W (d_out x d_in,
-    d_in counting the bias column), their gradients as views of G, and
-    the buffers of its statistics, abar (cap x d_in, ones last) and g
-    (cap x d_out)."""
+    d_in counting the bias column), their gradients as views of G
+    (weight_grads only), and the buffers of its rows: abar (cap x d_in,
+    ones last), gs (cap x d_out, the sampled pass's g) and gt (cap x
+    d_out, the loss's g; rows path only)."""
 
-    def __init__(self, module):
+    def __init__(self, module, weight_grads):
         self.module = module
         self.fan_in = module.in_features
         self.has_bias = module.bias is not None
         self.d_out = module.out_features
         self.d_in = self.fan_in + (1 if self.has_bias else 0)
         self.W = np.zeros((self.d_out, self.d_in), dtype=np.float32)
-        self.G = np.zeros((self.d_out, self.d_in), dtype=np.float32)
-        self.Wt, self.Gt = torch.from_numpy(self.W), torch.from_numpy(self.G)
-        self.abar = self.g = None
-        self.abar_t = self.g_t = None
+        self.Wt = torch.from_numpy(self.W)
+        self.G = self.Gt = None
+        if weight_grads:
+            self.G = np.zeros((self.d_out, self.d_in), dtype=np.float32)
+            self.Gt = torch.from_numpy(self.G)
+        self.abar = self.gs = self.gt = None
+        self.abar_t = self.gs_t = self.gt_t = None
         self.cap = 0
-        self.rows = 0        # rows of the last forward pass in grad mode
-        self.a_step = -1     # the step whose abar is in the buffer
-        self.g_step = -1     # the step whose sampled g is in the buffer
+        self.rows = 0        # rows of the last forward pass in grad mode (weight_grads)
+        self.a_step = -1     # weight_grads: the step whose abar is in the buffer
+        self.g_step = -1     # the step whose sampled g is in gs
+        # the rows path: which forward pass (its serial number) each
+        # buffer holds, and how many rows gt holds (0: none since zero_grad)
+        self.abar_of = self.gs_of = self.gt_of = None
+        self.gt_rows = 0
+        self.mixed = False   # gt got a second forward pass's rows
         self.adopt_weights()
-        self.adopt_grads()
+        if weight_grads:
+            self.adopt_grads()
 
     def params(self):
         return [self.module.weight] + ([self.module.bias] if self.has_bias else [])
@@ -108,16 +150,57 @@ class _Layer:
                 p.grad = v
 
     def reserve(self, rows):
+        """Buffers for at least `rows` rows; True if they were replaced
+        (what they held is gone)."""
         if rows <= self.cap:
-            return
+            return False
         cap = max(rows, 2 * self.cap)
-        self.abar = np.empty((cap, self.d_in), dtype=np.float32)
+        old = (self.abar, self.gs, self.gt)
+        self.abar = np.zeros((cap, self.d_in), dtype=np.float32)
         if self.has_bias:
             self.abar[:, -1] = 1
-        self.g = np.zeros((cap, self.d_out), dtype=np.float32)
-        self.abar_t, self.g_t = torch.from_numpy(self.abar), torch.from_numpy(self.g)
+        self.gs = np.zeros((cap, self.d_out), dtype=np.float32)
+        self.gt = np.zeros((cap, self.d_out), dtype=np.float32)
+        if old[0] is not None:  # what they held, with its tags, is kept
+            for new, a in zip((self.abar, self.gs, self.gt), old):
+                new[:self.cap] = a
+        self.abar_t, self.gs_t, self.gt_t = (torch.from_numpy(a) for a in (self.abar, self.gs, self.gt))
         self.cap = cap
-        self.a_step = self.g_step = -1
+        return True
+
+    def take_abar(self, serial, x, rows):
+        """abar <- the rows of x (forward pass `serial`), once."""
+        if self.abar_of != serial:
+            self.abar_t[:rows, :self.fan_in].copy_(x.reshape(rows, self.fan_in))
+            self.abar_of = serial
+
+
+class _Forward:
+    """The rows path's forward of one nn.Linear, set on the module as an
+    instance attribute over nn.Linear.forward (the same F.linear, through
+    _LinearRows in grad mode); remove() takes it away. A copy of the
+    module (copy.deepcopy of the model) gets a forward bound to itself,
+    which is plain nn.Linear's."""
+
+    def __init__(self, opt, layer):
+        module = layer.module
+
+        def record(serial, x, grad_out):
+            opt._record_rows(layer, serial, x, grad_out)
+
+        def forward(mod, x):
+            if mod is not module or not torch.is_grad_enabled():
+                return F.linear(x, mod.weight, mod.bias)
+            opt._serial += 1
+            return _LinearRows.apply(x, mod.weight, mod.bias, record, opt._serial)
+
+        module.forward = types.MethodType(forward, module)
+        self.module = module
+
+    def remove(self):
+        if self.module is not None and "forward" in vars(self.module):
+            del self.module.forward
+        self.module = None
 
 
 class KFAC(torch.optim.Optimizer):
@@ -128,7 +211,7 @@ class KFAC(torch.optim.Optimizer):
         KFAC(model, lr=None, *, momentum=None, damping=None, cov_every=None,
              inv_every=None, kl_clip=None, weight_decay=None, decay=None,
              loss="softmax_xent", batch_averaged=True, max_batch=None,
-             seed=1, params=None, **settings)
+             seed=1, weight_grads=False, params=None, **settings)
 
     Options and their defaults are the C trainer's (None: its default):
     lr 0.01, momentum 0.9, damping 0.1, cov_every (T_cov) 10, inv_every
@@ -148,15 +231,31 @@ class KFAC(torch.optim.Optimizer):
     Each step() preconditions the gradient of every nn.Linear layer (its
     weight and bias as one d_out x (d_in + 1) matrix) and updates the
     weights: v <- momentum v + nu Delta, W <- W - lr v, with nu the KL
-    clip. Statistics are due when steps % TCov == 0: the forward pass of
-    that step records abar, and a backward pass of targets sampled from
-    the model's output records g, either the caller's with acc_stats True
-    (KFAC-Pytorch's loop) or the optimizer's own (backward()). step()
-    raises RuntimeError when statistics are due and that pass is missing.
+    clip. Statistics are due when steps % TCov == 0: a backward pass of
+    targets sampled from the model's output records g (and abar), either
+    the caller's with acc_stats True (KFAC-Pytorch's loop) or the
+    optimizer's own (backward()), of the same forward pass as the loss's
+    backward pass. step() raises RuntimeError when statistics are due and
+    that pass is missing.
     `batch_averaged` (KFAC-Pytorch's) says that the sampled loss is a mean
     over the batch: its output gradients are then multiplied by the batch
-    to give the per-example g the library takes. The gradients step()
-    reads are the parameters' .grad, the mean gradient for a mean loss.
+    to give the per-example g the library takes.
+
+    The gradient each step follows is that of the last backward pass
+    since zero_grad() (more than one backward pass of the same forward
+    pass add up), whatever the loss's scale. With weight_grads False (the
+    default, and the fast way) it reaches the library as each nn.Linear's
+    rows, abar and g = grad_output times the rows, from which the library
+    forms the gradient, or applies the preconditioner to the rows
+    directly where that is cheaper (the batch form, as in the C trainer):
+    torch computes no weight gradient for those layers, and their .grad
+    stays None (zero_grad() sets it so). A loss term on a layer's weights
+    themselves (anything but its output) has no rows to show: step()
+    refuses such a gradient, as it refuses the rows of two forward passes
+    (gradient accumulation). weight_grads True: autograd forms the
+    layers' .grad as for any optimizer (views of one array per layer) and
+    step() preconditions those, whatever made them: slower, for loops that
+    read, change or accumulate the gradients.
     `loss` names the output distribution backward() samples from
     (softmax_xent: categorical; sigmoid_xent; squared: Gaussian).
     `max_batch` sizes the buffers (default: the first batch; a larger
@@ -184,11 +283,16 @@ class KFAC(torch.optim.Optimizer):
     - of the param_groups entries only "lr" is read at each step (so LR
       schedulers work); momentum, damping and weight_decay are fixed at
       construction.
+    - the rows path (weight_grads False) sets each nn.Linear's forward
+      as an attribute of the module (remove_hooks() takes it away):
+      torch.save(model) pickles it no more than it pickles hooks (save
+      the state_dict(), as usual), and a copy.deepcopy of the model
+      runs plain nn.Linear forwards.
     """
 
     def __init__(self, model, lr=None, *, momentum=None, damping=None, cov_every=None, inv_every=None, kl_clip=None,
                  weight_decay=None, decay=None, loss="softmax_xent", batch_averaged=True, max_batch=None, seed=1,
-                 params=None, stat_decay=None, TCov=None, TInv=None, **settings):
+                 weight_grads=False, params=None, stat_decay=None, TCov=None, TInv=None, **settings):
         if not isinstance(model, torch.nn.Module):
             raise TypeError("model must be a torch.nn.Module, not %s" % type(model).__name__)
         for ours, theirs, name in ((cov_every, TCov, "cov_every and TCov"), (inv_every, TInv, "inv_every and TInv"),
@@ -214,10 +318,15 @@ class KFAC(torch.optim.Optimizer):
         # kfac.momentum >= 0 override the trainer's), for param_groups
         eff_lr = p["kfac.lr"] if p["kfac.lr"] > 0 else p["train.lr"]
         eff_mom = p["kfac.momentum"] if p["kfac.momentum"] >= 0 else p["train.momentum"]
-        self.layers = [_Layer(m) for m in model.modules()
-                       if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
-        if not self.layers:
+        self.weight_grads = bool(weight_grads)
+        linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
+        if not linear:
             raise ValueError("the model has no nn.Linear layer to precondition")
+        for m in linear:
+            if not self.weight_grads and (type(m).forward is not torch.nn.Linear.forward or "forward" in vars(m)):
+                raise ValueError("%s has a forward of its own, which the rows path (weight_grads=False) would "
+                                 "replace: construct with weight_grads=True" % type(m).__name__)
+        self.layers = [_Layer(m, self.weight_grads) for m in linear]
         defaults = dict(lr=eff_lr, momentum=eff_mom, damping=p["kfac.damping"],
                         weight_decay=p["train.weight_decay"])
         super().__init__([q for q in model.parameters() if q.requires_grad], defaults)
@@ -233,8 +342,13 @@ class KFAC(torch.optim.Optimizer):
         self._cov_every = int(p["kfac.cov_every"])
         self._inv_every = int(p["kfac.inv_every"])
         self._handles = []
+        self._serial = 0          # forward passes through the rows path
+        self._bound, self._bound_key = None, None
         for layer in self.layers:
-            self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+            if self.weight_grads:
+                self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+            else:
+                self._handles.append(_Forward(self, layer))
 
     # ------------------------------------------------ KFAC-Pytorch's names
 
@@ -277,12 +391,36 @@ class KFAC(torch.optim.Optimizer):
     def _grad_hook(self, layer, rows, batch):
         def hook(grad):
             if self.acc_stats and layer.cap >= rows:
-                g = layer.g_t[:rows]
+                g = layer.gs_t[:rows]
                 g.copy_(grad.detach().reshape(rows, layer.d_out))
                 if self.batch_averaged:
                     g.mul_(batch)
                 layer.g_step = self.steps
         return hook
+
+    def _record_rows(self, layer, serial, x, grad_out):
+        # the rows path: _LinearRows.backward of forward pass `serial`
+        rows = x.numel() // layer.fan_in
+        gout = grad_out.reshape(rows, layer.d_out)
+        if self.acc_stats:
+            if not self.stats_due:
+                return
+            layer.reserve(rows)
+            layer.take_abar(serial, x, rows)
+            torch.mul(gout, x.shape[0] if self.batch_averaged and x.dim() > 1 else 1, out=layer.gs_t[:rows])
+            layer.gs_of, layer.g_step = serial, self.steps
+            return
+        layer.reserve(rows)
+        if layer.gt_rows and layer.gt_of == serial:
+            # another backward pass of the same forward pass: gradients add
+            layer.gt_t[:rows].add_(gout, alpha=rows)
+            return
+        if layer.gt_rows:
+            layer.mixed = True
+        layer.take_abar(serial, x, rows)
+        # g = dL/ds times the rows: (1/rows) g^T abar is the gradient
+        torch.mul(gout, rows, out=layer.gt_t[:rows])
+        layer.gt_of, layer.gt_rows = serial, rows
 
     # ------------------------------------------------------------ backward
 
@@ -319,12 +457,18 @@ class KFAC(torch.optim.Optimizer):
     # ---------------------------------------------------------------- step
 
     def zero_grad(self, set_to_none=False):
-        """Zero the gradients, in place for the nn.Linear layers' (they are
+        """Zero the gradients: the nn.Linear layers' rows (weight_grads
+        False: their .grad set to None) or .grad in place (weight_grads:
         views of the library's gradient arrays); set_to_none as torch's
         for the other parameters."""
         for layer in self.layers:
-            layer.G.fill(0)
-            layer.adopt_grads(copy=False)
+            if self.weight_grads:
+                layer.G.fill(0)
+                layer.adopt_grads(copy=False)
+                continue
+            layer.gt_rows, layer.gt_of, layer.mixed = 0, None, False
+            for q in layer.params():
+                q.grad = None
         for group in self.param_groups:
             for q in group["params"]:
                 if id(q) in self._in_layer or q.grad is None:
@@ -363,6 +507,27 @@ class KFAC(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.weight_grads:
+            self._step_grads()
+        else:
+            self._step_rows()
+        self._sgd_others()
+        return loss
+
+    def _due_error(self, l, what):
+        return RuntimeError(
+            "K-FAC statistics are due at step %d (steps %% TCov == 0) but %s of nn.Linear layer %d was not "
+            "recorded: run the forward pass with gradients enabled and a backward pass of targets sampled from "
+            "the model with optimizer.acc_stats = True (KFAC-Pytorch's loop), or call "
+            "optimizer.backward(loss, output)" % (self.steps, what, l))
+
+    def _lr_now(self, pc):
+        lr = float(self.param_groups[0]["lr"])
+        if lr != self._lr:
+            pc.set_lr(lr)
+            self._lr = lr
+
+    def _step_grads(self):
         due = self.stats_due
         rows = self.layers[0].rows
         for l, layer in enumerate(self.layers):
@@ -370,26 +535,62 @@ class KFAC(torch.optim.Optimizer):
                 raise ValueError("layer %d saw %d rows and layer 0 %d: every nn.Linear must see the batch's rows"
                                  % (l, layer.rows, rows))
             if due and (layer.a_step != self.steps or layer.g_step != self.steps):
-                raise RuntimeError(
-                    "K-FAC statistics are due at step %d (steps %% TCov == 0) but %s of nn.Linear layer %d was "
-                    "not recorded: run the forward pass with gradients enabled and a backward pass of targets "
-                    "sampled from the model with optimizer.acc_stats = True (KFAC-Pytorch's loop), or call "
-                    "optimizer.backward(loss, output)" % (self.steps, "g" if layer.a_step == self.steps else "abar", l))
+                raise self._due_error(l, "g" if layer.a_step == self.steps else "abar")
         if rows < 1:
             raise RuntimeError("no forward pass with gradients enabled before step()")
         pc = self._preconditioner(rows)
-        lr = float(self.param_groups[0]["lr"])
-        if lr != self._lr:
-            pc.set_lr(lr)
-            self._lr = lr
+        self._lr_now(pc)
         for layer in self.layers:
             layer.adopt_weights()
             layer.adopt_grads()
         pc.step([l.W for l in self.layers], grads=[l.G for l in self.layers],
                 abar=[l.abar for l in self.layers] if due else None,
-                g_sampled=[l.g for l in self.layers] if due else None, rows=rows)
-        self._sgd_others()
-        return loss
+                g_sampled=[l.gs for l in self.layers] if due else None, rows=rows)
+
+    def _step_rows(self):
+        due = self.stats_due
+        rows = 0
+        for l, layer in enumerate(self.layers):
+            for q in layer.params():
+                if q.grad is not None:
+                    raise RuntimeError(
+                        "nn.Linear layer %d's parameters have a .grad, from something other than its output (a "
+                        "loss term on its weights?), which the rows path does not see: construct the optimizer "
+                        "with weight_grads=True, or use its weight_decay" % l)
+            if layer.mixed:
+                raise RuntimeError(
+                    "nn.Linear layer %d took backward passes of two forward passes since zero_grad(): the rows "
+                    "path steps on one forward pass's rows; construct the optimizer with weight_grads=True to "
+                    "accumulate gradients" % l)
+            if layer.gt_rows:
+                if rows and layer.gt_rows != rows:
+                    raise ValueError("layer %d saw %d rows and another %d: every nn.Linear must see the batch's "
+                                     "rows" % (l, layer.gt_rows, rows))
+                rows = layer.gt_rows
+        if rows < 1:
+            raise RuntimeError("no backward pass through the nn.Linear layers since zero_grad() before step()")
+        for l, layer in enumerate(self.layers):
+            if not layer.gt_rows:  # no gradient reached it: a zero gradient
+                layer.reserve(rows)
+                layer.abar[:rows, :layer.fan_in] = 0
+                layer.gt[:rows] = 0
+                layer.abar_of, layer.gt_of, layer.gt_rows = None, None, rows
+            if due and layer.g_step != self.steps:
+                raise self._due_error(l, "g")
+            if due and layer.gs_of != layer.gt_of:
+                raise RuntimeError("K-FAC statistics are due at step %d: the sampled-target pass and the loss's "
+                                   "backward pass must be of the same forward pass (nn.Linear layer %d)"
+                                   % (self.steps, l))
+        pc = self._preconditioner(rows)
+        self._lr_now(pc)
+        key = (pc, tuple(layer.cap for layer in self.layers))
+        if self._bound_key != key:
+            self._bound = pc.bind([l.W for l in self.layers], abar=[l.abar for l in self.layers],
+                                  g_sampled=[l.gs for l in self.layers], g=[l.gt for l in self.layers])
+            self._bound_key = key
+        for layer in self.layers:
+            layer.adopt_weights()
+        self._bound(rows)
 
     @torch.no_grad()
     def _sgd_others(self):
@@ -435,7 +636,8 @@ class KFAC(torch.optim.Optimizer):
         self._set_lr_again()
 
     def remove_hooks(self):
-        """Detach the optimizer's hooks from the model."""
+        """Detach the optimizer's hooks from the model (and its forward of
+        the nn.Linear layers: weight_grads False)."""
         for h in self._handles:
             h.remove()
         self._handles = []

@@ -566,7 +566,36 @@ class TestPreconditioner(unittest.TestCase):
         for l in range(len(shapes)):
             np.testing.assert_array_equal(pc.direction(l), want_dir[l])
         self.assertEqual(pc.steps, steps)
+        self.check_bound(shapes, rows, params, w0, batches, want, quadratic, fdiag)
         return pc
+
+    def check_bound(self, shapes, rows, params, w0, batches, want, quadratic, fdiag):
+        """The same steps through bind(): buffers of more rows than the
+        batch, bound once, refilled before each step."""
+        pc = kfac.Preconditioner(shapes, rows + 3, params)
+        w = [a.copy() for a in w0]
+        cap = rows + 3
+        ab = [np.zeros((cap, s[1]), np.float32) for s in shapes]
+        gs = [np.zeros((cap, s[0]), np.float32) for s in shapes]
+        form = "g" if "g" in batches[0] else "grad"
+        other = [np.zeros((cap, s[0]) if form == "g" else s, np.float32) for s in shapes]
+        step = pc.bind(w, abar=ab, g_sampled=gs, **{"grads" if form == "grad" else "g": other})
+        self.assertEqual(step.max_rows, cap)
+        if quadratic:
+            pc.set_fisher(lambda v: fdiag * v, lambda: 0.5 + float(w[0][0, 0]) * float(w[0][0, 0]))
+        for k, b in enumerate(batches):
+            for l in range(len(shapes)):
+                ab[l][:rows] = b["abar"][l]
+                gs[l][:len(b["gs"][l])] = b["gs"][l]
+                if form == "g":
+                    other[l][:rows] = b["g"][l]
+                else:
+                    other[l][...] = b["grad"][l]
+            step(rows, loss=0.5 + float(w[0][0, 0]) * float(w[0][0, 0]) if quadratic else 0.0)
+            for l in range(len(shapes)):
+                np.testing.assert_array_equal(w[l], want[k][l], "bound, step %d layer %d" % (k + 1, l))
+        with self.assertRaises(ValueError):
+            step(cap + 1)
 
     def test_kl_clip_bit_identical(self):
         pc = self.check("klclip", "grads", 0, {"kfac.cov_every": 2, "kfac.inv_every": 3, "train.lr": 0.1,
@@ -636,6 +665,21 @@ class TestPreconditioner(unittest.TestCase):
         self.assertEqual(pc.steps, 0)
         pc.step(w, gr, ab, gs)
         self.assertEqual(pc.steps, 1)
+        # bind: arrays as they are, never converted
+        with self.assertRaises(TypeError):
+            pc.bind([w[0].astype(np.float64), w[1]], gr)
+        with self.assertRaises(TypeError):
+            pc.bind(w, gr, [np.zeros((8, 4))] * 2)
+        with self.assertRaises(ValueError):
+            pc.bind(w, [gr[0], gr[0]])
+        with self.assertRaises(ValueError):
+            pc.bind(w, g=[np.zeros((8, 2), np.float32)] * 2)
+        with self.assertRaises(ValueError):
+            pc.bind(w[:1], gr)
+        bound = pc.bind(w, abar=ab, g_sampled=[gs[0][:2], gs[1][:2]], g=[np.zeros((8, 3), np.float32),
+                                                                           np.zeros((8, 2), np.float32)])
+        with self.assertRaises(TypeError):
+            bound(8.0)
         with self.assertRaises(kfac.KfacError) as cm:
             kfac.Preconditioner([(3, 0)], 8)
         self.assertIn("3 x 0 weights", str(cm.exception))

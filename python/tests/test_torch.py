@@ -84,14 +84,15 @@ def kfac_pytorch_step(model, optimizer, inputs, targets, sampled_y=None):
     return loss.item(), outputs
 
 
-def library_weights(model):
-    """Each nn.Linear's weight and bias as the library's d_out x d_in array."""
+def library_weights(model, grads=False):
+    """Each nn.Linear's weight and bias (or their gradients) as the
+    library's d_out x d_in array."""
     out = []
     for m in model.modules():
         if isinstance(m, nn.Linear):
-            w = m.weight.detach().numpy()
+            w = (m.weight.grad if grads else m.weight).detach().numpy()
             if m.bias is not None:
-                w = np.hstack([w, m.bias.detach().numpy()[:, None]])
+                w = np.hstack([w, (m.bias.grad if grads else m.bias).detach().numpy()[:, None]])
             out.append(np.ascontiguousarray(w, dtype=np.float32))
     return out
 
@@ -179,9 +180,14 @@ class TestAgainstPreconditioner(unittest.TestCase):
         """backward(loss, output) draws the targets with libkfac's
         sampler: the KFAC-Pytorch loop given the same draws steps alike,
         and the sampled pass leaves the gradients alone."""
+        for weight_grads in (False, True):
+            with self.subTest(weight_grads=weight_grads):
+                self.own_sampling(weight_grads)
+
+    def own_sampling(self, weight_grads):
         a, b = mlp(), mlp()
-        oa = kfac.torch.KFAC(a, lr=0.05, damping=0.03, cov_every=2, seed=4)
-        ob = kfac.torch.KFAC(b, lr=0.05, damping=0.03, cov_every=2)
+        oa = kfac.torch.KFAC(a, lr=0.05, damping=0.03, cov_every=2, seed=4, weight_grads=weight_grads)
+        ob = kfac.torch.KFAC(b, lr=0.05, damping=0.03, cov_every=2, weight_grads=weight_grads)
         rng = kfac.Rng(4)
         gen = torch.Generator().manual_seed(1)
         for k in range(5):
@@ -193,8 +199,13 @@ class TestAgainstPreconditioner(unittest.TestCase):
             plain = copy.deepcopy(a)
             plain.zero_grad()
             F.cross_entropy(plain(x), y).backward()
-            for p, q in zip(a.parameters(), plain.parameters()):
-                np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+            if weight_grads:
+                for p, q in zip(a.parameters(), plain.parameters()):
+                    np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+            else:  # the gradient the rows make, (1/rows) g^T abar
+                for layer, w in zip(oa.layers, library_weights(plain, grads=True)):
+                    self.assertIsNone(layer.module.weight.grad)
+                    np.testing.assert_allclose(layer.gt[:12].T @ layer.abar[:12] / 12, w, rtol=1e-5, atol=1e-7)
             oa.step()
             with torch.no_grad():
                 z = b(x).numpy()
@@ -210,10 +221,11 @@ class TestAgainstPreconditioner(unittest.TestCase):
         its ones column, and g = dl_n/ds per example (the mean loss's
         gradient times the batch), for targets drawn by libkfac's sampler
         under each loss."""
-        for loss in ("softmax_xent", "sigmoid_xent", "squared"):
-            with self.subTest(loss=loss):
+        for loss, weight_grads in (("softmax_xent", False), ("sigmoid_xent", False), ("squared", False),
+                                   ("softmax_xent", True)):
+            with self.subTest(loss=loss, weight_grads=weight_grads):
                 model = mlp(bias_last=False)
-                opt = kfac.torch.KFAC(model, loss=loss, seed=3)
+                opt = kfac.torch.KFAC(model, loss=loss, seed=3, weight_grads=weight_grads)
                 x = torch.randn(10, 6, generator=torch.Generator().manual_seed(4))
                 out = model(x)
                 z = out.detach().numpy().copy()
@@ -223,7 +235,7 @@ class TestAgainstPreconditioner(unittest.TestCase):
                 opt.zero_grad()
                 opt.backward(out.sum() * 0, out)
                 last = opt.layers[-1]
-                np.testing.assert_allclose(last.g[:10], want, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(last.gs[:10], want, rtol=1e-5, atol=1e-6)
                 h = torch.tanh(model[0](x)).detach().numpy()
                 np.testing.assert_array_equal(last.abar[:10], h)  # no bias: no ones column
                 np.testing.assert_array_equal(opt.layers[0].abar[:10], np.hstack([x.numpy(), np.ones((10, 1))]))
@@ -259,6 +271,114 @@ class TestAgainstPreconditioner(unittest.TestCase):
             runs.append(library_weights(model))
         for wa, wb in zip(*runs):
             np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+class TestRowsPath(unittest.TestCase):
+    """weight_grads=False (the default: the layers' abar and g rows go to
+    the library, which forms the gradient or takes the batch form, and
+    torch computes no weight gradient) against weight_grads=True (torch's
+    .grad, the weight form): the same steps within float32 rounding."""
+
+    def run_both(self, make, batches, sampled, **settings):
+        out = []
+        for weight_grads in (False, True):
+            model = make()
+            opt = kfac.torch.KFAC(model, weight_grads=weight_grads, **settings)
+            ws = []
+            for k, (x, y) in enumerate(batches):
+                kfac_pytorch_step(model, opt, x, y, sampled[k])
+                ws.append(library_weights(model))
+            out.append((ws, opt))
+        (rows, o_rows), (grads, o_grads) = out
+        for k, (a, b) in enumerate(zip(rows, grads)):
+            for l, (wa, wb) in enumerate(zip(a, b)):
+                np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=2e-6, err_msg="step %d layer %d" % (k + 1, l))
+        return o_rows, o_grads
+
+    def test_rows_equal_weight_grads(self):
+        gen = torch.Generator().manual_seed(12)
+        batches = [(torch.randn(12, 60, generator=gen), torch.randint(0, 4, (12,), generator=gen)) for _ in range(9)]
+        sampled = [torch.randint(0, 4, (12,), generator=gen) for _ in range(9)]
+
+        def make():
+            torch.manual_seed(4)
+            return nn.Sequential(nn.Linear(60, 50), nn.ReLU(), nn.Linear(50, 20, bias=False), nn.Tanh(),
+                                 nn.Linear(20, 4))
+        for name, settings in (("defaults", {}), ("low rank", dict(rank_max=4)),
+                               ("weight decay", dict(weight_decay=0.01)),
+                               ("eigen", dict(inversion="eigen", stat_fraction=0.5))):
+            with self.subTest(name):
+                o_rows, o_grads = self.run_both(make, batches, sampled, lr=0.05, damping=0.05, cov_every=2,
+                                                inv_every=4, **settings)
+                self.assertEqual(o_rows.steps, 9)
+                self.assertEqual(o_rows.kfac_stats()["stats_rounds"], o_grads.kfac_stats()["stats_rounds"])
+                for layer in o_rows.layers:
+                    self.assertIsNone(layer.module.weight.grad)
+                if name == "defaults":  # the batch form taken where it pays; with grads, never
+                    self.assertIn(1, o_rows.kfac_stats()["batch_form"])
+                    self.assertEqual(o_grads.kfac_stats()["batch_form"], [0, 0, 0])
+
+    def test_more_dimensions_and_a_second_backward(self):
+        """Rows of a 3-d input (batch x time x features) and two backward
+        passes of one forward pass (their gradients add) step as torch's
+        gradients do."""
+        gen = torch.Generator().manual_seed(2)
+        xs = [torch.randn(5, 3, 6, generator=gen) for _ in range(4)]
+        out = []
+        for weight_grads in (False, True):
+            torch.manual_seed(1)
+            model = nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 2))
+            opt = kfac.torch.KFAC(model, lr=0.05, cov_every=1, weight_grads=weight_grads)
+            for x in xs:
+                opt.zero_grad()
+                z = model(x)
+                opt.acc_stats = True
+                z.square().mean().backward(retain_graph=True)
+                opt.acc_stats = False
+                opt.zero_grad()
+                z.sum().backward(retain_graph=True)
+                (0.5 * z[:, 0].abs().sum()).backward()
+                opt.step()
+            out.append(library_weights(model))
+        for wa, wb in zip(*out):
+            np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+    def test_refused_and_copied(self):
+        model = mlp()
+        opt = kfac.torch.KFAC(model, cov_every=5)
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        kfac_pytorch_step(model, opt, x, y)
+        # a copy of the model is a plain torch model: its own gradients,
+        # nothing recorded for the optimizer
+        twin = copy.deepcopy(model)
+        F.cross_entropy(twin(x), y).backward()
+        self.assertIsNotNone(twin[0].weight.grad)
+        self.assertEqual(opt.layers[0].gt_rows, 8)  # the step's, untouched
+        # two forward passes' gradients: refused (accumulation needs weight_grads)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x[:4]), y[:4]).backward()
+        with self.assertRaises(RuntimeError) as cm:
+            opt.step()
+        self.assertIn("weight_grads=True", str(cm.exception))
+        # a gradient the rows do not show (a loss term on the weights)
+        opt.zero_grad()
+        (F.cross_entropy(model(x), y) + model[0].weight.square().sum()).backward()
+        with self.assertRaises(RuntimeError) as cm:
+            opt.step()
+        self.assertIn("weight_grads=True", str(cm.exception))
+        self.assertEqual(opt.steps, 1)
+        opt.zero_grad()
+        self.assertIsNone(model[0].weight.grad)
+
+        class Scaled(nn.Linear):
+            def forward(self, x):
+                return 2 * super().forward(x)
+        with self.assertRaises(ValueError):
+            kfac.torch.KFAC(nn.Sequential(Scaled(3, 2)))
+        kfac.torch.KFAC(nn.Sequential(Scaled(3, 2)), weight_grads=True)
+        opt.remove_hooks()
+        self.assertNotIn("forward", vars(model[0]))
 
 
 def blobs(n, seed):
@@ -419,7 +539,7 @@ class TestErrors(unittest.TestCase):
         opt.zero_grad()
         out = model(x)
         opt.backward(F.cross_entropy(out, y), out)
-        model[0].weight.grad[0, 0] = float("nan")
+        opt.layers[0].gt[0, 0] = float("nan")  # as a NaN in the loss's gradient would be
         with self.assertRaises(kfac.NumericError):
             opt.step()
         self.assertEqual(opt.steps, 1)
