@@ -1,5 +1,5 @@
 /* layer_conv.c - the convolution's row of the layer table
- * (docs/algorithm.md §9). im2col writes each output pixel's input window
+ * (docs/algorithm.md §3.1). im2col writes each output pixel's input window
  * as one row of abar, so the convolution is the dense layer's product on
  * batch x positions rows, s = abar W^T, and K-FAC's A statistics (Grosse
  * & Martens 2016, KFC) come from the same rows. Images are NHWC, so a

@@ -768,7 +768,7 @@ static const ckpt_case ckpt_cases[] = {
     {"empty", "not a libkfac checkpoint (no KFACCKPT magic)", 1},
     {"bit-flip", "corrupt checkpoint: checksum mismatch", 1},
     {"bad-crc", "corrupt checkpoint: checksum mismatch", 1},
-    {"version", "checkpoint format version 3; this library reads versions 1 to 2", 1},
+    {"version", "checkpoint format version 4; this library reads versions 1 to 3", 1},
     {"magic", "not a libkfac checkpoint (no KFACCKPT magic)", 1},
     {"trailing", "corrupt checkpoint: 5 bytes after its end", 1},
     {"huge-payload", "truncated checkpoint: ", 1},
@@ -797,7 +797,7 @@ START_TEST(test_bad_checkpoint)
     case 2: n = 0; break;
     case 3: buf[n / 2] ^= 0x04; break;
     case 4: buf[n - 2] ^= 0x80; break;
-    case 5: buf[8] = 3; break;
+    case 5: buf[8] = 4; break;
     case 6: buf[0] = 'k'; break;
     case 7: memcpy(buf + n, "extra", 5), n += 5; break;
     case 8: buf[16 + 7] = 0x40; break; /* payload length 2^62 and more */

@@ -362,9 +362,9 @@ START_TEST(test_damaged_files_are_refused)
     expect_refused(fresh, bad, KFAC_ERR_FORMAT, "checksum mismatch");
 
     memcpy(copy, buf, n);
-    copy[8] = 3;
+    copy[8] = 4;
     write_all(bad, copy, n);
-    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "version 3; this library reads versions 1 to 2");
+    expect_refused(fresh, bad, KFAC_ERR_FORMAT, "version 4; this library reads versions 1 to 3");
 
     memcpy(copy, buf, n);
     copy[0] = 'X';

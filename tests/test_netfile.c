@@ -309,7 +309,9 @@ typedef struct bad_case {
 
 static const bad_case bad[] = {
     /* line-level */
-    {NET_OK "[conv]\n", "t.net:6:", "unknown section [conv] (net, dense, train, kfac, sgd, momentum, nesterov, adam)"},
+    {NET_OK "[conv2d]\n", "t.net:6:",
+     "unknown section [conv2d] (net, dense, conv, pool, train, kfac, sgd, momentum, nesterov, adam)"},
+    {NET_OK "[conv]\n", "t.net:6:", "[conv] without channels"},
     {"[net]\ninputs = 4\n[dense]\nsise = 3\n", "t.net:4:",
      "unknown key 'sise' in [dense] (units, activation)"},
     {"[net]\ninputs = 4\ninputs = 5\n[dense]\nunits = 2\nactivation = linear\n", "t.net:3:",
@@ -340,8 +342,8 @@ static const bad_case bad[] = {
     {NET_OK "[train]\nbatch = -1\n", "t.net:7:", "batch = -1 is outside [1, 1000000]"},
     /* every size in range, 10^12 parameters in all: refused by the spec's
      * parameter cap before any allocation */
-    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", "t.net: ",
-     "1000001000000 parameters: more than 2^30"},
+    {"[net]\ninputs = 1000000\nloss = squared\n[dense]\nunits = 1000000\n", "t.net:4:",
+     "layer 1 (dense): 1000001000000 parameters: more than 2^30"},
     {"[net]\ninputs = 4\nsparse_count = 0\n", "t.net:3:", "outside [1, 100000]"},
     {"[net]\ninputs = 4\ninit_sigma = 0\n", "t.net:3:", "outside (0, 100]"},
     {NET_OK "[train]\nlr = 0\n", "t.net:7:", "lr = 0 is outside (0, 1000]"},
@@ -367,14 +369,15 @@ static const bad_case bad[] = {
     /* whole file */
     {"", "t.net: ", "no [net] section"},
     {"[dense]\nunits = 3\n", "t.net: ", "no [net] section"},
-    {"[net]\ninputs = 4\n[train]\nlr = 0.1\n", "t.net: ", "no [dense] section"},
+    {"[net]\ninputs = 4\n[train]\nlr = 0.1\n", "t.net: ", "no layer ([dense], [conv] or [pool] section)"},
     {"[net]\nloss = squared\n[dense]\nunits = 2\n", "t.net:1:", "[net] without inputs"},
     {"[net]\ninputs = 4\n\n[dense]\nactivation = linear\n[dense]\nunits = 2\n", "t.net:4:",
      "[dense] without units"},
     {"[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = linear\n[dense]\n", "t.net:6:",
      "[dense] without units"},
-    /* rejected by kfac_net_spec_validate: a softmax loss needs a linear last layer */
-    {"[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = relu\n", "t.net: ", "linear"},
+    /* rejected by kfac_net_spec_validate, at the layer's section: a
+     * softmax loss needs a linear last layer */
+    {"[net]\ninputs = 4\n[dense]\nunits = 2\nactivation = relu\n", "t.net:3:", "linear"},
 };
 
 START_TEST(test_errors)
