@@ -230,6 +230,12 @@ KFAC_API void kfac_net_spec_init(kfac_net_spec *spec);
 /* KFAC_OK if the spec describes a valid network, else INVALID_ARG with
  * detail. */
 KFAC_API kfac_status kfac_net_spec_validate(const kfac_net_spec *spec);
+/* The outputs per example of a valid spec's network (0 if invalid). */
+KFAC_API int kfac_net_spec_outputs(const kfac_net_spec *spec);
+/* The architecture in one line, into buf (always terminated):
+ * "784-conv32(5x5/1,same):relu-maxpool2x2/2-1024:relu-10:linear
+ * softmax_xent loss", the input's shape and pool when set. */
+KFAC_API void kfac_net_spec_describe(const kfac_net_spec *spec, char *buf, size_t size);
 
 /* ------------------------------------------------------------ network */
 

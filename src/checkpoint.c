@@ -62,29 +62,6 @@ layers:
     }
 }
 
-static void describe(const kfac_net_spec *s, char *buf, size_t cap)
-{
-    size_t n = (size_t)snprintf(buf, cap, "%d", s->inputs);
-    for (int l = 0; l < s->n_layers && n < cap; l++) {
-        const kfac_layer_spec *ls = &s->layers[l];
-        const char *act = kfac_activation_name(ls->activation), *kind = kfac_layer_kind_name(ls->kind);
-        if (ls->kind == KFAC_LAYER_DENSE)
-            n += (size_t)snprintf(buf + n, cap - n, "-%d:%s", ls->units, act ? act : "?");
-        else if (ls->kind == KFAC_LAYER_CONV)
-            n += (size_t)snprintf(buf + n, cap - n, "-conv%d(%dx%d/%d,%d):%s", ls->units, ls->kernel_h, ls->kernel_w,
-                                  ls->stride, ls->pad, act ? act : "?");
-        else
-            n += (size_t)snprintf(buf + n, cap - n, "-%s%dx%d/%d", kind ? kind : "?", ls->kernel_h, ls->kernel_w,
-                                  ls->stride);
-    }
-    if (n < cap) {
-        const char *loss = kfac_loss_name(s->loss);
-        n += (size_t)snprintf(buf + n, cap - n, " %s loss", loss ? loss : "?");
-    }
-    if (n < cap && s->input_pool > 1)
-        snprintf(buf + n, cap - n, " pool %d", s->input_pool);
-}
-
 static int same_arch(const kfac_net_spec *a, const kfac_net_spec *b)
 {
     if (a->inputs != b->inputs || a->n_layers != b->n_layers || a->loss != b->loss || a->input_pool != b->input_pool)
@@ -110,8 +87,8 @@ static kfac_status check_arch(kfac_ckio *io, const kfac_net_spec *have_spec, con
         return kfac_ckio_fail_file(io->status, path);
     if (!same_arch(&file, have_spec)) {
         char a[512], b[512];
-        describe(&file, a, sizeof a);
-        describe(have_spec, b, sizeof b);
+        kfac_net_spec_describe(&file, a, sizeof a);
+        kfac_net_spec_describe(have_spec, b, sizeof b);
         return kfac_fail(KFAC_ERR_SHAPE, "%s: the checkpoint holds another network (%s), not this one (%s)", path, a,
                          b);
     }

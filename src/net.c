@@ -169,6 +169,38 @@ int kfac_net_spec_outputs(const kfac_net_spec *spec)
     return layers[spec->n_layers - 1].out_size;
 }
 
+void kfac_net_spec_describe(const kfac_net_spec *s, char *buf, size_t cap)
+{
+    if (!buf || cap == 0)
+        return;
+    buf[0] = '\0';
+    if (!s)
+        return;
+    size_t n = (size_t)snprintf(buf, cap, "%d", s->inputs);
+    if (n < cap && (s->input_h || s->input_w || s->input_c))
+        n += (size_t)snprintf(buf + n, cap - n, "(%dx%dx%d)", s->input_h, s->input_w, s->input_c);
+    for (int l = 0; l < s->n_layers && l < KFAC_MAX_LAYERS && n < cap; l++) {
+        const kfac_layer_spec *ls = &s->layers[l];
+        const char *act = kfac_activation_name(ls->activation), *kind = kfac_layer_kind_name(ls->kind);
+        char pad[16];
+        snprintf(pad, sizeof pad, ls->pad == KFAC_PAD_SAME ? "same" : "%d", ls->pad);
+        if (ls->kind == KFAC_LAYER_DENSE)
+            n += (size_t)snprintf(buf + n, cap - n, "-%d:%s", ls->units, act ? act : "?");
+        else if (ls->kind == KFAC_LAYER_CONV)
+            n += (size_t)snprintf(buf + n, cap - n, "-conv%d(%dx%d/%d,%s):%s", ls->units, ls->kernel_h,
+                                  ls->kernel_w, ls->stride ? ls->stride : 1, pad, act ? act : "?");
+        else
+            n += (size_t)snprintf(buf + n, cap - n, "-%s%dx%d/%d", kind ? kind : "?", ls->kernel_h, ls->kernel_w,
+                                  ls->stride ? ls->stride : ls->kernel_h);
+    }
+    if (n < cap) {
+        const char *loss = kfac_loss_name(s->loss);
+        n += (size_t)snprintf(buf + n, cap - n, " %s loss", loss ? loss : "?");
+    }
+    if (n < cap && s->input_pool > 1)
+        snprintf(buf + n, cap - n, " pool %d", s->input_pool);
+}
+
 void kfac_net_free(kfac_net *net)
 {
     if (!net)

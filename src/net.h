@@ -30,9 +30,6 @@ struct kfac_net {
  * about, or -1 for the whole net: the net file names its line. */
 kfac_status kfac_net_spec_check(const kfac_net_spec *spec, int *bad_layer);
 
-/* The outputs per example of a valid spec's network (0 if invalid). */
-int kfac_net_spec_outputs(const kfac_net_spec *spec);
-
 /* The network's input buffer, where a caller writes example b's
  * features at *ld floats from example b-1's: kfac_net_forward_in_place
  * then reads it (the trainer gathers its minibatch there directly). */

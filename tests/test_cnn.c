@@ -378,8 +378,8 @@ START_TEST(test_cnn_checkpoint_resume)
     s.layers[0].kernel_h = s.layers[0].kernel_w = 1;
     ck_assert_int_eq(kfac_trainer_new(&s, &p, &d, &b), KFAC_OK);
     ck_assert_int_eq(kfac_trainer_load(b, ck), KFAC_ERR_SHAPE);
-    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "conv3(3x3/1,-1)"));
-    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "conv3(1x1/1,-1)"));
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "conv3(3x3/1,same)"));
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "conv3(1x1/1,same)"));
     kfac_trainer_free(a);
     kfac_trainer_free(b);
     kfac_dataset_free(&d);

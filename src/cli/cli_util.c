@@ -206,7 +206,7 @@ int cli_status_exit(kfac_status st)
 
 int cli_classes(const kfac_net_spec *spec)
 {
-    int units = spec->layers[spec->n_layers - 1].units;
+    int units = kfac_net_spec_outputs(spec);
     /* a classifier's classes are its outputs; labels beyond are errors.
      * Other losses ignore the labels (and a network of more outputs than
      * labels can name fails its fit with the count the data has). */

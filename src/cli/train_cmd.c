@@ -310,10 +310,9 @@ static int read_resumed_log(const char *path, const char *header, const char *ck
 
 static void describe(const char *netfile, const kfac_net_spec *s, const kfac_train_params *p)
 {
-    printf("# %s: %d", netfile, s->inputs);
-    for (int l = 0; l < s->n_layers; l++)
-        printf("-%d", s->layers[l].units);
-    printf(", %s loss, %s init\n", kfac_loss_name(s->loss), kfac_init_name(s->init));
+    char arch[1024];
+    kfac_net_spec_describe(s, arch, sizeof arch);
+    printf("# %s: %s, %s init\n", netfile, arch, kfac_init_name(s->init));
     int kf = p->optimizer == KFAC_OPT_KFAC;
     kfac_optim_params op; /* what this optimizer runs with: [train] and its own section */
     kfac_train_params_resolve(p, &op);
