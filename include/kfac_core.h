@@ -172,7 +172,7 @@ KFAC_API uint32_t kfac_rng_below(kfac_rng *r, uint32_t n); /* uniform in [0, n),
 
 #define KFAC_MAX_LAYERS 32
 
-/* The kinds of layer (docs/algorithm.md §9 for the convolutional ones).
+/* The kinds of layer (docs/algorithm.md §2.1 for the convolutional ones).
  * Spatial layers work on images stored channel-last (NHWC: example,
  * row, column, channel); a dense layer after a spatial one reads the
  * image flattened in that order. */
@@ -541,7 +541,7 @@ KFAC_API kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *
  * example: positions[l] of them (a convolution's output pixels, whose
  * abar rows are its input patches; NULL: 1 each, kfac_precond_new). Every
  * `rows` stays a count of examples: layer l's abar and g then hold rows x
- * positions[l] rows, and its factors are KFC's (docs/algorithm.md §9):
+ * positions[l] rows, and its factors are KFC's (docs/algorithm.md §3.1):
  * A the mean over examples and positions, G the mean over examples of the
  * sum over positions. Not with inversion EKFAC (INVALID_ARG). */
 KFAC_API kfac_status kfac_precond_new_positions(int n_layers, const int *d_in, const int *d_out,

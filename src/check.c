@@ -400,7 +400,7 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     /* K-FAC on the same batch and damping, against d: each inversion
      * kind from the same sampled targets */
     batch_loss(net, y, n); /* restores abar and z at theta */
-    int conv = 0; /* EKFAC has no convolutional form yet (§4.6, §9) */
+    int conv = 0; /* EKFAC has no convolutional form yet (§4.6, §3.1) */
     for (int l = 0; l < net->n_blocks; l++)
         conv |= net->layers[net->block_layer[l]].positions > 1;
     for (int k = 0; k < KFAC_INV_COUNT; k++) {

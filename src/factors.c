@@ -47,7 +47,7 @@ typedef struct factor {
 typedef struct layer_factors {
     factor a, g; /* W is g.n x a.n */
     int pos;     /* rows of abar and g per example: a convolution's output
-                    pixels (docs/algorithm.md §9), 1 for a dense layer */
+                    pixels (docs/algorithm.md §3.1), 1 for a dense layer */
     /* the fused weight form (both factors low-rank; docs/algorithm.md §8.1):
      * delta = c_G c_A grad + lm rm, with lm = [P' | U_G^T] (g.n x kk) and
      * rm = [U_A ; R'] (kk x a.n), kk = k_A + k_G, prepared by
@@ -294,7 +294,7 @@ void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int ld
 {
     layer_factors *f = &pc->L[l];
     /* A the mean over examples and positions, G the sum over positions of
-     * the mean over examples (KFC; docs/algorithm.md §9) */
+     * the mean over examples (KFC; docs/algorithm.md §3.1) */
     packed_gram(pc, abar, lda, f->a.n, rows * f->pos, scale / f->pos, f->a.stat);
     packed_gram(pc, g, f->g.n, f->g.n, rows * f->pos, scale, f->g.stat);
 }
@@ -850,7 +850,7 @@ int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
     if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC || l < 0 || l >= pc->n_layers ||
         (long long)batch * pc->L[l].pos > pc->gram_rows)
         return 0;
-    if (pc->L[l].pos > 1) /* a convolution's B x positions rows: the weight form (§9) */
+    if (pc->L[l].pos > 1) /* a convolution's B x positions rows: the weight form (§3.1) */
         return 0;
     double by_rows, by_weights;
     kfac_factors_form_flops(pc, l, batch, &by_rows, &by_weights);

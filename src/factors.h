@@ -28,7 +28,7 @@ typedef struct kfac_invert_report {
 /* group: the process group inversions are shared over (dist.h; NULL or
  * a group of one: alone), given once. positions[l] (NULL: 1 each): the
  * rows of layer l's abar and g per example, a convolution's output
- * pixels (docs/algorithm.md §9). Every `rows` and `batch` below counts
+ * pixels (docs/algorithm.md §3.1). Every `rows` and `batch` below counts
  * examples: layer l's matrices hold rows x positions[l] rows, A is their
  * mean and G their sum over positions of the mean over examples. The
  * batch form (apply_batch, batch_part, rows_dot) is for layers of one

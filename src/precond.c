@@ -21,7 +21,7 @@ struct kfac_precond {
     float lr, momentum, wd; /* effective: kp's lr/momentum override op's */
     int n_layers, max_rows;
     int d_in[KFAC_MAX_LAYERS], d_out[KFAC_MAX_LAYERS];
-    int pos[KFAC_MAX_LAYERS];        /* rows of abar and g per example (§9) */
+    int pos[KFAC_MAX_LAYERS];        /* rows of abar and g per example (§3.1) */
     size_t off[KFAC_MAX_LAYERS + 1]; /* layer l's block in the flat vectors */
     kfac_factors *fc;
     float *delta;    /* n: +F^-1 grad, the preconditioned gradient */

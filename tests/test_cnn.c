@@ -1,5 +1,5 @@
 /* test_cnn.c - convolutional networks through the layer table
- * (docs/algorithm.md §9): central-difference gradients for every
+ * (docs/algorithm.md §2.1, §3.1): central-difference gradients for every
  * activation and both poolings over several geometries (stride, padding,
  * non-square images and kernels, two convolutions in a row); the
  * convolution against a direct one written here; KFC's factors against
@@ -184,7 +184,7 @@ START_TEST(test_conv_matches_direct)
 }
 END_TEST
 
-/* KFC (docs/algorithm.md §9): A = the mean over examples and positions of
+/* KFC (docs/algorithm.md §3.1): A = the mean over examples and positions of
  * abar abar^T with abar the patch and a 1, built here pixel by pixel;
  * G = the mean over examples of the sum over positions of g g^T. One
  * statistics round, so the running averages are these exactly. */
