@@ -172,7 +172,7 @@ KFAC_API uint32_t kfac_rng_below(kfac_rng *r, uint32_t n); /* uniform in [0, n),
 
 #define KFAC_MAX_LAYERS 32
 
-/* The kinds of layer (docs/algorithm.md §3.1 for the convolutional ones).
+/* The kinds of layer (docs/algorithm.md §2.1 for the convolutional ones).
  * Spatial layers work on images stored channel-last (NHWC: example,
  * row, column, channel); a dense layer after a spatial one reads the
  * image flattened in that order. */

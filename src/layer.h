@@ -2,7 +2,7 @@
  * max and average pooling), like optim.c's optimizer table. A row knows
  * its kind's shapes, forward pass, backward pass and R-op pass; net.c
  * runs the rows in order and applies the activations, and K-FAC sees
- * only what every row with weights records (docs/algorithm.md §2, §3.1):
+ * only what every row with weights records (docs/algorithm.md §2, §2.1):
  *
  *   abar: batch x positions rows of d_in (the homogeneous 1 last), and
  *   g:    batch x positions rows of d_out, dl_n/ds per example,

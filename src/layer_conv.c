@@ -1,8 +1,8 @@
 /* layer_conv.c - the convolution's row of the layer table
- * (docs/algorithm.md §3.1). im2col writes each output pixel's input window
+ * (docs/algorithm.md §2.1). im2col writes each output pixel's input window
  * as one row of abar, so the convolution is the dense layer's product on
  * batch x positions rows, s = abar W^T, and K-FAC's A statistics (Grosse
- * & Martens 2016, KFC) come from the same rows. Images are NHWC, so a
+ * & Martens 2016, KFC; §3.1) come from the same rows. Images are NHWC, so a
  * window's rows are contiguous runs and the output rows (position-major,
  * channel last) are already the next layer's NHWC input: no transposes.
  * im2col + sgemm rather than a direct or Winograd convolution: the

@@ -1,7 +1,7 @@
 /* net.c - networks as a sequence of the layer table's rows (layer.h):
  * shapes, creation, forward (recording abar) and the one backward loop
  * (recording per-example g and the mean gradient). docs/algorithm.md §2,
- * §3.1. */
+ * §2.1. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* test_cnn.c - convolutional networks through the layer table
- * (docs/algorithm.md §3.1): central-difference gradients for every
+ * (docs/algorithm.md §2.1, §3.1): central-difference gradients for every
  * activation and both poolings over several geometries (stride, padding,
  * non-square images and kernels, two convolutions in a row); the
  * convolution against a direct one written here; KFC's factors against
