@@ -239,9 +239,12 @@ KFAC_API void kfac_net_spec_describe(const kfac_net_spec *spec, char *buf, size_
 
 /* ------------------------------------------------------------ network */
 
-/* A dense network: layer l (0-based) maps abar_{l-1} (batch x (d_{l-1}+1),
- * the input with a homogeneous 1 appended) to s_l = abar_{l-1} W_l^T and
- * a_l = phi_l(s_l); W_l is d_l x (d_{l-1}+1), its last column the bias.
+/* A network of the spec's layers. A dense layer l (0-based) maps
+ * abar_{l-1} (batch x (d_{l-1}+1), the input with a homogeneous 1
+ * appended) to s_l = abar_{l-1} W_l^T and a_l = phi_l(s_l); W_l is
+ * d_l x (d_{l-1}+1), its last column the bias. A convolution does the
+ * same on its input's patches, positions rows per example
+ * (docs/algorithm.md §2.1); pooling has no weights.
  * All weights live in one contiguous float vector (layer 0 first), as does
  * the gradient, so optimizers work on flat vectors.
  *
@@ -502,7 +505,8 @@ KFAC_API kfac_status kfac_kfac_params_validate(const kfac_kfac_params *p);
 /* The K-FAC preconditioner and step rules of the built-in optimizer, for a
  * network that is not a kfac_net (the built-in optimizer is this object on
  * a kfac_net). The caller runs its own forward and backward passes and
- * hands over, per dense layer l:
+ * hands over, per dense layer l (a convolution: kfac_precond_new_positions,
+ * with positions rows per example where rows are said below):
  *
  *   W_l      d_out[l] x d_in[l], row-major: the weights, updated in place;
  *   grad_l   d_out[l] x d_in[l]: the mean gradient of the batch loss,

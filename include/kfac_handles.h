@@ -27,14 +27,33 @@ KFAC_API void kfac_net_spec_free(kfac_net_spec *spec);
 /* Append a dense layer of `units` (1..1000000); INVALID_ARG past
  * KFAC_MAX_LAYERS or for an unknown activation. */
 KFAC_API kfac_status kfac_net_spec_add_layer(kfac_net_spec *spec, int units, kfac_activation activation);
-/* A field by its net-file name, as text: "inputs", "loss", "init",
- * "init_sigma" (%.9g), "sparse_count", "pool", "layers" (their count),
- * and layer l's "units.l" and "activation.l" (0-based l). INVALID_ARG
- * for an unknown name or a buffer too small. */
+/* Append a convolution ([conv]): `channels` outputs (1..1000000), a
+ * kernel_h x kernel_w window (1..64 each), stride 1..64 (0: 1), pad
+ * zeros on each side 0..63 or KFAC_PAD_SAME (an odd square kernel). A
+ * first spatial layer reads the image of the spec's "shape" (set it
+ * with kfac_net_spec_set), or a square one-channel image of `inputs`.
+ * INVALID_ARG for a value out of range, past KFAC_MAX_LAYERS or an
+ * unknown activation; the rest (the image fits the window, pad below
+ * the kernel) is kfac_net_spec_validate's. */
+KFAC_API kfac_status kfac_net_spec_add_conv(kfac_net_spec *spec, int channels, int kernel_h, int kernel_w,
+                                            int stride, int pad, kfac_activation activation);
+/* Append a pooling layer ([pool]): kind KFAC_LAYER_MAXPOOL or
+ * KFAC_LAYER_AVGPOOL over size x size windows (1..64), stride 1..64
+ * (0: the size). No activation (LINEAR), no weights. */
+KFAC_API kfac_status kfac_net_spec_add_pool(kfac_net_spec *spec, kfac_layer_kind kind, int size, int stride);
+/* A field by its net-file name, as text: "inputs", "shape" ("HxWxC", ""
+ * when none is set), "loss", "init", "init_sigma" (%.9g),
+ * "sparse_count", "pool", "layers" (their count), and layer l's
+ * (0-based l): "kind.l" (dense, conv, maxpool, avgpool), "units.l" (a
+ * convolution's channels), "activation.l", and for conv and pooling
+ * layers "kernel.l" ("HxW"), "stride.l" (the one in effect: conv 1,
+ * pooling the window, unless set) and "pad.l" ("same" or the number;
+ * conv only). INVALID_ARG for an unknown name, a field the layer's kind
+ * has not, or a buffer too small. */
 KFAC_API kfac_status kfac_net_spec_get(const kfac_net_spec *spec, const char *name, char *buf, size_t size);
-/* Set one of the [net] keys ("inputs", "loss", "init", "init_sigma",
- * "sparse_count", "pool") from text, checked as the net file checks it;
- * on failure spec is unchanged. */
+/* Set one of the [net] keys ("inputs", "shape", "loss", "init",
+ * "init_sigma", "sparse_count", "pool") from text, checked as the net
+ * file checks it; on failure spec is unchanged. */
 KFAC_API kfac_status kfac_net_spec_set(kfac_net_spec *spec, const char *name, const char *value);
 
 /* ------------------------------------------------- training parameters */
@@ -118,6 +137,13 @@ KFAC_API const char *kfac_kfac_stats_field(int i);
  * weight decay; kfac.lr and kfac.momentum where set); p NULL: defaults. */
 KFAC_API kfac_status kfac_precond_new_params(int n_layers, const int *d_in, const int *d_out, int max_rows,
                                              const kfac_train_params *p, kfac_precond **out);
+
+/* kfac_precond_new_params with positions[l] rows of abar and g per
+ * example (kfac_precond_new_positions: a convolution's output pixels;
+ * NULL: 1 each, kfac_precond_new_params). */
+KFAC_API kfac_status kfac_precond_new_params_positions(int n_layers, const int *d_in, const int *d_out,
+                                                       const int *positions, int max_rows,
+                                                       const kfac_train_params *p, kfac_precond **out);
 
 /* kfac_precond_step with the fields of kfac_precond_batch as arguments:
  * each array holds n_layers pointers (grads, abar, g_sampled and g may be

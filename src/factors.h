@@ -1,6 +1,6 @@
 /* factors.h - K-FAC's Kronecker factors: one Kronecker-factored Fisher block
- * per dense layer, A = E[abar abar^T] and G = E[g g^T] (docs/algorithm.md
- * §3), their running averages, damped inverses (§4) and the preconditioned
+ * per layer with weights (dense or convolution), A = E[abar abar^T] and
+ * G = E[g g^T] (docs/algorithm.md §3, §3.1), their running averages, damped inverses (§4) and the preconditioned
  * update (§5). In LOWRANK mode a large factor's damped inverse is its top
  * eigenpairs plus one constant for the rest (§4.4). It sees only per-layer
  * matrices (abar, g, gradients), not a kfac_net, so it serves any network
@@ -41,9 +41,9 @@ void kfac_factors_free(kfac_factors *pc);
 /* Start a statistics round: k += 1, epsilon = min(1 - 1/k, decay). */
 void kfac_factors_begin_stats(kfac_factors *pc);
 /* Fold layer l's batch statistics into the running averages:
- * A <- eps A + (1 - eps) abar^T abar / rows, G likewise from g (per-example
- * gradients, not divided by the batch). abar: rows x d_in (ld lda), g:
- * rows x d_out. */
+ * A <- eps A + (1 - eps) abar^T abar / (rows P), G <- eps G + (1 - eps)
+ * g^T g / rows (per-example gradients, not divided by the batch), with P
+ * the layer's positions. abar: rows P x d_in (ld lda), g: rows P x d_out. */
 kfac_status kfac_factors_accumulate(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                     int rows);
 long kfac_factors_stats_rounds(const kfac_factors *pc);

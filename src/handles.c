@@ -27,21 +27,107 @@ kfac_status kfac_net_spec_new(kfac_net_spec **out)
 
 void kfac_net_spec_free(kfac_net_spec *spec) { free(spec); }
 
-kfac_status kfac_net_spec_add_layer(kfac_net_spec *spec, int units, kfac_activation activation)
+/* the next layer's slot, or NULL (and the error set) past the last */
+static kfac_layer_spec *next_layer(kfac_net_spec *spec, const char *fn)
 {
-    kfac_clear_error();
-    if (!spec)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_spec_add_layer: spec is NULL");
-    if (spec->n_layers < 0 || spec->n_layers >= KFAC_MAX_LAYERS)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "a network has at most %d layers", KFAC_MAX_LAYERS);
+    if (!spec) {
+        kfac_fail(KFAC_ERR_INVALID_ARG, "%s: spec is NULL", fn);
+        return NULL;
+    }
+    if (spec->n_layers < 0 || spec->n_layers >= KFAC_MAX_LAYERS) {
+        kfac_fail(KFAC_ERR_INVALID_ARG, "a network has at most %d layers", KFAC_MAX_LAYERS);
+        return NULL;
+    }
+    return &spec->layers[spec->n_layers];
+}
+
+static kfac_status check_units(const kfac_net_spec *spec, const char *what, int units)
+{
     if (units < 1 || units > 1000000)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: units = %d is outside [1, 1000000]", spec->n_layers + 1,
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: %s = %d is outside [1, 1000000]", spec->n_layers + 1, what,
                          units);
+    return KFAC_OK;
+}
+
+static kfac_status check_activation(const kfac_net_spec *spec, kfac_activation activation)
+{
     if (!kfac_activation_name(activation))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: activation %d is not one", spec->n_layers + 1,
                          (int)activation);
-    spec->layers[spec->n_layers].units = units;
-    spec->layers[spec->n_layers].activation = activation;
+    return KFAC_OK;
+}
+
+/* a window's side or a stride (0 allowed: the default) in [lo, 64] */
+static kfac_status check_window(const kfac_net_spec *spec, const char *what, int v, int lo)
+{
+    if (v < lo || v > 64)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: %s = %d is outside [%d, 64]", spec->n_layers + 1, what, v,
+                         lo ? lo : 1);
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_spec_add_layer(kfac_net_spec *spec, int units, kfac_activation activation)
+{
+    kfac_clear_error();
+    kfac_layer_spec *ls = next_layer(spec, "kfac_net_spec_add_layer");
+    kfac_status st;
+    if (!ls)
+        return KFAC_ERR_INVALID_ARG; /* next_layer said why */
+    if ((st = check_units(spec, "units", units)) != KFAC_OK || (st = check_activation(spec, activation)) != KFAC_OK)
+        return st;
+    memset(ls, 0, sizeof *ls);
+    ls->kind = KFAC_LAYER_DENSE;
+    ls->units = units;
+    ls->activation = activation;
+    spec->n_layers++;
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_spec_add_conv(kfac_net_spec *spec, int channels, int kernel_h, int kernel_w, int stride, int pad,
+                                   kfac_activation activation)
+{
+    kfac_clear_error();
+    kfac_layer_spec *ls = next_layer(spec, "kfac_net_spec_add_conv");
+    kfac_status st;
+    if (!ls)
+        return KFAC_ERR_INVALID_ARG; /* next_layer said why */
+    if ((st = check_units(spec, "channels", channels)) != KFAC_OK ||
+        (st = check_window(spec, "kernel_h", kernel_h, 1)) != KFAC_OK ||
+        (st = check_window(spec, "kernel_w", kernel_w, 1)) != KFAC_OK ||
+        (st = check_window(spec, "stride", stride, 0)) != KFAC_OK || (st = check_activation(spec, activation)) != KFAC_OK)
+        return st;
+    if (pad != KFAC_PAD_SAME && (pad < 0 || pad > 63))
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: pad = %d is neither KFAC_PAD_SAME nor in [0, 63]",
+                         spec->n_layers + 1, pad);
+    memset(ls, 0, sizeof *ls);
+    ls->kind = KFAC_LAYER_CONV;
+    ls->units = channels;
+    ls->kernel_h = kernel_h;
+    ls->kernel_w = kernel_w;
+    ls->stride = stride;
+    ls->pad = pad;
+    ls->activation = activation;
+    spec->n_layers++;
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_spec_add_pool(kfac_net_spec *spec, kfac_layer_kind kind, int size, int stride)
+{
+    kfac_clear_error();
+    kfac_layer_spec *ls = next_layer(spec, "kfac_net_spec_add_pool");
+    kfac_status st;
+    if (!ls)
+        return KFAC_ERR_INVALID_ARG; /* next_layer said why */
+    if (kind != KFAC_LAYER_MAXPOOL && kind != KFAC_LAYER_AVGPOOL)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: kind %d is not a pooling (KFAC_LAYER_MAXPOOL, "
+                         "KFAC_LAYER_AVGPOOL)", spec->n_layers + 1, (int)kind);
+    if ((st = check_window(spec, "size", size, 1)) != KFAC_OK || (st = check_window(spec, "stride", stride, 0)) != KFAC_OK)
+        return st;
+    memset(ls, 0, sizeof *ls);
+    ls->kind = kind;
+    ls->kernel_h = ls->kernel_w = size;
+    ls->stride = stride;
+    ls->activation = KFAC_ACT_LINEAR;
     spec->n_layers++;
     return KFAC_OK;
 }
@@ -102,16 +188,42 @@ kfac_status kfac_net_spec_get(const kfac_net_spec *spec, const char *name, char 
         return put(buf, size, name, "%d", spec->sparse_count);
     if (!strcmp(name, "pool"))
         return put(buf, size, name, "%d", spec->input_pool);
-    if ((l = indexed(name, "units", nl)) >= 0)
-        return put(buf, size, name, "%d", spec->layers[l].units);
-    if (l == -1 && (l = indexed(name, "activation", nl)) >= 0)
-        return put(buf, size, name, "%s", (s = kfac_activation_name(spec->layers[l].activation)) ? s : "?");
-    if (l == -2)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "'%s': the network has %d layer%s (0 to %d)", name, nl, KFAC_S(nl),
-                         nl - 1);
+    if (!strcmp(name, "shape"))
+        return spec->input_h || spec->input_w || spec->input_c
+                   ? put(buf, size, name, "%dx%dx%d", spec->input_h, spec->input_w, spec->input_c)
+                   : put(buf, size, name, "%s", "");
+    /* layer l's fields: their names, and which kinds have them */
+    static const char *const layer_fields[] = {"kind", "units", "activation", "kernel", "stride", "pad"};
+    enum { F_KIND, F_UNITS, F_ACT, F_KERNEL, F_STRIDE, F_PAD, F_N };
+    for (int f = 0; f < F_N; f++) {
+        if ((l = indexed(name, layer_fields[f], nl)) == -1)
+            continue;
+        if (l == -2)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "'%s': the network has %d layer%s (0 to %d)", name, nl,
+                             KFAC_S(nl), nl - 1);
+        const kfac_layer_spec *ls = &spec->layers[l];
+        int conv = ls->kind == KFAC_LAYER_CONV, pool = ls->kind == KFAC_LAYER_MAXPOOL || ls->kind == KFAC_LAYER_AVGPOOL;
+        if ((f == F_UNITS && pool) || ((f == F_KERNEL || f == F_STRIDE) && !conv && !pool) || (f == F_PAD && !conv))
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "'%s': layer %d is a %s layer, which has no %s", name, l,
+                             (s = kfac_layer_kind_name(ls->kind)) ? s : "?", layer_fields[f]);
+        switch (f) {
+        case F_KIND:
+            return put(buf, size, name, "%s", (s = kfac_layer_kind_name(ls->kind)) ? s : "?");
+        case F_UNITS:
+            return put(buf, size, name, "%d", ls->units);
+        case F_ACT:
+            return put(buf, size, name, "%s", (s = kfac_activation_name(ls->activation)) ? s : "?");
+        case F_KERNEL:
+            return put(buf, size, name, "%dx%d", ls->kernel_h, ls->kernel_w);
+        case F_STRIDE:
+            return put(buf, size, name, "%d", ls->stride ? ls->stride : conv ? 1 : ls->kernel_h);
+        default:
+            return ls->pad == KFAC_PAD_SAME ? put(buf, size, name, "%s", "same") : put(buf, size, name, "%d", ls->pad);
+        }
+    }
     return kfac_fail(KFAC_ERR_INVALID_ARG,
-                     "unknown network field '%s' (inputs, layers, loss, init, init_sigma, sparse_count, pool, "
-                     "units.L, activation.L)",
+                     "unknown network field '%s' (inputs, shape, layers, loss, init, init_sigma, sparse_count, pool, "
+                     "kind.L, units.L, activation.L, kernel.L, stride.L, pad.L)",
                      name);
 }
 
@@ -385,6 +497,12 @@ const char *kfac_kfac_stats_field(int i) { return i >= 0 && i < N_KFAC_FIELDS ? 
 kfac_status kfac_precond_new_params(int n_layers, const int *d_in, const int *d_out, int max_rows,
                                     const kfac_train_params *p, kfac_precond **out)
 {
+    return kfac_precond_new_params_positions(n_layers, d_in, d_out, NULL, max_rows, p, out);
+}
+
+kfac_status kfac_precond_new_params_positions(int n_layers, const int *d_in, const int *d_out, const int *positions,
+                                              int max_rows, const kfac_train_params *p, kfac_precond **out)
+{
     kfac_clear_error();
     kfac_train_params tp;
     if (p)
@@ -398,7 +516,7 @@ kfac_status kfac_precond_new_params(int n_layers, const int *d_in, const int *d_
     tp.optimizer = KFAC_OPT_KFAC;
     kfac_optim_params op;
     kfac_train_params_resolve(&tp, &op);
-    return kfac_precond_new(n_layers, d_in, d_out, max_rows, &op, &tp.kfac, out);
+    return kfac_precond_new_positions(n_layers, d_in, d_out, positions, max_rows, &op, &tp.kfac, out);
 }
 
 kfac_status kfac_precond_step_arrays(kfac_precond *pc, int rows, float *const *weights, const float *const *grads,

@@ -1,14 +1,16 @@
 /* precond_steps.c - the reference run for the Python binding's test of
  * kfac.Preconditioner (python/tests/test_kfac.py): kfac_precond driven
- * through the plain-struct C API (kfac_train_params, kfac_precond_new,
+ * through the plain-struct C API (kfac_train_params, kfac_precond_new_positions,
  * kfac_precond_batch) on the arrays the test wrote, so the binding's steps
  * can be compared with it bit for bit.
  *
  *   precond_steps DIR
  *
  * DIR/config.txt holds "layers L", "d_in a b ...", "d_out a b ...",
- * "rows R", "steps S", "form grads|rows", "quadratic 0|1" and any number
- * of "param NAME VALUE" (kfac_train_params_set). The raw float32 files:
+ * "rows R", "steps S", "form grads|rows", "quadratic 0|1", optionally
+ * "positions a b ..." (rows of abar and g per example:
+ * kfac_precond_new_positions) and any number of "param NAME VALUE"
+ * (kfac_train_params_set). The raw float32 files:
  * w<l>.bin the first weights; s<k>_grad<l>.bin, s<k>_abar<l>.bin,
  * s<k>_gs<l>.bin, s<k>_g<l>.bin step k's batch; fdiag.bin the diagonal
  * of the quadratic rule's stand-in Fisher (F v = fdiag * v, elementwise)
@@ -90,7 +92,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "precond_steps: cannot open %s\n", path);
         return 1;
     }
-    int L = 0, rows = 0, steps = 0, by_rows = 0, quadratic = 0, din[MAXL], dout[MAXL];
+    int L = 0, rows = 0, steps = 0, by_rows = 0, quadratic = 0, din[MAXL], dout[MAXL], pos[MAXL];
+    for (int l = 0; l < MAXL; l++)
+        pos[l] = 1;
     kfac_train_params tp;
     kfac_train_params_init(&tp);
     while (fgets(line, sizeof line, cf)) {
@@ -108,8 +112,8 @@ int main(int argc, char **argv)
             by_rows = !strcmp(a, "rows");
         else if (!strcmp(key, "quadratic"))
             quadratic = atoi(a);
-        else if (!strcmp(key, "d_in") || !strcmp(key, "d_out")) {
-            int *d = key[2] == 'i' ? din : dout, off = 0, used;
+        else if (!strcmp(key, "d_in") || !strcmp(key, "d_out") || !strcmp(key, "positions")) {
+            int *d = key[0] == 'p' ? pos : key[2] == 'i' ? din : dout, off = 0, used;
             const char *p = line + strlen(key);
             for (int l = 0; l < L && sscanf(p + off, "%d%n", &d[l], &used) == 1; l++)
                 off += used;
@@ -126,8 +130,8 @@ int main(int argc, char **argv)
     kfac_optim_params op;
     kfac_train_params_resolve(&tp, &op);
     kfac_precond *pc;
-    if (kfac_precond_new(L, din, dout, rows, &op, &tp.kfac, &pc) != KFAC_OK)
-        return fail("kfac_precond_new");
+    if (kfac_precond_new_positions(L, din, dout, pos, rows, &op, &tp.kfac, &pc) != KFAC_OK)
+        return fail("kfac_precond_new_positions");
     float *w[MAXL];
     size_t total = 0;
     for (int l = 0; l < L; l++) {
@@ -150,15 +154,15 @@ int main(int argc, char **argv)
                 grad[l] = read_floats(line, (size_t)din[l] * dout[l]);
             } else {
                 snprintf(line, sizeof line, "s%d_g%d.bin", k, l);
-                g[l] = read_floats(line, (size_t)rows * dout[l]);
+                g[l] = read_floats(line, (size_t)rows * pos[l] * dout[l]);
             }
             if (due || by_rows) {
                 snprintf(line, sizeof line, "s%d_abar%d.bin", k, l);
-                abar[l] = read_floats(line, (size_t)rows * din[l]);
+                abar[l] = read_floats(line, (size_t)rows * pos[l] * din[l]);
             }
             if (due) {
                 snprintf(line, sizeof line, "s%d_gs%d.bin", k, l);
-                gs[l] = read_floats(line, (size_t)srows * dout[l]);
+                gs[l] = read_floats(line, (size_t)srows * pos[l] * dout[l]);
             }
         }
         double loss = 0.0;

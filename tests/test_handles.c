@@ -3,7 +3,8 @@
  * name with the net file's and the parameter table's checks; data sets
  * copied from arrays and every bad value named; a trainer and a
  * preconditioner built from handles take bit for bit the steps of those
- * built from the plain structs. */
+ * built from the plain structs; convolution and pooling layers added by
+ * handle make nets/tiny-cnn.net's network. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -379,6 +380,183 @@ START_TEST(test_precond_from_handles)
 }
 END_TEST
 
+/* get(name) must be want */
+static void assert_field(const kfac_net_spec *s, const char *name, const char *want)
+{
+    char buf[64];
+    OK(kfac_net_spec_get(s, name, buf, sizeof buf));
+    ck_assert_msg(strcmp(buf, want) == 0, "%s: '%s', not '%s'", name, buf, want);
+}
+
+START_TEST(test_spec_conv_layers)
+{
+    /* nets/tiny-cnn.net from handles: the same layers as the file's */
+    kfac_net_spec *s, *f;
+    kfac_train_params *p;
+    OK(kfac_net_spec_new(&s));
+    OK(kfac_net_spec_set(s, "inputs", "196"));
+    assert_field(s, "shape", "");
+    OK(kfac_net_spec_set(s, "shape", "14x14x1"));
+    OK(kfac_net_spec_set(s, "pool", "2"));
+    OK(kfac_net_spec_add_conv(s, 4, 3, 3, 0, KFAC_PAD_SAME, KFAC_ACT_TANH));
+    OK(kfac_net_spec_add_pool(s, KFAC_LAYER_MAXPOOL, 2, 0));
+    OK(kfac_net_spec_add_layer(s, 10, KFAC_ACT_LINEAR));
+    OK(kfac_net_spec_validate(s));
+    char path[1024];
+    snprintf(path, sizeof path, "%s/nets/tiny-cnn.net", test_root());
+    OK(kfac_net_spec_new(&f));
+    OK(kfac_train_params_new(&p));
+    OK(kfac_netfile_load(path, f, p));
+    ck_assert_int_eq(s->n_layers, f->n_layers);
+    ck_assert(memcmp(s->layers, f->layers, sizeof s->layers) == 0);
+    ck_assert_int_eq(s->inputs, f->inputs);
+    ck_assert_int_eq(s->input_pool, f->input_pool);
+    ck_assert(s->input_h == f->input_h && s->input_w == f->input_w && s->input_c == f->input_c);
+
+    /* read back by the net file's names */
+    assert_field(s, "shape", "14x14x1");
+    assert_field(s, "layers", "3");
+    assert_field(s, "kind.0", "conv");
+    assert_field(s, "units.0", "4");
+    assert_field(s, "kernel.0", "3x3");
+    assert_field(s, "stride.0", "1");
+    assert_field(s, "pad.0", "same");
+    assert_field(s, "activation.0", "tanh");
+    assert_field(s, "kind.1", "maxpool");
+    assert_field(s, "kernel.1", "2x2");
+    assert_field(s, "stride.1", "2");
+    assert_field(s, "activation.1", "linear");
+    assert_field(s, "kind.2", "dense");
+    assert_field(s, "units.2", "10");
+    char buf[64];
+    assert_fails(kfac_net_spec_get(s, "pad.1", buf, sizeof buf), KFAC_ERR_INVALID_ARG,
+                 "layer 1 is a maxpool layer, which has no pad");
+    assert_fails(kfac_net_spec_get(s, "units.1", buf, sizeof buf), KFAC_ERR_INVALID_ARG, "which has no units");
+    assert_fails(kfac_net_spec_get(s, "kernel.2", buf, sizeof buf), KFAC_ERR_INVALID_ARG,
+                 "layer 2 is a dense layer, which has no kernel");
+    assert_fails(kfac_net_spec_get(s, "stride.3", buf, sizeof buf), KFAC_ERR_INVALID_ARG, "3 layers (0 to 2)");
+    assert_fails(kfac_net_spec_get(s, "shape", buf, 4), KFAC_ERR_INVALID_ARG, "too small");
+
+    /* and the network they make is the file's: the same weights and outputs */
+    kfac_net *na, *nb;
+    kfac_rng ra, rb;
+    OK(kfac_net_new(s, 3, &na));
+    OK(kfac_net_new(f, 3, &nb));
+    kfac_rng_seed(&ra, 9);
+    kfac_rng_seed(&rb, 9);
+    OK(kfac_net_init_weights(na, &ra));
+    OK(kfac_net_init_weights(nb, &rb));
+    ck_assert_uint_eq(kfac_net_n_params(na), 2010);
+    ck_assert(memcmp(kfac_net_params(na), kfac_net_params(nb), 2010 * sizeof(float)) == 0);
+    ck_assert_int_eq(kfac_net_layer_positions(na, 0), 196);
+    kfac_net_free(na);
+    kfac_net_free(nb);
+
+    /* explicit values, an average pooling with its own stride */
+    OK(kfac_net_spec_add_conv(s, 2, 5, 3, 2, 1, KFAC_ACT_RELU));
+    OK(kfac_net_spec_add_pool(s, KFAC_LAYER_AVGPOOL, 3, 1));
+    assert_field(s, "kernel.3", "5x3");
+    assert_field(s, "stride.3", "2");
+    assert_field(s, "pad.3", "1");
+    assert_field(s, "kind.4", "avgpool");
+    assert_field(s, "stride.4", "1");
+
+    /* refused, the spec unchanged */
+    int n = s->n_layers;
+    assert_fails(kfac_net_spec_add_conv(s, 0, 3, 3, 1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG,
+                 "layer 6: channels = 0 is outside [1, 1000000]");
+    assert_fails(kfac_net_spec_add_conv(s, 4, 65, 3, 1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG,
+                 "kernel_h = 65 is outside [1, 64]");
+    assert_fails(kfac_net_spec_add_conv(s, 4, 3, 0, 1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG, "kernel_w = 0");
+    assert_fails(kfac_net_spec_add_conv(s, 4, 3, 3, -1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG, "stride = -1");
+    assert_fails(kfac_net_spec_add_conv(s, 4, 3, 3, 1, -2, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG,
+                 "pad = -2 is neither KFAC_PAD_SAME nor in [0, 63]");
+    assert_fails(kfac_net_spec_add_conv(s, 4, 3, 3, 1, 0, KFAC_ACT_COUNT), KFAC_ERR_INVALID_ARG, "activation");
+    assert_fails(kfac_net_spec_add_pool(s, KFAC_LAYER_CONV, 2, 0), KFAC_ERR_INVALID_ARG, "is not a pooling");
+    assert_fails(kfac_net_spec_add_pool(s, KFAC_LAYER_MAXPOOL, 0, 0), KFAC_ERR_INVALID_ARG, "size = 0");
+    assert_fails(kfac_net_spec_add_pool(s, KFAC_LAYER_AVGPOOL, 2, 65), KFAC_ERR_INVALID_ARG, "stride = 65");
+    ck_assert_int_eq(s->n_layers, n);
+    ck_assert_int_eq(kfac_net_spec_add_conv(NULL, 4, 3, 3, 1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG);
+    ck_assert_int_eq(kfac_net_spec_add_pool(NULL, KFAC_LAYER_MAXPOOL, 2, 0), KFAC_ERR_INVALID_ARG);
+    /* what depends on the image is the validation's */
+    kfac_net_spec *e;
+    OK(kfac_net_spec_new(&e));
+    OK(kfac_net_spec_set(e, "inputs", "16"));
+    OK(kfac_net_spec_add_conv(e, 2, 2, 2, 1, KFAC_PAD_SAME, KFAC_ACT_RELU));
+    OK(kfac_net_spec_add_layer(e, 3, KFAC_ACT_LINEAR));
+    assert_fails(kfac_net_spec_validate(e), KFAC_ERR_INVALID_ARG, "pad = same needs an odd kernel");
+    kfac_net_spec_free(e);
+    for (int l = n; l < KFAC_MAX_LAYERS; l++)
+        OK(kfac_net_spec_add_pool(s, KFAC_LAYER_MAXPOOL, 1, 0));
+    assert_fails(kfac_net_spec_add_conv(s, 4, 3, 3, 1, 0, KFAC_ACT_RELU), KFAC_ERR_INVALID_ARG, "at most 32 layers");
+    assert_fails(kfac_net_spec_add_pool(s, KFAC_LAYER_MAXPOOL, 2, 0), KFAC_ERR_INVALID_ARG, "at most 32 layers");
+    kfac_net_spec_free(s);
+    kfac_net_spec_free(f);
+    kfac_train_params_free(p);
+}
+END_TEST
+
+/* kfac_precond_new_params_positions takes the steps of
+ * kfac_precond_new_positions with the same settings, bit for bit */
+START_TEST(test_precond_positions_from_handles)
+{
+    enum { L = 2, B = 6, P0 = 4, STEPS = 7 };
+    int din[L] = {10, 5}, dout[L] = {3, 2}, pos[L] = {P0, 1};
+    kfac_train_params *hp;
+    OK(kfac_train_params_new(&hp));
+    OK(kfac_train_params_set(hp, "train.lr", "0.1"));
+    OK(kfac_train_params_set(hp, "kfac.cov_every", "2"));
+    OK(kfac_train_params_set(hp, "kfac.inv_every", "3"));
+    OK(kfac_train_params_set(hp, "kfac.damping", "0.05"));
+    kfac_precond *pa, *pb;
+    OK(kfac_precond_new_params_positions(L, din, dout, pos, B, hp, &pa));
+    kfac_optim_params op;
+    kfac_optim_params_init(&op);
+    op.lr = 0.1f;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.cov_every = 2;
+    kp.inv_every = 3;
+    kp.damping = 0.05f;
+    OK(kfac_precond_new_positions(L, din, dout, pos, B, &op, &kp, &pb));
+    kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    float wa0[30], wa1[10], wb0[30], wb1[10];
+    float ab0[B * P0 * 10], ab1[B * 5], g0[B * P0 * 3], g1[B * 2];
+    for (int i = 0; i < 30; i++)
+        wa0[i] = wb0[i] = (float)kfac_rng_normal(&r);
+    for (int i = 0; i < 10; i++)
+        wa1[i] = wb1[i] = (float)kfac_rng_normal(&r);
+    float *wa[L] = {wa0, wa1}, *wb[L] = {wb0, wb1};
+    const float *ab[L] = {ab0, ab1}, *g[L] = {g0, g1};
+    for (int k = 0; k < STEPS; k++) {
+        float *bufs[] = {ab0, ab1, g0, g1};
+        size_t sizes[] = {B * P0 * 10, B * 5, B * P0 * 3, B * 2};
+        for (int j = 0; j < 4; j++)
+            for (size_t i = 0; i < sizes[j]; i++)
+                bufs[j][i] = (float)kfac_rng_normal(&r) * 0.3f;
+        /* the rows form: the gradient (1/B) g^T abar over B x positions rows */
+        OK(kfac_precond_step_arrays(pa, B, wa, NULL, ab, g, g, 0.0));
+        kfac_precond_batch batch = {B, wb, NULL, ab, g, 0.0, g};
+        OK(kfac_precond_step(pb, &batch));
+        ck_assert(memcmp(wa0, wb0, sizeof wa0) == 0 && memcmp(wa1, wb1, sizeof wa1) == 0);
+    }
+    /* refused: bad positions, EKFAC with positions */
+    kfac_precond *none = (kfac_precond *)1;
+    int bad[L] = {0, 1};
+    assert_fails(kfac_precond_new_params_positions(L, din, dout, bad, B, hp, &none), KFAC_ERR_INVALID_ARG,
+                 "0 positions per example");
+    OK(kfac_train_params_set(hp, "kfac.inversion", "ekfac"));
+    assert_fails(kfac_precond_new_params_positions(L, din, dout, pos, B, hp, &none), KFAC_ERR_INVALID_ARG,
+                 "inversion ekfac: not for convolutional layers");
+    OK(kfac_precond_new_params_positions(L, din, dout, NULL, B, hp, &none));
+    kfac_precond_free(none);
+    kfac_precond_free(pa);
+    kfac_precond_free(pb);
+    kfac_train_params_free(hp);
+}
+END_TEST
+
 START_TEST(test_rng_handle)
 {
     kfac_rng *h, r;
@@ -402,6 +580,8 @@ Suite *handles_suite(void)
     tcase_add_test(tc, test_dataset_from_arrays);
     tcase_add_test(tc, test_trainer_from_handles);
     tcase_add_test(tc, test_precond_from_handles);
+    tcase_add_test(tc, test_spec_conv_layers);
+    tcase_add_test(tc, test_precond_positions_from_handles);
     tcase_add_test(tc, test_rng_handle);
     suite_add_tcase(s, tc);
     return s;

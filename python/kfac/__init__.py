@@ -20,6 +20,7 @@ OSError, ...) whose text is the library's kfac_last_error(). The library is
 found through $KFAC_LIBRARY, then the repository's build/ beside python/,
 then the system's libkfac.so.0.
 """
+import collections
 import ctypes
 import math
 import os
@@ -32,7 +33,7 @@ from ._lib import (KfacError, InvalidArgumentError, ShapeError, FormatError, Fil
 
 __all__ = ["__version__", "version", "library_path", "set_threads", "get_threads", "KfacError",
            "InvalidArgumentError", "ShapeError", "FormatError", "FileError", "NumericError", "StateError",
-           "Params", "param_names", "param_info", "Rng", "Dataset", "load_data", "Network", "Trainer",
+           "Params", "param_names", "param_info", "Rng", "Dataset", "load_data", "Conv", "Pool", "Network", "Trainer",
            "Preconditioner", "sample_targets", "OPTIMIZERS"]
 
 #: the package's version; the library's is version()
@@ -400,25 +401,93 @@ def _activation(name):
     return out.value
 
 
+def _hw(v, what):
+    """k or (h, w) as (h, w)"""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v), int(v))
+    v = tuple(v)
+    if len(v) != 2:
+        raise ValueError("%s: k or (height, width), not %r" % (what, v))
+    return (_int(v[0], what), _int(v[1], what))
+
+
+class Conv(collections.namedtuple("Conv", "channels kernel stride pad activation")):
+    """A convolution in a Network's layer list (a net file's [conv]):
+    Conv(channels, kernel, stride=1, pad=0, activation="relu"), kernel k
+    or (height, width), pad the zeros on each side or "same" (an odd
+    square kernel: the image keeps its size at stride 1). Its weights are
+    channels x (kernel_h * kernel_w * in_channels + 1), each row's columns
+    in (ky, kx, in_channel) order and the bias last: images are NHWC."""
+    __slots__ = ()
+
+    def __new__(cls, channels, kernel, stride=1, pad=0, activation="relu"):
+        return super().__new__(cls, channels, _hw(kernel, "kernel"), stride, pad, activation)
+
+
+class Pool(collections.namedtuple("Pool", "type size stride")):
+    """A pooling layer in a Network's layer list (a net file's [pool]):
+    Pool("max" or "avg", size, stride=size) over size x size windows."""
+    __slots__ = ()
+
+    def __new__(cls, type, size, stride=None):
+        if type not in ("max", "avg"):
+            raise ValueError("Pool type must be 'max' or 'avg', not %r" % (type,))
+        return super().__new__(cls, type, size, size if stride is None else stride)
+
+
+_PAD_SAME = -1  # KFAC_PAD_SAME
+
+
+def _add_layer(spec, layer):
+    h = spec._h
+    if isinstance(layer, Conv):
+        pad = _PAD_SAME if layer.pad == "same" else _int(layer.pad, "pad")
+        _lib.check(_L.kfac_net_spec_add_conv(h, _int(layer.channels, "channels"), layer.kernel[0], layer.kernel[1],
+                                             _int(layer.stride, "stride"), pad, _activation(layer.activation)))
+    elif isinstance(layer, Pool):
+        kind = ctypes.c_int()
+        _lib.check(_L.kfac_layer_kind_from_name(("%spool" % layer.type).encode(), ctypes.byref(kind)))
+        _lib.check(_L.kfac_net_spec_add_pool(h, kind.value, _int(layer.size, "size"), _int(layer.stride, "stride")))
+    else:
+        units, act = (layer, "relu") if isinstance(layer, (int, np.integer)) else layer
+        _lib.check(_L.kfac_net_spec_add_layer(h, _int(units, "units"), _activation(act)))
+
+
 class Network(_Handle):
-    """A dense network (kfac_net): Network(inputs, layers, loss=..., ...)
-    from a layer list, each layer `units` (a ReLU) or (units, activation)
-    with activation linear, relu, tanh or sigmoid; or Network.from_file
-    (a net file). Its weights start from `seed` as the C library draws
+    """A network (kfac_net): Network(inputs, layers, loss=..., ...) from a
+    layer list, or Network.from_file (a net file). A layer is `units` (a
+    dense ReLU layer), (units, activation) with activation linear, relu,
+    tanh or sigmoid, Conv(...) or Pool(...). inputs is a count, or the
+    input image's (height, width, channels) for convolutions (or give
+    `shape`; without one a first convolution reads a square one-channel
+    image). Images are flattened channel-last (NHWC: row, column,
+    channel), and so is a convolution's output where a dense layer
+    follows it. Its weights start from `seed` as the C library draws
     them. max_batch bounds forward's batch (predict takes any number)."""
     _free = _L.kfac_net_free
 
     def __init__(self, inputs, layers, loss="softmax_xent", init="glorot", seed=1, max_batch=256,
-                 init_sigma=None, sparse_count=None, pool=None):
+                 init_sigma=None, sparse_count=None, pool=None, shape=None):
         spec = _Spec.new()
+        if not isinstance(inputs, (int, np.integer)):
+            if shape is not None:
+                raise ValueError("give the input's shape once: inputs = (height, width, channels) or shape")
+            shape, inputs = inputs, None
+        if shape is not None:
+            shape = tuple(_int(v, "shape") for v in shape)
+            if len(shape) != 3:
+                raise ValueError("shape: (height, width, channels), not %r" % (shape,))
+            if inputs is None:
+                inputs = shape[0] * shape[1] * shape[2]
         spec.set("inputs", _int(inputs, "inputs"))
+        if shape is not None:
+            spec.set("shape", "%dx%dx%d" % shape)
         for k, v in (("loss", loss), ("init", init), ("init_sigma", init_sigma), ("sparse_count", sparse_count),
                      ("pool", pool)):
             if v is not None:
                 spec.set(k, v)
         for layer in layers:
-            units, act = (layer, "relu") if isinstance(layer, (int, np.integer)) else layer
-            _lib.check(_L.kfac_net_spec_add_layer(spec._h, _int(units, "units"), _activation(act)))
+            _add_layer(spec, layer)
         self._build(spec, max_batch, seed)
 
     def _build(self, spec, max_batch, seed):
@@ -462,9 +531,28 @@ class Network(_Handle):
         return self._spec.get("loss")
 
     @property
+    def shape(self):
+        """The input image's (height, width, channels), or None if none was
+        given."""
+        s = self._spec.get("shape")
+        return tuple(int(v) for v in s.split("x")) if s else None
+
+    @property
     def layers(self):
-        """[(units, activation), ...]"""
-        return [(self._spec.get("units.%d" % l), self._spec.get("activation.%d" % l)) for l in range(self.n_layers)]
+        """The layer list: (units, activation) for a dense layer, Conv(...)
+        and Pool(...) for the others."""
+        out = []
+        for l in range(self.n_layers):
+            kind, get = self._spec.get("kind.%d" % l), (lambda f: self._spec.get("%s.%d" % (f, l)))
+            if kind == "dense":
+                out.append((get("units"), get("activation")))
+                continue
+            kernel = tuple(int(v) for v in str(get("kernel")).split("x"))
+            if kind == "conv":
+                out.append(Conv(get("units"), kernel, get("stride"), get("pad"), get("activation")))
+            else:
+                out.append(Pool(kind[:3], kernel[0], get("stride")))
+        return out
 
     @property
     def params(self):
@@ -479,12 +567,27 @@ class Network(_Handle):
             raise ValueError("params: %d values for a network of %d" % (v.size, self.n_params))
         ctypes.memmove(_L.kfac_net_params(self._h), v.ctypes.data, v.nbytes)
 
-    def weights(self, l):
-        """A copy of layer l's weights, d_out x (d_in + 1) (bias last)."""
+    def _weights(self, l):
         l = self._layer(l)
         r, c = ctypes.c_int(), ctypes.c_int()
         p = _L.kfac_net_layer_weights(self._h, l, ctypes.byref(r), ctypes.byref(c))
-        return _copy_out(p, (r.value, c.value))
+        if not p:
+            raise ValueError("layer %d is a pooling layer: it has no weights" % l)
+        return p, (r.value, c.value)
+
+    def weights(self, l):
+        """A copy of layer l's weights, d_out x (d_in + 1) (bias last); a
+        convolution's: channels x (kernel_h * kernel_w * in_channels + 1),
+        columns in (ky, kx, in_channel) order (torch's Conv2d weight w is
+        w.permute(0, 2, 3, 1).reshape(channels, -1) here). ValueError for
+        a pooling layer."""
+        p, shape = self._weights(l)
+        return _copy_out(p, shape)
+
+    def layer_positions(self, l):
+        """Rows of layer_input and layer_pregrad per example: 1 for a dense
+        layer, a convolution's output pixels, 0 for pooling."""
+        return _L.kfac_net_layer_positions(self._h, self._layer(l))
 
     def _layer(self, l):
         l = _int(l, "layer")
@@ -550,15 +653,19 @@ class Network(_Handle):
         return grad
 
     def layer_input(self, l):
-        """abar of layer l from the last pass: batch x (d_in + 1), ones last."""
-        l = self._layer(l)
-        d_in = self.inputs if l == 0 else self.layers[l - 1][0]
-        return _copy_out(_L.kfac_net_layer_input(self._h, l), (self._batch(), d_in + 1))
+        """abar of layer l from the last pass: batch x (d_in + 1), ones
+        last; a convolution's patches, batch * positions rows (example
+        b's output pixel p, row-major, in row b * positions + p) of its
+        weights' columns."""
+        _, (rows, cols) = self._weights(l)
+        return _copy_out(_L.kfac_net_layer_input(self._h, l), (self._batch() * self.layer_positions(l), cols))
 
     def layer_pregrad(self, l):
-        """g of layer l from the last backward pass: batch x d_out."""
-        l = self._layer(l)
-        return _copy_out(_L.kfac_net_layer_pregrad(self._h, l), (self._batch(), self.layers[l][0]))
+        """g of layer l from the last backward pass: batch x d_out (a
+        convolution: batch * positions x channels), per example (not
+        divided by the batch)."""
+        _, (rows, cols) = self._weights(l)
+        return _copy_out(_L.kfac_net_layer_pregrad(self._h, l), (self._batch() * self.layer_positions(l), rows))
 
     def layer_offset(self, l):
         return _L.kfac_net_layer_offset(self._h, self._layer(l))
@@ -576,7 +683,7 @@ class Network(_Handle):
         _lib.check(_L.kfac_net_load_checkpoint(self._h, _lib.enc(path)))
 
     def __repr__(self):
-        return "kfac.Network(%d, %r, loss=%r)" % (self.inputs, self.layers, self.loss_name)
+        return "kfac.Network(%r, %r, loss=%r)" % (self.shape or self.inputs, self.layers, self.loss_name)
 
 
 def sample_targets(loss, z, rng):
@@ -795,22 +902,38 @@ class Preconditioner(_Handle):
     last for a bias); g_sampled: per-example dl/ds for targets drawn from
     the model (sample_targets), read when stats_due; g: the labels'
     per-example g, which with abar may stand in for grads. See
-    kfac_core.h's kfac_precond for the algorithm."""
+    kfac_core.h's kfac_precond for the algorithm.
+
+    Convolutions (KFC, kfac_precond_new_positions): positions[l] rows of
+    abar and g per example for layer l (its output pixels; None: 1 for
+    every layer). `rows` and max_rows still count examples: layer l's
+    abar, g_sampled and g then hold rows * positions[l] rows, example b's
+    in rows b * positions[l] to (b + 1) * positions[l] - 1; abar's rows
+    are the input patches (with the ones column for a bias), g's the
+    per-example dl/ds at each output pixel, and the gradient is
+    (1/rows) g^T abar. Not with inversion "ekfac"."""
     _free = _L.kfac_precond_free
 
-    def __init__(self, shapes, max_rows, params=None, **settings):
+    def __init__(self, shapes, max_rows, params=None, positions=None, **settings):
         shapes = [tuple(int(v) for v in s) for s in shapes]
         if not shapes or any(len(s) != 2 for s in shapes):
             raise ValueError("shapes: one (d_out, d_in) per layer, at least one")
         self.shapes = shapes
+        if positions is None:
+            self.positions = [1] * len(shapes)
+        else:
+            self.positions = [_int(p, "positions") for p in positions]
+            if len(self.positions) != len(shapes):
+                raise ValueError("positions: %d values for %d layers" % (len(self.positions), len(shapes)))
         self.params = _params(params, settings)
         d_in = (_lib.c_int * len(shapes))(*[s[1] for s in shapes])
         d_out = (_lib.c_int * len(shapes))(*[s[0] for s in shapes])
+        pos = (_lib.c_int * len(shapes))(*self.positions)
         self.max_rows = _int(max_rows, "max_rows")
         self._fisher = None
         self._caught = []
-        super().__init__(_lib.new_handle(_L.kfac_precond_new_params, _int(len(shapes), "layers"), d_in, d_out,
-                                         self.max_rows, self.params._h))
+        super().__init__(_lib.new_handle(_L.kfac_precond_new_params_positions, _int(len(shapes), "layers"), d_in,
+                                         d_out, pos, self.max_rows, self.params._h))
 
     @property
     def n_layers(self):
@@ -927,16 +1050,17 @@ class Preconditioner(_Handle):
         if rows is None:
             for src in (abar, g, g_sampled):
                 if src is not None and len(src) > 0:
-                    rows = np.shape(src[0])[0]
+                    rows = np.shape(src[0])[0] // self.positions[0]
                     break
             else:
                 rows = 1
         rows = _int(rows, "rows")
         srows = _L.kfac_precond_stat_rows(self._h, rows)
+        pos = self.positions
         gr = self._arrays(grads, "grads", lambda l: self.shapes[l], exact=True)
-        ab = self._arrays(abar, "abar", lambda l: (rows, self.shapes[l][1]))
-        gs = self._arrays(g_sampled, "g_sampled", lambda l: (max(srows, 0), self.shapes[l][0]))
-        gl = self._arrays(g, "g", lambda l: (rows, self.shapes[l][0]))
+        ab = self._arrays(abar, "abar", lambda l: (rows * pos[l], self.shapes[l][1]))
+        gs = self._arrays(g_sampled, "g_sampled", lambda l: (max(srows, 0) * pos[l], self.shapes[l][0]))
+        gl = self._arrays(g, "g", lambda l: (rows * pos[l], self.shapes[l][0]))
         self._caught = []
         st = _L.kfac_precond_step_arrays(self._h, rows, _ptr_array(weights), _ptr_array(gr), _ptr_array(ab),
                                          _ptr_array(gs), _ptr_array(gl), float(loss))
@@ -952,14 +1076,16 @@ class Preconditioner(_Handle):
         float32 numpy array (never copied: the library reads and writes
         them in place), weights writeable and of the layers' shapes, grads
         (if given) too; abar, g_sampled and g any number of rows (the
-        buffers' capacity, at least the batch's). Change an array's
+        buffers' capacity, at least the batch's times the layer's
+        positions). Change an array's
         contents freely between calls, but not the array: bind again."""
         return BoundStep(self, weights, grads, abar, g_sampled, g)
 
 
 class BoundStep:
     """Preconditioner.bind's result: step(rows, loss=0.0) runs
-    kfac_precond_step on the bound arrays' first `rows` rows."""
+    kfac_precond_step on the bound arrays' first `rows` examples (rows
+    times each layer's positions)."""
 
     def __init__(self, pc, weights, grads, abar, g_sampled, g):
         self.pc = pc
@@ -984,7 +1110,7 @@ class BoundStep:
                     raise ValueError("%s[%d] has shape %s, needs (rows, %d)" % (what, l, a.shape,
                                                                                cols_of(d_out, d_in)))
                 if not exact and what != "g_sampled":
-                    self._cap = min(self._cap, a.shape[0])
+                    self._cap = min(self._cap, a.shape[0] // pc.positions[l])
             self._arrays.append(arrays)
             return _ptr_array(arrays)
 
@@ -995,7 +1121,9 @@ class BoundStep:
         self._ab = check(abar, "abar", lambda o, i: i)
         self._gs = check(g_sampled, "g_sampled", lambda o, i: o)
         self._gl = check(g, "g", lambda o, i: o)
-        self._gs_rows = min(a.shape[0] for a in g_sampled) if g_sampled is not None else 0
+        self._gs_rows = min(a.shape[0] // p for a, p in zip(g_sampled, pc.positions)) if g_sampled is not None else 0
+        if self._cap < 1:
+            raise ValueError("the bound arrays hold fewer rows than one example's positions")
 
     @property
     def max_rows(self):
@@ -1008,7 +1136,7 @@ class BoundStep:
         if not 1 <= rows <= self._cap:
             raise ValueError("rows = %d: the bound arrays hold 1 to %d" % (rows, self._cap))
         if self._gs is not None and pc.stats_due and _L.kfac_precond_stat_rows(pc._h, rows) > self._gs_rows:
-            raise ValueError("g_sampled holds %d rows, the statistics of %d rows read %d"
+            raise ValueError("g_sampled holds %d examples, the statistics of %d read %d"
                              % (self._gs_rows, rows, _L.kfac_precond_stat_rows(pc._h, rows)))
         pc._caught = []
         st = _L.kfac_precond_step_arrays(pc._h, rows, self._w, self._gr, self._ab, self._gs, self._gl, float(loss))

@@ -3,23 +3,48 @@
     import kfac.torch
     optimizer = kfac.torch.KFAC(model, lr=0.05, damping=0.03, cov_every=10, inv_every=100)
 
-It finds the model's nn.Linear layers and steps them through
-kfac.Preconditioner (libkfac's kfac_precond). Each layer's weight and bias
-are views of one float32 array in the library's layout (d_out x (d_in + 1),
-the bias the last column), which the library updates in place.
+It finds the model's nn.Linear and nn.Conv2d layers and steps them
+through kfac.Preconditioner (libkfac's kfac_precond). Each layer's weight
+and bias are views of one float32 array in the library's layout (d_out x
+(d_in + 1), the bias the last column), which the library updates in
+place.
 
-By default (weight_grads=False) each nn.Linear runs its forward through a
-function of this module (the same F.linear) whose backward computes only
-the gradient of the layer's input and hands the library, per layer, the
-rows it needs: abar (the input with the ones column of the bias) and g,
-the per-example gradient of the loss at the output (grad_output times the
+Convolutions (KFC, Grosse & Martens 2016; docs/algorithm.md sec. 9): an
+nn.Conv2d of any kernel, stride and zero padding (the strings "same" and
+"valid" too), with or without bias, groups=1 and dilation=1 (others are
+refused). Its array is d_out x (kh * kw * c_in + 1), each row's columns
+in (ky, kx, ci) order then the bias, the library's NHWC layout; torch's
+(d_out, c_in, kh, kw) weight is a strided view of it
+(W[:, :-1].view(d_out, kh, kw, c_in).permute(0, 3, 1, 2)), so nothing
+is copied between the two layouts at a step. The cost is that the
+weight torch convolves with is not contiguous: torch's convolution may
+copy it (d_out x kh kw c_in floats) on each call, which is small against
+the convolution itself (that many multiply-adds per output pixel and
+example). Its abar rows are the input's patches, batch x positions of
+them (positions = oh x ow output pixels; example b's pixel p, row-major,
+in row b positions + p): F.unfold's (c_in, ky, kx) columns permuted to
+(ky, kx, ci), with the ones column; its g rows the output's gradient
+permuted to (batch, oh, ow, d_out), times the batch. Every batch must
+have one image size (the preconditioner is built for its positions).
+nn.MaxPool2d, nn.AvgPool2d, activations and nn.Flatten need nothing:
+they have no parameters, and K-FAC preconditions layer by layer, so a
+Flatten of NCHW is as good as the library's NHWC.
+
+By default (weight_grads=False) each nn.Linear and nn.Conv2d runs its
+forward through a function of this module (the same F.linear or
+convolution) whose backward computes only the gradient of the layer's
+input and hands the library, per layer, the rows it needs: abar (the
+input, or its patches, with the ones column of the bias) and g, the
+per-example gradient of the loss at the output (grad_output times the
 rows), from which it forms the weight gradient itself, or never forms it
-where the batch form of docs/algorithm.md sec. 8 is cheaper, as the C
-trainer does. torch never computes the nn.Linear layers' weight
-gradients, and their .grad stays None. With weight_grads=True autograd
-forms them as usual, into views of one array per layer that the library
-reads (the weight form): the way for a loop that reads or changes those
-gradients (clipping, accumulation over several forward passes).
+where the batch form of docs/algorithm.md sec. 8 is cheaper (dense
+layers), as the C trainer does. torch never computes those layers'
+weight gradients, and their .grad stays None. With weight_grads=True
+autograd forms them as usual, into views of one array per layer that the
+library reads (the weight form; a convolution's permuted as its
+weight): the way for a loop that reads or changes those gradients
+(clipping, accumulation over several forward passes), or for a subclass
+with a forward of its own.
 
 Either way abar and g are copied, as they are recorded, into buffers
 allocated once (abar needs its ones column, g its scale), and the
@@ -78,18 +103,79 @@ class _LinearRows(torch.autograd.Function):
         return gx, None, None, None, None
 
 
+class _Conv2dRows(torch.autograd.Function):
+    """An nn.Conv2d's convolution whose backward hands the layer's rows
+    (the input's patches, and g from the output's gradient) to the
+    optimizer and computes the input's gradient only, as _LinearRows."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer, record, serial):
+        ctx.layer, ctx.record, ctx.serial = layer, record, serial
+        ctx.save_for_backward(x, weight)
+        return layer.conv(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        ctx.record(ctx.serial, x, grad_out)
+        gx = ctx.layer.conv_input_grad(x, weight, grad_out) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, None, None
+
+
+def _conv_padding(m):
+    """An nn.Conv2d's zero padding as (top, bottom, left, right)."""
+    kh, kw = m.kernel_size
+    if m.padding == "valid":
+        return (0, 0, 0, 0)
+    if m.padding == "same":
+        # torch's: the extra row or column of an even kernel at the end
+        th, tw = kh - 1, kw - 1
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    ph, pw = m.padding
+    return (ph, ph, pw, pw)
+
+
+def _check_conv(m):
+    """What kfac.torch preconditions of nn.Conv2d, or ValueError."""
+    bad = []
+    if m.groups != 1:
+        bad.append("groups=%d" % m.groups)
+    if tuple(m.dilation) != (1, 1):
+        bad.append("dilation=%s" % (tuple(m.dilation),))
+    if m.padding_mode != "zeros":
+        bad.append("padding_mode=%r" % m.padding_mode)
+    if bad:
+        raise ValueError("%r: kfac.torch.KFAC preconditions nn.Conv2d with groups=1, dilation=1 and zero padding "
+                         "only, not %s (freeze its parameters, requires_grad=False, or leave it out of the "
+                         "model to train it otherwise)" % (m, ", ".join(bad)))
+
+
 class _Layer:
-    """One nn.Linear: its weight and bias as views of W (d_out x d_in,
-    d_in counting the bias column), their gradients as views of G
-    (weight_grads only), and the buffers of its rows: abar (cap x d_in,
-    ones last), gs (cap x d_out, the sampled pass's g) and gt (cap x
-    d_out, the loss's g; rows path only)."""
+    """One nn.Linear or nn.Conv2d: its weight and bias as views of W
+    (d_out x d_in, d_in counting the bias column), their gradients as
+    views of G (weight_grads only), and the buffers of its rows: abar
+    (cap * pos x d_in, ones last), gs (cap * pos x d_out, the sampled
+    pass's g) and gt (cap * pos x d_out, the loss's g; rows path only),
+    cap examples of pos rows each (a convolution's output pixels: known
+    from its first forward pass)."""
 
     def __init__(self, module, weight_grads):
         self.module = module
-        self.fan_in = module.in_features
+        self.is_conv = isinstance(module, torch.nn.Conv2d)
         self.has_bias = module.bias is not None
-        self.d_out = module.out_features
+        if self.is_conv:
+            _check_conv(module)
+            self.d_out, self.c_in, self.kh, self.kw = module.weight.shape
+            self.fan_in = self.kh * self.kw * self.c_in
+            self.stride = tuple(module.stride)
+            self.pads = _conv_padding(module)
+            self.pos, self.out_hw = None, None
+            self.kind = "nn.Conv2d"
+        else:
+            self.fan_in = module.in_features
+            self.d_out = module.out_features
+            self.pos = 1
+            self.kind = "nn.Linear"
         self.d_in = self.fan_in + (1 if self.has_bias else 0)
         self.W = np.zeros((self.d_out, self.d_in), dtype=np.float32)
         self.Wt = torch.from_numpy(self.W)
@@ -116,10 +202,81 @@ class _Layer:
         return [self.module.weight] + ([self.module.bias] if self.has_bias else [])
 
     def _views(self, t):
-        v = [t[:, :self.fan_in]]
+        if self.is_conv:
+            # (d_out, kh * kw * c_in) in (ky, kx, ci) order seen as torch's
+            # (d_out, c_in, kh, kw): a strided view, no copy
+            v = [t[:, :self.fan_in].view(self.d_out, self.kh, self.kw, self.c_in).permute(0, 3, 1, 2)]
+        else:
+            v = [t[:, :self.fan_in]]
         if self.has_bias:
             v.append(t[:, self.fan_in])
         return v
+
+    # -- convolutions
+
+    def conv(self, x, weight, bias):
+        """The module's convolution (padding resolved to four sides)."""
+        t, b, l, r = self.pads
+        if t == b and l == r:
+            return F.conv2d(x, weight, bias, self.stride, (t, l))
+        return F.conv2d(F.pad(x, (l, r, t, b)), weight, bias, self.stride)
+
+    def conv_input_grad(self, x, weight, grad_out):
+        # dL/dx: the transposed convolution of the output's gradient
+        t, b, l, r = self.pads
+        if t == b and l == r:
+            return torch.nn.grad.conv2d_input(x.shape, weight, grad_out, self.stride, (t, l))
+        shape = (x.shape[0], x.shape[1], x.shape[2] + t + b, x.shape[3] + l + r)
+        gp = torch.nn.grad.conv2d_input(shape, weight, grad_out, self.stride, 0)
+        return gp[:, :, t:t + x.shape[2], l:l + x.shape[3]]
+
+    def set_positions(self, out):
+        """A convolution's output pixels from its output (B x d_out x oh
+        x ow, or unbatched); the same for every forward pass."""
+        hw = (out.shape[-2], out.shape[-1])
+        if self.out_hw is None:
+            self.out_hw, self.pos = hw, hw[0] * hw[1]
+        elif hw != self.out_hw:
+            raise ValueError("%r: an output of %dx%d pixels, and earlier %dx%d: K-FAC's factors of a convolution "
+                             "are per output pixel, so every batch must have one image size"
+                             % (self.module, hw[0], hw[1], self.out_hw[0], self.out_hw[1]))
+
+    def examples(self, x):
+        """Examples in a forward pass's input x (rows for nn.Linear: every
+        leading dimension)."""
+        if self.is_conv:
+            return x.shape[0] if x.dim() == 4 else 1
+        return x.numel() // self.fan_in
+
+    def g_rows(self, grad, rows):
+        """The output's gradient as the shape of g_dest(., rows)."""
+        if not self.is_conv:
+            return grad.reshape(rows, self.d_out)
+        if grad.dim() == 3:
+            grad = grad.unsqueeze(0)
+        return grad.permute(0, 2, 3, 1)  # example, oy, ox, channel: the library's row order
+
+    def g_dest(self, buf, rows):
+        if not self.is_conv:
+            return buf[:rows]
+        return buf[:rows * self.pos].view(rows, self.out_hw[0], self.out_hw[1], self.d_out)
+
+    def write_abar(self, x, rows):
+        """abar <- the rows of the input x: nn.Linear's x, nn.Conv2d's
+        patches in (ky, kx, ci) order (F.unfold's are (ci, ky, kx))."""
+        if not self.is_conv:
+            self.abar_t[:rows, :self.fan_in].copy_(x.reshape(rows, self.fan_in))
+            return
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        t, b, l, r = self.pads
+        if t == b and l == r:
+            cols = F.unfold(x, (self.kh, self.kw), padding=(t, l), stride=self.stride)
+        else:
+            cols = F.unfold(F.pad(x, (l, r, t, b)), (self.kh, self.kw), stride=self.stride)
+        P = self.pos
+        dst = self.abar_t[:rows * P, :self.fan_in].view(rows, P, self.kh, self.kw, self.c_in)
+        dst.copy_(cols.view(rows, self.c_in, self.kh, self.kw, P).permute(0, 4, 2, 3, 1))
 
     @staticmethod
     def _same(p, view):
@@ -150,20 +307,21 @@ class _Layer:
                 p.grad = v
 
     def reserve(self, rows):
-        """Buffers for at least `rows` rows; True if they were replaced
+        """Buffers for at least `rows` examples; True if they were replaced
         (what they held is gone)."""
         if rows <= self.cap:
             return False
         cap = max(rows, 2 * self.cap)
         old = (self.abar, self.gs, self.gt)
-        self.abar = np.zeros((cap, self.d_in), dtype=np.float32)
+        P = self.pos
+        self.abar = np.zeros((cap * P, self.d_in), dtype=np.float32)
         if self.has_bias:
             self.abar[:, -1] = 1
-        self.gs = np.zeros((cap, self.d_out), dtype=np.float32)
-        self.gt = np.zeros((cap, self.d_out), dtype=np.float32)
+        self.gs = np.zeros((cap * P, self.d_out), dtype=np.float32)
+        self.gt = np.zeros((cap * P, self.d_out), dtype=np.float32)
         if old[0] is not None:  # what they held, with its tags, is kept
             for new, a in zip((self.abar, self.gs, self.gt), old):
-                new[:self.cap] = a
+                new[:self.cap * P] = a
         self.abar_t, self.gs_t, self.gt_t = (torch.from_numpy(a) for a in (self.abar, self.gs, self.gt))
         self.cap = cap
         return True
@@ -171,16 +329,17 @@ class _Layer:
     def take_abar(self, serial, x, rows):
         """abar <- the rows of x (forward pass `serial`), once."""
         if self.abar_of != serial:
-            self.abar_t[:rows, :self.fan_in].copy_(x.reshape(rows, self.fan_in))
+            self.write_abar(x, rows)
             self.abar_of = serial
 
 
 class _Forward:
-    """The rows path's forward of one nn.Linear, set on the module as an
-    instance attribute over nn.Linear.forward (the same F.linear, through
-    _LinearRows in grad mode); remove() takes it away. A copy of the
-    module (copy.deepcopy of the model) gets a forward bound to itself,
-    which is plain nn.Linear's."""
+    """The rows path's forward of one nn.Linear or nn.Conv2d, set on the
+    module as an instance attribute over the class's forward (the same
+    F.linear or convolution, through _LinearRows or _Conv2dRows in grad
+    mode); remove() takes it away. A copy of the module (copy.deepcopy
+    of the model) gets a forward bound to itself, which is the class's
+    plain one."""
 
     def __init__(self, opt, layer):
         module = layer.module
@@ -190,9 +349,13 @@ class _Forward:
 
         def forward(mod, x):
             if mod is not module or not torch.is_grad_enabled():
-                return F.linear(x, mod.weight, mod.bias)
+                return type(mod).forward(mod, x)
             opt._serial += 1
-            return _LinearRows.apply(x, mod.weight, mod.bias, record, opt._serial)
+            if not layer.is_conv:
+                return _LinearRows.apply(x, mod.weight, mod.bias, record, opt._serial)
+            if x.dim() == 3:  # one unbatched image
+                return _Conv2dRows.apply(x.unsqueeze(0), mod.weight, mod.bias, layer, record, opt._serial).squeeze(0)
+            return _Conv2dRows.apply(x, mod.weight, mod.bias, layer, record, opt._serial)
 
         module.forward = types.MethodType(forward, module)
         self.module = module
@@ -204,9 +367,9 @@ class _Forward:
 
 
 class KFAC(torch.optim.Optimizer):
-    """K-FAC for the nn.Linear layers of a CPU float32 model, with
-    libkfac's preconditioner and step rule (kfac_precond, the C trainer's
-    K-FAC).
+    """K-FAC for the nn.Linear and nn.Conv2d layers of a CPU float32
+    model, with libkfac's preconditioner and step rule (kfac_precond, the
+    C trainer's K-FAC; the module's docstring for convolutions).
 
         KFAC(model, lr=None, *, momentum=None, damping=None, cov_every=None,
              inv_every=None, kl_clip=None, weight_decay=None, decay=None,
@@ -228,8 +391,9 @@ class KFAC(torch.optim.Optimizer):
     message. The quadratic rule (rule="quadratic") needs exact
     Fisher-vector products this optimizer does not compute: refused.
 
-    Each step() preconditions the gradient of every nn.Linear layer (its
-    weight and bias as one d_out x (d_in + 1) matrix) and updates the
+    Each step() preconditions the gradient of every nn.Linear and
+    nn.Conv2d layer (its weight and bias as one d_out x (d_in + 1)
+    matrix, a convolution's d_in = kh kw c_in) and updates the
     weights: v <- momentum v + nu Delta, W <- W - lr v, with nu the KL
     clip. Statistics are due when steps % TCov == 0: a backward pass of
     targets sampled from the model's output records g (and abar), either
@@ -277,9 +441,15 @@ class KFAC(torch.optim.Optimizer):
     - weight decay is added to the gradient before preconditioning, from
       the first step, weights and biases alike; KFAC-Pytorch adds it after
       preconditioning and the KL clip, and only from step 20 * TCov on.
-    - nn.Conv2d layers are not preconditioned (libkfac has no
-      convolutions yet); like every parameter outside an nn.Linear, they
-      take momentum SGD with the same lr, momentum and weight decay.
+    - nn.Conv2d layers are preconditioned with the C trainer's KFC
+      factors (A the mean over examples and output pixels of the
+      patches' outer products, G the mean over examples of the sum over
+      pixels of g g^T); KFAC-Pytorch's are not checked against these
+      here. Other layers with parameters (Conv1d, ConvTranspose2d,
+      normalizations, embeddings), like every parameter outside an
+      nn.Linear or nn.Conv2d, take momentum SGD with the same lr,
+      momentum and weight decay. inversion="ekfac" is refused for
+      convolutions (the library's EKFAC is for dense layers).
     - of the param_groups entries only "lr" is read at each step (so LR
       schedulers work); momentum, damping and weight_decay are fixed at
       construction.
@@ -319,14 +489,16 @@ class KFAC(torch.optim.Optimizer):
         eff_lr = p["kfac.lr"] if p["kfac.lr"] > 0 else p["train.lr"]
         eff_mom = p["kfac.momentum"] if p["kfac.momentum"] >= 0 else p["train.momentum"]
         self.weight_grads = bool(weight_grads)
-        linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
-        if not linear:
-            raise ValueError("the model has no nn.Linear layer to precondition")
-        for m in linear:
-            if not self.weight_grads and (type(m).forward is not torch.nn.Linear.forward or "forward" in vars(m)):
+        found = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+                 and m.weight.requires_grad]
+        if not found:
+            raise ValueError("the model has no nn.Linear or nn.Conv2d layer to precondition")
+        for m in found:
+            base = torch.nn.Conv2d if isinstance(m, torch.nn.Conv2d) else torch.nn.Linear
+            if not self.weight_grads and (type(m).forward is not base.forward or "forward" in vars(m)):
                 raise ValueError("%s has a forward of its own, which the rows path (weight_grads=False) would "
                                  "replace: construct with weight_grads=True" % type(m).__name__)
-        self.layers = [_Layer(m, self.weight_grads) for m in linear]
+        self.layers = [_Layer(m, self.weight_grads) for m in found]
         defaults = dict(lr=eff_lr, momentum=eff_mom, damping=p["kfac.damping"],
                         weight_decay=p["train.weight_decay"])
         super().__init__([q for q in model.parameters() if q.requires_grad], defaults)
@@ -344,6 +516,7 @@ class KFAC(torch.optim.Optimizer):
         self._handles = []
         self._serial = 0          # forward passes through the rows path
         self._bound, self._bound_key = None, None
+        self._pending = None      # load()'s file, until the convolutions' positions are known
         for layer in self.layers:
             if self.weight_grads:
                 self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
@@ -355,7 +528,9 @@ class KFAC(torch.optim.Optimizer):
     @property
     def steps(self):
         """Steps taken (kfac_precond_steps)."""
-        return self._pc.steps if self._pc is not None else 0
+        if self._pc is None:
+            return self._pending[1] if self._pending else 0
+        return self._pc.steps
 
     @property
     def TCov(self):
@@ -372,54 +547,63 @@ class KFAC(torch.optim.Optimizer):
 
     # --------------------------------------------------------------- hooks
 
+    @staticmethod
+    def _batch(layer, x):
+        # the examples of the mean loss KFAC-Pytorch's batch_averaged means
+        return layer.examples(x) if layer.is_conv else (x.shape[0] if x.dim() > 1 else 1)
+
     def _forward_hook(self, layer):
         def hook(module, inputs, output):
             if not torch.is_grad_enabled():
                 return
             x = inputs[0]
-            rows = x.numel() // layer.fan_in
+            if layer.is_conv:
+                layer.set_positions(output)
+            rows = layer.examples(x)
             layer.rows = rows
             if not self.stats_due:
                 return
             layer.reserve(rows)
-            layer.abar_t[:rows, :layer.fan_in].copy_(x.detach().reshape(rows, layer.fan_in))
+            layer.write_abar(x.detach(), rows)
             layer.a_step = self.steps
             if output.requires_grad:
-                output.register_hook(self._grad_hook(layer, rows, x.shape[0] if x.dim() > 1 else 1))
+                output.register_hook(self._grad_hook(layer, rows, self._batch(layer, x)))
         return hook
 
     def _grad_hook(self, layer, rows, batch):
         def hook(grad):
             if self.acc_stats and layer.cap >= rows:
-                g = layer.gs_t[:rows]
-                g.copy_(grad.detach().reshape(rows, layer.d_out))
-                if self.batch_averaged:
-                    g.mul_(batch)
+                g = layer.g_dest(layer.gs_t, rows)
+                torch.mul(layer.g_rows(grad.detach(), rows), batch if self.batch_averaged else 1, out=g)
                 layer.g_step = self.steps
         return hook
 
     def _record_rows(self, layer, serial, x, grad_out):
-        # the rows path: _LinearRows.backward of forward pass `serial`
-        rows = x.numel() // layer.fan_in
-        gout = grad_out.reshape(rows, layer.d_out)
+        # the rows path: _LinearRows.backward or _Conv2dRows.backward of
+        # forward pass `serial`
+        if layer.is_conv:
+            layer.set_positions(grad_out)
+        rows = layer.examples(x)
+        gout = layer.g_rows(grad_out, rows)
         if self.acc_stats:
             if not self.stats_due:
                 return
             layer.reserve(rows)
             layer.take_abar(serial, x, rows)
-            torch.mul(gout, x.shape[0] if self.batch_averaged and x.dim() > 1 else 1, out=layer.gs_t[:rows])
+            torch.mul(gout, self._batch(layer, x) if self.batch_averaged else 1, out=layer.g_dest(layer.gs_t, rows))
             layer.gs_of, layer.g_step = serial, self.steps
             return
         layer.reserve(rows)
         if layer.gt_rows and layer.gt_of == serial:
             # another backward pass of the same forward pass: gradients add
-            layer.gt_t[:rows].add_(gout, alpha=rows)
+            layer.g_dest(layer.gt_t, rows).add_(gout, alpha=rows)
             return
         if layer.gt_rows:
             layer.mixed = True
         layer.take_abar(serial, x, rows)
-        # g = dL/ds times the rows: (1/rows) g^T abar is the gradient
-        torch.mul(gout, rows, out=layer.gt_t[:rows])
+        # g = dL/ds times the examples: (1/rows) g^T abar is the gradient
+        # (a convolution's summed over its rows * positions rows)
+        torch.mul(gout, rows, out=layer.g_dest(layer.gt_t, rows))
         layer.gt_of, layer.gt_rows = serial, rows
 
     # ------------------------------------------------------------ backward
@@ -479,18 +663,39 @@ class KFAC(torch.optim.Optimizer):
                     q.grad.detach_()
                     q.grad.zero_()
 
+    def _new_preconditioner(self, rows, state=None):
+        """A Preconditioner for batches of up to `rows` examples, with the
+        state of a save() file's bytes if given."""
+        pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], rows, self.kfac_params,
+                            positions=[l.pos for l in self.layers])
+        if state is not None:
+            with tempfile.TemporaryDirectory(prefix="kfac_torch.") as tmp:
+                path = os.path.join(tmp, "pc.ckpt")
+                with open(path, "wb") as f:
+                    f.write(state)
+                pc.load(path)
+        return pc
+
+    def _state_bytes(self):
+        with tempfile.TemporaryDirectory(prefix="kfac_torch.") as tmp:
+            path = os.path.join(tmp, "pc.ckpt")
+            self._pc.save(path)
+            with open(path, "rb") as f:
+                return f.read()
+
     def _preconditioner(self, rows):
         want = max(rows, int(self.max_batch or 0))
         if self._pc is None:
-            self._pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], want, self.kfac_params)
+            for l, layer in enumerate(self.layers):
+                if layer.pos is None:
+                    raise RuntimeError("%s layer %d had no forward pass with gradients enabled before step(): its "
+                                       "output's size is unknown" % (layer.kind, l))
+            self._pc = self._new_preconditioner(want, self._pending[0] if self._pending else None)
+            self._pending = None
+            self._set_lr_again()
         elif rows > self._pc.max_rows:
             # a larger batch: the same state in a larger preconditioner
-            with tempfile.TemporaryDirectory(prefix="kfac_torch.") as tmp:
-                path = os.path.join(tmp, "pc.ckpt")
-                self._pc.save(path)
-                pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], want, self.kfac_params)
-                pc.load(path)
-            self._pc = pc
+            self._pc = self._new_preconditioner(want, self._state_bytes())
             self._set_lr_again()
         return self._pc
 
@@ -516,10 +721,10 @@ class KFAC(torch.optim.Optimizer):
 
     def _due_error(self, l, what):
         return RuntimeError(
-            "K-FAC statistics are due at step %d (steps %% TCov == 0) but %s of nn.Linear layer %d was not "
+            "K-FAC statistics are due at step %d (steps %% TCov == 0) but %s of %s layer %d was not "
             "recorded: run the forward pass with gradients enabled and a backward pass of targets sampled from "
             "the model with optimizer.acc_stats = True (KFAC-Pytorch's loop), or call "
-            "optimizer.backward(loss, output)" % (self.steps, what, l))
+            "optimizer.backward(loss, output)" % (self.steps, what, self.layers[l].kind, l))
 
     def _lr_now(self, pc):
         lr = float(self.param_groups[0]["lr"])
@@ -532,8 +737,8 @@ class KFAC(torch.optim.Optimizer):
         rows = self.layers[0].rows
         for l, layer in enumerate(self.layers):
             if layer.rows != rows:
-                raise ValueError("layer %d saw %d rows and layer 0 %d: every nn.Linear must see the batch's rows"
-                                 % (l, layer.rows, rows))
+                raise ValueError("layer %d saw %d rows and layer 0 %d: every nn.Linear and nn.Conv2d must see the "
+                                 "batch's rows (its examples; an nn.Linear's input rows)" % (l, layer.rows, rows))
             if due and (layer.a_step != self.steps or layer.g_step != self.steps):
                 raise self._due_error(l, "g" if layer.a_step == self.steps else "abar")
         if rows < 1:
@@ -554,33 +759,38 @@ class KFAC(torch.optim.Optimizer):
             for q in layer.params():
                 if q.grad is not None:
                     raise RuntimeError(
-                        "nn.Linear layer %d's parameters have a .grad, from something other than its output (a "
+                        "%s layer %d's parameters have a .grad, from something other than its output (a "
                         "loss term on its weights?), which the rows path does not see: construct the optimizer "
-                        "with weight_grads=True, or use its weight_decay" % l)
+                        "with weight_grads=True, or use its weight_decay" % (layer.kind, l))
             if layer.mixed:
                 raise RuntimeError(
-                    "nn.Linear layer %d took backward passes of two forward passes since zero_grad(): the rows "
+                    "%s layer %d took backward passes of two forward passes since zero_grad(): the rows "
                     "path steps on one forward pass's rows; construct the optimizer with weight_grads=True to "
-                    "accumulate gradients" % l)
+                    "accumulate gradients" % (layer.kind, l))
             if layer.gt_rows:
                 if rows and layer.gt_rows != rows:
-                    raise ValueError("layer %d saw %d rows and another %d: every nn.Linear must see the batch's "
-                                     "rows" % (l, layer.gt_rows, rows))
+                    raise ValueError("layer %d saw %d rows and another %d: every nn.Linear and nn.Conv2d must see "
+                                     "the batch's rows (its examples; an nn.Linear's input rows)"
+                                     % (l, layer.gt_rows, rows))
                 rows = layer.gt_rows
         if rows < 1:
-            raise RuntimeError("no backward pass through the nn.Linear layers since zero_grad() before step()")
+            raise RuntimeError("no backward pass through the nn.Linear and nn.Conv2d layers since zero_grad() "
+                               "before step()")
         for l, layer in enumerate(self.layers):
             if not layer.gt_rows:  # no gradient reached it: a zero gradient
+                if layer.pos is None:
+                    raise RuntimeError("%s layer %d had no forward pass with gradients enabled before step(): its "
+                                       "output's size is unknown" % (layer.kind, l))
                 layer.reserve(rows)
-                layer.abar[:rows, :layer.fan_in] = 0
-                layer.gt[:rows] = 0
+                layer.abar[:rows * layer.pos, :layer.fan_in] = 0
+                layer.gt[:rows * layer.pos] = 0
                 layer.abar_of, layer.gt_of, layer.gt_rows = None, None, rows
             if due and layer.g_step != self.steps:
                 raise self._due_error(l, "g")
             if due and layer.gs_of != layer.gt_of:
                 raise RuntimeError("K-FAC statistics are due at step %d: the sampled-target pass and the loss's "
-                                   "backward pass must be of the same forward pass (nn.Linear layer %d)"
-                                   % (self.steps, l))
+                                   "backward pass must be of the same forward pass (%s layer %d)"
+                                   % (self.steps, layer.kind, l))
         pc = self._preconditioner(rows)
         self._lr_now(pc)
         key = (pc, tuple(layer.cap for layer in self.layers))
@@ -628,11 +838,18 @@ class KFAC(torch.optim.Optimizer):
 
     def load(self, path):
         """Resume K-FAC's state from save()'s file, for the same layers and
-        inversion (the library checks them)."""
-        pc = Preconditioner([(l.d_out, l.d_in) for l in self.layers], max(1, int(self.max_batch or 0)),
-                            self.kfac_params)
-        pc.load(path)
-        self._pc = pc
+        inversion (the library checks them). Before the convolutions'
+        first forward pass (their output's size unknown) the file is read
+        now and its state taken at the first step."""
+        with open(path, "rb") as f:
+            state = f.read()
+        if any(l.pos is None for l in self.layers):
+            # checked now all the same, with any number of positions
+            probe = Preconditioner([(l.d_out, l.d_in) for l in self.layers], 1, self.kfac_params)
+            probe.load(path)
+            self._pc, self._pending = None, (state, probe.steps)
+            return
+        self._pc = self._new_preconditioner(max(1, int(self.max_batch or 0)), state)
         self._set_lr_again()
 
     def remove_hooks(self):

@@ -23,6 +23,7 @@ ROOT = os.environ.get("KFAC_ROOT", os.path.join(os.path.dirname(os.path.abspath(
 BIN = os.environ.get("KFAC_BIN", os.path.join(ROOT, "build", "kfac"))
 STEPS_BIN = os.environ.get("KFAC_PRECOND_STEPS", os.path.join(ROOT, "build", "precond_steps"))
 SMALL = os.path.join(ROOT, "nets", "small.net")
+TINY_CNN = os.path.join(ROOT, "nets", "tiny-cnn.net")
 
 TMP = None
 DATA = None  # a small MNIST-format directory
@@ -249,6 +250,12 @@ class TestData(unittest.TestCase):
         np.testing.assert_array_equal(d.labels, [0, 1])
 
 
+def tiny_cnn(**kw):
+    """nets/tiny-cnn.net's network from a layer list"""
+    return kfac.Network((14, 14, 1), [kfac.Conv(4, 3, pad="same", activation="tanh"), kfac.Pool("max", 2),
+                                      (10, "linear")], pool=2, **kw)
+
+
 class TestNetwork(unittest.TestCase):
     def test_from_layers_and_file(self):
         n = kfac.Network(784, [32, (10, "linear")], seed=1)
@@ -303,6 +310,87 @@ class TestNetwork(unittest.TestCase):
         self.assertIn("bad.net:4: unknown key 'sise'", str(cm.exception))
         with self.assertRaises(kfac.FileError):
             kfac.Network.from_file(os.path.join(TMP, "none.net"))
+
+    def test_cnn_from_layers_and_file(self):
+        n = tiny_cnn()
+        f = kfac.Network.from_file(TINY_CNN)
+        want = [kfac.Conv(4, (3, 3), 1, "same", "tanh"), kfac.Pool("max", 2, 2), (10, "linear")]
+        self.assertEqual(n.layers, want)
+        self.assertEqual(f.layers, want)
+        self.assertEqual((n.shape, f.shape, n.inputs, n.outputs, n.n_params), ((14, 14, 1), (14, 14, 1), 196, 10,
+                                                                             4 * 10 + 10 * (7 * 7 * 4 + 1)))
+        np.testing.assert_array_equal(n.params, f.params)  # tiny-cnn.net's seed is 1
+        self.assertEqual(n.weights(0).shape, (4, 3 * 3 * 1 + 1))
+        self.assertEqual([n.layer_positions(l) for l in range(3)], [196, 0, 1])
+        with self.assertRaises(ValueError) as cm:
+            n.weights(1)
+        self.assertIn("layer 1 is a pooling layer", str(cm.exception))
+        self.assertIn("Conv(channels=4", repr(n))
+        # the same given as inputs and shape; other windows and strides read back
+        m = kfac.Network(40, [kfac.Conv(3, (3, 2), stride=2, pad=1), kfac.Pool("avg", 2, stride=1), (2, "linear")],
+                         shape=(4, 5, 2))
+        self.assertEqual(m.layers, [kfac.Conv(3, (3, 2), 2, 1, "relu"), kfac.Pool("avg", 2, 1), (2, "linear")])
+        self.assertIsNone(kfac.Network(4, [(2, "linear")]).shape)
+        # a square one-channel image without a shape
+        self.assertEqual(kfac.Network(16, [kfac.Conv(2, 3), (2, "linear")]).layer_positions(0), 4)
+
+    def test_cnn_errors(self):
+        for layers, shape, text in (
+                ([kfac.Conv(0, 3), (2, "linear")], (4, 4, 1), "channels = 0 is outside"),
+                ([kfac.Conv(2, 65), (2, "linear")], (4, 4, 1), "kernel_h = 65 is outside"),
+                ([kfac.Conv(2, 3, pad=-3), (2, "linear")], (4, 4, 1), "pad = -3"),
+                ([kfac.Conv(2, 2, pad="same"), (2, "linear")], (4, 4, 1), "pad = same needs an odd kernel"),
+                ([kfac.Conv(2, 5), (2, "linear")], (4, 4, 1), "layer 1 (conv)"),
+                ([kfac.Conv(2, 3, activation="swish")], (4, 4, 1), "unknown activation 'swish'"),
+                ([kfac.Pool("max", 0), (2, "linear")], (4, 4, 1), "size = 0"),
+                ([kfac.Conv(2, 3), (2, "linear")], None, "15 inputs are not a square image")):
+            with self.subTest(text):
+                with self.assertRaises(kfac.KfacError) as cm:
+                    kfac.Network(shape or 15, layers, shape=None) if shape is None else kfac.Network(shape, layers)
+                self.assertIn(text, str(cm.exception))
+        with self.assertRaises(ValueError):
+            kfac.Pool("min", 2)
+        with self.assertRaises(ValueError):
+            kfac.Conv(2, (1, 2, 3))
+        with self.assertRaises(ValueError):
+            kfac.Network((4, 4, 1), [2], shape=(4, 4, 1))
+        with self.assertRaises(kfac.KfacError) as cm:
+            kfac.Network(17, [kfac.Conv(2, 3), (2, "linear")], shape=(4, 4, 1))
+        self.assertIn("input shape 4x4x1 is not 17 inputs", str(cm.exception))
+
+    def test_cnn_passes(self):
+        """A CNN's forward and backward: the patches and g each layer
+        records make its gradient, (1/B) g^T abar over B x positions rows;
+        predict and evaluate on images."""
+        rng = np.random.RandomState(2)
+        n = kfac.Network((6, 5, 2), [kfac.Conv(3, (3, 2), stride=2, pad=1, activation="tanh"), kfac.Pool("avg", 2),
+                                     kfac.Conv(4, 1), (3, "linear")], max_batch=8, seed=4)
+        B = 7
+        x = rng.randn(B, 60).astype(np.float32)
+        y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, B)]
+        n.forward(x)
+        grad = n.backward(y)
+        P = n.layer_positions(0)
+        self.assertEqual(P, 3 * 3)  # (6 + 2 - 3) // 2 + 1 rows of (5 + 2 - 2) // 2 + 1
+        a0, g0 = n.layer_input(0), n.layer_pregrad(0)
+        self.assertEqual((a0.shape, g0.shape), ((B * P, 3 * 2 * 2 + 1), (B * P, 3)))
+        np.testing.assert_array_equal(a0[:, -1], 1)
+        # the first patch of example 1: the window at (-1, -1), zeros outside, (ky, kx, c) order
+        img = x[1].reshape(6, 5, 2)
+        want = np.zeros((3, 2, 2), np.float32)
+        want[1:, 1:] = img[:2, :1]
+        np.testing.assert_array_equal(a0[P, :-1], want.ravel())
+        for l in (0, 2, 3):
+            a, g = n.layer_input(l), n.layer_pregrad(l)
+            off, size = n.layer_offset(l), n.weights(l).size
+            np.testing.assert_allclose(grad[off:off + size].reshape(n.weights(l).shape), g.T @ a / B, rtol=1e-4,
+                                       atol=1e-6, err_msg="layer %d" % l)
+        with self.assertRaises(ValueError):
+            n.layer_input(1)
+        pr = n.predict(rng.randn(20, 60))
+        np.testing.assert_allclose(pr.sum(1), 1, rtol=1e-5)
+        loss, acc = n.evaluate((rng.randn(20, 60), rng.randint(0, 3, 20)))
+        self.assertGreater(loss, 0)
 
     def test_passes(self):
         rng = np.random.RandomState(1)
@@ -393,6 +481,29 @@ class TestTrainer(unittest.TestCase):
                 np.testing.assert_array_equal(t.network.params, want)
                 # the program's epoch lines carry the same training loss
                 self.assertIn("%.6f" % hist[1]["train_loss"], stdout)
+
+    def test_cnn_bit_identical_to_the_program(self):
+        """nets/tiny-cnn.net trained with K-FAC by the kfac program, by a
+        Trainer on the file and by one on the same network from a layer
+        list: the same weights, bit for bit."""
+        kfac.set_threads(1)
+        ck = os.path.join(TMP, "cli-cnn.ckpt")
+        r = run([BIN, "train", TINY_CNN, "--data", DATA, "--optimizer", "kfac", "--epochs", "1", "--batch", "32",
+                 "--seed", "7", "--threads", "1", "--cov-every", "2", "--inv-every", "3", "--save", ck, "--quiet"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        want = kfac.Network.from_file(TINY_CNN)
+        want.load(ck)
+        train = kfac.load_data(DATA)
+        settings = dict(optimizer="kfac", epochs=1, batch=32, seed=7, cov_every=2, inv_every=3)
+        a = kfac.Trainer(TINY_CNN, train, **settings)
+        hist = a.fit()
+        np.testing.assert_array_equal(a.network.params, want.params)
+        self.assertEqual(a.kfac_stats()["stats_rounds"], 4)
+        b = kfac.Trainer(tiny_cnn(), train, {"kfac.damping": 0.001, "train.lr": 0.05}, **settings)
+        b.fit()
+        np.testing.assert_array_equal(b.network.params, want.params)
+        self.assertLess(hist[0]["train_loss"], 2.3)
+        self.assertEqual(a.network.predict(train.pool(2).x[:3]).shape, (3, 10))
 
     def test_arrays_and_layers_equal_files(self):
         kfac.set_threads(1)
@@ -505,12 +616,14 @@ class TestPreconditioner(unittest.TestCase):
     """The binding's steps against kfac_precond through the plain C API
     (tests/precond_steps.c) on the same arrays, bit for bit."""
 
-    def reference(self, d, shapes, rows, steps, form, quadratic, params, w0, batches, fdiag):
+    def reference(self, d, shapes, rows, steps, form, quadratic, params, w0, batches, fdiag, positions=None):
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.txt"), "w") as f:
             f.write("layers %d\nd_in %s\nd_out %s\nrows %d\nsteps %d\nform %s\nquadratic %d\n" % (
                 len(shapes), " ".join(str(s[1]) for s in shapes), " ".join(str(s[0]) for s in shapes), rows,
                 steps, form, quadratic))
+            if positions is not None:
+                f.write("positions %s\n" % " ".join(str(p) for p in positions))
             for k, v in params.items():
                 f.write("param %s %s\n" % (k, v))
         for l, w in enumerate(w0):
@@ -529,27 +642,29 @@ class TestPreconditioner(unittest.TestCase):
                 for l in range(len(shapes))]
         return ws, dirs
 
-    def check(self, name, form, quadratic, params):
+    def check(self, name, form, quadratic, params, positions=None):
         kfac.set_threads(1)
         rng = np.random.RandomState(11)
         shapes = [(6, 5), (3, 7)]
+        pos = positions or [1, 1]
         rows, steps = 16, 10
         w0 = [(0.3 * rng.randn(*s)).astype(np.float32) for s in shapes]
         srows = -(-rows * 3 // 4) if "kfac.stat_fraction" in params else rows
         batches = []
         for _ in range(steps):
-            b = {"abar": [rng.randn(rows, s[1]).astype(np.float32) for s in shapes],
-                 "gs": [rng.randn(srows, s[0]).astype(np.float32) for s in shapes]}
+            b = {"abar": [rng.randn(rows * p, s[1]).astype(np.float32) for s, p in zip(shapes, pos)],
+                 "gs": [rng.randn(srows * p, s[0]).astype(np.float32) for s, p in zip(shapes, pos)]}
             if form == "rows":
-                b["g"] = [(0.1 * rng.randn(rows, s[0])).astype(np.float32) for s in shapes]
+                b["g"] = [(0.1 * rng.randn(rows * p, s[0])).astype(np.float32) for s, p in zip(shapes, pos)]
             else:
                 b["grad"] = [(0.1 * rng.randn(*s)).astype(np.float32) for s in shapes]
             batches.append(b)
         n = sum(s[0] * s[1] for s in shapes)
         fdiag = (0.5 + rng.rand(n)).astype(np.float32)
         want, want_dir = self.reference(os.path.join(TMP, name), shapes, rows, steps, form, quadratic, params, w0,
-                                        batches, fdiag)
-        pc = kfac.Preconditioner(shapes, rows, params)
+                                        batches, fdiag, positions)
+        pc = kfac.Preconditioner(shapes, rows, params, positions=positions)
+        self.assertEqual(pc.positions, pos)
         self.assertEqual(pc.n_params, n)
         self.assertEqual(pc.layer_offset(1), 30)
         self.assertIsNone(pc.direction(0))
@@ -566,29 +681,30 @@ class TestPreconditioner(unittest.TestCase):
         for l in range(len(shapes)):
             np.testing.assert_array_equal(pc.direction(l), want_dir[l])
         self.assertEqual(pc.steps, steps)
-        self.check_bound(shapes, rows, params, w0, batches, want, quadratic, fdiag)
+        self.check_bound(shapes, rows, params, w0, batches, want, quadratic, fdiag, positions)
         return pc
 
-    def check_bound(self, shapes, rows, params, w0, batches, want, quadratic, fdiag):
+    def check_bound(self, shapes, rows, params, w0, batches, want, quadratic, fdiag, positions=None):
         """The same steps through bind(): buffers of more rows than the
         batch, bound once, refilled before each step."""
-        pc = kfac.Preconditioner(shapes, rows + 3, params)
+        pc = kfac.Preconditioner(shapes, rows + 3, params, positions=positions)
+        pos = pc.positions
         w = [a.copy() for a in w0]
         cap = rows + 3
-        ab = [np.zeros((cap, s[1]), np.float32) for s in shapes]
-        gs = [np.zeros((cap, s[0]), np.float32) for s in shapes]
+        ab = [np.zeros((cap * p, s[1]), np.float32) for s, p in zip(shapes, pos)]
+        gs = [np.zeros((cap * p, s[0]), np.float32) for s, p in zip(shapes, pos)]
         form = "g" if "g" in batches[0] else "grad"
-        other = [np.zeros((cap, s[0]) if form == "g" else s, np.float32) for s in shapes]
+        other = [np.zeros((cap * p, s[0]) if form == "g" else s, np.float32) for s, p in zip(shapes, pos)]
         step = pc.bind(w, abar=ab, g_sampled=gs, **{"grads" if form == "grad" else "g": other})
         self.assertEqual(step.max_rows, cap)
         if quadratic:
             pc.set_fisher(lambda v: fdiag * v, lambda: 0.5 + float(w[0][0, 0]) * float(w[0][0, 0]))
         for k, b in enumerate(batches):
             for l in range(len(shapes)):
-                ab[l][:rows] = b["abar"][l]
+                ab[l][:rows * pos[l]] = b["abar"][l]
                 gs[l][:len(b["gs"][l])] = b["gs"][l]
                 if form == "g":
-                    other[l][:rows] = b["g"][l]
+                    other[l][:rows * pos[l]] = b["g"][l]
                 else:
                     other[l][...] = b["grad"][l]
             step(rows, loss=0.5 + float(w[0][0, 0]) * float(w[0][0, 0]) if quadratic else 0.0)
@@ -613,6 +729,30 @@ class TestPreconditioner(unittest.TestCase):
                                              "kfac.cov_every": 2, "kfac.inv_every": 4})
         st = pc.stats()
         self.assertNotEqual(st["alpha"], 0)
+
+    def test_positions_bit_identical(self):
+        """KFC's layers of several rows per example (a convolution's
+        output pixels: kfac_precond_new_positions), both forms."""
+        for form in ("grads", "rows"):
+            with self.subTest(form=form):
+                pc = self.check("pos_" + form, form, 0, {"kfac.cov_every": 2, "kfac.inv_every": 3, "train.lr": 0.1,
+                                                         "kfac.damping": 0.05, "kfac.stat_fraction": 0.75},
+                                positions=[5, 1])
+                self.assertEqual(pc.stats()["stats_rounds"], 5)
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="ekfac")
+        self.assertIn("not for convolutional layers", str(cm.exception))
+        with self.assertRaises(ValueError):
+            kfac.Preconditioner([(3, 4)], 8, positions=[2, 1])
+        with self.assertRaises(kfac.InvalidArgumentError):
+            kfac.Preconditioner([(3, 4)], 8, positions=[0])
+        pc = kfac.Preconditioner([(3, 4)], 8, positions=[3])
+        w = [np.zeros((3, 4), np.float32)]
+        with self.assertRaises(ValueError) as cm:  # 8 examples of 3 rows: 24 rows of abar
+            pc.step(w, abar=[np.ones((20, 4))], g_sampled=[np.ones((24, 3))], g=[np.ones((24, 3))], rows=8)
+        self.assertIn("needs (24, 4)", str(cm.exception))
+        with self.assertRaises(ValueError):
+            pc.bind(w, abar=[np.ones((2, 4), np.float32)])
 
     def test_save_load_set_lr(self):
         shapes = [(3, 4)]

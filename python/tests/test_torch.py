@@ -85,12 +85,16 @@ def kfac_pytorch_step(model, optimizer, inputs, targets, sampled_y=None):
 
 
 def library_weights(model, grads=False):
-    """Each nn.Linear's weight and bias (or their gradients) as the
-    library's d_out x d_in array."""
+    """Each nn.Linear's and nn.Conv2d's weight and bias (or their
+    gradients) as the library's d_out x d_in array (a convolution's
+    columns in (ky, kx, ci) order)."""
     out = []
     for m in model.modules():
-        if isinstance(m, nn.Linear):
-            w = (m.weight.grad if grads else m.weight).detach().numpy()
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            w = (m.weight.grad if grads else m.weight).detach()
+            if w.dim() == 4:
+                w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+            w = w.numpy()
             if m.bias is not None:
                 w = np.hstack([w, (m.bias.grad if grads else m.bias).detach().numpy()[:, None]])
             out.append(np.ascontiguousarray(w, dtype=np.float32))
@@ -389,6 +393,230 @@ def blobs(n, seed):
     labels = rng.randint(0, 10, size=n)
     x = means[labels] + 1.2 * rng.randn(n, 20)
     return x.astype(np.float32), labels.astype(np.int32)
+
+
+def small_cnn(seed=3):
+    """Conv2d + ReLU + MaxPool2d + Flatten + Linear on 2 x 6 x 6 images"""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4))
+
+
+def patches(x, k, pad, stride=1):
+    """The library's abar of a k x k convolution of NCHW images x,
+    computed directly: one row per example and output pixel (row-major),
+    the window in (ky, kx, ci) order, then a 1."""
+    x = np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    B, C, H, W = x.shape
+    oh, ow = (H - k) // stride + 1, (W - k) // stride + 1
+    rows = []
+    for b in range(B):
+        for oy in range(oh):
+            for ox in range(ow):
+                win = x[b, :, oy * stride:oy * stride + k, ox * stride:ox * stride + k]
+                rows.append(np.append(win.transpose(1, 2, 0).ravel(), 1))
+    return np.array(rows, dtype=np.float32)
+
+
+class TestConv(unittest.TestCase):
+    """nn.Conv2d preconditioned as the library's convolutions (KFC):
+    abar the input's patches, g the output's gradient per pixel."""
+    SETTINGS = dict(lr=0.1, momentum=0.9, damping=0.05, cov_every=2, inv_every=3, kl_clip=0.01, weight_decay=0.001)
+
+    def reference(self, model, batches, sampled):
+        """The steps of kfac.Preconditioner with positions, on abar, g and
+        gradients computed here (patches() and retain_grad), not by the
+        optimizer's hooks."""
+        ref = copy.deepcopy(model)
+        conv, lin = ref[0], ref[4]
+        ws = library_weights(ref)
+        pc = kfac.Preconditioner([w.shape for w in ws], 16, positions=[36, 1], **self.SETTINGS)
+        out = []
+        for k, (x, y) in enumerate(batches):
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(ws[0][:, :-1].reshape(3, 3, 3, 2)).permute(0, 3, 1, 2))
+                conv.bias.copy_(torch.from_numpy(ws[0][:, -1]))
+                lin.weight.copy_(torch.from_numpy(ws[1][:, :-1]))
+                lin.bias.copy_(torch.from_numpy(ws[1][:, -1]))
+            s0 = conv(x)
+            h = torch.flatten(F.max_pool2d(F.relu(s0), 2), 1)
+            s1 = lin(h)
+            s0.retain_grad()
+            s1.retain_grad()
+            B = x.shape[0]
+            abar = [patches(x, 3, 1), np.hstack([h.detach().numpy(), np.ones((B, 1), np.float32)])]
+
+            def gs_of(s0g, s1g):  # per example: the mean loss's gradient times B
+                return [(s0g * B).permute(0, 2, 3, 1).reshape(B * 36, 3).numpy().copy(), (s1g * B).numpy().copy()]
+            due = pc.stats_due
+            gs = None
+            if due:
+                F.cross_entropy(s1, sampled[k]).backward(retain_graph=True)
+                gs = gs_of(s0.grad, s1.grad)
+                ref.zero_grad()
+                s0.grad = s1.grad = None
+            F.cross_entropy(s1, y).backward()
+            grads = library_weights(ref, grads=True)
+            # the gradient is (1/B) g^T abar over the B x 36 rows
+            gt = gs_of(s0.grad, s1.grad)
+            np.testing.assert_allclose(gt[0].T @ abar[0] / B, grads[0], rtol=1e-4, atol=1e-6)
+            ref.zero_grad()
+            pc.step(ws, grads, abar=abar if due else None, g_sampled=gs)
+            out.append([w.copy() for w in ws])
+        return out
+
+    def batches(self, n, seed=5):
+        gen = torch.Generator().manual_seed(seed)
+        batches = [(torch.randn(16, 2, 6, 6, generator=gen), torch.randint(0, 4, (16,), generator=gen))
+                   for _ in range(n)]
+        sampled = [torch.randint(0, 4, (16,), generator=gen) for _ in range(n)]
+        return batches, sampled
+
+    def test_first_steps_equal_the_preconditioner(self):
+        batches, sampled = self.batches(6)
+        want = self.reference(small_cnn(), batches, sampled)
+        for weight_grads in (False, True):
+            with self.subTest(weight_grads=weight_grads):
+                model = small_cnn()
+                opt = kfac.torch.KFAC(model, weight_grads=weight_grads, **self.SETTINGS)
+                self.assertEqual([l.kind for l in opt.layers], ["nn.Conv2d", "nn.Linear"])
+                for k, (x, y) in enumerate(batches):
+                    kfac_pytorch_step(model, opt, x, y, sampled[k])
+                    for l, w in enumerate(library_weights(model)):
+                        np.testing.assert_allclose(w, want[k][l], rtol=1e-5, atol=1e-6,
+                                                   err_msg="step %d layer %d" % (k + 1, l))
+                self.assertEqual(opt._pc.positions, [36, 1])
+                self.assertEqual(opt.kfac_stats()["stats_rounds"], 3)
+                # the torch weight is a view of the library's array: (ky, kx, ci) columns
+                conv = model[0]
+                self.assertEqual(conv.weight.data_ptr(), opt.layers[0].W.ctypes.data)
+                self.assertEqual(conv.weight[1, 0, 2, 1].item(), opt.layers[0].W[1, (2 * 3 + 1) * 2 + 0])
+                self.assertEqual(conv.bias[2].item(), opt.layers[0].W[2, -1])
+                if not weight_grads:
+                    self.assertIsNone(conv.weight.grad)
+
+    def test_rows_equal_weight_grads(self):
+        """Other geometries, both paths: stride 2 with unequal padding, an
+        even kernel with padding='same' (one more zero row and column at
+        the end), no bias, unbatched images; the rows path's gradient is
+        torch's."""
+        def make():
+            torch.manual_seed(6)
+            return nn.Sequential(nn.Conv2d(3, 4, 2, padding="same", bias=False), nn.Tanh(), nn.AvgPool2d(2),
+                                 nn.Conv2d(4, 5, (3, 2), stride=2, padding=(1, 0)), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(5 * 3 * 2, 3))
+        gen = torch.Generator().manual_seed(3)
+        data = [(torch.randn(6, 3, 10, 9, generator=gen), torch.randint(0, 3, (6,), generator=gen)) for _ in range(5)]
+        runs = []
+        for weight_grads in (False, True):
+            model = make()
+            opt = kfac.torch.KFAC(model, lr=0.05, damping=0.05, cov_every=2, inv_every=3, weight_grads=weight_grads)
+            for k, (x, y) in enumerate(data):
+                opt.zero_grad()
+                out = model(x)
+                opt.backward(F.cross_entropy(out, y), out)
+                if not weight_grads and k == 0:
+                    plain = copy.deepcopy(model)
+                    F.cross_entropy(plain(x), y).backward()
+                    for layer, g in zip(opt.layers, library_weights(plain, grads=True)):
+                        rows = layer.gt_rows * layer.pos
+                        np.testing.assert_allclose(layer.gt[:rows].T @ layer.abar[:rows] / 6, g, rtol=1e-4,
+                                                   atol=1e-6)
+                opt.step()
+            self.assertEqual([l.pos for l in opt.layers], [90, 6, 1])
+            # an unbatched image goes through (as torch allows), and no_grad passes record nothing
+            model[0](x[0]).sum().backward()
+            with torch.no_grad():
+                model(x)
+            runs.append(library_weights(model))
+        for l, (a, b) in enumerate(zip(*runs)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6, err_msg="layer %d" % l)
+
+    def test_save_load_before_the_first_forward(self):
+        """load() before a convolution's first forward pass (its positions
+        unknown) takes the state at the first step."""
+        batches, sampled = self.batches(5, seed=8)
+        a = small_cnn()
+        oa = kfac.torch.KFAC(a, lr=0.05, cov_every=2, inv_every=3)
+        for k in range(2):
+            kfac_pytorch_step(a, oa, *batches[k], sampled[k])
+        ck = os.path.join(TMP, "cnn.ckpt")
+        oa.save(ck)
+        weights = copy.deepcopy(a.state_dict())
+        b = small_cnn(seed=9)
+        b.load_state_dict(weights)
+        ob = kfac.torch.KFAC(b, lr=0.05, cov_every=2, inv_every=3)
+        ob.load(ck)
+        self.assertEqual(ob.steps, 2)
+        self.assertTrue(ob.stats_due)
+        for k in range(2, 5):
+            kfac_pytorch_step(a, oa, *batches[k], sampled[k])
+            kfac_pytorch_step(b, ob, *batches[k], sampled[k])
+        for wa, wb in zip(library_weights(a), library_weights(b)):
+            np.testing.assert_array_equal(wa, wb)
+        # one image size only: the factors are per output pixel
+        ob.zero_grad()
+        with self.assertRaises(ValueError) as cm:
+            b[0](torch.randn(4, 2, 8, 8)).sum().backward()
+        self.assertIn("every batch must have one image size", str(cm.exception))
+
+    def test_refused(self):
+        for conv, text in ((nn.Conv2d(2, 3, 3, dilation=2), "not dilation=(2, 2)"),
+                           (nn.Conv2d(2, 4, 3, groups=2), "not groups=2"),
+                           (nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), "not padding_mode='reflect'")):
+            with self.subTest(text):
+                with self.assertRaises(ValueError) as cm:
+                    kfac.torch.KFAC(nn.Sequential(conv, nn.Flatten(), nn.Linear(3, 2)))
+                self.assertIn("kfac.torch.KFAC preconditions nn.Conv2d with groups=1, dilation=1 and zero padding "
+                              "only", str(cm.exception))
+                self.assertIn(text, str(cm.exception))
+        # a frozen one is left alone
+        frozen = nn.Conv2d(2, 3, 3, dilation=2).requires_grad_(False)
+        opt = kfac.torch.KFAC(nn.Sequential(frozen, nn.Flatten(), nn.Linear(3 * 2 * 2, 2)))
+        self.assertEqual([l.kind for l in opt.layers], ["nn.Linear"])
+
+        class Own(nn.Conv2d):
+            def forward(self, x):
+                return 2 * super().forward(x)
+        with self.assertRaises(ValueError) as cm:
+            kfac.torch.KFAC(nn.Sequential(Own(1, 1, 1)))
+        self.assertIn("weight_grads=True", str(cm.exception))
+        (x, y), = self.batches(1)[0]
+        opt = kfac.torch.KFAC(small_cnn(), inversion="ekfac")
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac_pytorch_step(opt.model, opt, x, y)
+        self.assertIn("not for convolutional layers", str(cm.exception))
+
+
+class TestFashionMnistCnn(unittest.TestCase):
+    def test_cnn_reduces_the_loss(self):
+        """A small CNN trained with kfac.torch on 512 Fashion-MNIST
+        images: the loss falls well below its start."""
+        path = os.environ.get("KFAC_DATA", "/usr/share/datasets/fashion-mnist")
+        if not os.path.exists(os.path.join(path, "train-images-idx3-ubyte.gz")) and \
+                not os.path.exists(os.path.join(path, "train-images-idx3-ubyte")):
+            self.skipTest("no Fashion-MNIST in %s (Debian's dataset-fashion-mnist, which `make deps` installs)"
+                          % path)
+        d = kfac.load_data(path, "train")
+        n = 512
+        x = torch.from_numpy(d.x[:n].reshape(n, 1, 28, 28))
+        y = torch.from_numpy(d.labels[:n].astype(np.int64))
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+        opt = kfac.torch.KFAC(model, lr=0.05, damping=0.03, cov_every=5, inv_every=20)
+        with torch.no_grad():
+            start = F.cross_entropy(model(x), y).item()
+        gen = torch.Generator().manual_seed(2)
+        for epoch in range(4):
+            order = torch.randperm(n, generator=gen)
+            for i in range(0, n, 64):
+                idx = order[i:i + 64]
+                kfac_pytorch_step(model, opt, x[idx], y[idx])
+        with torch.no_grad():
+            end = F.cross_entropy(model(x), y).item()
+            acc = (model(x).argmax(1) == y).float().mean().item()
+        self.assertLess(end, 0.5 * start, "loss %.3f -> %.3f" % (start, end))
+        self.assertGreater(acc, 0.6)
 
 
 class TestState(unittest.TestCase):
