@@ -354,7 +354,7 @@ embed-test: all
 MPI_RUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
                OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
 MPIRUN := env $(MPI_RUN_ENV) mpirun --oversubscribe -x OMP_NUM_THREADS
-MPI_NET ?= nets/tiny.net
+MPI_NET ?= nets/tiny.net nets/tiny-cnn.net
 mpi-test:
 	$(MAKE) --no-print-directory deps EXTRA_PKGS="$(MPI_PKGS)"
 	$(MAKE) --no-print-directory MPI=1 all test_mpi_equiv

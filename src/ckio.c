@@ -138,14 +138,15 @@ void kfac_ckio_int(kfac_ckio *io, int *v)
         *v = (int)x;
 }
 
+/* The file's value is checked in CHECK mode too (the dry run that
+ * kfac_trainer_load makes before it stores anything), not the object's. */
 void kfac_ckio_int_range(kfac_ckio *io, int *v, int lo, int hi, const char *what)
 {
-    int x = *v;
-    kfac_ckio_int(io, &x);
+    int64_t x = (int64_t)scalar(io, (uint64_t)(int64_t)*v, 8);
     if (io->mode != KFAC_CKIO_WRITE && io->status == KFAC_OK && (x < lo || x > hi))
-        io->status = kfac_fail(KFAC_ERR_FORMAT, "%s of %d outside [%d, %d]", what, x, lo, hi);
+        io->status = kfac_fail(KFAC_ERR_FORMAT, "%s of %lld outside [%d, %d]", what, (long long)x, lo, hi);
     if (storing(io))
-        *v = x;
+        *v = (int)x;
 }
 
 void kfac_ckio_f64(kfac_ckio *io, double *v)

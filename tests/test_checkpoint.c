@@ -472,6 +472,49 @@ START_TEST(test_damaged_files_are_refused)
 }
 END_TEST
 
+/* A stopped epoch's position outside the data set: refused by the dry
+ * run, before theta is touched. The dry run used to range-check the
+ * trainer's own position instead of the file's, so the load failed only
+ * half-way, the weights and optimizer state already overwritten (found by
+ * fuzz_checkpoint on a CNN checkpoint; regressions/checkpoint/). */
+START_TEST(test_position_out_of_range_is_refused)
+{
+    kfac_set_threads(1);
+    kfac_dataset d = synthetic(100, 2);
+    kfac_net_spec s;
+    kfac_train_params p;
+    spec_of(&s, 16);
+    params_of(&p, &configs[2]);
+    kfac_trainer *t = new_trainer(&s, &p, &d);
+    stopper st = {1, 0, t, 0.0};
+    ck_assert_int_eq(kfac_trainer_epoch(t, stop_at, &st, NULL), KFAC_OK);
+    char path[512], bad[512];
+    tmp_path(path, sizeof path, "position.ckpt");
+    tmp_path(bad, sizeof bad, "position-bad.ckpt");
+    ck_assert_msg(kfac_trainer_save(t, path) == KFAC_OK, "%s", kfac_last_error());
+    size_t n;
+    char *buf = read_all(path, &n);
+    ck_assert_int_eq((unsigned char)buf[8], 2);
+    /* the end: [examples done, i64][their loss sum, f64][crc32] */
+    size_t at = n - 4 - 8 - 8;
+    ck_assert_int_eq((unsigned char)buf[at], 32); /* one batch done */
+    kfac_trainer *fresh = new_trainer(&s, &p, &d);
+    static const int64_t bad_values[] = {100, -1, 512, (int64_t)1 << 40};
+    for (size_t k = 0; k < sizeof bad_values / sizeof *bad_values; k++) {
+        for (int i = 0; i < 8; i++)
+            buf[at + i] = (char)((uint64_t)bad_values[k] >> (8 * i));
+        fix_crc(buf, n);
+        write_all(bad, buf, n);
+        expect_refused(fresh, bad, KFAC_ERR_FORMAT, "the examples done in the epoch of");
+    }
+    ck_assert_msg(kfac_trainer_load(fresh, path) == KFAC_OK, "%s", kfac_last_error());
+    free(buf);
+    kfac_trainer_free(fresh);
+    kfac_trainer_free(t);
+    free_synthetic(&d);
+}
+END_TEST
+
 static int count_tmp_files(const char *dir)
 {
     DIR *dp = opendir(dir);
@@ -539,6 +582,7 @@ Suite *checkpoint_suite(void)
     tcase_add_loop_test(tc, test_resume_is_bit_identical, 0, (int)(sizeof configs / sizeof *configs));
     tcase_add_loop_test(tc, test_stopped_epoch_resumes, 0, (int)(sizeof configs / sizeof *configs));
     tcase_add_test(tc, test_damaged_files_are_refused);
+    tcase_add_test(tc, test_position_out_of_range_is_refused);
     tcase_add_test(tc, test_save_is_atomic);
     suite_add_tcase(s, tc);
     return s;

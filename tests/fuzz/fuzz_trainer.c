@@ -3,16 +3,30 @@
  * classes and labels) and a data order (the permutation a checkpoint
  * carries). An input is
  *
- *   [8 bytes: the set-up][n bytes: labels][n x features bytes: pixels]
+ *   [8 bytes: the set-up][4 bytes: a CNN's geometry, if set-up byte 1
+ *   says so][n bytes: labels][n x features bytes: pixels]
  *   [the rest: up to N_ORDER u32 LE, a data order]
  *
  * Set-up bytes: 0 flags (bits 0-1 loss, 2-3 optimizer, 4 inputs one more
  * than the features, 5 the net pools by 2, 6 a validation split, 7 no
- * labels), 1 examples (1..32), 2 rows and 3 cols (signed), 4 features
- * (0: rows x cols where that is 1..256; else the byte, whatever rows and
- * cols say), 5 classes (signed), 6 batch, 7 seed. The buffers hold exactly
- * what the counts say, so a read the counts do not allow is a sanitizer
- * report. A pixel byte 0xFF is NaN, 0xFE infinity.
+ * labels), 1 examples (1..32: bits 0-4; bit 5 a CNN), 2 rows and 3 cols
+ * (signed), 4 features (0: rows x cols where that is 1..256; else the
+ * byte, whatever rows and cols say), 5 classes (signed), 6 batch, 7 seed.
+ * The buffers hold exactly what the counts say, so a read the counts do
+ * not allow is a sanitizer report. A pixel byte 0xFF is NaN, 0xFE
+ * infinity.
+ *
+ * A CNN (docs/algorithm.md §9) is a convolution, then pooling or not, a
+ * second convolution or not, then the two dense layers of the other
+ * nets; its geometry bytes: 0 channels (bits 0-2, 1..8) and kernel height
+ * (bits 3-4, 1..4), 1 kernel width (bits 0-1, 1..4), stride (bits 2-3, 0
+ * the default) and padding (bits 4-5: 0, 1, 2 or same), 2 pooling (bits
+ * 0-1: none, max, average, max), its window (bits 2-3, 1..4) and stride
+ * (bits 4-5, 0 the default), 3 the input shape given (bit 0: rows x cols x
+ * 1 of the images the net reads; else none, a square image), a second 1x1
+ * convolution (bit 1), the convolution's activation (bits 2-3), the shape
+ * one column too wide (bit 4). Any geometry: an impossible one must be
+ * refused, a possible one trained.
  *
  * Invariants: kfac_trainer_new either succeeds, and then the dataset was
  * consistent (labels below the classes, rows x cols the features, the net
@@ -95,6 +109,32 @@ static void write_seeds(const char *dir)
             snprintf(name, sizeof name, "setup-loss%d-opt%d", loss, opt);
             seed_file(dir, name, b, n);
         }
+    /* CNNs on 12 images of 4x4: a 3x3 'same' convolution of 3 channels and
+     * 2x2 max pooling, K-FAC (KL clip); a 2x3 convolution of 2, stride 2,
+     * pad 1, average pooling of 1 with stride 1, and the second
+     * convolution, under the quadratic rule; no shape given, a 2x2
+     * convolution, the autoencoder's loss, SGD */
+    static const struct {
+        const char *name;
+        uint8_t flags, geo[4];
+    } cnns[] = {
+        {"setup-cnn-kfac", 2 << 2, {2 | 2 << 3, 2 | 3 << 4, 1 | 1 << 2, 1 | 2 << 2}},
+        {"setup-cnn-quadratic", 3 << 2, {1 | 1 << 3, 2 | 2 << 2 | 1 << 4, 2 | 0 << 2 | 1 << 4, 1 | 2 | 1 << 2}},
+        {"setup-cnn-autoencoder-sgd", 1, {0 | 1 << 3, 1, 0, 0}},
+    };
+    for (size_t c = 0; c < sizeof cnns / sizeof *cnns; c++) {
+        uint8_t b[8 + 4 + 12 + 12 * 16];
+        size_t n = 0;
+        b[n++] = cnns[c].flags, b[n++] = 11 | 0x20, b[n++] = 4, b[n++] = 4, b[n++] = 0, b[n++] = 3, b[n++] = 4,
+        b[n++] = (uint8_t)(20 + c);
+        for (int i = 0; i < 4; i++)
+            b[n++] = cnns[c].geo[i];
+        for (int i = 0; i < 12; i++)
+            b[n++] = (uint8_t)(i % 3);
+        for (int i = 0; i < 12 * 16; i++)
+            b[n++] = (uint8_t)(i * 37 % 250);
+        seed_file(dir, cnns[c].name, b, n);
+    }
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -165,16 +205,53 @@ static int consistent(const kfac_dataset *d, const kfac_net_spec *spec)
     return 1;
 }
 
+/* The CNN's spatial layers from its 4 geometry bytes (the comment at the
+ * top), on images of h x w the net reads. */
+static void cnn_layers(kfac_net_spec *spec, const uint8_t *g, int h, int w)
+{
+    static const int pads[4] = {0, 1, 2, KFAC_PAD_SAME};
+    static const kfac_layer_kind pools[4] = {KFAC_LAYER_DENSE, KFAC_LAYER_MAXPOOL, KFAC_LAYER_AVGPOOL,
+                                             KFAC_LAYER_MAXPOOL};
+    kfac_layer_spec *ly = &spec->layers[spec->n_layers++];
+    *ly = (kfac_layer_spec){.units = 1 + (g[0] & 7),
+                            .activation = (kfac_activation)((g[3] >> 2) & 3),
+                            .kind = KFAC_LAYER_CONV,
+                            .kernel_h = 1 + ((g[0] >> 3) & 3),
+                            .kernel_w = 1 + (g[1] & 3),
+                            .stride = (g[1] >> 2) & 3,
+                            .pad = pads[(g[1] >> 4) & 3]};
+    if (g[2] & 3) {
+        int k = 1 + ((g[2] >> 2) & 3);
+        spec->layers[spec->n_layers++] = (kfac_layer_spec){.activation = KFAC_ACT_LINEAR,
+                                                           .kind = pools[g[2] & 3],
+                                                           .kernel_h = k,
+                                                           .kernel_w = k,
+                                                           .stride = (g[2] >> 4) & 3};
+    }
+    if (g[3] & 2)
+        spec->layers[spec->n_layers++] =
+            (kfac_layer_spec){3, KFAC_ACT_RELU, KFAC_LAYER_CONV, .kernel_h = 1, .kernel_w = 1};
+    if (g[3] & 1) {
+        spec->input_h = h;
+        spec->input_w = w + !!(g[3] & 0x10);
+        spec->input_c = 1;
+    }
+}
+
 static void try_dataset(const uint8_t *b, size_t size, size_t *used)
 {
     if (size < 8)
         return;
-    int flags = b[0], n = 1 + b[1] % MAX_N, rows = (int8_t)b[2], cols = (int8_t)b[3];
+    int flags = b[0], n = 1 + b[1] % MAX_N, rows = (int8_t)b[2], cols = (int8_t)b[3], cnn = b[1] & 0x20;
     int features = b[4] ? b[4] : (rows >= 1 && cols >= 1 && rows * cols <= MAX_F ? rows * cols : 1);
     int classes = (int8_t)b[5], batch = 1 + b[6] % (n + 2);
     kfac_loss loss = (kfac_loss)((flags & 3) % 3);
     int opt = (flags >> 2) & 3;
     *used = 8;
+    uint8_t geo[4] = {0};
+    if (cnn)
+        for (int i = 0; i < 4; i++)
+            geo[i] = *used < size ? b[(*used)++] : 0;
 
     kfac_dataset d = {.n = n, .features = features, .rows = rows, .cols = cols, .classes = classes};
     d.x = malloc(sizeof(float) * (size_t)n * (size_t)features);
@@ -197,10 +274,11 @@ static void try_dataset(const uint8_t *b, size_t size, size_t *used)
         if (rows >= 2 && cols >= 2)
             spec.inputs = (rows / 2) * (cols / 2);
     }
-    spec.n_layers = 2;
     int outputs = loss == KFAC_LOSS_SOFTMAX_XENT ? (classes >= 1 && classes <= 16 ? classes : 3) : spec.inputs;
-    spec.layers[0] = (kfac_layer_spec){4, KFAC_ACT_TANH};
-    spec.layers[1] = (kfac_layer_spec){outputs, KFAC_ACT_LINEAR};
+    if (cnn)
+        cnn_layers(&spec, geo, flags & 0x20 ? rows / 2 : rows, flags & 0x20 ? cols / 2 : cols);
+    spec.layers[spec.n_layers++] = (kfac_layer_spec){4, KFAC_ACT_TANH};
+    spec.layers[spec.n_layers++] = (kfac_layer_spec){outputs, KFAC_ACT_LINEAR};
     kfac_train_params p;
     kfac_train_params_init(&p);
     p.batch = batch, p.seed = b[7];

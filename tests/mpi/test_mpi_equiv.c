@@ -1,7 +1,9 @@
 /* test_mpi_equiv.c - data-parallel training against one process, run by
- * `make mpi-test` as `mpirun -np 2 test_mpi_equiv NETFILE DATADIR`.
+ * `make mpi-test` as `mpirun -np 2 test_mpi_equiv NETFILE... DATADIR`.
  *
- * For SGD and K-FAC configurations, N ranks with global batch B (each
+ * For SGD and K-FAC configurations, on each net file (a dense one and a
+ * convolutional one, whose K-FAC factors are KFC's, over each example's
+ * positions: docs/algorithm.md §9), N ranks with global batch B (each
  * rank B/N rows) must end with the parameters of one process trained with
  * batch B, same seed, up to float rounding; every rank must hold the same
  * parameters bit for bit; and a failure on one rank (a mismatched trainer,
@@ -101,11 +103,17 @@ typedef struct config {
     int examples; /* 0: EXAMPLES */
     int rank_max; /* 0: the default */
     float fvp_fraction; /* 0: the default */
+    int pool_avg; /* 1: the network's max poolings made average ones */
 } config;
 
-static void equivalence(const kfac_net_spec *spec, const kfac_train_params *base, const kfac_dataset *all,
+static void equivalence(const kfac_net_spec *spec_in, const kfac_train_params *base, const kfac_dataset *all,
                         const config *c)
 {
+    kfac_net_spec avg = *spec_in;
+    for (int l = 0; l < avg.n_layers; l++)
+        if (c->pool_avg && avg.layers[l].kind == KFAC_LAYER_MAXPOOL)
+            avg.layers[l].kind = KFAC_LAYER_AVGPOOL;
+    const kfac_net_spec *spec = &avg;
     kfac_dataset view = *all, *d = &view;
     view.n = c->examples ? c->examples : EXAMPLES;
     kfac_train_params p = *base;
@@ -264,15 +272,103 @@ static void stop_agrees(const kfac_net_spec *spec, const kfac_train_params *base
     kfac_trainer_free(t);
 }
 
+/* The set-ups for a network of dense layers only. */
+static const config dense_configs[] = {
+    {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f, 0},
+    {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f, 0},
+    {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f, 0},
+    {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f, 0},
+    /* EKFAC: each rank's part of the diagonal (here 50 rows and 1 of
+     * the 51) summed over the group; 16 steps, 8 rounds, 6
+     * decompositions, the average restarted after each. Only 16: the
+     * diagonal takes a quarter or more of each round's rows, so one
+     * sampled class that rounding flips (the two runs' outputs differ
+     * by about 1e-6) moves it by percents, and at step 17 of this
+     * data one does (its g differs while the weights still agree to
+     * 3e-5); A and G, averaged at 0.05 a round, barely notice */
+    {"kfac ekfac, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_EKFAC, KFAC_RULE_KL_CLIP, 0, 808, 0,
+     0.0f, 0},
+    {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0, 0.0f, 0},
+    /* F products on the first 51 of 101 rows: all of rank 0's 50, one
+     * of rank 1's */
+    {"kfac quadratic, F on half the batch", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0,
+     0, 0, 0.5f, 0},
+    /* lowrank inverses (2 (16 + 8) <= 50: the first A), each on its
+     * owner rank, basis, rank and constant broadcast */
+    {"kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 0, 16, 0.0f, 0},
+    /* 5 or 6 rows a rank: the batch form, its slices' deltas summed.
+     * K-FAC on batches of 11 is chaotic: rounding differences grow
+     * from 7e-7 after 10 steps to 5e-5 after 200 and 3e-2 after 400,
+     * so 200 steps (1100 examples, 2 epochs; 3.9e-4 here) */
+    {"kfac batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0, 0.0f, 0},
+    /* lowrank inverses in the batch form, slices' parts summed. Only 4
+     * steps: batch-11 K-FAC is chaotic, and the low-rank apply
+     * (c x + (x U^T) e U, cancelling along U) starts from about 5e-6
+     * instead of 1e-7, so after 40 steps the two runs are 9e-3 apart.
+     * rank_max 16, not 4: a truncation inside the spectrum's large
+     * part leaves the kept subspace ill-determined (l_k ~ l_k+1), and
+     * rounding then moves the inverse by 1e-3 in a step. */
+    {"kfac lowrank, batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 11, 22, 16, 0.0f, 0},
+};
+
+/* The set-ups for a network with convolutions and pooling: each rank's
+ * rows carry all of their examples' positions, so a slice of the batch is
+ * a slice of the rows of abar and g (B/N examples x positions). No EKFAC:
+ * it refuses convolutional layers.
+ *
+ * Only 20 steps (1010 examples) with max pooling: its backward pass
+ * routes each window's gradient to the largest input, so once rounding
+ * reorders a near tie a weight takes another path. On tiny-cnn.net K-FAC
+ * (Cholesky, every row in the statistics) agrees to 5e-6 after 4, 20 and
+ * 40 steps and then jumps: 2.6e-4 after 60, 4.4e-2 after 100. One process
+ * started from weights moved by 1 ulp does the same (4.5e-6 after 40
+ * steps, after 100 the same 4.39e-2 from the reference): the network's
+ * sensitivity, not the group's. With average pooling, which has no such
+ * switch, the group stays within 1.5e-5 for all 100 steps: the last
+ * set-up (pool_avg) runs the same network so. */
+static const config cnn_configs[] = {
+    {"cnn sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 1010, 0, 0.0f, 0},
+    /* statistics on 51 rows: rank 0's 50, one of rank 1's */
+    {"cnn kfac cholesky, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 1010,
+     0, 0.0f, 0},
+    /* statistics on 34 rows, all rank 0's: rank 1 adds nothing. Exact
+     * Tikhonov damping is this network's most sensitive set-up: after 20
+     * steps (T_cov 2, T_inv 5) the group is 1.1e-2 from one process, and
+     * one process from weights moved by 1 ulp 2.7e-2; after 10 steps
+     * (T_cov = T_inv = 1) 6.7e-5 and 1.1e-4. So 10 steps. */
+    {"cnn kfac eigen, stats on 1/3, decay", KFAC_OPT_KFAC, 1, 1, 0.33f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0,
+     505, 0, 0.0f, 0},
+    /* the R-op through the convolution and the max pooling, F on 51 rows */
+    {"cnn kfac quadratic, F on half", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 1010, 0,
+     0.5f, 0},
+    /* the dense layer's A (197 x 197) low-rank, on its owner rank */
+    {"cnn kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 1010, 16,
+     0.0f, 0},
+    /* 5 or 6 examples a rank: the convolution in the weight form (its
+     * rows are examples x positions), the dense layer in the batch form;
+     * 200 steps */
+    {"cnn kfac batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0, 0.0f, 0},
+    {"cnn avg pooling, kfac, stats 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0,
+     0.0f, 1},
+};
+
+static int spatial(const kfac_net_spec *spec)
+{
+    for (int l = 0; l < spec->n_layers; l++)
+        if (spec->layers[l].kind != KFAC_LAYER_DENSE)
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
     world = MPI_COMM_WORLD;
     MPI_Comm_rank(world, &rank);
     MPI_Comm_size(world, &size);
-    if (argc != 3 || size < 2) {
+    if (argc < 3 || size < 2) {
         if (rank == 0)
-            fprintf(stderr, "usage: mpirun -np N test_mpi_equiv NETFILE DATADIR (N >= 2)\n");
+            fprintf(stderr, "usage: mpirun -np N test_mpi_equiv NETFILE... DATADIR (N >= 2)\n");
         MPI_Finalize();
         return 2;
     }
@@ -280,75 +376,47 @@ int main(int argc, char **argv)
         fprintf(stderr, "libkfac was built without MPI\n");
         MPI_Abort(world, 2);
     }
-    kfac_net_spec spec;
-    kfac_train_params base;
-    kfac_dataset all, d;
-    if (kfac_netfile_load(argv[1], &spec, &base) != KFAC_OK || kfac_mnist_load(argv[2], "train", &all) != KFAC_OK) {
+    const char *data = argv[argc - 1];
+    kfac_dataset full;
+    if (kfac_mnist_load(data, "train", &full) != KFAC_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, kfac_last_error());
         MPI_Abort(world, 2);
     }
-    if (spec.input_pool > 1) {
-        kfac_dataset pooled;
-        if (kfac_dataset_pool(&all, spec.input_pool, &pooled) != KFAC_OK)
+    for (int a = 1; a < argc - 1; a++) {
+        kfac_net_spec spec;
+        kfac_train_params base;
+        kfac_dataset all = full, d;
+        if (kfac_netfile_load(argv[a], &spec, &base) != KFAC_OK) {
+            fprintf(stderr, "rank %d: %s\n", rank, kfac_last_error());
             MPI_Abort(world, 2);
-        kfac_dataset_free(&all);
-        all = pooled;
+        }
+        if (spec.input_pool > 1 && kfac_dataset_pool(&full, spec.input_pool, &all) != KFAC_OK)
+            MPI_Abort(world, 2);
+        d = all;
+        d.n = EXAMPLES; /* a view of the first rows */
+        int cnn = spatial(&spec);
+        if (rank == 0)
+            printf("%s# %s on the first %d images of %s: %d epochs of batch %d (%d to %d rows per rank), "
+                   "seed %llu, %d threads per rank\n",
+                   a > 1 ? "\n" : "", argv[a], EXAMPLES, data, EPOCHS, BATCH, BATCH / size,
+                   (BATCH + size - 1) / size, (unsigned long long)base.seed, kfac_get_threads());
+        const config *configs = cnn ? cnn_configs : dense_configs;
+        size_t n_configs = cnn ? sizeof cnn_configs / sizeof *cnn_configs : sizeof dense_configs / sizeof *dense_configs;
+        for (size_t i = 0; i < n_configs; i++)
+            equivalence(&spec, &base, &d, &configs[i]);
+        if (a == 1) { /* the group's agreements: one network is enough */
+            failures_agree(&spec, &base, &d);
+            stop_agrees(&spec, &base, &d);
+        }
+        if (all.x != full.x)
+            kfac_dataset_free(&all);
     }
-    d = all;
-    d.n = EXAMPLES; /* a view of the first rows */
-    if (rank == 0)
-        printf("# %s on the first %d images of %s: %d epochs of batch %d (%d to %d rows per rank), "
-               "seed %llu, %d threads per rank\n",
-               argv[1], EXAMPLES, argv[2], EPOCHS, BATCH, BATCH / size, (BATCH + size - 1) / size,
-               (unsigned long long)base.seed, kfac_get_threads());
-
-    static const config configs[] = {
-        {"sgd", KFAC_OPT_SGD, 1, 1, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
-        {"momentum, weight decay 1e-3", KFAC_OPT_MOMENTUM, 1, 1, 1.0f, 1e-3f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
-        {"kfac cholesky T_cov 2 T_inv 10", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
-        {"kfac eigen, stats on 1/2, decay", KFAC_OPT_KFAC, 3, 20, 0.5f, 1e-3f, KFAC_INV_EIGEN, KFAC_RULE_KL_CLIP, 0, 0, 0, 0.0f},
-        /* EKFAC: each rank's part of the diagonal (here 50 rows and 1 of
-         * the 51) summed over the group; 16 steps, 8 rounds, 6
-         * decompositions, the average restarted after each. Only 16: the
-         * diagonal takes a quarter or more of each round's rows, so one
-         * sampled class that rounding flips (the two runs' outputs differ
-         * by about 1e-6) moves it by percents, and at step 17 of this
-         * data one does (its g differs while the weights still agree to
-         * 3e-5); A and G, averaged at 0.05 a round, barely notice */
-        {"kfac ekfac, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_EKFAC, KFAC_RULE_KL_CLIP, 0, 808, 0,
-         0.0f},
-        {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0, 0.0f},
-        /* F products on the first 51 of 101 rows: all of rank 0's 50, one
-         * of rank 1's */
-        {"kfac quadratic, F on half the batch", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0,
-         0, 0, 0.5f},
-        /* lowrank inverses (2 (16 + 8) <= 50: the first A), each on its
-         * owner rank, basis, rank and constant broadcast */
-        {"kfac lowrank inverses", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 0, 0, 16, 0.0f},
-        /* 5 or 6 rows a rank: the batch form, its slices' deltas summed.
-         * K-FAC on batches of 11 is chaotic: rounding differences grow
-         * from 7e-7 after 10 steps to 5e-5 after 200 and 3e-2 after 400,
-         * so 200 steps (1100 examples, 2 epochs; 3.9e-4 here) */
-        {"kfac batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0, 0.0f},
-        /* lowrank inverses in the batch form, slices' parts summed. Only 4
-         * steps: batch-11 K-FAC is chaotic, and the low-rank apply
-         * (c x + (x U^T) e U, cancelling along U) starts from about 5e-6
-         * instead of 1e-7, so after 40 steps the two runs are 9e-3 apart.
-         * rank_max 16, not 4: a truncation inside the spectrum's large
-         * part leaves the kept subspace ill-determined (l_k ~ l_k+1), and
-         * rounding then moves the inverse by 1e-3 in a step. */
-        {"kfac lowrank, batch form, batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_LOWRANK, KFAC_RULE_KL_CLIP, 11, 22, 16, 0.0f},
-    };
-    for (size_t i = 0; i < sizeof configs / sizeof *configs; i++)
-        equivalence(&spec, &base, &d, &configs[i]);
-    failures_agree(&spec, &base, &d);
-    stop_agrees(&spec, &base, &d);
 
     int total = failures;
     MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT, MPI_SUM, world);
     if (rank == 0)
         printf("%s: %d failure%s\n", total ? "FAILED" : "passed", total, total == 1 ? "" : "s");
-    kfac_dataset_free(&all);
+    kfac_dataset_free(&full);
     MPI_Finalize();
     return total ? 1 : 0;
 }
