@@ -233,20 +233,32 @@ fuzz-seeds: fuzz-build
 
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.
-# `make bench` (about 28 minutes on 2 cores) rewrites bench/RESULTS.md and
-# bench/results/; `make bench QUICK=1` (about 2 minutes) writes to
-# $(B)/bench-quick/ only.
+# `make bench` (about 28 minutes on 2 cores for the MLP and the
+# autoencoder, plus the CNN's part, estimated at 10-15 minutes) rewrites
+# bench/RESULTS.md and bench/results/; `make bench QUICK=1` (about 2
+# minutes) writes to $(B)/bench-quick/ only.
+# The CNN (nets/fmnist-cnn, issue 15): its epoch against PyTorch's
+# (bench/bench_cnn.py, /usr/bin/python3 with python3-torch, which `deps`
+# installs) and its time-to-target runs in bench_suite. Knobs: CNN=0 leaves
+# it out; CNN_GRID=1 one point of each optimizer's grid (half the runs);
+# CNN_EPOCHS=N its epoch budget (default 3); CNN_TIMING_EPOCHS=N the
+# interleaved epochs of each row against PyTorch (default 2).
 BENCH_OUT     = $(if $(QUICK),$(B)/bench-quick,bench/results)
 BENCH_RESULTS = $(if $(QUICK),$(BENCH_OUT)/RESULTS.md,bench/RESULTS.md)
 BENCH_EPOCHS  = $(if $(QUICK),1,3)
+BENCH_CNN     = $(if $(filter 0,$(CNN)),,1)
 bench: deps
 	$(MAKE) deps EXTRA_PKGS=gnuplot-nox
-	$(MAKE) $(BENCH_BIN)
+	$(MAKE) $(BENCH_BIN) $(if $(BENCH_CNN),$(B)/libkfac.so)
 	mkdir -p $(BENCH_OUT)
 	$(B)/bench_epoch $(NET) $(DATA) $(BENCH_EPOCHS) | tee $(BENCH_OUT)/throughput.txt
 	$(B)/bench_kfac $(NET) $(DATA) $(BENCH_EPOCHS) | tee $(BENCH_OUT)/kfac-breakdown.txt
+	$(if $(BENCH_CNN),KFAC_LIBRARY=$(CURDIR)/$(B)/libkfac.so /usr/bin/python3 bench/bench_cnn.py --data $(DATA) \
+	  $(if $(QUICK),--quick) $(if $(CNN_TIMING_EPOCHS),--epochs $(CNN_TIMING_EPOCHS)) --out $(BENCH_OUT)/cnn-torch.txt)
 	$(B)/bench_suite $(if $(QUICK),--quick) --out $(BENCH_OUT) --results $(BENCH_RESULTS) --data $(DATA) \
-	  --include $(BENCH_OUT)/throughput.txt --include $(BENCH_OUT)/kfac-breakdown.txt
+	  --include $(BENCH_OUT)/throughput.txt --include $(BENCH_OUT)/kfac-breakdown.txt \
+	  $(if $(BENCH_CNN),--include $(BENCH_OUT)/cnn-torch.txt $(if $(CNN_GRID),--cnn-grid $(CNN_GRID)) \
+	    $(if $(CNN_EPOCHS),--cnn-epochs $(CNN_EPOCHS)),--cnn-epochs 0)
 
 # kfac.torch.KFAC against KFAC-Pytorch's KFACOptimizer and the C trainer's
 # K-FAC epoch on fmnist-mlp (bench/bench_torch.py, bench/README.md), on an
