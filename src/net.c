@@ -3,6 +3,7 @@
  * (recording per-example g and the mean gradient). docs/algorithm.md §2,
  * §2.1. */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,14 +245,22 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
     if (max_batch < 1 || max_batch > 1000000)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "max_batch %d outside [1, 1000000]", max_batch);
 
+    kfac_layer probe[KFAC_MAX_LAYERS];
+    size_t params;
+    int bad;
+    infer_layers(spec, probe, &params, &bad); /* validated above */
+    for (int l = 0; l < spec->n_layers; l++) /* BLAS counts rows in an int */
+        if ((long long)max_batch * probe[l].positions > INT_MAX)
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d: layer %d's %d positions make 2^31 rows or more",
+                             max_batch, l + 1, probe[l].positions);
+
     kfac_net *net = calloc(1, sizeof *net);
     if (!net)
         return kfac_fail(KFAC_ERR_NOMEM, "network: out of memory");
     net->spec = *spec;
     net->n_layers = spec->n_layers;
     net->max_batch = max_batch;
-    int bad;
-    infer_layers(spec, net->layers, &net->n_params, &bad); /* validated above */
+    infer_layers(spec, net->layers, &net->n_params, &bad);
     net->inputs = spec->inputs;
     net->outputs = net->layers[net->n_layers - 1].out_size;
 
