@@ -386,6 +386,28 @@ START_TEST(test_cnn_checkpoint_resume)
 }
 END_TEST
 
+/* a convolution's rows (batch x positions) are BLAS's int: refused past
+ * it, before anything is allocated; one batch less than the limit
+ * passes the check (and is not allocated here) */
+START_TEST(test_cnn_rows_fit_an_int)
+{
+    kfac_net_spec s;
+    kfac_net_spec_init(&s);
+    s.inputs = 64 * 64, s.input_h = s.input_w = 64, s.input_c = 1;
+    s.n_layers = 2;
+    s.layers[0] = (kfac_layer_spec){.kind = KFAC_LAYER_CONV, .units = 1, .activation = KFAC_ACT_RELU,
+                                     .kernel_h = 3, .kernel_w = 3, .pad = KFAC_PAD_SAME};
+    s.layers[1] = (kfac_layer_spec){.kind = KFAC_LAYER_DENSE, .units = 2, .activation = KFAC_ACT_LINEAR};
+    kfac_net *net = NULL;
+    int limit = (int)(2147483647LL / 4096); /* 524287 batches of 4096 positions */
+    ck_assert_int_eq(kfac_net_new(&s, limit + 1, &net), KFAC_ERR_INVALID_ARG);
+    ck_assert_ptr_null(net);
+    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "layer 1's 4096 positions make 2^31 rows or more"));
+    ck_assert_int_eq(kfac_net_new(&s, 8, &net), KFAC_OK);
+    kfac_net_free(net);
+}
+END_TEST
+
 Suite *cnn_suite(void)
 {
     Suite *s = suite_create("cnn");
@@ -397,6 +419,7 @@ Suite *cnn_suite(void)
     tcase_add_loop_test(tc, test_kfc_factors_explicit, 0, N_CASES);
     tcase_add_loop_test(tc, test_cnn_fisher_vec_explicit, 0, 2 * N_CASES);
     tcase_add_test(tc, test_cnn_checkpoint_resume);
+    tcase_add_test(tc, test_cnn_rows_fit_an_int);
     suite_add_tcase(s, tc);
     TCase *real = tcase_create("real data");
     tcase_set_timeout(real, 600);
