@@ -400,17 +400,10 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     /* K-FAC on the same batch and damping, against d: each inversion
      * kind from the same sampled targets */
     batch_loss(net, y, n); /* restores abar and z at theta */
-    int conv = 0; /* EKFAC has no convolutional form yet (§4.6, §3.1) */
-    for (int l = 0; l < net->n_blocks; l++)
-        conv |= net->layers[net->block_layer[l]].positions > 1;
     for (int k = 0; k < KFAC_INV_COUNT; k++) {
         kfac_train_params q = *p;
         kfac_rng same = rng;
         q.kfac.inversion = (kfac_inversion)k;
-        if (conv && k == KFAC_INV_EKFAC && k != (int)p->kfac.inversion) {
-            out->cos_by_inversion[k] = NAN;
-            continue;
-        }
         if ((st = kfac_direction(net, &q, grad, n, y, &same, delta, out)) != KFAC_OK)
             goto done;
         for (size_t i = 0; i < P; i++)

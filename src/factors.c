@@ -85,6 +85,9 @@ struct kfac_factors {
     size_t n_scale_stage;
     long k_decomposed; /* EKFAC: the statistics round of the last
                           decomposition (a new damping alone needs none) */
+    float *ek_g, *ek_a, *ek_m; /* EKFAC on convolutions: one example's rows
+                                  projected (positions x d) and its
+                                  projected gradient (d_out x d_in) */
     float *M1, *M2;  /* a gram_rows x gram_rows Gram per thread, for
                         <delta, grad> */
     float *Ta, *Tas, *Tg, *Tgs; /* max(gram_rows, max_d) x max_s: x U^T of
@@ -105,6 +108,7 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->lm), kfac_free_floats(f->rm), kfac_free_floats(f->scale);
     }
     kfac_free_floats(pc->scale_stage);
+    kfac_free_floats(pc->ek_g), kfac_free_floats(pc->ek_a), kfac_free_floats(pc->ek_m);
     free(pc->L);
     kfac_free_floats(pc->syrk), kfac_free_floats(pc->stage);
     kfac_free_floats(pc->tmp1), kfac_free_floats(pc->tmp2);
@@ -136,6 +140,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
         return kfac_fail(KFAC_ERR_INVALID_ARG, "max_rows %d outside [1, 1000000]", max_rows);
     int max_d = 1;
     size_t max_w = 1;
+    int max_pos = 1;
     for (int l = 0; l < n_layers; l++) {
         /* a factor is dense d x d: 46341^2 floats would pass 8 GiB */
         if (d_in[l] < 1 || d_out[l] < 1 || d_in[l] > 46340 || d_out[l] > 46340)
@@ -146,11 +151,7 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
         if (pos < 1 || (long long)pos * max_rows > INT_MAX)
             return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: %d positions per example outside [1, %d]", l + 1, pos,
                              INT_MAX / max_rows);
-        if (pos > 1 && p->inversion == KFAC_INV_EKFAC)
-            return kfac_fail(KFAC_ERR_INVALID_ARG,
-                             "inversion ekfac: not for convolutional layers yet (layer %d has %d positions per "
-                             "example); use eigen, cholesky or lowrank",
-                             l + 1, pos);
+        max_pos = KFAC_MAX(max_pos, pos);
         max_d = KFAC_MAX(max_d, KFAC_MAX(d_in[l], d_out[l]));
         max_w = KFAC_MAX(max_w, (size_t)d_in[l] * (size_t)d_out[l]);
     }
@@ -233,6 +234,11 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
     size_t t_rows = (size_t)KFAC_MAX(pc->gram_rows, max_d) * (size_t)max_s;
     ok = ok && (pc->Ta = kfac_alloc_floats(t_rows)) && (pc->Tas = kfac_alloc_floats(t_rows)) &&
          (pc->Tg = kfac_alloc_floats(t_rows)) && (pc->Tgs = kfac_alloc_floats(t_rows));
+    /* EKFAC on a convolution: one example's projected rows and its
+     * projected gradient (§3.1, §4.6) */
+    if (ok && p->inversion == KFAC_INV_EKFAC && max_pos > 1)
+        ok = (pc->ek_g = kfac_alloc_floats((size_t)max_pos * max_d)) &&
+             (pc->ek_a = kfac_alloc_floats((size_t)max_pos * max_d)) && (pc->ek_m = kfac_alloc_floats(max_w));
     pc->n_ws = omp_get_max_threads();
     ok = ok && (pc->ws = calloc((size_t)pc->n_ws, sizeof *pc->ws));
     for (int i = 0; ok && i < pc->n_ws; i++)
@@ -592,8 +598,29 @@ static void scale_stats(kfac_factors *pc, int l, const float *abar, int lda, con
     layer_factors *f = &pc->L[l];
     int m = f->g.n, n = f->a.n;
     float beta = 0.0f;
-    if (rows < 1)
+    if (rows < 1 || f->pos > 1)
         memset(f->scale_stat, 0, sizeof(float) * (size_t)m * n);
+    if (f->pos > 1) {
+        /* a convolution's example gradient sums its positions' outer
+         * products: Q_G^T DW_n Q_A = (g_n Q_G)^T (abar_n Q_A) (P rows each),
+         * formed per example and squared into the statistics (§3.1) */
+        int P = f->pos;
+        for (int e = 0; e < rows; e++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, m, m, 1.0f, g + (size_t)e * P * m, m,
+                        f->g.inv, m, 0.0f, pc->ek_g, m);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, n, n, 1.0f, abar + (size_t)e * P * lda, lda,
+                        f->a.inv, n, 0.0f, pc->ek_a, n);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, P, 1.0f, pc->ek_g, m, pc->ek_a, n, 0.0f,
+                        pc->ek_m, n);
+            float *st = f->scale_stat;
+            const float *M = pc->ek_m;
+            size_t mn = (size_t)m * n;
+#pragma omp parallel for simd schedule(static) if (mn > KFAC_PAR_STREAM)
+            for (size_t i = 0; i < mn; i++)
+                st[i] += scale * M[i] * M[i];
+        }
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += pc->gram_rows) {
         int r = KFAC_MIN(pc->gram_rows, rows - r0);
         /* P (r x m) <- g Q_G, Q (r x n) <- abar Q_A, squared */

@@ -585,6 +585,89 @@ START_TEST(test_ekfac_definition)
 }
 END_TEST
 
+/* EKFAC on a convolution (docs/algorithm.md §3.1, §4.6): an example's
+ * gradient sums its P positions' outer products, so the diagonal is the
+ * mean over examples of (sum_t (Q_G^T g_nt)_i (Q_A^T abar_nt)_j)^2, and
+ * the direction Q_G [(Q_G^T V Q_A) / (S + lambda)] Q_A^T. */
+START_TEST(test_ekfac_positions)
+{
+    enum { DIN = 5, DOUT = 4, B = 12, P = 3, N = DIN * DOUT };
+    int din = DIN, dout = DOUT, pos = P;
+    kfac_rng r;
+    kfac_rng_seed(&r, 73);
+    static float abar[B * P * DIN], g[B * P * DOUT], V[N], d_ek[N];
+    fill(abar, B * P * DIN, -1, 1, &r);
+    fill(g, B * P * DOUT, -1, 1, &r);
+    fill(V, N, -1, 1, &r);
+    for (int n = 0; n < B * P; n++)
+        abar[n * DIN + DIN - 1] = 1.0f;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.inversion = KFAC_INV_EKFAC;
+    kfac_factors *ek;
+    ck_assert_int_eq(kfac_factors_new(1, &din, &dout, &pos, B, &kp, NULL, &ek), KFAC_OK);
+    const float *ab[1] = {abar}, *gs[1] = {g};
+    int lda[1] = {DIN};
+    kfac_factors_begin_stats(ek);
+    ck_assert_int_eq(kfac_factors_accumulate(ek, 0, abar, DIN, g, B), KFAC_OK);
+    const double lambda = 0.05;
+    ck_assert_int_eq(kfac_factors_invert(ek, lambda, NULL), KFAC_OK);
+    ck_assert_int_eq(kfac_factors_ekfac_stats(ek, ab, lda, gs, B, 1.0f / B), KFAC_OK);
+    float QA[DIN * DIN], QG[DOUT * DOUT], eA[DIN], eG[DOUT];
+    kfac_linalg_ws *ws;
+    ck_assert_int_eq(kfac_linalg_ws_new(DIN, &ws), KFAC_OK);
+    int flags = 0;
+    ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_a(ek, 0), DIN, QA, eA, ws, &flags), KFAC_OK);
+    ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_g(ek, 0), DOUT, QG, eG, ws, &flags), KFAC_OK);
+    kfac_linalg_ws_free(ws);
+    double S[N] = {0}, T[N], want[N];
+    for (int n = 0; n < B; n++) {
+        double M[N] = {0}; /* Q_G^T DW_n Q_A */
+        for (int t = 0; t < P; t++) {
+            const float *gr = g + (n * P + t) * DOUT, *ar = abar + (n * P + t) * DIN;
+            for (int i = 0; i < DOUT; i++) {
+                double pg = 0;
+                for (int k = 0; k < DOUT; k++)
+                    pg += QG[k * DOUT + i] * gr[k];
+                for (int j = 0; j < DIN; j++) {
+                    double pa = 0;
+                    for (int k = 0; k < DIN; k++)
+                        pa += QA[k * DIN + j] * ar[k];
+                    M[i * DIN + j] += pg * pa;
+                }
+            }
+        }
+        for (int i = 0; i < N; i++)
+            S[i] += M[i] * M[i] / B;
+    }
+    for (int i = 0; i < DOUT; i++)
+        for (int j = 0; j < DIN; j++) {
+            double acc = 0;
+            for (int k = 0; k < DOUT; k++)
+                for (int q = 0; q < DIN; q++)
+                    acc += QG[k * DOUT + i] * V[k * DIN + q] * QA[q * DIN + j];
+            T[i * DIN + j] = acc / (S[i * DIN + j] + lambda);
+        }
+    for (int i = 0; i < DOUT; i++)
+        for (int j = 0; j < DIN; j++) {
+            double acc = 0;
+            for (int k = 0; k < DOUT; k++)
+                for (int q = 0; q < DIN; q++)
+                    acc += QG[i * DOUT + k] * T[k * DIN + q] * QA[j * DIN + q];
+            want[i * DIN + j] = acc;
+        }
+    ck_assert_int_eq(kfac_factors_apply(ek, 0, V, d_ek), KFAC_OK);
+    double err = 0, norm = 0;
+    for (int i = 0; i < N; i++) {
+        err += (d_ek[i] - want[i]) * (d_ek[i] - want[i]);
+        norm += want[i] * want[i];
+    }
+    ck_assert(norm > 1e-8);
+    ck_assert_msg(sqrt(err / norm) < 1e-4, "relative error %g", sqrt(err / norm));
+    kfac_factors_free(ek);
+}
+END_TEST
+
 /* The cost model (docs/algorithm.md §8): a wide layer at a small batch takes the
  * batch form, at a batch larger than its widths the weight form; EIGEN
  * never the batch form; low-rank inverses make the weight form cheaper,
@@ -1067,6 +1150,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_eigen_exact_tikhonov);
     tcase_add_test(tc, test_lowrank_matches_dense);
     tcase_add_test(tc, test_ekfac_definition);
+    tcase_add_test(tc, test_ekfac_positions);
     tcase_add_test(tc, test_fused_weight_form);
     tcase_add_test(tc, test_precond_fused_direction);
     tcase_add_test(tc, test_form_report_full_batches);

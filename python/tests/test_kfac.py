@@ -739,9 +739,7 @@ class TestPreconditioner(unittest.TestCase):
                                                          "kfac.damping": 0.05, "kfac.stat_fraction": 0.75},
                                 positions=[5, 1])
                 self.assertEqual(pc.stats()["stats_rounds"], 5)
-        with self.assertRaises(kfac.InvalidArgumentError) as cm:
-            kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="ekfac")
-        self.assertIn("not for convolutional layers", str(cm.exception))
+        kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="ekfac")  # EKFAC takes positions too
         with self.assertRaises(ValueError):
             kfac.Preconditioner([(3, 4)], 8, positions=[2, 1])
         with self.assertRaises(kfac.InvalidArgumentError):
