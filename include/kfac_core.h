@@ -571,6 +571,16 @@ typedef kfac_status (*kfac_batch_loss_fn)(void *user, double *loss);
  * without them); `user` is passed back. Either may be NULL for KL_CLIP. */
 KFAC_API kfac_status kfac_precond_set_fisher(kfac_precond *pc, kfac_fisher_vec_fn fisher_vec, kfac_batch_loss_fn loss,
                                     void *user);
+/* The rule needs only v1^T F v2 for the direction and the previous
+ * update, so a caller with forward-mode products can give those instead
+ * of F v (half the work: no backward pass; docs/algorithm.md §6): s[0..2]
+ * <- the sums over the callback's rows of (J v1)^T H (J v1),
+ * (J v1)^T H (J v2) and (J v2)^T H (J v2) (v2 NULL: the first alone;
+ * sums, not means: the step divides by the rows). When set it is used in
+ * place of kfac_precond_set_fisher's fisher_vec, whose loss callback is
+ * still needed; NULL unsets it. */
+typedef kfac_status (*kfac_fisher_forms_fn)(void *user, const float *v1, const float *v2, double s[3]);
+KFAC_API kfac_status kfac_precond_set_fisher_forms(kfac_precond *pc, kfac_fisher_forms_fn forms, void *user);
 
 /* 1 if the next step folds in statistics (it then reads abar and g), else
  * 0 (also for NULL): a caller can skip the sampled-target backward pass. */

@@ -23,6 +23,8 @@ struct kfac_fisher {
     float *g[KFAC_MAX_LAYERS];      /* g[l]: backward signal at layer l's
                                        pre-activation; g[L-1] first holds
                                        u = H_out R(z) */
+    float *u, *hu;                  /* max_batch x outputs: J v1 and H J v
+                                       (kfac_fisher_forms) */
 };
 
 void kfac_fisher_free(kfac_fisher *f)
@@ -33,6 +35,7 @@ void kfac_fisher_free(kfac_fisher *f)
         kfac_free_floats(f->ra[l]);
     for (int l = 0; l < f->n_layers; l++)
         kfac_free_floats(f->g[l]);
+    kfac_free_floats(f->u), kfac_free_floats(f->hu);
     free(f);
 }
 
@@ -67,6 +70,7 @@ kfac_status kfac_fisher_new(const kfac_net *net, kfac_fisher **out)
         ok = (f->ra[l] = kfac_alloc_floats(mb * (size_t)f->out_size[l - 1])) != NULL;
     for (int l = 0; ok && l < f->n_layers; l++)
         ok = (f->g[l] = kfac_alloc_floats(mb * (size_t)f->out_size[l])) != NULL;
+    ok = ok && (f->u = kfac_alloc_floats(mb * (size_t)net->outputs)) && (f->hu = kfac_alloc_floats(mb * (size_t)net->outputs));
     if (!ok) {
         kfac_fisher_free(f);
         return kfac_fail(KFAC_ERR_NOMEM, "Fisher buffers for batch %d: out of memory",
@@ -79,6 +83,73 @@ kfac_status kfac_fisher_new(const kfac_net *net, kfac_fisher **out)
 kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v, float *fv)
 {
     return kfac_fisher_vec_rows(f, net, net ? net->batch : 0, v, fv);
+}
+
+/* Forward mode along v over the first B rows: each row's R-op, then
+ * R(a_l) = phi'(s_l) R(s_l) with phi' from the recorded outputs (the next
+ * layer's input, or z); R(z) ends in f->ra[L]. */
+static void rop_forward(kfac_fisher *f, kfac_net *net, int B, const float *v)
+{
+    const int L = net->n_layers;
+    for (int l = 0; l < L; l++) {
+        kfac_layer *ly = &net->layers[l];
+        float *ry = f->ra[l + 1];
+        ly->type->rop(ly, net->theta + ly->offset, v + ly->offset, l > 0 ? f->ra[l] : NULL, B, ry, net->scratch);
+        const float *a = l == L - 1 ? net->z : net->layers[l + 1].x;
+        size_t lda = l == L - 1 ? (size_t)net->outputs : net->layers[l + 1].ldx;
+        kfac_activation_types[ly->spec.activation].backward(ry, ly->out_size, a, (int)lda, B, ly->out_size);
+    }
+}
+
+/* the arguments of a product over the first rows of the last pass */
+static kfac_status check_rows(const kfac_fisher *f, const kfac_net *net_in, int rows, const char *who)
+{
+    if (!same_net(f, net_in))
+        return kfac_fail(KFAC_ERR_SHAPE, "%s: the net is not the one the buffers were made for", who);
+    if (net_in->batch < 1)
+        return kfac_fail(KFAC_ERR_STATE, "%s before any forward pass", who);
+    if (net_in->batch > f->max_batch)
+        return kfac_fail(KFAC_ERR_SHAPE, "%s: batch %d above the buffers' %d", who, net_in->batch, f->max_batch);
+    if (rows < 0 || rows > net_in->batch)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: %d rows outside [0, %d]", who, rows, net_in->batch);
+    return KFAC_OK;
+}
+
+kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net_in, int rows, const float *v1, const float *v2,
+                              double s[3])
+{
+    if (!f || !net_in || !v1 || !s)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_forms: NULL argument");
+    kfac_status st = check_rows(f, net_in, rows, "kfac_fisher_forms");
+    if (st != KFAC_OK)
+        return st;
+    s[0] = s[1] = s[2] = 0.0;
+    if (rows == 0) /* a process with none of the group's rows */
+        return KFAC_OK;
+    kfac_net *net = (kfac_net *)net_in; /* reads the recorded pass, writes the scratch */
+    const int L = net->n_layers, dL = net->outputs;
+    const size_t n = (size_t)rows * dL;
+    const kfac_loss_type *lt = &kfac_loss_types[net->spec.loss];
+    /* u = J v1, kept; H u */
+    rop_forward(f, net, rows, v1);
+    memcpy(f->u, f->ra[L], sizeof(float) * n);
+    lt->hess_vec(net->z, f->u, f->hu, rows, dL);
+    double uu = 0.0, uw = 0.0, ww = 0.0;
+    const float *u = f->u, *hu = f->hu, *w = f->ra[L];
+#pragma omp parallel for simd schedule(static) reduction(+ : uu) if (n > KFAC_PAR_STREAM)
+    for (size_t i = 0; i < n; i++)
+        uu += (double)u[i] * hu[i];
+    if (v2) { /* w = J v2: u^T H w = (H u)^T w, H symmetric */
+        rop_forward(f, net, rows, v2);
+        lt->hess_vec(net->z, w, f->hu, rows, dL);
+#pragma omp parallel for simd schedule(static) reduction(+ : uw, ww) if (n > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < n; i++) {
+            uw += (double)u[i] * hu[i];
+            ww += (double)w[i] * hu[i];
+        }
+    }
+    s[0] = uu, s[1] = uw, s[2] = ww;
+    return KFAC_OK;
 }
 
 kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net_in, int rows, const float *v, float *fv)
@@ -104,16 +175,7 @@ kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net_in, int row
     kfac_net *net = (kfac_net *)net_in;
     const int B = rows, L = net->n_layers;
 
-    /* Forward mode along v: each row's R-op, then R(a_l) = phi'(s_l) R(s_l)
-     * with phi' from the recorded outputs (the next layer's input, or z) */
-    for (int l = 0; l < L; l++) {
-        kfac_layer *ly = &net->layers[l];
-        float *ry = f->ra[l + 1];
-        ly->type->rop(ly, net->theta + ly->offset, v + ly->offset, l > 0 ? f->ra[l] : NULL, B, ry, net->scratch);
-        const float *a = l == L - 1 ? net->z : net->layers[l + 1].x;
-        size_t lda = l == L - 1 ? (size_t)net->outputs : net->layers[l + 1].ldx;
-        kfac_activation_types[ly->spec.activation].backward(ry, ly->out_size, a, (int)lda, B, ly->out_size);
-    }
+    rop_forward(f, net, B, v);
 
     /* u = H_out(z_n) R(z_n) per example: the output gradient of the backward
      * pass, so F v = (1/B) sum_n J_n^T H_n J_n v */

@@ -21,6 +21,15 @@ kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v,
  * subset, its mean; zeros for no rows. */
 kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net, int rows, const float *v, float *fv);
 
+/* The quadratic forms the quadratic rule needs, by forward mode alone:
+ * with u_n = J_n v1 and w_n = J_n v2 at the output, the sums over the
+ * first `rows` rows of u^T H u, u^T H w and w^T H w into s[0..2] (v2 NULL:
+ * s[1] = s[2] = 0). v1^T F v2 is s[1] / rows. Two R-op passes and the
+ * loss's H at the output, no backward pass: half the work of two F v.
+ * Changes nothing in the net; allocates nothing. */
+kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net, int rows, const float *v1, const float *v2,
+                              double s[3]);
+
 /* The explicit F (n_params x n_params doubles, row-major) over the rows of
  * the last forward pass, from per-example Jacobians J_n got by
  * back-propagating each output unit separately. O(B d_L P^2): tiny nets

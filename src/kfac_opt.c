@@ -38,6 +38,14 @@ static kfac_status net_fisher_vec(void *user, const float *v, float *fv)
     return kfac_fisher_vec_rows(s->fisher, s->net, s->fvp_rows, v, fv);
 }
 
+/* v1^T F v2 and the like by forward mode alone, on the same rows: all the
+ * quadratic rule reads of F (docs/algorithm.md §6) */
+static kfac_status net_fisher_forms(void *user, const float *v1, const float *v2, double s[3])
+{
+    kfac_state *st = user;
+    return kfac_fisher_forms(st->fisher, st->net, st->fvp_rows, v1, v2, s);
+}
+
 /* the batch loss at the updated weights: one more forward pass */
 static kfac_status net_batch_loss(void *user, double *loss)
 {
@@ -85,7 +93,8 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
     }
     if (kp->rule == KFAC_RULE_QUADRATIC &&
         ((st = kfac_fisher_new(net, &s->fisher)) != KFAC_OK ||
-         (st = kfac_precond_set_fisher(s->pc, net_fisher_vec, net_batch_loss, s)) != KFAC_OK))
+         (st = kfac_precond_set_fisher(s->pc, net_fisher_vec, net_batch_loss, s)) != KFAC_OK ||
+         (st = kfac_precond_set_fisher_forms(s->pc, net_fisher_forms, s)) != KFAC_OK))
         goto fail;
     *state = s;
     return KFAC_OK;

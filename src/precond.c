@@ -35,6 +35,8 @@ struct kfac_precond {
     long t;          /* steps taken */
     kfac_kfac_stats st;
     kfac_fisher_vec_fn fisher_vec;
+    kfac_fisher_forms_fn forms;     /* in place of fisher_vec, if set */
+    void *forms_user;
     kfac_batch_loss_fn loss;
     void *user;
     const kfac_dist *dist; /* the process group, given once at creation
@@ -138,6 +140,16 @@ kfac_status kfac_precond_set_fisher(kfac_precond *pc, kfac_fisher_vec_fn fisher_
     pc->fisher_vec = fisher_vec;
     pc->loss = loss;
     pc->user = user;
+    return KFAC_OK;
+}
+
+kfac_status kfac_precond_set_fisher_forms(kfac_precond *pc, kfac_fisher_forms_fn forms, void *user)
+{
+    kfac_clear_error();
+    if (!pc)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_set_fisher_forms: preconditioner is NULL");
+    pc->forms = forms;
+    pc->forms_user = user;
     return KFAC_OK;
 }
 
@@ -364,21 +376,44 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     size_t n = pc->off[pc->n_layers];
     float *d0 = pc->v; /* the previous update */
     double t0 = kfac_seconds();
-    /* the callbacks see this process's rows: F v is their mean */
-    kfac_status st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
-    if (st == KFAC_OK)
-        st = kfac_dist_mean_floats(pc->dist, pc->fv, n, in->fvp_rows, in->total_fvp_rows);
     double d0norm = dot(d0, d0, n);
     int has_prev = t > 1 && d0norm > 0.0;
+    /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
+     * d0^T C d0, and grad^T D, grad^T d0 */
+    double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
+    const float *dv = pc->delta, *fv = pc->fv, *fv0 = pc->fv0, *gr = pc->grad;
+    kfac_status st;
+    if (pc->forms) {
+        /* the forms alone: sums over the callbacks' rows, summed over the
+         * group, then their mean */
+        double s[3];
+        st = pc->forms(pc->forms_user, pc->delta, has_prev ? d0 : NULL, s);
+        if (st == KFAC_OK)
+            st = kfac_dist_sum_doubles(pc->dist, s, 3);
+        pc->st.seconds_fvp += kfac_seconds() - t0;
+        if (st != KFAC_OK)
+            return st;
+        double per = 1.0 / KFAC_MAX(1, in->total_fvp_rows);
+        dFd = s[0] * per, dFd0 = s[1] * per, d0Fd0 = s[2] * per;
+        if (has_prev)
+#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0, b2) if (n > KFAC_PAR_STREAM)
+            for (size_t i = 0; i < n; i++) {
+                double x = dv[i], y = d0[i];
+                dd += x * x, dd0 += x * y, b2 += (double)gr[i] * y;
+            }
+        else
+            dd = dot(dv, dv, n);
+        goto solve;
+    }
+    /* the callbacks see this process's rows: F v is their mean */
+    st = pc->fisher_vec(pc->user, pc->delta, pc->fv);
+    if (st == KFAC_OK)
+        st = kfac_dist_mean_floats(pc->dist, pc->fv, n, in->fvp_rows, in->total_fvp_rows);
     if (st == KFAC_OK && has_prev && (st = pc->fisher_vec(pc->user, d0, pc->fv0)) == KFAC_OK)
         st = kfac_dist_mean_floats(pc->dist, pc->fv0, n, in->fvp_rows, in->total_fvp_rows);
     pc->st.seconds_fvp += kfac_seconds() - t0;
     if (st != KFAC_OK)
         return st;
-    /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
-     * d0^T C d0, and grad^T D, grad^T d0 */
-    double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
-    const float *dv = pc->delta, *fv = pc->fv, *fv0 = pc->fv0, *gr = pc->grad;
     if (has_prev) /* one pass over the five vectors, not six over pairs */
 #pragma omp parallel for simd schedule(static) reduction(+ : dFd, dd, dFd0, dd0, d0Fd0, b2) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
@@ -388,6 +423,7 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
         }
     else
         dFd = dot(dv, fv, n), dd = dot(dv, dv, n);
+solve:;
     double alpha = 0.0, mu = 0.0, model = 0.0;
     for (int tries = 0;; tries++) {
         double c = pc->lambda + pc->wd;
@@ -623,7 +659,7 @@ kfac_status kfac_precond_step(kfac_precond *pc, const kfac_precond_batch *b)
                          "pointers",
                          pc->t + 1, L);
     if (pc->kp.rule == KFAC_RULE_QUADRATIC) {
-        if (!pc->fisher_vec || !pc->loss)
+        if ((!pc->fisher_vec && !pc->forms) || !pc->loss)
             return kfac_fail(KFAC_ERR_STATE, "kfac_precond_step: the quadratic rule needs kfac_precond_set_fisher");
         if (!isfinite(b->loss) || b->loss < 0.0)
             return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_step: batch loss %g must be finite and >= 0",

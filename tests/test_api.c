@@ -520,6 +520,12 @@ static kfac_status ctx_fisher_vec(void *user, const float *v, float *fv)
     return kfac_fisher_vec(c->f, c->net, v, fv);
 }
 
+static kfac_status ctx_fisher_forms(void *user, const float *v1, const float *v2, double s[3])
+{
+    fisher_ctx *c = user;
+    return kfac_fisher_forms(c->f, c->net, c->net->batch, v1, v2, s);
+}
+
 static kfac_status ctx_loss(void *user, double *loss)
 {
     fisher_ctx *c = user;
@@ -579,6 +585,8 @@ START_TEST(test_precond_is_the_builtin)
     if (_i == 1) {
         ck_assert_int_eq(kfac_fisher_new(nb, &fc.f), KFAC_OK);
         ck_assert_int_eq(kfac_precond_set_fisher(pc, ctx_fisher_vec, ctx_loss, &fc), KFAC_OK);
+        /* the built-in's forward-mode forms, as it takes them */
+        ck_assert_int_eq(kfac_precond_set_fisher_forms(pc, ctx_fisher_forms, &fc), KFAC_OK);
     }
     size_t P = kfac_net_n_params(na);
     float *grad = malloc(P * sizeof(float)), *gt = malloc(sizeof(float) * B * (H + 3));

@@ -500,6 +500,50 @@ START_TEST(test_fisher_vec_rows)
 }
 END_TEST
 
+/* The quadratic rule's forms by forward mode alone equal the products
+ * through F v: sums over the first m rows of (J v1)^T H (J v2) are m times
+ * v1^T (F v2) of those rows, for every case (loss and activation); v2
+ * NULL gives the first alone; 0 rows give zeros. */
+START_TEST(test_fisher_forms)
+{
+    const fisher_case *c = &cases[_i];
+    float x[BATCH * 5];
+    kfac_net *net = make_case(c, 950 + _i, x);
+    size_t P = kfac_net_n_params(net);
+    float *v1 = malloc(sizeof *v1 * P), *v2 = malloc(sizeof *v2 * P), *fv = malloc(sizeof *fv * P);
+    kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    fill_uniform(v1, P, -1.0f, 1.0f, &r);
+    fill_uniform(v2, P, -1.0f, 1.0f, &r);
+    kfac_fisher *f = NULL;
+    ck_assert_int_eq(kfac_fisher_new(net, &f), KFAC_OK);
+    int m = BATCH - 3;
+    double s[3], want[3];
+    ck_assert_int_eq(kfac_fisher_forms(f, net, m, v1, v2, s), KFAC_OK);
+    const float *pairs[3][2] = {{v1, v1}, {v1, v2}, {v2, v2}};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(kfac_fisher_vec_rows(f, net, m, pairs[k][1], fv), KFAC_OK);
+        double acc = 0.0;
+        for (size_t i = 0; i < P; i++)
+            acc += (double)pairs[k][0][i] * fv[i];
+        want[k] = acc * m;
+    }
+    ck_assert(fabs(want[0]) > 1e-3 && fabs(want[2]) > 1e-3);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(fabs(s[k] - want[k]) <= 1e-4 * (fabs(want[0]) + fabs(want[2])),
+                      "case %d: form %d %g, through F v %g", _i, k, s[k], want[k]);
+    double one[3];
+    ck_assert_int_eq(kfac_fisher_forms(f, net, m, v1, NULL, one), KFAC_OK);
+    ck_assert(one[0] == s[0] && one[1] == 0.0 && one[2] == 0.0);
+    ck_assert_int_eq(kfac_fisher_forms(f, net, 0, v1, v2, one), KFAC_OK);
+    ck_assert(one[0] == 0.0 && one[1] == 0.0 && one[2] == 0.0);
+    ck_assert_int_eq(kfac_fisher_forms(f, net, BATCH + 1, v1, v2, one), KFAC_ERR_INVALID_ARG);
+    kfac_fisher_free(f);
+    free(v1), free(v2), free(fv);
+    kfac_net_free(net);
+}
+END_TEST
+
 /* ---- the loss table's KL: the defining formula where it is safe, and
  * finite, non-negative and zero at zp = zq where it is not */
 START_TEST(test_loss_kl)
@@ -602,6 +646,7 @@ Suite *fisher_suite(void)
     tcase_add_loop_test(tc, test_kl_quadratic, 0, N_CASES);
     tcase_add_test(tc, test_fisher_vec_leaves_net);
     tcase_add_loop_test(tc, test_fisher_vec_rows, 0, N_CASES);
+    tcase_add_loop_test(tc, test_fisher_forms, 0, N_CASES);
     tcase_add_test(tc, test_loss_kl);
     tcase_add_test(tc, test_fisher_errors);
     suite_add_tcase(s, tc);
