@@ -391,6 +391,11 @@ typedef enum kfac_inversion {
     KFAC_INV_EKFAC,        /* EIGEN's eigenbases with the diagonal
                               re-estimated from the per-example gradients
                               projected into them (George et al. 2018) */
+    KFAC_INV_TRIDIAG,      /* block-tridiagonal inverse (Martens & Grosse
+                              2015 sec. 4.3): adjacent layers coupled
+                              through their cross moments; dense layers
+                              only, factored Tikhonov on the diagonal
+                              blocks (docs/algorithm.md §4.7) */
     KFAC_INV_COUNT
 } kfac_inversion;
 
