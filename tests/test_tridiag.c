@@ -2,7 +2,7 @@
  * explicit construction in double of the same block-tridiagonal model's
  * inverse, Xi^T Lambda Xi, on a tiny three-layer dense net's rows; that
  * construction checked in turn against the property that defines it (its
- * inverse agrees with F_hat on the tridiagonal band); the step engine's
+ * inverse agrees with the band T on T's blocks); the step engine's
  * direction, the staged statistics of a process group, one layer (where
  * it is CHOLESKY), a zero gradient, and the refusals. */
 #include <math.h>
@@ -111,14 +111,14 @@ static void moment(const float *x, int p, const float *y, int q, double *out)
 }
 
 /* The explicit model of docs/algorithm.md §4.7 on the whole parameter
- * vector (P = 59, row-major vec per layer, layers in order): F_hat's
- * blocks, diagonal (G_l + gG I) (x) (A_l + gA I) with the factored
+ * vector (P = 59, row-major vec per layer, layers in order): the band T,
+ * diagonal blocks (G_l + gG I) (x) (A_l + gA I) with the factored
  * Tikhonov split, off-diagonal XG_l (x) XA_l; then Psi, Sigma, Xi and
  * Lambda formed as whole matrices and F_inv = Xi^T Lambda Xi. */
 enum { P = 5 * 4 + 4 * 6 + 3 * 5 };
 typedef struct model {
     int off[NL + 1];
-    double F[P * P];    /* F_hat on its tridiagonal band, zero elsewhere */
+    double F[P * P];    /* T: the tridiagonal band, zero elsewhere */
     double Finv[P * P]; /* Xi^T Lambda Xi */
 } model;
 
@@ -269,10 +269,10 @@ static kfac_factors *tridiag_factors(const rows *x, double lambda)
     return pc;
 }
 
-/* The explicit construction is the model the paper defines: the inverse
- * of Xi^T Lambda Xi agrees with F_hat on the tridiagonal band (diagonal
- * and first off-diagonal blocks), and is not F_hat itself (its (1, 3)
- * block is not zero): F_inv is not the inverse of the band matrix. */
+/* The explicit construction is the model the paper defines: its
+ * covariance, the inverse of Xi^T Lambda Xi, agrees with T on the band
+ * (diagonal and first off-diagonal blocks), and is not T itself (its
+ * (1, 3) block is not zero): F_inv is not the inverse of the band. */
 START_TEST(test_explicit_model_matches_band)
 {
     static rows x;
@@ -296,7 +296,7 @@ START_TEST(test_explicit_model_matches_band)
             else
                 outside = fmax(outside, fabs(g));
         }
-    ck_assert_msg(err <= 1e-9 * band, "F_inv^-1 against F_hat on the band: %g of %g", err, band);
+    ck_assert_msg(err <= 1e-9 * band, "F_inv^-1 against T on the band: %g of %g", err, band);
     ck_assert_msg(outside > 1e-6 * band, "F_inv^-1 outside the band is %g: the model degenerated", outside);
 }
 END_TEST

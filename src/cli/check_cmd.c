@@ -163,8 +163,8 @@ int cmd_check(int argc, char **argv)
     printf("cosine(gradient, exact natural gradient) %8.4f\n", r.cos_grad);
     for (int k = 0; k < KFAC_INV_COUNT; k++) {
         if (isnan(r.cos_by_inversion[k])) {
-            printf("  K-FAC with %-8s inverses                 -   (not for convolutions yet)\n",
-                   kfac_inversion_name((kfac_inversion)k));
+            printf("  K-FAC with %-8s inverses                 -   (%s)\n", kfac_inversion_name((kfac_inversion)k),
+                   k == KFAC_INV_TRIDIAG ? "dense layers only" : "not for convolutions yet");
             continue;
         }
         printf("  K-FAC with %-8s inverses            %8.4f", kfac_inversion_name((kfac_inversion)k),
