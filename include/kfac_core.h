@@ -558,7 +558,7 @@ KFAC_API kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *
  * `rows` stays a count of examples: layer l's abar and g then hold rows x
  * positions[l] rows, and its factors are KFC's (docs/algorithm.md §3.1):
  * A the mean over examples and positions, G the mean over examples of the
- * sum over positions. Not with inversion EKFAC (INVALID_ARG). */
+ * sum over positions. Not with inversion EKFAC or TRIDIAG (INVALID_ARG). */
 KFAC_API kfac_status kfac_precond_new_positions(int n_layers, const int *d_in, const int *d_out,
                                                 const int *positions, int max_rows, const kfac_optim_params *op,
                                                 const kfac_kfac_params *kp, kfac_precond **out);

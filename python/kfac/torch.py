@@ -448,8 +448,9 @@ class KFAC(torch.optim.Optimizer):
       here. Other layers with parameters (Conv1d, ConvTranspose2d,
       normalizations, embeddings), like every parameter outside an
       nn.Linear or nn.Conv2d, take momentum SGD with the same lr,
-      momentum and weight decay. inversion="ekfac" is refused for
-      convolutions (the library's EKFAC is for dense layers).
+      momentum and weight decay. inversion="ekfac" and "tridiag" are
+      refused for convolutions (the library's EKFAC and block-tridiagonal
+      inverse are for dense layers).
     - of the param_groups entries only "lr" is read at each step (so LR
       schedulers work); momentum, damping and weight_decay are fixed at
       construction.
