@@ -157,7 +157,7 @@ const kfac_param_def kfac_param_defs[] = {
     {"kfac", "fisher", "--fisher", KFAC(fisher), ENUM("Fisher kind", fisher_name, KFAC_FISHER_COUNT),
      KFAC_FISHER_SAMPLED, NULL, "sampled: the Fisher; empirical: not the Fisher"},
     {"kfac", "inversion", "--inversion", KFAC(inversion), ENUM("inversion", inversion_name, KFAC_INV_COUNT),
-     KFAC_INV_LOWRANK, NULL, "lowrank: top eigenpairs (fast); cholesky: dense; eigen: exact damping; ekfac: eigen's bases, the diagonal re-estimated; tridiag: adjacent layers coupled (dense nets)"},
+     KFAC_INV_LOWRANK, NULL, "lowrank: top eigenpairs (fast); cholesky: dense; eigen: exact damping; ekfac: diagonal re-estimated; tridiag: layers coupled"},
     {"kfac", "rank_max", "--rank-max", KFAC(rank_max), INT(1, 4096), 64, NULL,
      "lowrank: eigenpairs kept per factor at most"},
     {"kfac", "rule", "--rule", KFAC(rule), ENUM("step rule", rule_name, KFAC_RULE_COUNT), KFAC_RULE_KL_CLIP, NULL,

@@ -742,6 +742,9 @@ class TestPreconditioner(unittest.TestCase):
         with self.assertRaises(kfac.InvalidArgumentError) as cm:
             kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="ekfac")
         self.assertIn("not for convolutional layers", str(cm.exception))
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="tridiag")
+        self.assertIn("dense layers only", str(cm.exception))
         with self.assertRaises(ValueError):
             kfac.Preconditioner([(3, 4)], 8, positions=[2, 1])
         with self.assertRaises(kfac.InvalidArgumentError):
