@@ -574,30 +574,17 @@ static kfac_status share_inverses(kfac_factors *pc, const invert_job *jobs, int 
     return st;
 }
 
-/* TRIDIAG (docs/algorithm.md §4.7): every layer's damped diagonal blocks
- * (factored Tikhonov, as CHOLESKY's), the regressions psi on the next
- * layer and the bases K, 1 - s of the conditional covariances
- * Sigma_{l|l+1} = (G_l + gG I) (x) (A_l + gA I) - D_G (x) D_A, D = psi
- * x^T; the last layer's Sigma is its damped diagonal block (D = 0). In
- * double, layer after layer (each LAPACK call threaded by OpenBLAS): the
- * mode is for small dense nets. Every rank computes the same from the
- * same statistics, so a process group exchanges nothing here. */
-static kfac_status tridiag_invert(kfac_factors *pc, double lambda, kfac_invert_report *report)
+/* TRIDIAG (docs/algorithm.md §4.7), one pass with the dampings ga, gg:
+ * every layer's regressions psi on the next layer and the bases K, 1 - s
+ * of the conditional covariances Sigma_{l|l+1} = (G_l + gg I) (x) (A_l +
+ * ga I) - D_G (x) D_A, D = psi X^T; the last layer's Sigma is its damped
+ * diagonal block (D = 0). */
+static kfac_status tridiag_pass(kfac_factors *pc, const double *ga, const double *gg)
 {
-    int n = pc->n_layers;
-    double ga[KFAC_MAX_LAYERS], gg[KFAC_MAX_LAYERS];
-    for (int l = 0; l < n; l++) {
-        layer_factors *f = &pc->L[l];
-        symmetrize(&f->a), symmetrize(&f->g);
-        double ta = trace(f->a.S, f->a.n) / f->a.n, tg = trace(f->g.S, f->g.n) / f->g.n;
-        double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
-        ga[l] = pi * sqrt(lambda);
-        gg[l] = sqrt(lambda) / pi;
-    }
     kfac_linalg_ws *ws = pc->ws[0];
     kfac_status st = KFAC_OK;
-    for (int l = 0; l < n && st == KFAC_OK; l++) {
-        layer_factors *f = &pc->L[l], *h = l + 1 < n ? &pc->L[l + 1] : NULL;
+    for (int l = 0; l < pc->n_layers && st == KFAC_OK; l++) {
+        layer_factors *f = &pc->L[l], *h = l + 1 < pc->n_layers ? &pc->L[l + 1] : NULL;
         const double *D = h ? pc->tri_D : NULL;
         if (h)
             st = kfac_cross_solve(h->a.S, h->a.n, ga[l + 1], f->xa, f->a.n, f->psi_a, pc->tri_D, pc->tri_W, ws);
@@ -607,14 +594,70 @@ static kfac_status tridiag_invert(kfac_factors *pc, double lambda, kfac_invert_r
             st = kfac_cross_solve(h->g.S, h->g.n, gg[l + 1], f->xg, f->g.n, f->psi_g, pc->tri_D, pc->tri_W, ws);
         if (st == KFAC_OK)
             st = kfac_gen_eigen(f->g.S, f->g.n, gg[l], D, f->g.inv, f->g.e, ws);
-        if (st != KFAC_OK) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", kfac_last_error());
-            return kfac_fail(st, "K-FAC tridiag: layer %d's blocks cannot be inverted: %s", l + 1, why);
+    }
+    return st;
+}
+
+static int floats_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+/* TRIDIAG's inversion: factored Tikhonov damping on the diagonal blocks
+ * (as CHOLESKY's), then tridiag_pass in double, one layer after the other
+ * (each LAPACK call threaded by OpenBLAS): the mode is for small dense
+ * nets. If a damped factor is not positive definite in double (rounding
+ * in a singular float S beyond a tiny damping), every damping is raised
+ * x10, at least to 1e-6 of its factor's mean diagonal, up to 4 times, as
+ * in the fallback chain (docs/algorithm.md §4.3). Every rank computes the
+ * same from the same statistics, so a process group exchanges nothing. */
+static kfac_status tridiag_invert(kfac_factors *pc, double lambda, kfac_invert_report *report)
+{
+    int n = pc->n_layers;
+    double ga[KFAC_MAX_LAYERS], gg[KFAC_MAX_LAYERS], ga0[KFAC_MAX_LAYERS], gg0[KFAC_MAX_LAYERS];
+    double fa[KFAC_MAX_LAYERS], fg[KFAC_MAX_LAYERS]; /* the raises' floors */
+    for (int l = 0; l < n; l++) {
+        layer_factors *f = &pc->L[l];
+        symmetrize(&f->a), symmetrize(&f->g);
+        int ok = floats_finite(f->a.S, (size_t)f->a.n * f->a.n) && floats_finite(f->g.S, (size_t)f->g.n * f->g.n);
+        if (ok && l + 1 < n)
+            ok = floats_finite(f->xa, (size_t)f->a.n * pc->L[l + 1].a.n) &&
+                 floats_finite(f->xg, (size_t)f->g.n * pc->L[l + 1].g.n);
+        if (!ok)
+            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC tridiag: layer %d's statistics are not finite", l + 1);
+        double ta = trace(f->a.S, f->a.n) / f->a.n, tg = trace(f->g.S, f->g.n) / f->g.n;
+        double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
+        ga[l] = ga0[l] = pi * sqrt(lambda);
+        gg[l] = gg0[l] = sqrt(lambda) / pi;
+        fa[l] = ta > 0.0 ? 1e-6 * ta : 1e-12;
+        fg[l] = tg > 0.0 ? 1e-6 * tg : 1e-12;
+    }
+    kfac_status st = tridiag_pass(pc, ga, gg);
+    int raises = 0;
+    for (; st != KFAC_OK && raises < 4; raises++) {
+        for (int l = 0; l < n; l++) {
+            ga[l] = fmax(10.0 * ga[l], fa[l]);
+            gg[l] = fmax(10.0 * gg[l], fg[l]);
         }
+        st = tridiag_pass(pc, ga, gg);
+    }
+    if (st != KFAC_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", kfac_last_error());
+        return kfac_fail(st, "K-FAC tridiag: the blocks cannot be inverted even with 4 damping raises: %s", why);
+    }
+    kfac_invert_report rep = {0, 0, 1.0};
+    if (raises > 0) {
+        rep.fallbacks = KFAC_FALLBACK_DAMPING;
+        rep.factors_fallen = 2 * n;
+        for (int l = 0; l < n; l++)
+            rep.max_damping_raise = fmax(rep.max_damping_raise, fmax(ga[l] / ga0[l], gg[l] / gg0[l]));
     }
     if (report)
-        *report = (kfac_invert_report){0, 0, 1.0};
+        *report = rep;
     pc->lambda = lambda;
     pc->inverted = 1;
     return KFAC_OK;

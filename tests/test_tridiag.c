@@ -477,6 +477,50 @@ START_TEST(test_one_layer_and_zero_gradient)
 }
 END_TEST
 
+/* A singular factor with a damping too small to make it invertible in
+ * practice (an input that is always 0, lambda 1e-300: the basis would
+ * hold 1/sqrt(gamma) ~ 1e75, past float) falls back to more damping
+ * (docs/algorithm.md §4.3, §4.7), reports it, and gives a finite
+ * direction; with lambda 1e-2 the same rows need no fallback. */
+START_TEST(test_damping_fallback)
+{
+    static rows x;
+    make_rows(&x, 4);
+    for (int n = 0; n < B; n++)
+        x.abar[0][n * D_IN[0]] = 0.0f;
+    for (int k = 0; k < 2; k++) {
+        kfac_kfac_params kp;
+        kfac_kfac_params_init(&kp);
+        kp.inversion = KFAC_INV_TRIDIAG;
+        kfac_factors *pc;
+        ck_assert_int_eq(kfac_factors_new(NL, D_IN, D_OUT, NULL, B, &kp, NULL, &pc), KFAC_OK);
+        const float *ab[NL], *gs[NL], *g[NL];
+        static float dd[NL][30];
+        float *d[NL];
+        for (int l = 0; l < NL; l++)
+            ab[l] = x.abar[l], gs[l] = x.g[l], g[l] = x.grad[l], d[l] = dd[l];
+        kfac_factors_begin_stats(pc);
+        kfac_factors_accumulate_all(pc, ab, D_IN, gs, B, 1.0f / B);
+        kfac_invert_report rep;
+        ck_assert_msg(kfac_factors_invert(pc, k ? 1e-2 : 1e-300, &rep) == KFAC_OK, "%s", kfac_last_error());
+        if (k == 0)
+            ck_assert_msg((rep.fallbacks & KFAC_FALLBACK_DAMPING) && rep.max_damping_raise > 1e100,
+                          "fallbacks %d, raise %g", rep.fallbacks, rep.max_damping_raise);
+        else
+            ck_assert_msg(rep.fallbacks == 0 && rep.max_damping_raise == 1.0, "fallbacks %d", rep.fallbacks);
+        ck_assert_int_eq(kfac_factors_apply_all(pc, g, d), KFAC_OK);
+        double nrm = 0;
+        for (int l = 0; l < NL; l++)
+            for (int i = 0; i < D_IN[l] * D_OUT[l]; i++) {
+                ck_assert(isfinite(dd[l][i]));
+                nrm += (double)dd[l][i] * dd[l][i];
+            }
+        ck_assert(nrm > 0);
+        kfac_factors_free(pc);
+    }
+}
+END_TEST
+
 /* What the mode refuses: layers of several positions (convolutions), one
  * layer at a time, the batch form, and apply_all in another mode */
 START_TEST(test_refusals)
@@ -527,6 +571,7 @@ Suite *tridiag_suite(void)
     tcase_add_test(tc, test_staged_statistics);
     tcase_add_test(tc, test_one_layer_and_zero_gradient);
     tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_damping_fallback);
     suite_add_tcase(s, tc);
     return s;
 }
