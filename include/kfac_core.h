@@ -391,6 +391,11 @@ typedef enum kfac_inversion {
     KFAC_INV_EKFAC,        /* EIGEN's eigenbases with the diagonal
                               re-estimated from the per-example gradients
                               projected into them (George et al. 2018) */
+    KFAC_INV_TRIDIAG,      /* block-tridiagonal inverse (Martens & Grosse
+                              2015 sec. 4.3): adjacent layers coupled
+                              through their cross moments; dense layers
+                              only, factored Tikhonov on the diagonal
+                              blocks (docs/algorithm.md §4.7) */
     KFAC_INV_COUNT
 } kfac_inversion;
 
@@ -553,7 +558,7 @@ KFAC_API kfac_status kfac_precond_new(int n_layers, const int *d_in, const int *
  * `rows` stays a count of examples: layer l's abar and g then hold rows x
  * positions[l] rows, and its factors are KFC's (docs/algorithm.md §3.1):
  * A the mean over examples and positions, G the mean over examples of the
- * sum over positions. Not with inversion EKFAC (INVALID_ARG). */
+ * sum over positions. Not with inversion EKFAC or TRIDIAG (INVALID_ARG). */
 KFAC_API kfac_status kfac_precond_new_positions(int n_layers, const int *d_in, const int *d_out,
                                                 const int *positions, int max_rows, const kfac_optim_params *op,
                                                 const kfac_kfac_params *kp, kfac_precond **out);

@@ -225,7 +225,8 @@ typedef struct kfac_check_report {
     double cos_kfac;       /* cosine(K-FAC direction, d): the inversion
                               of p->kfac */
     double cos_by_inversion[KFAC_INV_COUNT]; /* the same for each
-                              inversion kind (the same samples) */
+                              inversion kind (the same samples); NaN for
+                              TRIDIAG on a network with convolutions */
     int n_layers;          /* entries of the per-layer arrays */
     int rank_a[KFAC_MAX_LAYERS], rank_g[KFAC_MAX_LAYERS]; /* LOWRANK's
                               ranks of A^-1 and G^-1 (a factor's size:

@@ -233,11 +233,24 @@ static kfac_status kfac_direction(kfac_net *net, const kfac_train_params *p, con
     kfac_factors_begin_stats(pc);
     for (int l = 0; l < L && st == KFAC_OK; l++)
         st = kfac_factors_accumulate(pc, l, ab[l], d_in[l], gs[l], n);
+    if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_TRIDIAG) { /* §4.7's cross moments, same rows */
+        kfac_factors_cross_stats(pc, ab, d_in, gs, n, 1.0f / n);
+        kfac_factors_fold_cross(pc);
+    }
     if (st == KFAC_OK)
         st = kfac_factors_invert(pc, p->kfac.damping, NULL);
     if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_EKFAC)
         st = kfac_factors_ekfac_stats(pc, ab, d_in, gs, n, 1.0f / n);
-    for (int l = 0; l < L && st == KFAC_OK; l++) {
+    if (st == KFAC_OK && p->kfac.inversion == KFAC_INV_TRIDIAG) {
+        const float *g[KFAC_MAX_LAYERS];
+        float *d[KFAC_MAX_LAYERS];
+        for (int l = 0; l < L; l++) {
+            size_t at = net->layers[net->block_layer[l]].offset;
+            g[l] = grad + at, d[l] = delta + at;
+        }
+        st = kfac_factors_apply_all(pc, g, d);
+    }
+    for (int l = 0; l < L && st == KFAC_OK && p->kfac.inversion != KFAC_INV_TRIDIAG; l++) {
         size_t at = net->layers[net->block_layer[l]].offset;
         st = kfac_factors_apply(pc, l, grad + at, delta + at);
     }
@@ -400,10 +413,17 @@ kfac_status kfac_check_with(const kfac_net_spec *spec, const kfac_train_params *
     /* K-FAC on the same batch and damping, against d: each inversion
      * kind from the same sampled targets */
     batch_loss(net, y, n); /* restores abar and z at theta */
+    int conv = 0; /* TRIDIAG has no convolutional form (§4.7, §3.1) */
+    for (int l = 0; l < net->n_blocks; l++)
+        conv |= net->layers[net->block_layer[l]].positions > 1;
     for (int k = 0; k < KFAC_INV_COUNT; k++) {
         kfac_train_params q = *p;
         kfac_rng same = rng;
         q.kfac.inversion = (kfac_inversion)k;
+        if (conv && k == KFAC_INV_TRIDIAG && k != (int)p->kfac.inversion) {
+            out->cos_by_inversion[k] = NAN;
+            continue;
+        }
         if ((st = kfac_direction(net, &q, grad, n, y, &same, delta, out)) != KFAC_OK)
             goto done;
         for (size_t i = 0; i < P; i++)

@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,13 @@ typedef struct layer_factors {
      * EIGEN's e_G e_A^T; its part of the shared stage */
     float *scale, *scale_stat;
     long scale_k; /* rounds folded in since the last decomposition */
+    /* TRIDIAG (docs/algorithm.md §4.7), for every layer but the last: the
+     * running cross moments with the next layer, xa = E[abar_l
+     * abar_{l+1}^T] (a.n x next a.n) and xg = E[g_l g_{l+1}^T] (g.n x next
+     * g.n), their parts of the shared stage, and the regressions psi_a =
+     * xa (A_{l+1} + gamma I)^-1, psi_g = xg (G_{l+1} + gamma I)^-1 (same
+     * shapes). a.inv and g.inv then hold the bases K, a.e and g.e 1 - s. */
+    float *xa, *xg, *xa_stat, *xg_stat, *psi_a, *psi_g;
 } layer_factors;
 
 struct kfac_factors {
@@ -92,6 +100,9 @@ struct kfac_factors {
                         <delta, grad> */
     float *Ta, *Tas, *Tg, *Tgs; /* max(gram_rows, max_d) x max_s: x U^T of
                             the low-rank inverses, and scaled by e */
+    double *tri_D, *tri_W; /* TRIDIAG: max_d x max_d each, the inversion's
+                              D and kfac_cross_solve's work */
+    float *tri_T;    /* TRIDIAG: max_d x max_d, products while applying */
     int n_ws;        /* one LAPACK workspace per thread */
     kfac_linalg_ws **ws;
 };
@@ -106,7 +117,9 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->a.inv), kfac_free_floats(f->g.inv);
         kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
         kfac_free_floats(f->lm), kfac_free_floats(f->rm), kfac_free_floats(f->scale);
+        kfac_free_floats(f->xa), kfac_free_floats(f->xg), kfac_free_floats(f->psi_a), kfac_free_floats(f->psi_g);
     }
+    free(pc->tri_D), free(pc->tri_W), kfac_free_floats(pc->tri_T);
     kfac_free_floats(pc->scale_stage);
     kfac_free_floats(pc->ek_g), kfac_free_floats(pc->ek_a), kfac_free_floats(pc->ek_m);
     free(pc->L);
@@ -152,6 +165,11 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
             return kfac_fail(KFAC_ERR_INVALID_ARG, "layer %d: %d positions per example outside [1, %d]", l + 1, pos,
                              INT_MAX / max_rows);
         max_pos = KFAC_MAX(max_pos, pos);
+        if (pos > 1 && p->inversion == KFAC_INV_TRIDIAG)
+            return kfac_fail(KFAC_ERR_INVALID_ARG,
+                             "inversion tridiag: for dense layers only (layer %d has %d positions per example); "
+                             "use eigen, cholesky or lowrank",
+                             l + 1, pos);
         max_d = KFAC_MAX(max_d, KFAC_MAX(d_in[l], d_out[l]));
         max_w = KFAC_MAX(max_w, (size_t)d_in[l] * (size_t)d_out[l]);
     }
@@ -170,7 +188,8 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
      * take 64 MiB a thread; its P, Q and Grams are sized for that */
     pc->gram_rows = KFAC_MIN(max_rows, 4096);
     pc->L = calloc((size_t)n_layers, sizeof *pc->L);
-    int eigen = p->inversion == KFAC_INV_EIGEN || p->inversion == KFAC_INV_EKFAC, ok = pc->L != NULL, max_s = 1;
+    int tri = p->inversion == KFAC_INV_TRIDIAG;
+    int eigen = p->inversion == KFAC_INV_EIGEN || p->inversion == KFAC_INV_EKFAC || tri, ok = pc->L != NULL, max_s = 1;
     for (int l = 0; ok && l < n_layers; l++) {
         layer_factors *f = &pc->L[l];
         f->pos = positions ? positions[l] : 1;
@@ -215,8 +234,21 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
             at += mn;
         }
     }
-    for (int l = 0; l < n_layers; l++)
+    for (int l = 0; ok && tri && l + 1 < n_layers; l++) {
+        layer_factors *f = &pc->L[l];
+        size_t na = (size_t)d_in[l] * d_in[l + 1], ng = (size_t)d_out[l] * d_out[l + 1];
+        ok = (f->xa = kfac_alloc_floats(na)) && (f->psi_a = kfac_alloc_floats(na)) &&
+             (f->xg = kfac_alloc_floats(ng)) && (f->psi_g = kfac_alloc_floats(ng));
+        if (ok) { /* whole, for checkpoints */
+            memset(f->xa, 0, sizeof(float) * na), memset(f->psi_a, 0, sizeof(float) * na);
+            memset(f->xg, 0, sizeof(float) * ng), memset(f->psi_g, 0, sizeof(float) * ng);
+        }
+    }
+    for (int l = 0; l < n_layers; l++) {
         pc->n_stage += (size_t)d_in[l] * (d_in[l] + 1) / 2 + (size_t)d_out[l] * (d_out[l] + 1) / 2;
+        if (tri && l + 1 < n_layers) /* the cross moments join the same sum */
+            pc->n_stage += (size_t)d_in[l] * d_in[l + 1] + (size_t)d_out[l] * d_out[l + 1];
+    }
     ok = ok && (pc->stage = kfac_alloc_floats(pc->n_stage));
     for (size_t at = 0, l = 0; ok && l < (size_t)n_layers; l++) {
         layer_factors *f = &pc->L[l];
@@ -224,7 +256,18 @@ kfac_status kfac_factors_new(int n_layers, const int *d_in, const int *d_out, co
         at += (size_t)f->a.n * (f->a.n + 1) / 2;
         f->g.stat = pc->stage + at;
         at += (size_t)f->g.n * (f->g.n + 1) / 2;
+        if (f->xa) {
+            f->xa_stat = pc->stage + at;
+            at += (size_t)d_in[l] * d_in[l + 1];
+            f->xg_stat = pc->stage + at;
+            at += (size_t)d_out[l] * d_out[l + 1];
+        }
     }
+    if (ok)
+        memset(pc->stage, 0, sizeof(float) * pc->n_stage);
+    size_t dd = (size_t)max_d * max_d;
+    ok = ok && (!tri || ((pc->tri_D = malloc(sizeof(double) * dd)) && (pc->tri_W = malloc(sizeof(double) * dd)) &&
+                         (pc->tri_T = kfac_alloc_floats(dd))));
     size_t rows_d = (size_t)pc->gram_rows * (size_t)max_d;
     ok = ok && (pc->syrk = kfac_alloc_floats((size_t)max_d * max_d)) && (pc->tmp1 = kfac_alloc_floats(max_w)) &&
          (pc->tmp2 = kfac_alloc_floats(max_w)) && (pc->P = kfac_alloc_floats(rows_d)) &&
@@ -391,6 +434,50 @@ void kfac_factors_accumulate_all(kfac_factors *pc, const float *const *abar, con
                     ld[j], keep, x->S, x->n);
         x->half = 1;
     }
+    /* TRIDIAG's cross moments (docs/algorithm.md §4.7), from the same rows
+     * and with the same epsilon, so that each pair's joint second moment
+     * stays positive semi-definite */
+    for (int l = 0; l + 1 < pc->n_layers && pc->L[l].xa; l++) {
+        layer_factors *f = &pc->L[l], *h = &pc->L[l + 1];
+        /* xa (a.n x h a.n) <- eps xa + (1 - eps) scale abar_l^T abar_{l+1} */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->a.n, h->a.n, rows, (1.0f - keep) * scale, abar[l],
+                    lda[l], abar[l + 1], lda[l + 1], keep, f->xa, h->a.n);
+        /* xg (g.n x h g.n) <- eps xg + (1 - eps) scale g_l^T g_{l+1} */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->g.n, h->g.n, rows, (1.0f - keep) * scale, g[l],
+                    f->g.n, g[l + 1], h->g.n, keep, f->xg, h->g.n);
+    }
+}
+
+void kfac_factors_cross_stats(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                              int rows, float scale)
+{
+    for (int l = 0; l + 1 < pc->n_layers && pc->L[l].xa; l++) {
+        layer_factors *f = &pc->L[l], *h = &pc->L[l + 1];
+        size_t na = (size_t)f->a.n * h->a.n, ng = (size_t)f->g.n * h->g.n;
+        if (rows < 1) {
+            memset(f->xa_stat, 0, sizeof(float) * na);
+            memset(f->xg_stat, 0, sizeof(float) * ng);
+            continue;
+        }
+        /* xa_stat <- scale abar_l^T abar_{l+1}; xg_stat <- scale g_l^T g_{l+1} */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->a.n, h->a.n, rows, scale, abar[l], lda[l],
+                    abar[l + 1], lda[l + 1], 0.0f, f->xa_stat, h->a.n);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->g.n, h->g.n, rows, scale, g[l], f->g.n, g[l + 1],
+                    h->g.n, 0.0f, f->xg_stat, h->g.n);
+    }
+}
+
+void kfac_factors_fold_cross(kfac_factors *pc)
+{
+    float keep = pc->eps, take = 1.0f - pc->eps;
+    for (int l = 0; l + 1 < pc->n_layers && pc->L[l].xa; l++) {
+        layer_factors *f = &pc->L[l], *h = &pc->L[l + 1];
+        size_t na = (size_t)f->a.n * h->a.n, ng = (size_t)f->g.n * h->g.n;
+        for (size_t i = 0; i < na; i++)
+            f->xa[i] = keep * f->xa[i] + take * f->xa_stat[i];
+        for (size_t i = 0; i < ng; i++)
+            f->xg[i] = keep * f->xg[i] + take * f->xg_stat[i];
+    }
 }
 
 static double trace(const float *X, int n)
@@ -493,12 +580,103 @@ static kfac_status share_inverses(kfac_factors *pc, const invert_job *jobs, int 
     return st;
 }
 
+/* TRIDIAG (docs/algorithm.md §4.7), one pass with the dampings ga, gg:
+ * every layer's regressions psi on the next layer and the bases K, 1 - s
+ * of the conditional covariances Sigma_{l|l+1} = (G_l + gg I) (x) (A_l +
+ * ga I) - D_G (x) D_A, D = psi X^T; the last layer's Sigma is its damped
+ * diagonal block (D = 0). */
+static kfac_status tridiag_pass(kfac_factors *pc, const double *ga, const double *gg)
+{
+    kfac_linalg_ws *ws = pc->ws[0];
+    kfac_status st = KFAC_OK;
+    for (int l = 0; l < pc->n_layers && st == KFAC_OK; l++) {
+        layer_factors *f = &pc->L[l], *h = l + 1 < pc->n_layers ? &pc->L[l + 1] : NULL;
+        const double *D = h ? pc->tri_D : NULL;
+        if (h)
+            st = kfac_cross_solve(h->a.S, h->a.n, ga[l + 1], f->xa, f->a.n, f->psi_a, pc->tri_D, pc->tri_W, ws);
+        if (st == KFAC_OK)
+            st = kfac_gen_eigen(f->a.S, f->a.n, ga[l], D, f->a.inv, f->a.e, ws);
+        if (st == KFAC_OK && h)
+            st = kfac_cross_solve(h->g.S, h->g.n, gg[l + 1], f->xg, f->g.n, f->psi_g, pc->tri_D, pc->tri_W, ws);
+        if (st == KFAC_OK)
+            st = kfac_gen_eigen(f->g.S, f->g.n, gg[l], D, f->g.inv, f->g.e, ws);
+    }
+    return st;
+}
+
+static int floats_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+/* TRIDIAG's inversion: factored Tikhonov damping on the diagonal blocks
+ * (as CHOLESKY's), then tridiag_pass in double, one layer after the other
+ * (each LAPACK call threaded by OpenBLAS): the mode is for small dense
+ * nets. If a damped factor is not positive definite in double (rounding
+ * in a singular float S beyond a tiny damping), every damping is raised
+ * x10, at least to 1e-6 of its factor's mean diagonal, up to 4 times, as
+ * in the fallback chain (docs/algorithm.md §4.3). Every rank computes the
+ * same from the same statistics, so a process group exchanges nothing. */
+static kfac_status tridiag_invert(kfac_factors *pc, double lambda, kfac_invert_report *report)
+{
+    int n = pc->n_layers;
+    double ga[KFAC_MAX_LAYERS], gg[KFAC_MAX_LAYERS], ga0[KFAC_MAX_LAYERS], gg0[KFAC_MAX_LAYERS];
+    double fa[KFAC_MAX_LAYERS], fg[KFAC_MAX_LAYERS]; /* the raises' floors */
+    for (int l = 0; l < n; l++) {
+        layer_factors *f = &pc->L[l];
+        symmetrize(&f->a), symmetrize(&f->g);
+        int ok = floats_finite(f->a.S, (size_t)f->a.n * f->a.n) && floats_finite(f->g.S, (size_t)f->g.n * f->g.n);
+        if (ok && l + 1 < n)
+            ok = floats_finite(f->xa, (size_t)f->a.n * pc->L[l + 1].a.n) &&
+                 floats_finite(f->xg, (size_t)f->g.n * pc->L[l + 1].g.n);
+        if (!ok)
+            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC tridiag: layer %d's statistics are not finite", l + 1);
+        double ta = trace(f->a.S, f->a.n) / f->a.n, tg = trace(f->g.S, f->g.n) / f->g.n;
+        double pi = ta > 0.0 && tg > 0.0 && isfinite(ta) && isfinite(tg) ? sqrt(ta / tg) : 1.0;
+        ga[l] = ga0[l] = pi * sqrt(lambda);
+        gg[l] = gg0[l] = sqrt(lambda) / pi;
+        fa[l] = ta > 0.0 ? 1e-6 * ta : 1e-12;
+        fg[l] = tg > 0.0 ? 1e-6 * tg : 1e-12;
+    }
+    kfac_status st = tridiag_pass(pc, ga, gg);
+    int raises = 0;
+    for (; st != KFAC_OK && raises < 4; raises++) {
+        for (int l = 0; l < n; l++) {
+            ga[l] = fmax(10.0 * ga[l], fa[l]);
+            gg[l] = fmax(10.0 * gg[l], fg[l]);
+        }
+        st = tridiag_pass(pc, ga, gg);
+    }
+    if (st != KFAC_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", kfac_last_error());
+        return kfac_fail(st, "K-FAC tridiag: the blocks cannot be inverted even with 4 damping raises: %s", why);
+    }
+    kfac_invert_report rep = {0, 0, 1.0};
+    if (raises > 0) {
+        rep.fallbacks = KFAC_FALLBACK_DAMPING;
+        rep.factors_fallen = 2 * n;
+        for (int l = 0; l < n; l++)
+            rep.max_damping_raise = fmax(rep.max_damping_raise, fmax(ga[l] / ga0[l], gg[l] / gg0[l]));
+    }
+    if (report)
+        *report = rep;
+    pc->lambda = lambda;
+    pc->inverted = 1;
+    return KFAC_OK;
+}
+
 kfac_status kfac_factors_invert(kfac_factors *pc, double lambda, kfac_invert_report *report)
 {
     if (!pc || !(lambda > 0.0) || !isfinite(lambda))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_invert: damping %g must be positive", lambda);
     if (pc->k < 1)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC inversion before any statistics");
+    if (pc->p.inversion == KFAC_INV_TRIDIAG)
+        return tridiag_invert(pc, lambda, report);
     int ekfac = pc->p.inversion == KFAC_INV_EKFAC, eigen = pc->p.inversion == KFAC_INV_EIGEN || ekfac;
     if (ekfac && pc->inverted && pc->k == pc->k_decomposed) {
         /* the same statistics: the damping enters only when applied, and
@@ -717,6 +895,8 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply: bad argument");
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
+    if (pc->p.inversion == KFAC_INV_TRIDIAG)
+        return kfac_fail(KFAC_ERR_STATE, "K-FAC tridiag couples the layers: kfac_factors_apply_all, not one layer");
     layer_factors *f = &pc->L[l];
     int m = f->g.n, n = f->a.n;
     if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC) {
@@ -750,6 +930,73 @@ kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float
     /* tmp1 (m x n) <- grad (m x n) A^-1; delta <- G^-1 tmp1 */
     apply_rows(&f->a, grad, n, m, pc->tmp1, pc->Ta, pc->Ta);
     apply_left(&f->g, pc->tmp1, n, delta, pc->Tg);
+    return KFAC_OK;
+}
+
+/* docs/algorithm.md §4.7: delta = Xi^T Lambda Xi grad, block by block.
+ * Xi: Z_l = V_l - psi_G,l V_{l+1} psi_A,l^T (the last layer: Z = V).
+ * Lambda: Y_l = Sigma_{l|l+1}^-1 Z_l = K_G [(K_G^T Z_l K_A) / den] K_A^T,
+ * den_ij = 1 - s_Gi s_Aj = c_Gi + c_Aj - c_Gi c_Aj with c = 1 - s.
+ * Xi^T: delta_l = Y_l - psi_G,l-1^T Y_{l-1} psi_A,l-1 (the first: Y).
+ * Z and Y live in delta; the last pass runs from the top layer down so
+ * that Y_{l-1} is still there when delta_l needs it. */
+kfac_status kfac_factors_apply_all(kfac_factors *pc, const float *const *grad, float *const *delta)
+{
+    if (!pc || !grad || !delta)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_all: NULL argument");
+    if (pc->p.inversion != KFAC_INV_TRIDIAG)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_factors_apply_all: for inversion tridiag only");
+    if (!pc->inverted)
+        return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
+    int L = pc->n_layers;
+    float *T = pc->tri_T;
+    for (int l = 0; l < L; l++) {
+        const layer_factors *f = &pc->L[l];
+        int m = f->g.n, n = f->a.n;
+        if (!grad[l] || !delta[l])
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_all: layer %d's arrays are NULL", l + 1);
+        memcpy(delta[l], grad[l], sizeof(float) * (size_t)m * n);
+        if (l + 1 < L) {
+            int m2 = pc->L[l + 1].g.n, n2 = pc->L[l + 1].a.n;
+            /* T (m x n2) <- psi_G (m x m2) V_{l+1} (m2 x n2) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n2, m2, 1.0f, f->psi_g, m2, grad[l + 1], n2,
+                        0.0f, T, n2);
+            /* Z (m x n) -= T (m x n2) psi_A^T (n2 x n) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, n2, -1.0f, T, n2, f->psi_a, n2, 1.0f,
+                        delta[l], n);
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        const layer_factors *f = &pc->L[l];
+        int m = f->g.n, n = f->a.n;
+        /* tmp1 (m x n) <- K_G^T Z; tmp2 <- tmp1 K_A, divided by den */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, delta[l], n, 0.0f, pc->tmp1,
+                    n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f,
+                    pc->tmp2, n);
+        for (int i = 0; i < m; i++) {
+            float cg = f->g.e[i];
+            for (int j = 0; j < n; j++) {
+                float den = cg + f->a.e[j] * (1.0f - cg);
+                pc->tmp2[(size_t)i * n + j] /= den;
+            }
+        }
+        /* tmp1 <- K_G tmp2; Y <- tmp1 K_A^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, m, 1.0f, f->g.inv, m, pc->tmp2, n, 0.0f,
+                    pc->tmp1, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, n, 1.0f, pc->tmp1, n, f->a.inv, n, 0.0f, delta[l],
+                    n);
+    }
+    for (int l = L - 1; l >= 1; l--) {
+        const layer_factors *p = &pc->L[l - 1];
+        int m = pc->L[l].g.n, n = pc->L[l].a.n, m1 = p->g.n, n1 = p->a.n;
+        /* T (m x n1) <- psi_G,l-1^T (m x m1) Y_{l-1} (m1 x n1) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n1, m1, 1.0f, p->psi_g, m, delta[l - 1], n1, 0.0f, T,
+                    n1);
+        /* delta_l (m x n) -= T (m x n1) psi_A,l-1 (n1 x n) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n1, -1.0f, T, n1, p->psi_a, n, 1.0f, delta[l],
+                    n);
+    }
     return KFAC_OK;
 }
 
@@ -874,7 +1121,8 @@ void kfac_factors_form_flops(const kfac_factors *pc, int l, int batch, double *b
 
 int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
 {
-    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC || l < 0 || l >= pc->n_layers ||
+    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC ||
+        pc->p.inversion == KFAC_INV_TRIDIAG || l < 0 || l >= pc->n_layers ||
         (long long)batch * pc->L[l].pos > pc->gram_rows)
         return 0;
     if (pc->L[l].pos > 1) /* a convolution's B x positions rows: the weight form (§3.1) */
@@ -938,8 +1186,8 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_batch: bad argument");
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
-    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC)
-        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs Kronecker-factored inverses, not eigenbases");
+    if (pc->p.inversion == KFAC_INV_EIGEN || pc->p.inversion == KFAC_INV_EKFAC || pc->p.inversion == KFAC_INV_TRIDIAG)
+        return kfac_fail(KFAC_ERR_STATE, "K-FAC: the batch form needs one layer's Kronecker-factored inverses");
     if (batch < 1 || batch > pc->gram_rows)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d outside [1, %d] (the batch form's largest)", batch,
                          pc->gram_rows);
@@ -1042,6 +1290,14 @@ void kfac_factors_io(kfac_factors *pc, kfac_ckio *io)
                 kfac_ckio_int_range(io, &x->k, 0, x->n / 2, "a K-FAC rank");
                 kfac_ckio_f32(io, &x->c);
             }
+        layer_factors *f = &pc->L[l];
+        if (f->xa) { /* TRIDIAG's cross moments and regressions */
+            size_t na = (size_t)f->a.n * pc->L[l + 1].a.n, ng = (size_t)f->g.n * pc->L[l + 1].g.n;
+            kfac_ckio_floats(io, f->xa, na, "K-FAC cross moment of A");
+            kfac_ckio_floats(io, f->xg, ng, "K-FAC cross moment of G");
+            kfac_ckio_floats(io, f->psi_a, na, "K-FAC regression of A");
+            kfac_ckio_floats(io, f->psi_g, ng, "K-FAC regression of G");
+        }
         if (pc->L[l].scale) { /* EKFAC's diagonal and its rounds */
             kfac_ckio_floats(io, pc->L[l].scale, (size_t)pc->L[l].a.n * pc->L[l].g.n, "EKFAC scaling");
             kfac_ckio_long(io, &pc->L[l].scale_k);

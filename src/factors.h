@@ -64,6 +64,14 @@ void kfac_factors_batch_stats(kfac_factors *pc, int l, const float *abar, int ld
                               float scale);
 float *kfac_factors_stage(kfac_factors *pc, size_t *n);
 void kfac_factors_fold(kfac_factors *pc, int l);
+/* TRIDIAG (docs/algorithm.md §4.7): the cross moments of adjacent
+ * layers, staged like batch_stats (scale abar_l^T abar_{l+1} and scale
+ * g_l^T g_{l+1}, every pair, from the rows the factors use; zeros for
+ * rows = 0) and folded like fold; no-ops in other modes.
+ * kfac_factors_accumulate_all does both itself. */
+void kfac_factors_cross_stats(kfac_factors *pc, const float *const *abar, const int *lda, const float *const *g,
+                              int rows, float scale);
+void kfac_factors_fold_cross(kfac_factors *pc);
 
 
 /* Recompute every layer's damped inverses (or eigenbases) with damping
@@ -82,6 +90,11 @@ kfac_status kfac_factors_ekfac_stats(kfac_factors *pc, const float *const *abar,
 /* delta_l = precondition(grad_l): (G + g_G I)^-1 grad (A + g_A I)^-1, or the
  * eigenbasis form. grad and delta: d_out x d_in. */
 kfac_status kfac_factors_apply(kfac_factors *pc, int l, const float *grad, float *delta);
+
+/* TRIDIAG (docs/algorithm.md §4.7): delta = F_tri^-1 grad for the whole
+ * network at once (the layers are coupled), grad[l] and delta[l] d_out x
+ * d_in of layer l, never aliased. kfac_factors_apply refuses this mode. */
+kfac_status kfac_factors_apply_all(kfac_factors *pc, const float *const *grad, float *const *delta);
 
 /* The same from the batch factors of the gradient grad = (1/B) g^T abar,
  * without forming it (the batch form; docs/algorithm.md §8): delta = (1/B) (g G^-1)^T

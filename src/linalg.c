@@ -401,6 +401,104 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
     return KFAC_OK;
 }
 
+/* ------------------------------------------- block-tridiagonal pieces */
+
+/* ws->d (n x n, double) <- S + damping I, then its Cholesky factor: in
+ * row-major terms a lower triangle L with S + damping I = L L^T (LAPACK's
+ * column-major "U"). 0 if S has a non-finite entry or is not positive
+ * definite after damping. */
+static int damped_cholesky_double(const float *S, int n, double damping, kfac_linalg_ws *ws)
+{
+    double *a = ws->d;
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        if (!isfinite(S[i]))
+            return 0;
+        a[i] = S[i];
+    }
+    for (int i = 0; i < n; i++)
+        a[(size_t)i * n + i] += damping;
+    int info = 0;
+    dpotrf_(&UPLO, &n, a, &n, &info, 1);
+    return info == 0;
+}
+
+kfac_status kfac_cross_solve(const float *S, int n, double damping, const float *X, int m, float *psi, double *D,
+                             double *work, kfac_linalg_ws *ws)
+{
+    if (!S || !X || !psi || !D || !work || !ws || n < 1 || m < 1 || n > ws->max_n || m > ws->max_n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_cross_solve: bad argument");
+    if (!damped_cholesky_double(S, n, damping, ws))
+        return kfac_fail(KFAC_ERR_NUMERIC, "kfac_cross_solve: the %d x %d factor with damping %g is not finite "
+                         "or not positive definite", n, n, damping);
+    double *x = ws->d2; /* (m, n): X in double */
+    for (size_t i = 0; i < (size_t)m * n; i++) {
+        if (!isfinite(X[i]))
+            return kfac_fail(KFAC_ERR_NUMERIC, "kfac_cross_solve: the cross moment has a non-finite entry");
+        x[i] = work[i] = X[i];
+    }
+    /* work, column-major n x m = X^T, <- (S + damping I)^-1 X^T: read
+     * row-major it is X (S + damping I)^-1 = psi (m x n) */
+    int info = 0;
+    dpotrs_(&UPLO, &n, &m, ws->d, &n, work, &n, &info, 1);
+    if (info != 0)
+        return kfac_fail(KFAC_ERR_NUMERIC, "kfac_cross_solve: dpotrs info %d", info);
+    for (size_t i = 0; i < (size_t)m * n; i++)
+        psi[i] = (float)work[i];
+    /* D (m x m) <- psi (m x n) X^T (n x m), then symmetric exactly */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, m, n, 1.0, work, n, x, n, 0.0, D, m);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < i; j++) {
+            double v = 0.5 * (D[(size_t)i * m + j] + D[(size_t)j * m + i]);
+            D[(size_t)i * m + j] = D[(size_t)j * m + i] = v;
+        }
+    return KFAC_OK;
+}
+
+kfac_status kfac_gen_eigen(const float *S, int n, double damping, const double *D, float *K, float *c,
+                           kfac_linalg_ws *ws)
+{
+    if (!S || !K || !c || !ws || n < 1 || n > ws->max_n)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_gen_eigen: bad argument");
+    if (!damped_cholesky_double(S, n, damping, ws))
+        return kfac_fail(KFAC_ERR_NUMERIC, "kfac_gen_eigen: the %d x %d factor with damping %g is not finite "
+                         "or not positive definite", n, n, damping);
+    const double *L = ws->d; /* lower triangle, row-major */
+    double *m = ws->d2;      /* (n, n) */
+    if (D)
+        memcpy(m, D, sizeof *m * (size_t)n * n);
+    else
+        memset(m, 0, sizeof *m * (size_t)n * n);
+    /* m <- L^-1 D L^-T */
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n, n, 1.0, L, n, m, n);
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, n, n, 1.0, L, n, m, n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) {
+            double v = 0.5 * (m[(size_t)i * n + j] + m[(size_t)j * n + i]);
+            m[(size_t)i * n + j] = m[(size_t)j * n + i] = v;
+        }
+    /* m = U diag(s) U^T; read row-major, m's row k is then eigenvector k */
+    int info = 0;
+    dsyevd_(&JOBZ, &UPLO, &n, m, &n, ws->w, (double *)ws->work, &ws->lwork_d, ws->iwork, &ws->liwork, &info, 1, 1);
+    if (info != 0)
+        return kfac_fail(KFAC_ERR_NUMERIC, "kfac_gen_eigen: %d x %d eigensolver failed (dsyevd info %d)", n, n,
+                         info);
+    /* m <- U^T L^-1 = K^T, so K = L^-T U */
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n, n, 1.0, L, n, m, n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            float v = (float)m[(size_t)j * n + i];
+            if (!isfinite(v))
+                return kfac_fail(KFAC_ERR_NUMERIC, "kfac_gen_eigen: %d x %d basis not finite", n, n);
+            K[(size_t)i * n + j] = v;
+        }
+    /* s lies in [0, 1) in exact arithmetic (a Schur complement of a
+     * damped second moment: docs/algorithm.md §4.7); 1 - s kept directly,
+     * which stays accurate as s nears 1 */
+    for (int k = 0; k < n; k++)
+        c[k] = (float)(1.0 - fmin(fmax(ws->w[k], 0.0), 1.0));
+    return KFAC_OK;
+}
+
 kfac_status kfac_spd_solve_double(double *a, int n, double *b, const char *what)
 {
     if (!a || !b || !what || n < 1)

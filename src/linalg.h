@@ -44,6 +44,19 @@ kfac_status kfac_sym_eigen(const float *S, int n, float *Q, float *e, kfac_linal
 kfac_status kfac_sym_topk(const float *S, int n, int s, int iters, float *U, float *e, kfac_linalg_ws *ws,
                           int *flags);
 
+/* The block-tridiagonal inverse's pieces (docs/algorithm.md §4.7), in
+ * double. kfac_cross_solve: for S (n x n, PSD) damped by `damping` and the
+ * cross moment X (m x n), psi = X (S + damping I)^-1 (m x n, float) and
+ * D = X (S + damping I)^-1 X^T (m x m, double, symmetric); work holds m n
+ * doubles. kfac_gen_eigen: K (n x n float) with K^T (S + damping I) K = I
+ * and K^T D K = diag(s) (D NULL: zero), and c = 1 - s (n floats) with s
+ * clipped into [0, 1]. KFAC_ERR_NUMERIC for a non-finite S or X, or a
+ * factorisation that fails; n and m at most the workspace's size. */
+kfac_status kfac_cross_solve(const float *S, int n, double damping, const float *X, int m, float *psi, double *D,
+                             double *work, kfac_linalg_ws *ws);
+kfac_status kfac_gen_eigen(const float *S, int n, double damping, const double *D, float *K, float *c,
+                           kfac_linalg_ws *ws);
+
 /* b <- A^-1 b for symmetric positive definite A (n x n, double), by
  * Cholesky in place (a is overwritten by the factor). KFAC_ERR_NUMERIC if
  * A is not positive definite, the message naming `what`. For the exact

@@ -157,7 +157,7 @@ const kfac_param_def kfac_param_defs[] = {
     {"kfac", "fisher", "--fisher", KFAC(fisher), ENUM("Fisher kind", fisher_name, KFAC_FISHER_COUNT),
      KFAC_FISHER_SAMPLED, NULL, "sampled: the Fisher; empirical: not the Fisher"},
     {"kfac", "inversion", "--inversion", KFAC(inversion), ENUM("inversion", inversion_name, KFAC_INV_COUNT),
-     KFAC_INV_LOWRANK, NULL, "lowrank: top eigenpairs (fast); cholesky: dense; eigen: exact damping; ekfac: eigen's bases, the diagonal re-estimated"},
+     KFAC_INV_LOWRANK, NULL, "lowrank: top eigenpairs (fast); cholesky: dense; eigen: exact damping; ekfac: diagonal re-estimated; tridiag: layers coupled"},
     {"kfac", "rank_max", "--rank-max", KFAC(rank_max), INT(1, 4096), 64, NULL,
      "lowrank: eigenpairs kept per factor at most"},
     {"kfac", "rule", "--rule", KFAC(rule), ENUM("step rule", rule_name, KFAC_RULE_COUNT), KFAC_RULE_KL_CLIP, NULL,
@@ -519,7 +519,7 @@ kfac_status kfac_param_get_info(int i, kfac_param_info *out)
 /* Name tables of the K-FAC enums, shared by the net-file parser, the
  * command line and messages. */
 static const char *const fisher_names[KFAC_FISHER_COUNT] = {"sampled", "empirical"};
-static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen", "lowrank", "ekfac"};
+static const char *const inversion_names[KFAC_INV_COUNT] = {"cholesky", "eigen", "lowrank", "ekfac", "tridiag"};
 static const char *const rule_names[KFAC_RULE_COUNT] = {"kl_clip", "quadratic"};
 static const char *const lr_schedule_names[KFAC_LR_COUNT] = {"constant", "step", "cosine"};
 

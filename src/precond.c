@@ -267,7 +267,16 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
 static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, double *vg)
 {
     double total = 0.0, slices = 0.0;
-    int lr[KFAC_MAX_LAYERS], any_lr = 0;
+    int lr[KFAC_MAX_LAYERS], any_lr = 0, tri = pc->kp.inversion == KFAC_INV_TRIDIAG;
+    if (tri) { /* the layers are coupled (docs/algorithm.md §4.7): all at once */
+        const float *g[KFAC_MAX_LAYERS];
+        float *d[KFAC_MAX_LAYERS];
+        for (int l = 0; l < pc->n_layers; l++)
+            g[l] = pc->grad + pc->off[l], d[l] = pc->delta + pc->off[l];
+        kfac_status st = kfac_factors_apply_all(pc->fc, g, d);
+        if (st != KFAC_OK)
+            return st;
+    }
     for (int l = 0; l < pc->n_layers; l++) {
         int din = pc->d_in[l];
         size_t off = pc->off[l], n = (size_t)din * pc->d_out[l];
@@ -284,7 +293,7 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
             pc->st.batch_form[l] = lr[l];
             pc->st.flops_batch[l] = pc->st.flops_weights[l] = 0.0;
             if (!in->grad && pc->wd == 0.0f && pc->kp.inversion != KFAC_INV_EIGEN &&
-                pc->kp.inversion != KFAC_INV_EKFAC)
+                pc->kp.inversion != KFAC_INV_EKFAC && !tri)
                 kfac_factors_form_flops(pc->fc, l, in->rows, &pc->st.flops_batch[l], &pc->st.flops_weights[l]);
         }
         if (lr[l] && kfac_dist_grouped(pc->dist)) {
@@ -302,7 +311,7 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
                 return st;
             total += dot;
         } else {
-            if ((st = kfac_factors_apply(pc->fc, l, gl, d)) != KFAC_OK)
+            if (!tri && (st = kfac_factors_apply(pc->fc, l, gl, d)) != KFAC_OK)
                 return st;
             total += kfac_dot_floats(d, gl, n);
         }
@@ -558,12 +567,14 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
         for (int l = 0; l < pc->n_layers; l++)
             kfac_factors_batch_stats(pc->fc, l, in->abar[l], pc->d_in[l], in->gstat[l], in->stat_rows,
                                      1.0f / in->total_stat_rows);
+        kfac_factors_cross_stats(pc->fc, in->abar, pc->d_in, in->gstat, in->stat_rows, 1.0f / in->total_stat_rows);
         size_t n_stage;
         float *stage = kfac_factors_stage(pc->fc, &n_stage);
         if ((st = kfac_dist_sum_floats(pc->dist, stage, n_stage)) != KFAC_OK)
             return st;
         for (int l = 0; l < pc->n_layers; l++)
             kfac_factors_fold(pc->fc, l);
+        kfac_factors_fold_cross(pc->fc);
         pc->st.stats_rounds++;
     }
     double t1 = kfac_seconds();

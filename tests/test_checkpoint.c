@@ -95,6 +95,7 @@ static const config configs[] = {
     {"kfac quadratic eigen", KFAC_OPT_KFAC, KFAC_RULE_QUADRATIC, KFAC_INV_EIGEN, KFAC_LR_CONSTANT},
     {"kfac lowrank", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK, KFAC_LR_CONSTANT},
     {"kfac ekfac", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_EKFAC, KFAC_LR_CONSTANT},
+    {"kfac tridiag", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_TRIDIAG, KFAC_LR_CONSTANT},
     /* schedules read the steps taken, which the checkpoint holds */
     {"momentum, cosine schedule", KFAC_OPT_MOMENTUM, KFAC_RULE_KL_CLIP, KFAC_INV_CHOLESKY, KFAC_LR_COSINE},
     {"kfac, step schedule", KFAC_OPT_KFAC, KFAC_RULE_KL_CLIP, KFAC_INV_LOWRANK, KFAC_LR_STEP},

@@ -810,6 +810,10 @@ START_TEST(test_check_cg)
     for (int l = 0; l < r.n_layers; l++)
         ck_assert(fabs(r.cos_layer_grad[l]) <= 1 && fabs(r.cos_layer_kfac[l]) <= 1 && r.cos_layer_grad[l] != 0);
     ck_assert(r.grad_rel_err < 2e-2 && r.fvp_rel_err < 1e-4);
+    /* every inversion kind has its row, tridiag (§4.7) included */
+    for (int k = 0; k < KFAC_INV_COUNT; k++)
+        ck_assert_msg(r.cos_by_inversion[k] > 0 && r.cos_by_inversion[k] <= 1, "%s: cosine %g",
+                      kfac_inversion_name((kfac_inversion)k), r.cos_by_inversion[k]);
     /* one CG iteration: reported as such, the residual showing it */
     o.cg_max_iter = 1;
     ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_OK);
@@ -1016,8 +1020,9 @@ START_TEST(test_every_configuration_learns)
     p.batch = 30;
     p.optim.lr = 0.02f;
     p.kfac.fisher = (kfac_fisher_kind)(_i & 1);
-    /* 0-7: cholesky and eigen under each fisher and rule; 8-11: ekfac */
-    p.kfac.inversion = _i >= 8 ? KFAC_INV_EKFAC : (kfac_inversion)((_i >> 1) & 1);
+    /* 0-7: cholesky and eigen under each fisher and rule; 8-11: ekfac;
+     * 12-15: tridiag (docs/algorithm.md §4.7) */
+    p.kfac.inversion = _i >= 12 ? KFAC_INV_TRIDIAG : _i >= 8 ? KFAC_INV_EKFAC : (kfac_inversion)((_i >> 1) & 1);
     p.kfac.rule = (kfac_step_rule)((_i >> 2) & 1);
     p.kfac.stat_fraction = 0.5f;
     p.kfac.cov_every = 2;
@@ -1158,7 +1163,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);
     tcase_add_test(tc, test_check_cg);
     tcase_add_loop_test(tc, test_tiny_damping_singular_a, 0, KFAC_INV_COUNT);
-    tcase_add_loop_test(tc, test_every_configuration_learns, 0, 12);
+    tcase_add_loop_test(tc, test_every_configuration_learns, 0, 16);
     tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_all_zero_inputs, 0, KFAC_INV_COUNT);
     tcase_add_test(tc, test_precond_rejects_nonfinite);

@@ -69,7 +69,7 @@ int main(void)
     Suite *(*suites[])(void) = {rng_suite,    net_suite,    idx_suite,  csv_suite,  netfile_suite,    optim_suite,
                                 linalg_suite, fisher_suite, kfac_suite, checkpoint_suite, train_suite,
                                 cli_suite,    badinput_cli_suite, api_suite, dist_suite,
-                                docs_suite, signals_suite, handles_suite, conv_suite, cnn_suite};
+                                docs_suite, signals_suite, handles_suite, conv_suite, cnn_suite, tridiag_suite};
     SRunner *sr = srunner_create(suites[0]());
     for (size_t i = 1; i < sizeof suites / sizeof *suites; i++)
         srunner_add_suite(sr, suites[i]());

@@ -28,6 +28,7 @@ Suite *signals_suite(void);
 Suite *handles_suite(void);
 Suite *conv_suite(void);
 Suite *cnn_suite(void);
+Suite *tridiag_suite(void);
 
 /* Directory of the real data set ($KFAC_DATA, else the Debian default). */
 const char *test_data_dir(void);

@@ -911,7 +911,7 @@ class Preconditioner(_Handle):
     in rows b * positions[l] to (b + 1) * positions[l] - 1; abar's rows
     are the input patches (with the ones column for a bias), g's the
     per-example dl/ds at each output pixel, and the gradient is
-    (1/rows) g^T abar."""
+    (1/rows) g^T abar. Not with inversion "tridiag"."""
     _free = _L.kfac_precond_free
 
     def __init__(self, shapes, max_rows, params=None, positions=None, **settings):

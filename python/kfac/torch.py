@@ -448,7 +448,8 @@ class KFAC(torch.optim.Optimizer):
       here. Other layers with parameters (Conv1d, ConvTranspose2d,
       normalizations, embeddings), like every parameter outside an
       nn.Linear or nn.Conv2d, take momentum SGD with the same lr,
-      momentum and weight decay.
+      momentum and weight decay. inversion="tridiag" is refused for
+      convolutions (the block-tridiagonal inverse is for dense layers).
     - of the param_groups entries only "lr" is read at each step (so LR
       schedulers work); momentum, damping and weight_decay are fixed at
       construction.

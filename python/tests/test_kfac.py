@@ -740,6 +740,9 @@ class TestPreconditioner(unittest.TestCase):
                                 positions=[5, 1])
                 self.assertEqual(pc.stats()["stats_rounds"], 5)
         kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="ekfac")  # EKFAC takes positions too
+        with self.assertRaises(kfac.InvalidArgumentError) as cm:
+            kfac.Preconditioner([(3, 4)], 8, positions=[2], inversion="tridiag")
+        self.assertIn("dense layers only", str(cm.exception))
         with self.assertRaises(ValueError):
             kfac.Preconditioner([(3, 4)], 8, positions=[2, 1])
         with self.assertRaises(kfac.InvalidArgumentError):

@@ -162,6 +162,11 @@ int cmd_check(int argc, char **argv)
                ok_cos ? "ok  " : "FAIL");
     printf("cosine(gradient, exact natural gradient) %8.4f\n", r.cos_grad);
     for (int k = 0; k < KFAC_INV_COUNT; k++) {
+        if (isnan(r.cos_by_inversion[k])) {
+            printf("  K-FAC with %-8s inverses                 -   (dense layers only)\n",
+                   kfac_inversion_name((kfac_inversion)k));
+            continue;
+        }
         printf("  K-FAC with %-8s inverses            %8.4f", kfac_inversion_name((kfac_inversion)k),
                r.cos_by_inversion[k]);
         if (k == KFAC_INV_LOWRANK) {

@@ -288,6 +288,11 @@ static const config dense_configs[] = {
      * 3e-5); A and G, averaged at 0.05 a round, barely notice */
     {"kfac ekfac, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_EKFAC, KFAC_RULE_KL_CLIP, 0, 808, 0,
      0.0f, 0},
+    /* tridiag (docs/algorithm.md §4.7): the cross moments of adjacent
+     * layers in the same staged sum as the factors; every rank then
+     * inverts the same statistics itself */
+    {"kfac tridiag, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_TRIDIAG, KFAC_RULE_KL_CLIP, 0, 0, 0,
+     0.0f, 0},
     {"kfac quadratic rule", KFAC_OPT_KFAC, 1, 5, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_QUADRATIC, 0, 0, 0, 0.0f, 0},
     /* F products on the first 51 of 101 rows: all of rank 0's 50, one
      * of rank 1's */
