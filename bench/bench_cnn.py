@@ -98,7 +98,7 @@ def torch_cnn(net):
     m = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                       nn.Linear(3136, 1024), nn.ReLU(), nn.Linear(1024, 10))
-    ours = [l for l in range(net.n_layers) if net.weights(l).size]
+    ours = [l for l in range(net.n_layers) if net.layer_positions(l) > 0]  # pooling: 0, no weights
     theirs = [i for i, mod in enumerate(m) if isinstance(mod, (nn.Conv2d, nn.Linear))]
     n_torch = sum(p.numel() for p in m.parameters())
     if len(ours) != len(theirs) or net.n_params != n_torch:
@@ -199,7 +199,7 @@ def main():
            % (args.lr, fp["kfac.lr"], fp["kfac.damping"], fp["kfac.cov_every"], fp["kfac.inv_every"]))
     report()
 
-    params = np.concatenate([net.weights(l).ravel() for l in range(net.n_layers)])
+    params = np.concatenate([net.weights(l).ravel() for l in range(net.n_layers) if net.layer_positions(l) > 0])
 
     def c_row(name, **kw):
         t = kfac.Trainer(args.net, c_train, seed=args.seed, batch=batch, **kw)

@@ -165,12 +165,14 @@ void kfac_maxpool_forward(const kfac_pool_geom *g, const float *x, size_t ldx, i
             for (int ky = 0; ky < k; ky++)
                 for (int kx = ky ? 0 : 1; kx < k; kx++) {
                     const int32_t at = base + ((int32_t)ky * w + kx) * c;
+                    /* branch-free, so it vectorizes over the channels:
+                     * a larger value, or a first NaN, takes the place */
+                    const float *restrict src = xb + at;
                     for (int ci = 0; ci < c; ci++) {
-                        const float v = xb[at + ci];
-                        if (v > yo[ci] || (isnan(v) && !isnan(yo[ci]))) {
-                            yo[ci] = v;
-                            ao[ci] = at + ci;
-                        }
+                        const float v = src[ci], m = yo[ci];
+                        const int take = v > m || (v != v && m == m);
+                        yo[ci] = take ? v : m;
+                        ao[ci] = take ? at + ci : ao[ci];
                     }
                 }
         }

@@ -43,17 +43,19 @@ static kfac_status conv_infer(kfac_layer *ly)
 
 static void conv_forward(kfac_layer *ly, const float *w, int batch, float *y, size_t ldy)
 {
-    int in = ly->d_in, d = ly->d_out, P = ly->positions;
-    kfac_im2col(&ly->conv, ly->x, ly->ldx, batch, ly->abar, in);
-    if (ldy == (size_t)P * (size_t)d) { /* y's examples are back to back */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch * P, d, in, 1.0f, ly->abar, in, w, in, 0.0f, y,
-                    d);
-        return;
+    int in = ly->d_in, d = ly->d_out, P = ly->positions, threads = KFAC_MIN(omp_get_max_threads(), batch);
+    /* an example at a time on a thread of its own: its patches are
+     * written to abar (K-FAC and the weight gradient read them later) and
+     * multiplied while still in the cache; its output rows land at its
+     * place in y, whatever y's stride (a dense layer next has its ones
+     * column between examples) */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int b = 0; b < batch; b++) {
+        float *ab = ly->abar + (size_t)b * P * in;
+        kfac_im2col(&ly->conv, ly->x + (size_t)b * ly->ldx, ly->ldx, 1, ab, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, d, in, 1.0f, ab, in, w, in, 0.0f,
+                    y + (size_t)b * ldy, d);
     }
-    /* a dense layer next: its abar has the ones column between examples */
-    for (int b = 0; b < batch; b++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, d, in, 1.0f, ly->abar + (size_t)b * P * in, in, w,
-                    in, 0.0f, y + (size_t)b * ldy, d);
 }
 
 static void conv_backward(kfac_layer *ly, const float *w, const float *g, int batch, float *grad, float scale,
@@ -64,10 +66,19 @@ static void conv_backward(kfac_layer *ly, const float *w, const float *g, int ba
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, rows, scale, g, d, ly->abar, in, 0.0f, grad, in);
     if (dx) {
         /* the patches' gradient g W[:, :in-1], then each window's share
-         * added back to the pixels it came from */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in - 1, d, 1.0f, g, d, w, in, 0.0f, scratch,
-                    in);
-        kfac_col2im(&ly->conv, scratch, in, batch, dx, lddx);
+         * added back to the pixels it came from: an example at a time, on
+         * a thread of its own, so its patches' gradient (P x in floats)
+         * is added back from the cache instead of the whole batch's
+         * written to memory and read again (a single-threaded sgemm each:
+         * OpenBLAS runs serially inside a parallel region) */
+        int P = ly->positions, threads = KFAC_MIN(omp_get_max_threads(), batch);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+        for (int b = 0; b < batch; b++) {
+            float *sp = scratch + (size_t)omp_get_thread_num() * P * in;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, in - 1, d, 1.0f, g + (size_t)b * P * d, d, w,
+                        in, 0.0f, sp, in);
+            kfac_col2im(&ly->conv, sp, in, 1, dx + (size_t)b * lddx, lddx);
+        }
     }
 }
 
