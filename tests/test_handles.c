@@ -541,15 +541,19 @@ START_TEST(test_precond_positions_from_handles)
         OK(kfac_precond_step(pb, &batch));
         ck_assert(memcmp(wa0, wb0, sizeof wa0) == 0 && memcmp(wa1, wb1, sizeof wa1) == 0);
     }
-    /* refused: bad positions, EKFAC with positions */
+    /* refused: bad positions, the block-tridiagonal inverse with
+     * positions; EKFAC takes them */
     kfac_precond *none = (kfac_precond *)1;
     int bad[L] = {0, 1};
     assert_fails(kfac_precond_new_params_positions(L, din, dout, bad, B, hp, &none), KFAC_ERR_INVALID_ARG,
                  "0 positions per example");
-    OK(kfac_train_params_set(hp, "kfac.inversion", "ekfac"));
+    OK(kfac_train_params_set(hp, "kfac.inversion", "tridiag"));
     assert_fails(kfac_precond_new_params_positions(L, din, dout, pos, B, hp, &none), KFAC_ERR_INVALID_ARG,
-                 "inversion ekfac: not for convolutional layers");
+                 "inversion tridiag: for dense layers only");
     OK(kfac_precond_new_params_positions(L, din, dout, NULL, B, hp, &none));
+    kfac_precond_free(none);
+    OK(kfac_train_params_set(hp, "kfac.inversion", "ekfac"));
+    OK(kfac_precond_new_params_positions(L, din, dout, pos, B, hp, &none));
     kfac_precond_free(none);
     kfac_precond_free(pa);
     kfac_precond_free(pb);
