@@ -814,6 +814,11 @@ START_TEST(test_check_cg)
     for (int k = 0; k < KFAC_INV_COUNT; k++)
         ck_assert_msg(r.cos_by_inversion[k] > 0 && r.cos_by_inversion[k] <= 1, "%s: cosine %g",
                       kfac_inversion_name((kfac_inversion)k), r.cos_by_inversion[k]);
+    /* a tighter tolerance: CG's d within 1e-4 of the explicit solve */
+    o.cg_tol = 1e-6;
+    ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_OK);
+    ck_assert_msg(r.cg_rel_err <= 1e-4, "CG at tolerance 1e-6 against Cholesky: %g", r.cg_rel_err);
+    o.cg_tol = 1e-4;
     /* one CG iteration: reported as such, the residual showing it */
     o.cg_max_iter = 1;
     ck_assert_int_eq(kfac_check_with(&s, &p, &d, &o, &r), KFAC_OK);
