@@ -355,6 +355,11 @@ static const config cnn_configs[] = {
     {"cnn kfac batch 11", KFAC_OPT_KFAC, 2, 10, 1.0f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 11, 1100, 0, 0.0f, 0},
     {"cnn avg pooling, kfac, stats 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_CHOLESKY, KFAC_RULE_KL_CLIP, 0, 0, 0,
      0.0f, 1},
+    /* EKFAC on the convolution: each rank's examples' projected
+     * gradients (positions summed per example) in the group's sum; the
+     * dense set-up's 8 steps, average pooling */
+    {"cnn kfac ekfac, stats on 1/2", KFAC_OPT_KFAC, 2, 10, 0.5f, 0.0f, KFAC_INV_EKFAC, KFAC_RULE_KL_CLIP, 0, 808, 0,
+     0.0f, 1},
 };
 
 static int spatial(const kfac_net_spec *spec)
