@@ -156,16 +156,9 @@ kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net_in, int row
 {
     if (!f || !net_in || !v || !fv)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_vec: NULL argument");
-    if (!same_net(f, net_in))
-        return kfac_fail(KFAC_ERR_SHAPE, "kfac_fisher_vec: the net is not the one the buffers "
-                                         "were made for");
-    if (net_in->batch < 1)
-        return kfac_fail(KFAC_ERR_STATE, "kfac_fisher_vec before any forward pass");
-    if (net_in->batch > f->max_batch)
-        return kfac_fail(KFAC_ERR_SHAPE, "kfac_fisher_vec: batch %d above the buffers' %d",
-                         net_in->batch, f->max_batch);
-    if (rows < 0 || rows > net_in->batch)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_vec: %d rows outside [0, %d]", rows, net_in->batch);
+    kfac_status st = check_rows(f, net_in, rows, "kfac_fisher_vec");
+    if (st != KFAC_OK)
+        return st;
     if (rows == 0) { /* a process with none of the group's rows */
         memset(fv, 0, sizeof(float) * net_in->n_params);
         return KFAC_OK;

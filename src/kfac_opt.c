@@ -2,7 +2,7 @@
  * precond.c (the public kfac_precond) fed from what the network recorded,
  * plus what only a network can give it: targets sampled from the model and
  * one extra backward pass for the G statistics (docs/algorithm.md §3), and exact
- * Fisher-vector products and batch losses for the quadratic rule
+ * Fisher quadratic forms (forward mode) and batch losses for the quadratic rule
  * (docs/algorithm.md §5-6). */
 #include <math.h>
 #include <stdlib.h>
@@ -24,19 +24,12 @@ typedef struct kfac_state {
     kfac_fisher *fisher; /* QUADRATIC only */
     kfac_net *net;       /* the current step's network and targets, for */
     const float *y;      /* the callbacks */
-    int fvp_rows;        /* QUADRATIC: F v over this process's first rows */
+    int fvp_rows;        /* QUADRATIC: the F forms over this process's first rows */
     float *gspare;       /* max_batch x d_out per layer: where the
                             sampled-target pass writes its g, so the true g
                             stays where the backward pass left it */
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
 } kfac_state;
-
-/* F v over the batch of the last forward pass (docs/algorithm.md §6) */
-static kfac_status net_fisher_vec(void *user, const float *v, float *fv)
-{
-    kfac_state *s = user;
-    return kfac_fisher_vec_rows(s->fisher, s->net, s->fvp_rows, v, fv);
-}
 
 /* v1^T F v2 and the like by forward mode alone, on the same rows: all the
  * quadratic rule reads of F (docs/algorithm.md §6) */
@@ -93,7 +86,7 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
     }
     if (kp->rule == KFAC_RULE_QUADRATIC &&
         ((st = kfac_fisher_new(net, &s->fisher)) != KFAC_OK ||
-         (st = kfac_precond_set_fisher(s->pc, net_fisher_vec, net_batch_loss, s)) != KFAC_OK ||
+         (st = kfac_precond_set_fisher(s->pc, NULL, net_batch_loss, s)) != KFAC_OK ||
          (st = kfac_precond_set_fisher_forms(s->pc, net_fisher_forms, s)) != KFAC_OK))
         goto fail;
     *state = s;

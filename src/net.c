@@ -245,22 +245,21 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
     if (max_batch < 1 || max_batch > 1000000)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "max_batch %d outside [1, 1000000]", max_batch);
 
-    kfac_layer probe[KFAC_MAX_LAYERS];
-    size_t params;
-    int bad;
-    infer_layers(spec, probe, &params, &bad); /* validated above */
-    for (int l = 0; l < spec->n_layers; l++) /* BLAS counts rows in an int */
-        if ((long long)max_batch * probe[l].positions > INT_MAX)
-            return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d: layer %d's %d positions make 2^31 rows or more",
-                             max_batch, l + 1, probe[l].positions);
-
     kfac_net *net = calloc(1, sizeof *net);
     if (!net)
         return kfac_fail(KFAC_ERR_NOMEM, "network: out of memory");
     net->spec = *spec;
     net->n_layers = spec->n_layers;
     net->max_batch = max_batch;
-    infer_layers(spec, net->layers, &net->n_params, &bad);
+    int bad;
+    infer_layers(spec, net->layers, &net->n_params, &bad); /* validated above */
+    for (int l = 0; l < net->n_layers; l++) /* BLAS counts rows in an int */
+        if ((long long)max_batch * net->layers[l].positions > INT_MAX) {
+            int pos = net->layers[l].positions;
+            free(net); /* nothing allocated in it yet */
+            return kfac_fail(KFAC_ERR_INVALID_ARG, "batch %d: layer %d's %d positions make 2^31 rows or more",
+                             max_batch, l + 1, pos);
+        }
     net->inputs = spec->inputs;
     net->outputs = net->layers[net->n_layers - 1].out_size;
 

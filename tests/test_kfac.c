@@ -488,6 +488,32 @@ START_TEST(test_form_report_full_batches)
 }
 END_TEST
 
+/* EKFAC's direction by its definition, in double: with the eigenvectors
+ * as the columns of QG (m x m) and QA (n x n), T = Q_G^T V Q_A / (S +
+ * lambda) and want = Q_G T Q_A^T (V, S, want: m x n). */
+static void ekfac_direction(const float *QG, const float *QA, const double *S, const float *V, double lambda, int m,
+                            int n, double *want)
+{
+    double *T = malloc(sizeof *T * (size_t)m * n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int k = 0; k < m; k++)
+                for (int q = 0; q < n; q++)
+                    acc += QG[k * m + i] * V[k * n + q] * QA[q * n + j];
+            T[i * n + j] = acc / (S[i * n + j] + lambda);
+        }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int k = 0; k < m; k++)
+                for (int q = 0; q < n; q++)
+                    acc += QG[i * m + k] * T[k * n + q] * QA[j * n + q];
+            want[i * n + j] = acc;
+        }
+    free(T);
+}
+
 /* EKFAC (docs/algorithm.md §4.6) against its definition, computed here
  * from the same eigenbases: right after a decomposition it is EIGEN (bit
  * for bit); after a statistics round its diagonal is the mean of
@@ -534,7 +560,7 @@ START_TEST(test_ekfac_definition)
     ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_a(ek, 0), DIN, QA, eA, ws, &flags), KFAC_OK);
     ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_g(ek, 0), DOUT, QG, eG, ws, &flags), KFAC_OK);
     kfac_linalg_ws_free(ws);
-    double S[N] = {0}, T[N], want[N];
+    double S[N] = {0}, want[N];
     for (int n = 0; n < B; n++)
         for (int i = 0; i < DOUT; i++) {
             double pg = 0;
@@ -551,24 +577,8 @@ START_TEST(test_ekfac_definition)
         double lambda = round ? 0.5 : 0.05;
         if (round) /* a damping raise: no new statistics, the same S */
             ck_assert_int_eq(kfac_factors_invert(ek, lambda, NULL), KFAC_OK);
-        /* T = Q_G^T V Q_A / (S + lambda); want = Q_G T Q_A^T */
-        for (int i = 0; i < DOUT; i++)
-            for (int j = 0; j < DIN; j++) {
-                double acc = 0;
-                for (int k = 0; k < DOUT; k++)
-                    for (int q = 0; q < DIN; q++)
-                        acc += QG[k * DOUT + i] * V[k * DIN + q] * QA[q * DIN + j];
-                T[i * DIN + j] = acc / (S[i * DIN + j] + lambda);
-            }
+        ekfac_direction(QG, QA, S, V, lambda, DOUT, DIN, want);
         double err = 0, norm = 0, moved = 0;
-        for (int i = 0; i < DOUT; i++)
-            for (int j = 0; j < DIN; j++) {
-                double acc = 0;
-                for (int k = 0; k < DOUT; k++)
-                    for (int q = 0; q < DIN; q++)
-                        acc += QG[i * DOUT + k] * T[k * DIN + q] * QA[j * DIN + q];
-                want[i * DIN + j] = acc;
-            }
         ck_assert_int_eq(kfac_factors_apply(ek, 0, V, d_ek), KFAC_OK);
         for (int i = 0; i < N; i++) {
             err += (d_ek[i] - want[i]) * (d_ek[i] - want[i]);
@@ -620,7 +630,7 @@ START_TEST(test_ekfac_positions)
     ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_a(ek, 0), DIN, QA, eA, ws, &flags), KFAC_OK);
     ck_assert_int_eq(kfac_sym_eigen(kfac_factors_factor_g(ek, 0), DOUT, QG, eG, ws, &flags), KFAC_OK);
     kfac_linalg_ws_free(ws);
-    double S[N] = {0}, T[N], want[N];
+    double S[N] = {0}, want[N];
     for (int n = 0; n < B; n++) {
         double M[N] = {0}; /* Q_G^T DW_n Q_A */
         for (int t = 0; t < P; t++) {
@@ -640,22 +650,7 @@ START_TEST(test_ekfac_positions)
         for (int i = 0; i < N; i++)
             S[i] += M[i] * M[i] / B;
     }
-    for (int i = 0; i < DOUT; i++)
-        for (int j = 0; j < DIN; j++) {
-            double acc = 0;
-            for (int k = 0; k < DOUT; k++)
-                for (int q = 0; q < DIN; q++)
-                    acc += QG[k * DOUT + i] * V[k * DIN + q] * QA[q * DIN + j];
-            T[i * DIN + j] = acc / (S[i * DIN + j] + lambda);
-        }
-    for (int i = 0; i < DOUT; i++)
-        for (int j = 0; j < DIN; j++) {
-            double acc = 0;
-            for (int k = 0; k < DOUT; k++)
-                for (int q = 0; q < DIN; q++)
-                    acc += QG[i * DOUT + k] * T[k * DIN + q] * QA[j * DIN + q];
-            want[i * DIN + j] = acc;
-        }
+    ekfac_direction(QG, QA, S, V, lambda, DOUT, DIN, want);
     ck_assert_int_eq(kfac_factors_apply(ek, 0, V, d_ek), KFAC_OK);
     double err = 0, norm = 0;
     for (int i = 0; i < N; i++) {
