@@ -13,13 +13,19 @@
  * usage: bench_suite [--quick] [--report-only] [--out DIR] [--results FILE]
  *                    [--data DIR] [--include FILE]... [--cnn-epochs N]
  *                    [--cnn-grid 1|2] [--cnn-examples N] [--cnn-only]
+ *                    [--run PARTS]
  *   --cnn-epochs 0 leaves the CNN out; --cnn-grid 1 runs the first point
  *   of each of its grids only; --cnn-examples N trains it on the first N
  *   training images (a smoke test, not the benchmark); --cnn-only runs the
  *   CNN alone (FILE then has its section alone: give one of its own).
  *   --report-only rebuilds the table and charts from the runs already in DIR.
  *   CSVs and charts go to DIR, the table to FILE (default DIR/RESULTS.md);
- *   --include adds a text file (throughput benchmarks) to the table. */
+ *   --include adds a text file (throughput benchmarks) to the table.
+ *   --run PARTS runs only the listed parts (a comma list of mlp, ae, cnn,
+ *   modes; default all) and reads the others' runs back from DIR, as
+ *   --report-only does, so one part can be re-measured and the whole
+ *   table rebuilt. "modes" is K-FAC in each inversion mode on the
+ *   classifier and the autoencoder (issue 17). */
 /* wait4 is BSD: it gives a child's resource use */
 #define _DEFAULT_SOURCE
 #include <cblas.h>
@@ -49,6 +55,9 @@ typedef struct run {
     float damping;       /* K-FAC: 0: the net file's */
     int batch;           /* 0: the net file's */
     int repeat;          /* 0 for the first run of a configuration */
+    int inversion;       /* K-FAC: a kfac_inversion, or -1: the net file's */
+    int part;            /* PART_*: which --run part measures it */
+    const char *tag;     /* NULL, or appended to the CSV's name */
     char csv[512];
     /* read back from the CSV */
     int epochs;          /* rows read (epochs, or quarter epochs) */
@@ -73,13 +82,20 @@ typedef struct config {
     int cnn_examples;      /* the CNN's training images (0: all) */
     int cnn_test_n;        /* the CNN's test images evaluated (0: all) */
     int cnn_only;          /* the CNN's runs and section alone */
+    unsigned parts;        /* PART_* bits --run measures; the rest are read back */
 } config;
+
+enum { PART_MLP = 1, PART_AE = 2, PART_CNN = 4, PART_MODES = 8, PART_ALL = 15 };
 
 /* The CNN's targets (issue 15: "at least 0.90 test accuracy"); a CNN run
  * stops once it has reached both. The loss target was set before the
  * first full run, at about where fmnist_2c2d's epoch-3 mean is expected. */
 #define CNN_TARGET_LOSS 0.30
 #define CNN_TARGET_ACC 0.90
+
+/* the classifier's point for the inversion modes' runs */
+#define MODES_BATCH 512
+#define MODES_DAMPING 0.03f
 
 /* ------------------------------------------------------------- children */
 
@@ -139,6 +155,8 @@ static int child_train(const config *c, const run *r)
         p.batch = r->batch;
     if (r->damping > 0)
         p.kfac.damping = r->damping;
+    if (r->inversion >= 0)
+        p.kfac.inversion = (kfac_inversion)r->inversion;
     /* K-FAC's statistics take 128 rows of a larger batch (bench_kfac does
      * the same; the paper takes 1/8 of its batches): their cost per
      * epoch stays that of batch 128, and the losses per epoch hold */
@@ -245,7 +263,7 @@ static void run_child(const config *c, run *r)
 /* Run r, or with --report-only read what an earlier run left. */
 static void do_run(const config *c, run *r)
 {
-    if (!c->report_only) {
+    if (!c->report_only && (c->parts & (unsigned)r->part)) {
         run_child(c, r);
         return;
     }
@@ -363,6 +381,13 @@ static const char *opt_colour(kfac_optimizer_kind k)
 }
 
 /* only_best: draw the bold runs alone (a grid of 27 is unreadable) */
+/* the inversion modes' charts: one colour per mode */
+static const char *mode_colour(int inversion)
+{
+    static const char *const colours[KFAC_INV_COUNT] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"};
+    return inversion >= 0 && inversion < KFAC_INV_COUNT ? colours[inversion] : "#000000";
+}
+
 static int write_plot(const config *c, const char *name, const char *title, run *runs, int n, const char *problem,
                       int ycol_seconds, const char *ylabel, int xcol_epochs, const char *xlabel2, const int *best,
                       const char *key, int only_best)
@@ -390,6 +415,8 @@ static int write_plot(const config *c, const char *name, const char *title, run 
             char lrs[48];
             if (runs[i].lr > 0)
                 snprintf(lrs, sizeof lrs, "lr %g", runs[i].lr);
+            else if (runs[i].inversion >= 0) /* the modes' charts: the mode is the title */
+                snprintf(lrs, sizeof lrs, "inversion");
             else if (runs[i].damping > 0) /* K-FAC: its grid is over damping */
                 snprintf(lrs, sizeof lrs, "damping %g", runs[i].damping);
             else
@@ -399,7 +426,8 @@ static int write_plot(const config *c, const char *name, const char *title, run 
             /* the best learning rate of each optimizer bold, the rest thin */
             fprintf(g, "%s'%s' using %d:%d every ::1 with linespoints lw %d lc rgb '%s' pt 7 ps %s title '%s %s'",
                     first ? "" : ", ", runs[i].csv, panel ? xcol_epochs : 3, ycol_seconds, is_best ? 3 : 1,
-                    opt_colour(runs[i].opt), is_best ? "0.8" : "0.3", opt_label(runs[i].opt), lrs);
+                    runs[i].inversion >= 0 ? mode_colour(runs[i].inversion) : opt_colour(runs[i].opt), is_best ? "0.8" : "0.3",
+            runs[i].inversion >= 0 ? kfac_inversion_name((kfac_inversion)runs[i].inversion) : opt_label(runs[i].opt), lrs);
             first = 0;
         }
         fprintf(g, "\n");
@@ -539,12 +567,117 @@ static void cnn_section(FILE *f, const config *c, const run *runs, int from, int
     fprintf(f, "\n![fmnist-cnn](%sfmnist-cnn.png)\n", pre);
 }
 
+/* training seconds per iteration over a whole run (NAN if it has none) */
+static double per_step(const run *r)
+{
+    return r->epochs && !r->failed ? r->seconds[r->epochs - 1] / (double)r->iterations[r->epochs - 1] : NAN;
+}
+
+/* RESULTS.md's section on K-FAC's inversion modes (issue 17): time to
+ * target and cost per step of each, on the classifier (runs[from, mid))
+ * and the autoencoder (runs[mid, to)). */
+static void modes_section(FILE *f, const config *c, const run *runs, int from, int mid, int to, double target_loss,
+                          double target_acc)
+{
+    /* runs[from] and runs[mid]: the first-order references */
+    int batch = runs[from].batch;
+    double sgd_step = per_step(&runs[from]);
+    fprintf(f, "\n## K-FAC's inversion modes\n\n");
+    fprintf(f, "Every `inversion` of docs/algorithm.md §4, run one after another with the same seed: `cholesky` (dense "
+               "inverses, factored Tikhonov damping), `eigen` (eigendecompositions, exact Tikhonov damping), `lowrank` "
+               "(the default: top eigenpairs by randomized subspace iteration), `ekfac` (eigen's bases, the diagonal "
+               "re-estimated from projected per-example gradients) and `tridiag` (the block-tridiagonal inverse). The "
+               "cosine of each mode's direction with the exact natural gradient is the README's table (`kfac check`); "
+               "this is what each costs and gains in training.\n\n");
+    fprintf(f, "Classifier (nets/fmnist-mlp, %d epoch%s): batch %d, damping %g, the net file's lr 0.03, kl_clip 1e-3, T_cov "
+               "10, T_inv 100, statistics on 128 rows of each batch (K-FAC's best point of the grid when this part was "
+               "written, fixed so that `--run modes` re-measures it alone). Cost per step: mean training seconds per "
+               "iteration over the run, against SGD-momentum's (lr 0.05) at the same batch, run first in this part "
+               "(%.1f ms a step).\n\n",
+            c->clf_epochs, KFAC_S(c->clf_epochs), batch, runs[from + 1].damping > 0 ? runs[from + 1].damping : 0.1,
+            1e3 * sgd_step);
+    fprintf(f, "| inversion | epochs to loss %.2f | seconds | epochs to acc %.2f | seconds | best test acc (epoch) | final "
+               "train loss | ms/step | x SGD-momentum step |\n|---|---|---|---|---|---|---|---|---|\n",
+            target_loss, target_acc);
+    for (int i = from + 1; i < mid; i++) {
+        const run *r = &runs[i];
+        const char *name = kfac_inversion_name((kfac_inversion)r->inversion);
+        if (!r->epochs) {
+            fprintf(f, "| %s | failed | | | | | | | |\n", name);
+            continue;
+        }
+        int il = first_below(r->train_loss, r->epochs, target_loss), ia = first_above(r->test_metric, r->epochs, target_acc);
+        int ib = 0;
+        for (int e = 1; e < r->epochs; e++)
+            if (r->test_metric[e] > r->test_metric[ib])
+                ib = e;
+        char el[32], sl[32], ea[32], sa[32];
+        snprintf(el, sizeof el, il < 0 ? "not reached" : "%.0f", il < 0 ? 0 : r->epoch_of[il]);
+        snprintf(sl, sizeof sl, il < 0 ? "" : "%.1f", il < 0 ? 0 : r->seconds[il]);
+        snprintf(ea, sizeof ea, ia < 0 ? "not reached" : "%.0f", ia < 0 ? 0 : r->epoch_of[ia]);
+        snprintf(sa, sizeof sa, ia < 0 ? "" : "%.1f", ia < 0 ? 0 : r->seconds[ia]);
+        double step = per_step(r);
+        fprintf(f, "| %s%s | %s | %s | %s | %s | %.4f (%d) | %.4f | %.1f | %.2f |\n", name, r->failed ? " (failed)" : "",
+                el, sl, ea, sa, r->test_metric[ib], ib + 1, r->train_loss[r->epochs - 1], 1e3 * step, step / sgd_step);
+    }
+    const run *s = &runs[mid];
+    double target = s->epochs ? s->eval_loss[s->epochs - 1] : NAN;
+    double nest_step = per_step(s);
+    fprintf(f, "\nAutoencoder (nets/mnist-autoencoder, batch 500, %.0f s of training each): the net file's settings "
+               "(lr 0.1, momentum 0.9, kl_clip 0.1, damping 0.1). Target: the training cross-entropy at which Nesterov "
+               "(lr %g, the best of the grid above), run first in this part, ends the same budget (%.2f); cost per "
+               "step against its (%.1f ms).\n\n",
+            c->ae_seconds, s->lr, target, 1e3 * nest_step);
+    fprintf(f, "| inversion | iterations | train cross-entropy | train squared error | test squared error | seconds to "
+               "%.2f (iterations) | x Nesterov's time | ms/step | x Nesterov step |\n|---|---|---|---|---|---|---|---|---|\n",
+            target);
+    for (int i = mid + 1; i < to; i++) {
+        const run *r = &runs[i];
+        const char *name = kfac_inversion_name((kfac_inversion)r->inversion);
+        if (!r->epochs) {
+            fprintf(f, "| %s | %s | | | | | | | |\n", name, r->failed ? "diverged" : "failed");
+            continue;
+        }
+        int k = r->epochs - 1, ik = isnan(target) ? -1 : first_below(r->eval_loss, r->epochs, target);
+        char reach[64] = "not reached", ratio[32] = "";
+        if (ik >= 0) {
+            snprintf(reach, sizeof reach, "%.1f (%ld)", r->seconds[ik], r->iterations[ik]);
+            snprintf(ratio, sizeof ratio, "%.2f", r->seconds[ik] / s->seconds[s->epochs - 1]);
+        }
+        double step = per_step(r);
+        fprintf(f, "| %s%s | %ld | %.2f | %.2f | %.2f | %s | %s | %.1f | %.2f |\n", name, r->failed ? " (diverged)" : "",
+                r->iterations[k], r->eval_loss[k], r->eval_metric[k], r->test_metric[k], reach, ratio, 1e3 * step,
+                step / nest_step);
+    }
+    fprintf(f, "\n![inversion modes, classifier](%smodes-fmnist-mlp.png)\n\n![inversion modes, autoencoder]"
+               "(%smodes-autoencoder.png)\n", c->prefix, c->prefix);
+}
+
+/* --run's list: "mlp,modes" -> PART_MLP | PART_MODES; 0 on a bad name */
+static int parse_parts(const char *list, unsigned *out)
+{
+    static const char *const names[] = {"mlp", "ae", "cnn", "modes"};
+    unsigned parts = 0;
+    for (const char *s = list; *s;) {
+        size_t len = strcspn(s, ",");
+        int k = 0;
+        while (k < 4 && !(strlen(names[k]) == len && !strncmp(s, names[k], len)))
+            k++;
+        if (k == 4)
+            return 0;
+        parts |= 1u << k;
+        s += len + (s[len] == ',');
+    }
+    *out = parts;
+    return parts != 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
     /* the CNN's budget and grid: -1 until given, then the mode's */
-    config c = {0, 0, "bench/results", KFAC_DEFAULT_DATA_DIR, NULL, "", 10, 75.0, 10000, -1, -1, 0, 0, 0};
+    config c = {0, 0, "bench/results", KFAC_DEFAULT_DATA_DIR, NULL, "", 10, 75.0, 10000, -1, -1, 0, 0, 0, PART_ALL};
     const char *includes[8];
     int n_inc = 0;
     for (int i = 1; i < argc; i++) {
@@ -569,9 +702,11 @@ int main(int argc, char **argv)
             c.cnn_examples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cnn-only"))
             c.cnn_only = 1;
+        else if (!strcmp(argv[i], "--run") && i + 1 < argc && parse_parts(argv[i + 1], &c.parts))
+            i++;
         else {
             fprintf(stderr, "usage: bench_suite [--quick] [--report-only] [--out DIR] [--results FILE] [--data DIR] "
-                            "[--include FILE]... [--cnn-epochs N] [--cnn-grid 1|2] [--cnn-examples N] [--cnn-only]\n");
+                            "[--include FILE]... [--cnn-epochs N] [--cnn-grid 1|2] [--cnn-examples N] [--cnn-only] [--run mlp,ae,cnn,modes]\n");
             return 2;
         }
     }
@@ -634,7 +769,8 @@ int main(int argc, char **argv)
     memset(runs, 0, sizeof runs);
 #define ADD(prob, file, kind, rate, rows)                                                                            \
     do {                                                                                                           \
-        runs[n] = (run){.problem = prob, .netfile = file, .opt = kind, .lr = rate, .batch = rows};                 \
+        runs[n] = (run){.problem = prob, .netfile = file, .opt = kind, .lr = rate, .batch = rows, .inversion = -1, \
+                        .part = !strcmp(prob, "fmnist-mlp") ? PART_MLP : !strcmp(prob, "autoencoder") ? PART_AE : PART_CNN}; \
         n++;                                                                                                       \
     } while (0)
     for (int b = 0; !c.cnn_only && b < 4; b++)
@@ -668,14 +804,47 @@ int main(int argc, char **argv)
         ADD("fmnist-cnn", "nets/fmnist-cnn.net", KFAC_OPT_KFAC, 0.0f, 0);
         runs[n - 1].damping = cnn_kfac_damping_grid[g];
     }
+    int n_cnn = n;
+    /* K-FAC in each inversion mode (issue 17), one after another: the
+     * classifier at a point fixed in advance (K-FAC's best of the grid when
+     * this part was written: batch 512, damping 0.03), so that --run modes
+     * can re-measure it alone; the autoencoder with its net file's settings */
+    /* each block starts with its first-order reference, run in the same
+     * part so that the costs per step compare on one machine */
+    if (!c.cnn_only) {
+        ADD("fmnist-mlp", "nets/fmnist-mlp.net", KFAC_OPT_MOMENTUM, 0.05f, c.quick ? 128 : MODES_BATCH);
+        runs[n - 1].part = PART_MODES;
+        runs[n - 1].tag = "-modes";
+    }
+    for (int m = 0; !c.cnn_only && m < KFAC_INV_COUNT; m++) {
+        ADD("fmnist-mlp", "nets/fmnist-mlp.net", KFAC_OPT_KFAC, 0.0f, c.quick ? 128 : MODES_BATCH);
+        runs[n - 1].damping = c.quick ? 0.0f : MODES_DAMPING;
+        runs[n - 1].inversion = m;
+        runs[n - 1].part = PART_MODES;
+    }
+    int n_modes_clf = n;
+    if (!c.cnn_only) {
+        ADD("autoencoder", "nets/mnist-autoencoder.net", KFAC_OPT_NESTEROV, 0.001f, 0);
+        runs[n - 1].part = PART_MODES;
+        runs[n - 1].tag = "-modes";
+    }
+    for (int m = 0; !c.cnn_only && m < KFAC_INV_COUNT; m++) {
+        ADD("autoencoder", "nets/mnist-autoencoder.net", KFAC_OPT_KFAC, 0.0f, 0);
+        runs[n - 1].inversion = m;
+        runs[n - 1].part = PART_MODES;
+    }
     int n_first = n;
 
     for (int i = 0; i < n; i++) {
-        char b[32] = "";
+        char b[64] = "";
         if (runs[i].batch > 0)
             snprintf(b, sizeof b, "-b%d", runs[i].batch);
         if (runs[i].damping > 0)
             snprintf(b + strlen(b), sizeof b - strlen(b), "-d%g", runs[i].damping);
+        if (runs[i].inversion >= 0)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "-%s", kfac_inversion_name((kfac_inversion)runs[i].inversion));
+        if (runs[i].tag)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s", runs[i].tag);
         snprintf(runs[i].csv, sizeof runs[i].csv, "%s/%s-%s-defaults%s.csv", c.out, runs[i].problem,
                  kfac_optimizer_name(runs[i].opt), b);
         if (runs[i].lr > 0)
@@ -743,29 +912,40 @@ int main(int argc, char **argv)
     kfac_optimizer_kind cnn_kinds[5] = {KFAC_OPT_SGD, KFAC_OPT_MOMENTUM, KFAC_OPT_NESTEROV, KFAC_OPT_ADAM, KFAC_OPT_KFAC};
     int cnn_best[5];
     for (int k = 0; k < 5; k++) {
-        cnn_best[k] = best_run(runs, n_ae, n_first, cnn_kinds[k], CNN_TARGET_LOSS);
+        cnn_best[k] = best_run(runs, n_ae, n_cnn, cnn_kinds[k], CNN_TARGET_LOSS);
         if (cnn_best[k] >= 0)
             best[cnn_best[k]] = 1;
     }
 
     /* plots */
-    if (n_first > n_ae)
-        write_plot(&c, "fmnist-cnn", "nets/fmnist-cnn on Fashion-MNIST: training loss (mean over each epoch)", runs, n,
+    if (n_cnn > n_ae)
+        write_plot(&c, "fmnist-cnn", "nets/fmnist-cnn on Fashion-MNIST: training loss (mean over each epoch)", runs, n_cnn,
                    "fmnist-cnn", 4, "training loss", 1, "epochs", best, "top right", 0);
     if (!c.cnn_only) {
-        write_plot(&c, "fmnist-mlp", "nets/fmnist-mlp on Fashion-MNIST: training loss (mean over each epoch)", runs, n,
+        write_plot(&c, "fmnist-mlp", "nets/fmnist-mlp on Fashion-MNIST: training loss (mean over each epoch)", runs, n_cnn,
                    "fmnist-mlp", 4, "training loss", 1, "epochs", best, "top right", 1);
         char title[256];
         snprintf(title, sizeof title,
                  "nets/mnist-autoencoder on Fashion-MNIST: training error (Bernoulli cross-entropy per image, first %d "
                  "training images)", c.ae_eval_n);
-        write_plot(&c, "autoencoder", title, runs, n, "autoencoder", 7, "training cross-entropy per image", 2, "iterations",
+        write_plot(&c, "autoencoder", title, runs, n_cnn, "autoencoder", 7, "training cross-entropy per image", 2, "iterations",
                    best, "top right", 0);
         snprintf(title, sizeof title,
                  "nets/mnist-autoencoder on Fashion-MNIST: training squared reconstruction error per image (first %d "
                  "training images)", c.ae_eval_n);
-        write_plot(&c, "autoencoder-squared", title, runs, n, "autoencoder", 8, "training squared error per image", 2,
+        write_plot(&c, "autoencoder-squared", title, runs, n_cnn, "autoencoder", 8, "training squared error per image", 2,
                    "iterations", best, "top right", 0);
+    }
+
+    if (n_first > n_cnn) {
+        int bold[MAX_RUNS]; /* every mode drawn alike */
+        for (int i = 0; i < MAX_RUNS; i++)
+            bold[i] = 1;
+        write_plot(&c, "modes-fmnist-mlp", "nets/fmnist-mlp, K-FAC in each inversion mode: training loss", runs + n_cnn,
+                   n_modes_clf - n_cnn, "fmnist-mlp", 4, "training loss", 1, "epochs", bold, "top right", 0);
+        write_plot(&c, "modes-autoencoder", "nets/mnist-autoencoder, K-FAC in each inversion mode: training cross-entropy",
+                   runs + n_modes_clf, n_first - n_modes_clf, "autoencoder", 7, "training cross-entropy per image", 2,
+                   "iterations", bold, "top right", 0);
     }
 
     /* RESULTS.md */
@@ -898,8 +1078,10 @@ int main(int argc, char **argv)
                 pre);
     }
 
-    if (n_first > n_ae)
-        cnn_section(f, &c, runs, n_ae, n_first, best, cnn_best, pre);
+    if (n_cnn > n_ae)
+        cnn_section(f, &c, runs, n_ae, n_cnn, best, cnn_best, pre);
+    if (n_first > n_cnn)
+        modes_section(f, &c, runs, n_cnn, n_modes_clf, n_first, target_loss, target_acc);
 
     if (n_inc) {
         fprintf(f, "\n## Throughput (same session)\n\n");
