@@ -234,7 +234,8 @@ fuzz-seeds: fuzz-build
 # The benchmark suite (bench/README.md), on an otherwise idle machine:
 # throughput, then time-to-target runs with charts and a results table.
 # `make bench` (about 28 minutes on 2 cores for the MLP and the
-# autoencoder, plus the CNN's part, estimated at 10-15 minutes) rewrites
+# autoencoder, plus the CNN's part, about 25 minutes, and K-FAC's
+# inversion modes, about 20) rewrites
 # bench/RESULTS.md and bench/results/; `make bench QUICK=1` (about 2
 # minutes) writes to $(B)/bench-quick/ only.
 # The CNN (nets/fmnist-cnn, issue 15): its epoch against PyTorch's
