@@ -58,7 +58,7 @@ typedef struct run {
     int inversion;       /* K-FAC: a kfac_inversion, or -1: the net file's */
     int part;            /* PART_*: which --run part measures it */
     const char *tag;     /* NULL, or appended to the CSV's name */
-    int epochs;          /* the classifier's budget for this run (0: the part's) */
+    int budget;          /* the classifier's epochs for this run (0: the part's) */
     char csv[512];
     /* read back from the CSV */
     int epochs;          /* rows read (epochs, or quarter epochs) */
@@ -172,7 +172,7 @@ static int child_train(const config *c, const run *r)
             kfac_train_params_set(&p, own, "inherit");
     }
     int ae = spec.loss != KFAC_LOSS_SOFTMAX_XENT, cnn = !strcmp(r->problem, "fmnist-cnn");
-    p.epochs = ae ? MAX_EPOCHS / 4 - 1 : cnn ? c->cnn_epochs : r->epochs > 0 ? r->epochs : c->clf_epochs;
+    p.epochs = ae ? MAX_EPOCHS / 4 - 1 : cnn ? c->cnn_epochs : r->budget > 0 ? r->budget : c->clf_epochs;
     /* the first images only (QUICK); the arrays stay whole for the free */
     int train_n = train.n, test_n = test.n;
     if (cnn && c->cnn_examples > 0 && c->cnn_examples < train.n)
@@ -590,7 +590,7 @@ static void modes_section(FILE *f, const config *c, const run *runs, int from, i
                "re-estimated from projected per-example gradients) and `tridiag` (the block-tridiagonal inverse). The "
                "cosine of each mode's direction with the exact natural gradient is the README's table (`kfac check`); "
                "this is what each costs and gains in training.\n\n");
-    int epochs = runs[from].epochs > 0 ? runs[from].epochs : c->clf_epochs;
+    int epochs = runs[from].budget > 0 ? runs[from].budget : c->clf_epochs;
     fprintf(f, "Classifier (nets/fmnist-mlp, %d epoch%s): batch %d, damping %g, the net file's lr 0.03, kl_clip 1e-3, T_cov "
                "10, T_inv 100, statistics on 128 rows of each batch (K-FAC's best point of the grid when this part was "
                "written, fixed so that `--run modes` re-measures it alone). Cost per step: mean training seconds per "
@@ -815,14 +815,14 @@ int main(int argc, char **argv)
      * part so that the costs per step compare on one machine */
     if (!c.cnn_only) {
         ADD("fmnist-mlp", "nets/fmnist-mlp.net", KFAC_OPT_MOMENTUM, 0.05f, MODES_BATCH);
-        runs[n - 1].epochs = c.quick ? 1 : 0; /* quick: the weight forms' steps cost seconds */
+        runs[n - 1].budget = c.quick ? 1 : 0; /* quick: the weight forms' steps cost seconds */
         runs[n - 1].part = PART_MODES;
         runs[n - 1].tag = "-modes";
     }
     for (int m = 0; !c.cnn_only && m < KFAC_INV_COUNT; m++) {
         ADD("fmnist-mlp", "nets/fmnist-mlp.net", KFAC_OPT_KFAC, 0.0f, MODES_BATCH);
         runs[n - 1].damping = MODES_DAMPING;
-        runs[n - 1].epochs = c.quick ? 1 : 0;
+        runs[n - 1].budget = c.quick ? 1 : 0;
         runs[n - 1].inversion = m;
         runs[n - 1].part = PART_MODES;
     }
