@@ -236,7 +236,7 @@ fuzz-seeds: fuzz-build
 # `make bench` (about 28 minutes on 2 cores for the MLP and the
 # autoencoder, plus the CNN's part, about 25 minutes, and K-FAC's
 # inversion modes, about 20) rewrites
-# bench/RESULTS.md and bench/results/; `make bench QUICK=1` (about 2
+# bench/RESULTS.md and bench/results/; `make bench QUICK=1` (about 6
 # minutes) writes to $(B)/bench-quick/ only.
 # The CNN (nets/fmnist-cnn, issue 15): its epoch against PyTorch's
 # (bench/bench_cnn.py, /usr/bin/python3 with python3-torch, which `deps`
