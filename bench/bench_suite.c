@@ -44,7 +44,7 @@
 #include "plural.h"
 
 #define MAX_EPOCHS 400 /* rows of a run */
-#define MAX_RUNS 64
+#define MAX_RUNS 96 /* 72 in a whole make bench */
 
 /* One run's configuration and what it measured. */
 typedef struct run {
@@ -381,7 +381,6 @@ static const char *opt_colour(kfac_optimizer_kind k)
                                     : "#d62728";
 }
 
-/* only_best: draw the bold runs alone (a grid of 27 is unreadable) */
 /* the inversion modes' charts: one colour per mode */
 static const char *mode_colour(int inversion)
 {
@@ -389,6 +388,7 @@ static const char *mode_colour(int inversion)
     return inversion >= 0 && inversion < KFAC_INV_COUNT ? colours[inversion] : "#000000";
 }
 
+/* only_best: draw the bold runs alone (a grid of 27 is unreadable) */
 static int write_plot(const config *c, const char *name, const char *title, run *runs, int n, const char *problem,
                       int ycol_seconds, const char *ylabel, int xcol_epochs, const char *xlabel2, const int *best,
                       const char *key, int only_best)
@@ -424,11 +424,13 @@ static int write_plot(const config *c, const char *name, const char *title, run 
                 snprintf(lrs, sizeof lrs, "defaults");
             if (runs[i].batch > 0)
                 snprintf(lrs + strlen(lrs), sizeof lrs - strlen(lrs), ", batch %d", runs[i].batch);
-            /* the best learning rate of each optimizer bold, the rest thin */
+            /* the best learning rate of each optimizer bold, the rest thin;
+             * the modes' charts by mode */
+            int mode = runs[i].inversion;
             fprintf(g, "%s'%s' using %d:%d every ::1 with linespoints lw %d lc rgb '%s' pt 7 ps %s title '%s %s'",
                     first ? "" : ", ", runs[i].csv, panel ? xcol_epochs : 3, ycol_seconds, is_best ? 3 : 1,
-                    runs[i].inversion >= 0 ? mode_colour(runs[i].inversion) : opt_colour(runs[i].opt), is_best ? "0.8" : "0.3",
-            runs[i].inversion >= 0 ? kfac_inversion_name((kfac_inversion)runs[i].inversion) : opt_label(runs[i].opt), lrs);
+                    mode >= 0 ? mode_colour(mode) : opt_colour(runs[i].opt), is_best ? "0.8" : "0.3",
+                    mode >= 0 ? kfac_inversion_name((kfac_inversion)mode) : opt_label(runs[i].opt), lrs);
             first = 0;
         }
         fprintf(g, "\n");
@@ -627,7 +629,8 @@ static void modes_section(FILE *f, const config *c, const run *runs, int from, i
     double nest_step = per_step(s);
     fprintf(f, "\nAutoencoder (nets/mnist-autoencoder, batch 500, %.0f s of training each): the net file's settings "
                "(lr 0.1, momentum 0.9, kl_clip 0.1, damping 0.1). Target: the training cross-entropy at which Nesterov "
-               "(lr %g, the best of the grid above), run first in this part, ends the same budget (%.2f); cost per "
+               "(lr %g, the best of the autoencoder's grid when this part was written), run first in this part, ends "
+               "the same budget (%.2f); cost per "
                "step against its (%.1f ms).\n\n",
             c->ae_seconds, s->lr, target, 1e3 * nest_step);
     fprintf(f, "| inversion | iterations | train cross-entropy | train squared error | test squared error | seconds to "
@@ -771,6 +774,10 @@ int main(int argc, char **argv)
     memset(runs, 0, sizeof runs);
 #define ADD(prob, file, kind, rate, rows)                                                                            \
     do {                                                                                                           \
+        if (n == MAX_RUNS) {                                                                                       \
+            fprintf(stderr, "bench_suite: more than %d runs: raise MAX_RUNS\n", MAX_RUNS);                       \
+            return 1;                                                                                              \
+        }                                                                                                          \
         runs[n] = (run){.problem = prob, .netfile = file, .opt = kind, .lr = rate, .batch = rows, .inversion = -1, \
                         .part = !strcmp(prob, "fmnist-mlp") ? PART_MLP : !strcmp(prob, "autoencoder") ? PART_AE : PART_CNN}; \
         n++;                                                                                                       \
@@ -810,9 +817,9 @@ int main(int argc, char **argv)
     /* K-FAC in each inversion mode (issue 17), one after another: the
      * classifier at a point fixed in advance (K-FAC's best of the grid when
      * this part was written: batch 512, damping 0.03), so that --run modes
-     * can re-measure it alone; the autoencoder with its net file's settings */
-    /* each block starts with its first-order reference, run in the same
-     * part so that the costs per step compare on one machine */
+     * can re-measure it alone; the autoencoder with its net file's
+     * settings. Each block starts with its first-order reference, run in
+     * the same part so that the costs per step compare on one machine. */
     if (!c.cnn_only) {
         ADD("fmnist-mlp", "nets/fmnist-mlp.net", KFAC_OPT_MOMENTUM, 0.05f, MODES_BATCH);
         runs[n - 1].budget = c.quick ? 1 : 0; /* quick: the weight forms' steps cost seconds */
