@@ -362,6 +362,29 @@ static int best_run(const run *runs, int from, int to, kfac_optimizer_kind k, do
     return b;
 }
 
+/* A table row's target cells, "epochs to loss | seconds | epochs to acc |
+ * seconds", into cells; returns the epoch (0-based) of the best test
+ * accuracy. */
+static int target_cells(const run *r, double target_loss, double target_acc, char *cells, size_t cap)
+{
+    int il = first_below(r->train_loss, r->epochs, target_loss), ia = first_above(r->test_metric, r->epochs, target_acc);
+    int ib = 0;
+    for (int e = 1; e < r->epochs; e++)
+        if (r->test_metric[e] > r->test_metric[ib])
+            ib = e;
+    char el[32] = "not reached", sl[32] = "", ea[32] = "not reached", sa[32] = "";
+    if (il >= 0) {
+        snprintf(el, sizeof el, "%.0f", r->epoch_of[il]);
+        snprintf(sl, sizeof sl, "%.1f", r->seconds[il]);
+    }
+    if (ia >= 0) {
+        snprintf(ea, sizeof ea, "%.0f", r->epoch_of[ia]);
+        snprintf(sa, sizeof sa, "%.1f", r->seconds[ia]);
+    }
+    snprintf(cells, cap, "%s | %s | %s | %s", el, sl, ea, sa);
+    return ib;
+}
+
 /* seconds at which a run first reached the test-accuracy target (NAN if never) */
 static double time_to_acc(const run *r, double target)
 {
@@ -519,18 +542,10 @@ static void cnn_section(FILE *f, const config *c, const run *runs, int from, int
             fprintf(f, "| %s | %s | failed | | | | | | | |\n", opt_label(r->opt), lr);
             continue;
         }
-        int il = first_below(r->train_loss, r->epochs, CNN_TARGET_LOSS);
-        int ia = first_above(r->test_metric, r->epochs, CNN_TARGET_ACC), ib = 0;
-        for (int e = 1; e < r->epochs; e++)
-            if (r->test_metric[e] > r->test_metric[ib])
-                ib = e;
-        char el[32], sl[32], ea[32], sa[32];
-        snprintf(el, sizeof el, il < 0 ? "not reached" : "%.0f", il < 0 ? 0 : r->epoch_of[il]);
-        snprintf(sl, sizeof sl, il < 0 ? "" : "%.1f", il < 0 ? 0 : r->seconds[il]);
-        snprintf(ea, sizeof ea, ia < 0 ? "not reached" : "%.0f", ia < 0 ? 0 : r->epoch_of[ia]);
-        snprintf(sa, sizeof sa, ia < 0 ? "" : "%.1f", ia < 0 ? 0 : r->seconds[ia]);
-        fprintf(f, "| %s%s%s%s | %s | %s | %s | %s | %s | %.4f (%d) | %.4f (%d) | %.2f | %.0f |\n", best[i] ? "**" : "",
-                opt_label(r->opt), best[i] ? "**" : "", r->failed ? " (failed)" : "", lr, el, sl, ea, sa,
+        char cells[160];
+        int ib = target_cells(r, CNN_TARGET_LOSS, CNN_TARGET_ACC, cells, sizeof cells);
+        fprintf(f, "| %s%s%s%s | %s | %s | %.4f (%d) | %.4f (%d) | %.2f | %.0f |\n", best[i] ? "**" : "",
+                opt_label(r->opt), best[i] ? "**" : "", r->failed ? " (failed)" : "", lr, cells,
                 r->test_metric[ib], ib + 1, r->train_loss[r->epochs - 1], r->epochs, r->seconds[r->epochs - 1] / r->epochs,
                 r->peak_mib);
     }
@@ -610,19 +625,11 @@ static void modes_section(FILE *f, const config *c, const run *runs, int from, i
             fprintf(f, "| %s | failed | | | | | | | |\n", name);
             continue;
         }
-        int il = first_below(r->train_loss, r->epochs, target_loss), ia = first_above(r->test_metric, r->epochs, target_acc);
-        int ib = 0;
-        for (int e = 1; e < r->epochs; e++)
-            if (r->test_metric[e] > r->test_metric[ib])
-                ib = e;
-        char el[32], sl[32], ea[32], sa[32];
-        snprintf(el, sizeof el, il < 0 ? "not reached" : "%.0f", il < 0 ? 0 : r->epoch_of[il]);
-        snprintf(sl, sizeof sl, il < 0 ? "" : "%.1f", il < 0 ? 0 : r->seconds[il]);
-        snprintf(ea, sizeof ea, ia < 0 ? "not reached" : "%.0f", ia < 0 ? 0 : r->epoch_of[ia]);
-        snprintf(sa, sizeof sa, ia < 0 ? "" : "%.1f", ia < 0 ? 0 : r->seconds[ia]);
+        char cells[160];
+        int ib = target_cells(r, target_loss, target_acc, cells, sizeof cells);
         double step = per_step(r);
-        fprintf(f, "| %s%s | %s | %s | %s | %s | %.4f (%d) | %.4f | %.1f | %.2f |\n", name, r->failed ? " (failed)" : "",
-                el, sl, ea, sa, r->test_metric[ib], ib + 1, r->train_loss[r->epochs - 1], 1e3 * step, step / sgd_step);
+        fprintf(f, "| %s%s | %s | %.4f (%d) | %.4f | %.1f | %.2f |\n", name, r->failed ? " (failed)" : "", cells,
+                r->test_metric[ib], ib + 1, r->train_loss[r->epochs - 1], 1e3 * step, step / sgd_step);
     }
     const run *s = &runs[mid];
     double target = s->epochs ? s->eval_loss[s->epochs - 1] : NAN;
@@ -991,22 +998,14 @@ int main(int argc, char **argv)
                 fprintf(f, "| %s | %g | %d | failed | | | | | | | |\n", opt_label(r->opt), r->lr, r->batch);
                 continue;
             }
-            int il = first_below(r->train_loss, r->epochs, target_loss), ia = first_above(r->test_metric, r->epochs, target_acc);
-            int ib = 0;
-            for (int e = 1; e < r->epochs; e++)
-                if (r->test_metric[e] > r->test_metric[ib])
-                    ib = e;
-            char lr[32], el[32], sl[32], ea[32], sa[32];
+            char lr[32], cells[160];
+            int ib = target_cells(r, target_loss, target_acc, cells, sizeof cells);
             if (r->lr > 0)
                 snprintf(lr, sizeof lr, "%g", r->lr);
             else /* K-FAC: the net file's lr, the grid's damping */
                 snprintf(lr, sizeof lr, "0.03 (damping %g)", r->damping > 0 ? r->damping : 0.1);
-            snprintf(el, sizeof el, il < 0 ? "not reached" : "%.0f", il < 0 ? 0 : r->epoch_of[il]);
-            snprintf(sl, sizeof sl, il < 0 ? "" : "%.1f", il < 0 ? 0 : r->seconds[il]);
-            snprintf(ea, sizeof ea, ia < 0 ? "not reached" : "%.0f", ia < 0 ? 0 : r->epoch_of[ia]);
-            snprintf(sa, sizeof sa, ia < 0 ? "" : "%.1f", ia < 0 ? 0 : r->seconds[ia]);
-            fprintf(f, "| %s%s%s | %s | %d | %s | %s | %s | %s | %.4f (%d) | %.4f | %.2f | %.0f |\n", best[i] ? "**" : "",
-                    opt_label(r->opt), best[i] ? "**" : "", lr, r->batch, el, sl, ea, sa, r->test_metric[ib], ib + 1,
+            fprintf(f, "| %s%s%s | %s | %d | %s | %.4f (%d) | %.4f | %.2f | %.0f |\n", best[i] ? "**" : "",
+                    opt_label(r->opt), best[i] ? "**" : "", lr, r->batch, cells, r->test_metric[ib], ib + 1,
                     r->train_loss[r->epochs - 1], r->seconds[r->epochs - 1] / r->epochs, r->peak_mib);
         }
         fprintf(f, "\nBold: the best learning rate and batch of each optimizer (by time to the loss target); the chart "
