@@ -586,6 +586,17 @@ KFAC_API kfac_status kfac_precond_set_fisher(kfac_precond *pc, kfac_fisher_vec_f
  * still needed; NULL unsets it. */
 typedef kfac_status (*kfac_fisher_forms_fn)(void *user, const float *v1, const float *v2, double s[3]);
 KFAC_API kfac_status kfac_precond_set_fisher_forms(kfac_precond *pc, kfac_fisher_forms_fn forms, void *user);
+/* The forms and, besides, the slopes the same forward passes give for a
+ * dot each: s[3], s[4] <- the sums over the callback's rows of
+ * (dl_n/dz_n)^T J_n v1 and (dl_n/dz_n)^T J_n v2, each example's derivative
+ * of its loss along v1 and v2 (v2 NULL: s[4] unused). Over the whole
+ * batch (kfac_precond_step always; the trainer with fvp_fraction 1) and
+ * without weight decay, the step then takes the gradient's dot with the
+ * previous update from s[4] (docs/algorithm.md §5.2), so it forms no
+ * gradient for a layer given by abar and g rows: one product per layer
+ * fewer. Used in place of the forms callback; NULL unsets it. */
+typedef kfac_status (*kfac_fisher_model_fn)(void *user, const float *v1, const float *v2, double s[5]);
+KFAC_API kfac_status kfac_precond_set_fisher_model(kfac_precond *pc, kfac_fisher_model_fn model, void *user);
 
 /* 1 if the next step folds in statistics (it then reads abar and g), else
  * 0 (also for NULL): a caller can skip the sampled-target backward pass. */

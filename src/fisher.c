@@ -87,14 +87,19 @@ kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v,
 
 /* Forward mode along v over the first B rows: each row's R-op, then
  * R(a_l) = phi'(s_l) R(s_l) with phi' from the recorded outputs (the next
- * layer's input, or z); R(z) ends in f->ra[L]. */
-static void rop_forward(kfac_fisher *f, kfac_net *net, int B, const float *v)
+ * layer's input, or z); R(z) ends in f->ra[L]. With gout (B x outputs,
+ * the loss's gradient at the last pre-activation s_L), *slope <- the sum
+ * over the rows of gout^T R(s_L): each example's derivative of its loss
+ * along v (docs/algorithm.md §5.2). */
+static void rop_forward(kfac_fisher *f, kfac_net *net, int B, const float *v, const float *gout, double *slope)
 {
     const int L = net->n_layers;
     for (int l = 0; l < L; l++) {
         kfac_layer *ly = &net->layers[l];
         float *ry = f->ra[l + 1];
         ly->type->rop(ly, net->theta + ly->offset, v + ly->offset, l > 0 ? f->ra[l] : NULL, B, ry, net->scratch);
+        if (l == L - 1 && gout)
+            *slope = kfac_dot_floats(gout, ry, (size_t)B * (size_t)ly->out_size);
         const float *a = l == L - 1 ? net->z : net->layers[l + 1].x;
         size_t lda = l == L - 1 ? (size_t)net->outputs : net->layers[l + 1].ldx;
         kfac_activation_types[ly->spec.activation].backward(ry, ly->out_size, a, (int)lda, B, ly->out_size);
@@ -118,12 +123,21 @@ static kfac_status check_rows(const kfac_fisher *f, const kfac_net *net_in, int 
 kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net_in, int rows, const float *v1, const float *v2,
                               double s[3])
 {
+    double m[5];
+    kfac_status st = kfac_fisher_model(f, net_in, rows, NULL, v1, v2, m);
+    memcpy(s, m, sizeof(double) * 3);
+    return st;
+}
+
+kfac_status kfac_fisher_model(kfac_fisher *f, const kfac_net *net_in, int rows, const float *gout, const float *v1,
+                              const float *v2, double s[5])
+{
     if (!f || !net_in || !v1 || !s)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_forms: NULL argument");
     kfac_status st = check_rows(f, net_in, rows, "kfac_fisher_forms");
     if (st != KFAC_OK)
         return st;
-    s[0] = s[1] = s[2] = 0.0;
+    s[0] = s[1] = s[2] = s[3] = s[4] = 0.0;
     if (rows == 0) /* a process with none of the group's rows */
         return KFAC_OK;
     kfac_net *net = (kfac_net *)net_in; /* reads the recorded pass, writes the scratch */
@@ -131,7 +145,7 @@ kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net_in, int rows, 
     const size_t n = (size_t)rows * dL;
     const kfac_loss_type *lt = &kfac_loss_types[net->spec.loss];
     /* u = J v1, kept; H u */
-    rop_forward(f, net, rows, v1);
+    rop_forward(f, net, rows, v1, gout, &s[3]);
     memcpy(f->u, f->ra[L], sizeof(float) * n);
     lt->hess_vec(net->z, f->u, f->hu, rows, dL);
     double uu = 0.0, uw = 0.0, ww = 0.0;
@@ -140,7 +154,7 @@ kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net_in, int rows, 
     for (size_t i = 0; i < n; i++)
         uu += (double)u[i] * hu[i];
     if (v2) { /* w = J v2: u^T H w = (H u)^T w, H symmetric */
-        rop_forward(f, net, rows, v2);
+        rop_forward(f, net, rows, v2, gout, &s[4]);
         lt->hess_vec(net->z, w, f->hu, rows, dL);
 #pragma omp parallel for simd schedule(static) reduction(+ : uw, ww) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
@@ -168,7 +182,7 @@ kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net_in, int row
     kfac_net *net = (kfac_net *)net_in;
     const int B = rows, L = net->n_layers;
 
-    rop_forward(f, net, B, v);
+    rop_forward(f, net, B, v, NULL, NULL);
 
     /* u = H_out(z_n) R(z_n) per example: the output gradient of the backward
      * pass, so F v = (1/B) sum_n J_n^T H_n J_n v */

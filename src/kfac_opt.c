@@ -32,11 +32,15 @@ typedef struct kfac_state {
 } kfac_state;
 
 /* v1^T F v2 and the like by forward mode alone, on the same rows: all the
- * quadratic rule reads of F (docs/algorithm.md §6) */
-static kfac_status net_fisher_forms(void *user, const float *v1, const float *v2, double s[3])
+ * quadratic rule reads of F (docs/algorithm.md §6), and the loss's slopes
+ * along v1 and v2 */
+static kfac_status net_fisher_model(void *user, const float *v1, const float *v2, double s[5])
 {
     kfac_state *st = user;
-    return kfac_fisher_forms(st->fisher, st->net, st->fvp_rows, v1, v2, s);
+    /* the last layer's g is the labels' (the sampled-target pass writes
+     * elsewhere): the slopes are the training loss's */
+    const float *gout = st->net->layers[st->net->n_layers - 1].g;
+    return kfac_fisher_model(st->fisher, st->net, st->fvp_rows, gout, v1, v2, s);
 }
 
 /* the batch loss at the updated weights: one more forward pass */
@@ -87,7 +91,7 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
     if (kp->rule == KFAC_RULE_QUADRATIC &&
         ((st = kfac_fisher_new(net, &s->fisher)) != KFAC_OK ||
          (st = kfac_precond_set_fisher(s->pc, NULL, net_batch_loss, s)) != KFAC_OK ||
-         (st = kfac_precond_set_fisher_forms(s->pc, net_fisher_forms, s)) != KFAC_OK))
+         (st = kfac_precond_set_fisher_model(s->pc, net_fisher_model, s)) != KFAC_OK))
         goto fail;
     *state = s;
     return KFAC_OK;

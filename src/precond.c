@@ -37,6 +37,8 @@ struct kfac_precond {
     kfac_fisher_vec_fn fisher_vec;
     kfac_fisher_forms_fn forms;     /* in place of fisher_vec, if set */
     void *forms_user;
+    kfac_fisher_model_fn model;     /* in place of forms, if set */
+    void *model_user;
     kfac_batch_loss_fn loss;
     void *user;
     const kfac_dist *dist; /* the process group, given once at creation
@@ -150,6 +152,16 @@ kfac_status kfac_precond_set_fisher_forms(kfac_precond *pc, kfac_fisher_forms_fn
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_set_fisher_forms: preconditioner is NULL");
     pc->forms = forms;
     pc->forms_user = user;
+    return KFAC_OK;
+}
+
+kfac_status kfac_precond_set_fisher_model(kfac_precond *pc, kfac_fisher_model_fn model, void *user)
+{
+    kfac_clear_error();
+    if (!pc)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_precond_set_fisher_model: preconditioner is NULL");
+    pc->model = model;
+    pc->model_user = user;
     return KFAC_OK;
 }
 
@@ -379,7 +391,8 @@ static void add_step(kfac_precond *pc, float *const *w, const float *step, float
  * lm_every steps lambda follows the reduction ratio rho. A model that
  * promises more than the loss is damped more; a step whose loss is not
  * finite is undone. */
-static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *in, long t, double vg, double h0)
+static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *in, long t, double vg, double h0,
+                                    int slopes)
 {
     float *const *w = in->w;
     size_t n = pc->off[pc->n_layers];
@@ -392,11 +405,12 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
     const float *dv = pc->delta, *fv = pc->fv, *fv0 = pc->fv0, *gr = pc->grad;
     kfac_status st;
-    if (pc->forms) {
+    if (pc->model || pc->forms) {
         /* the forms alone: sums over the callbacks' rows, summed over the
-         * group, then their mean */
-        double s[3];
-        st = pc->forms(pc->forms_user, pc->delta, has_prev ? d0 : NULL, s);
+         * group, then their mean; with slopes, the batch's grad^T d0 too */
+        double s[5] = {0};
+        st = pc->model ? pc->model(pc->model_user, pc->delta, has_prev ? d0 : NULL, s)
+                       : pc->forms(pc->forms_user, pc->delta, has_prev ? d0 : NULL, s);
         if (st == KFAC_OK)
             st = kfac_dist_sum_doubles(pc->dist, s, 3);
         pc->st.seconds_fvp += kfac_seconds() - t0;
@@ -404,14 +418,22 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
             return st;
         double per = 1.0 / KFAC_MAX(1, in->total_fvp_rows);
         dFd = s[0] * per, dFd0 = s[1] * per, d0Fd0 = s[2] * per;
-        if (has_prev)
+        if (has_prev && slopes) { /* grad is not formed where the batch form was taken */
+            b2 = s[4] / in->total_rows;
+#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0) if (n > KFAC_PAR_STREAM)
+            for (size_t i = 0; i < n; i++) {
+                double x = dv[i], y = d0[i];
+                dd += x * x, dd0 += x * y;
+            }
+        } else if (has_prev) {
 #pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0, b2) if (n > KFAC_PAR_STREAM)
             for (size_t i = 0; i < n; i++) {
                 double x = dv[i], y = d0[i];
                 dd += x * x, dd0 += x * y, b2 += (double)gr[i] * y;
             }
-        else
+        } else {
             dd = dot(dv, dv, n);
+        }
         goto solve;
     }
     /* the callbacks see this process's rows: F v is their mean */
@@ -606,7 +628,12 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
     /* the direction, with up to three 10x raises of the damping if a value
      * is not finite (tiny damping on a singular factor) */
     double vg = 0.0, h0 = in->loss0;
-    if ((st = gradient(pc, in, quad)) != KFAC_OK ||
+    /* the quadratic rule needs grad^T d0: from the model callback's slope
+     * when its rows are the whole batch (docs/algorithm.md §5.2), else from
+     * the gradient of every layer */
+    int slopes = quad && pc->model && !kfac_dist_grouped(pc->dist) && pc->wd == 0.0f &&
+                 in->fvp_rows == in->rows && in->total_fvp_rows == in->total_rows;
+    if ((st = gradient(pc, in, quad && !slopes)) != KFAC_OK ||
         (quad && (st = kfac_dist_mean_double(pc->dist, &h0, in->rows, in->total_rows)) != KFAC_OK))
         return st;
     /* in a group every rank holds the same inverses and gradient, so the
@@ -626,7 +653,7 @@ kfac_status kfac_precond_step_input(kfac_precond *pc, const kfac_precond_input *
                                            "(the gradient itself may be)", damping);
     double fvp_before = pc->st.seconds_fvp;
     if (quad)
-        st = quadratic_update(pc, in, t, vg, h0);
+        st = quadratic_update(pc, in, t, vg, h0, slopes);
     else
         kl_clip_update(pc, in->w, vg);
     pc->st.seconds_precond += kfac_seconds() - t2 - (pc->st.seconds_fvp - fvp_before) - (pc->st.seconds_invert - inv_before);

@@ -512,6 +512,7 @@ typedef struct fisher_ctx {
     kfac_fisher *f;
     kfac_net *net;
     const float *y;
+    const float *gout; /* the labels' g at the last layer, for the slopes */
 } fisher_ctx;
 
 static kfac_status ctx_fisher_vec(void *user, const float *v, float *fv)
@@ -524,6 +525,12 @@ static kfac_status ctx_fisher_forms(void *user, const float *v1, const float *v2
 {
     fisher_ctx *c = user;
     return kfac_fisher_forms(c->f, c->net, c->net->batch, v1, v2, s);
+}
+
+static kfac_status ctx_fisher_model(void *user, const float *v1, const float *v2, double s[5])
+{
+    fisher_ctx *c = user;
+    return kfac_fisher_model(c->f, c->net, c->net->batch, c->gout, v1, v2, s);
 }
 
 static kfac_status ctx_loss(void *user, double *loss)
@@ -539,11 +546,16 @@ static kfac_status ctx_loss(void *user, double *loss)
  * sizes keep the built-in in the weight form, as gradients given to the
  * public path are. Loop 2: a wider net at 16 rows, low-rank inverses, and
  * the public path given abar and the labels' g instead of gradients, so
- * both may take the batch form (and the first layer does). */
+ * both may take the batch form (and the first layer does). Loop 3: the
+ * same with the quadratic rule, whose model callback's slopes stand in
+ * for the gradient the batch form does not form; a third net, stepped by
+ * a preconditioner with the forms alone (which forms it), stays within
+ * rounding of both. */
 START_TEST(test_precond_is_the_builtin)
 {
     enum { STEPS = 12, MAXB = 64, MAXIN = 40 };
-    const int by_rows = _i == 2, B = by_rows ? 16 : 64, IN = by_rows ? 40 : 5, H = by_rows ? 48 : 6;
+    const int by_rows = _i >= 2, B = by_rows ? 16 : 64, IN = by_rows ? 40 : 5, H = by_rows ? 48 : 6;
+    const int quad = _i == 1 || _i == 3;
     kfac_set_threads(1);
     kfac_net_spec s;
     spec_5_6_3(&s, KFAC_LOSS_SOFTMAX_XENT);
@@ -556,7 +568,7 @@ START_TEST(test_precond_is_the_builtin)
     tp.optim.weight_decay = _i == 1 ? 1e-3f : 0.0f;
     tp.kfac.cov_every = 2;
     tp.kfac.inv_every = 5;
-    if (_i == 1) {
+    if (quad) {
         tp.kfac.rule = KFAC_RULE_QUADRATIC;
         tp.kfac.inversion = KFAC_INV_EIGEN;
         tp.kfac.damping = 1.0f;
@@ -566,27 +578,37 @@ START_TEST(test_precond_is_the_builtin)
         tp.kfac.inversion = KFAC_INV_LOWRANK;
         tp.kfac.rank_max = 8; /* 2 (8 + 8) <= 41, 48, 49: low-rank */
     }
-    kfac_net *na, *nb;
+    kfac_net *na, *nb, *nc;
     ck_assert_int_eq(kfac_net_new(&s, B, &na), KFAC_OK);
     ck_assert_int_eq(kfac_net_new(&s, B, &nb), KFAC_OK);
-    kfac_rng r, ra, rb;
+    ck_assert_int_eq(kfac_net_new(&s, B, &nc), KFAC_OK);
+    kfac_rng r, ra, rb, rc;
     kfac_rng_seed(&r, 3);
     ck_assert_int_eq(kfac_net_init_weights(na, &r), KFAC_OK);
     memcpy(kfac_net_params(nb), kfac_net_params(na), kfac_net_n_params(na) * sizeof(float));
+    memcpy(kfac_net_params(nc), kfac_net_params(na), kfac_net_n_params(na) * sizeof(float));
     kfac_rng_seed(&ra, 11);
     kfac_rng_seed(&rb, 11);
+    kfac_rng_seed(&rc, 11);
 
     kfac_optimizer *opt;
     ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, NULL, &opt) == KFAC_OK, "%s", kfac_last_error());
     int din[2] = {IN + 1, H + 1}, dout[2] = {H, 3};
     kfac_precond *pc;
     ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc), KFAC_OK);
-    fisher_ctx fc = {NULL, nb, NULL};
-    if (_i == 1) {
+    fisher_ctx fc = {NULL, nb, NULL, NULL}, fc3 = {NULL, nc, NULL, NULL};
+    kfac_precond *pc3 = NULL; /* loop 3: the forms alone */
+    if (quad) {
         ck_assert_int_eq(kfac_fisher_new(nb, &fc.f), KFAC_OK);
         ck_assert_int_eq(kfac_precond_set_fisher(pc, ctx_fisher_vec, ctx_loss, &fc), KFAC_OK);
-        /* the built-in's forward-mode forms, as it takes them */
-        ck_assert_int_eq(kfac_precond_set_fisher_forms(pc, ctx_fisher_forms, &fc), KFAC_OK);
+        /* the built-in's forward-mode forms and slopes, as it takes them */
+        ck_assert_int_eq(kfac_precond_set_fisher_model(pc, ctx_fisher_model, &fc), KFAC_OK);
+    }
+    if (_i == 3) {
+        ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc3), KFAC_OK);
+        ck_assert_int_eq(kfac_fisher_new(nc, &fc3.f), KFAC_OK);
+        ck_assert_int_eq(kfac_precond_set_fisher(pc3, ctx_fisher_vec, ctx_loss, &fc3), KFAC_OK);
+        ck_assert_int_eq(kfac_precond_set_fisher_forms(pc3, ctx_fisher_forms, &fc3), KFAC_OK);
     }
     size_t P = kfac_net_n_params(na);
     float *grad = malloc(P * sizeof(float)), *gt = malloc(sizeof(float) * B * (H + 3));
@@ -624,10 +646,34 @@ START_TEST(test_precond_is_the_builtin)
         const float *gl[2] = {gt, gt + B * H};
         kfac_precond_batch batch = {B, w, by_rows ? NULL : g, ab, gs, loss, by_rows ? gl : NULL};
         fc.y = y;
+        fc.gout = gt + B * H;
         ck_assert_msg(kfac_precond_step(pc, &batch) == KFAC_OK, "%s", kfac_last_error());
 
         ck_assert_msg(memcmp(kfac_net_params(na), kfac_net_params(nb), P * sizeof(float)) == 0,
                       "step %d: the public preconditioner and the built-in optimizer differ", step + 1);
+        if (pc3) { /* the same step through the gradient: the same numbers, to rounding */
+            ck_assert_int_eq(kfac_net_forward(nc, x, B), KFAC_OK);
+            ck_assert_int_eq(kfac_net_loss(nc, y, &loss, NULL), KFAC_OK);
+            ck_assert_int_eq(kfac_net_backward(nc, y, NULL), KFAC_OK);
+            memcpy(gt, kfac_net_layer_pregrad(nc, 0), sizeof(float) * B * H);
+            memcpy(gt + B * H, kfac_net_layer_pregrad(nc, 1), sizeof(float) * B * 3);
+            if (kfac_precond_stats_due(pc3)) {
+                ck_assert_int_eq(kfac_sample_targets(s.loss, kfac_net_output(nc), ys, B, 3, &rc), KFAC_OK);
+                ck_assert_int_eq(kfac_net_backward(nc, ys, NULL), KFAC_OK);
+            }
+            float *w3[2] = {kfac_net_layer_weights(nc, 0, NULL, NULL), kfac_net_layer_weights(nc, 1, NULL, NULL)};
+            const float *ab3[2] = {kfac_net_layer_input(nc, 0), kfac_net_layer_input(nc, 1)};
+            const float *gs3[2] = {kfac_net_layer_pregrad(nc, 0), kfac_net_layer_pregrad(nc, 1)};
+            kfac_precond_batch b3 = {B, w3, NULL, ab3, gs3, loss, gl};
+            fc3.y = y;
+            ck_assert_msg(kfac_precond_step(pc3, &b3) == KFAC_OK, "%s", kfac_last_error());
+            const float *ta = kfac_net_params(na), *tc = kfac_net_params(nc);
+            double dmax = 0.0, tmax = 0.0;
+            for (size_t i = 0; i < P; i++)
+                dmax = fmax(dmax, fabs((double)ta[i] - tc[i])), tmax = fmax(tmax, fabs((double)ta[i]));
+            ck_assert_msg(dmax <= 1e-4 * tmax, "step %d: slopes and gradient differ by %g (max |theta| %g)",
+                          step + 1, dmax, tmax);
+        }
         kfac_kfac_stats ks;
         ck_assert_int_eq(kfac_precond_get_stats(pc, &ks), KFAC_OK);
         batch_form |= ks.batch_form[0];
@@ -640,10 +686,13 @@ START_TEST(test_precond_is_the_builtin)
     free(grad);
     free(gt);
     kfac_fisher_free(fc.f);
+    kfac_fisher_free(fc3.f);
     kfac_precond_free(pc);
+    kfac_precond_free(pc3);
     kfac_optimizer_free(opt);
     kfac_net_free(na);
     kfac_net_free(nb);
+    kfac_net_free(nc);
 }
 END_TEST
 
@@ -747,7 +796,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_hand_built_datasets);
     tcase_add_test(tc, test_threads_under_memory_limit);
     tcase_add_loop_test(tc, test_predict, 0, 3);
-    tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 3);
+    tcase_add_loop_test(tc, test_precond_is_the_builtin, 0, 4);
     tcase_add_test(tc, test_precond_checkpoint);
     tcase_add_test(tc, test_embedding_examples);
     suite_add_tcase(s, tc);

@@ -544,6 +544,55 @@ START_TEST(test_fisher_forms)
 }
 END_TEST
 
+/* The slopes (kfac_fisher_model): with the backward pass's g at the last
+ * pre-activation, the sums over the rows of g^T J v are B times the mean
+ * loss's gradient dotted with v, for every case (a non-linear last
+ * activation included); the forms beside them are kfac_fisher_forms' to
+ * the bit; without g the slopes are 0. */
+START_TEST(test_fisher_slopes)
+{
+    const fisher_case *c = &cases[_i];
+    float x[BATCH * 5];
+    kfac_net *net = make_case(c, 970 + _i, x);
+    size_t P = kfac_net_n_params(net);
+    const int L = c->n_layers, dL = c->units[L - 1];
+    float *v1 = malloc(sizeof *v1 * P), *v2 = malloc(sizeof *v2 * P), *grad = malloc(sizeof *grad * P);
+    float y[BATCH * 3];
+    kfac_rng r;
+    kfac_rng_seed(&r, 6);
+    fill_uniform(v1, P, -1.0f, 1.0f, &r);
+    fill_uniform(v2, P, -1.0f, 1.0f, &r);
+    fill_uniform(y, (size_t)BATCH * dL, 0.0f, 1.0f, &r);
+    if (c->loss == KFAC_LOSS_SOFTMAX_XENT) /* one-hot labels */
+        for (int i = 0; i < BATCH; i++)
+            for (int j = 0; j < dL; j++)
+                y[i * dL + j] = j == i % dL ? 1.0f : 0.0f;
+    ck_assert_int_eq(kfac_net_backward(net, y, grad), KFAC_OK);
+    kfac_fisher *f = NULL;
+    ck_assert_int_eq(kfac_fisher_new(net, &f), KFAC_OK);
+    double s[5], forms[3], none[5];
+    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, kfac_net_layer_pregrad(net, L - 1), v1, v2, s), KFAC_OK);
+    const float *dirs[2] = {v1, v2};
+    for (int k = 0; k < 2; k++) {
+        double want = 0.0, scale = 0.0;
+        for (size_t i = 0; i < P; i++) {
+            want += (double)grad[i] * dirs[k][i];
+            scale += fabs((double)grad[i] * dirs[k][i]);
+        }
+        ck_assert_msg(fabs(want) > 1e-3, "case %d: the gradient is orthogonal to v%d", _i, k + 1);
+        ck_assert_msg(fabs(s[3 + k] / BATCH - want) <= 1e-5 * scale, "case %s: slope %d %.9g, grad^T v %.9g",
+                      case_name(c), k + 1, s[3 + k] / BATCH, want);
+    }
+    ck_assert_int_eq(kfac_fisher_forms(f, net, BATCH, v1, v2, forms), KFAC_OK);
+    ck_assert(memcmp(forms, s, sizeof forms) == 0);
+    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, NULL, v1, v2, none), KFAC_OK);
+    ck_assert(none[3] == 0.0 && none[4] == 0.0 && memcmp(none, s, sizeof forms) == 0);
+    kfac_fisher_free(f);
+    free(v1), free(v2), free(grad);
+    kfac_net_free(net);
+}
+END_TEST
+
 /* ---- the loss table's KL: the defining formula where it is safe, and
  * finite, non-negative and zero at zp = zq where it is not */
 START_TEST(test_loss_kl)
@@ -647,6 +696,7 @@ Suite *fisher_suite(void)
     tcase_add_test(tc, test_fisher_vec_leaves_net);
     tcase_add_loop_test(tc, test_fisher_vec_rows, 0, N_CASES);
     tcase_add_loop_test(tc, test_fisher_forms, 0, N_CASES);
+    tcase_add_loop_test(tc, test_fisher_slopes, 0, N_CASES);
     tcase_add_test(tc, test_loss_kl);
     tcase_add_test(tc, test_fisher_errors);
     suite_add_tcase(s, tc);
