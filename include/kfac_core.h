@@ -597,6 +597,15 @@ KFAC_API kfac_status kfac_precond_set_fisher_forms(kfac_precond *pc, kfac_fisher
  * fewer. Used in place of the forms callback; NULL unsets it. */
 typedef kfac_status (*kfac_fisher_model_fn)(void *user, const float *v1, const float *v2, double s[5]);
 KFAC_API kfac_status kfac_precond_set_fisher_model(kfac_precond *pc, kfac_fisher_model_fn model, void *user);
+/* Inside the QUADRATIC rule's callbacks, the first forward-mode product
+ * of layer l along v1 (the direction) for the first `rows` examples of the
+ * step's batch: out (rows x d_out[l]) <- abar_l[:rows] delta_l^T, from
+ * the batch form's factors when layer l took that form in this step, in
+ * 2 rows B d_out flops instead of 2 rows d_in d_out (docs/algorithm.md
+ * §5.2). 1 if written; 0 if not available (another form, another rule,
+ * or batches past 1024 rows: multiply by v1 as usual); -1 for bad
+ * arguments. */
+KFAC_API int kfac_precond_direction_rows(const kfac_precond *pc, int l, int rows, float *out);
 
 /* 1 if the next step folds in statistics (it then reads abar and g), else
  * 0 (also for NULL): a caller can skip the sampled-target backward pass. */

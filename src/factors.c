@@ -68,6 +68,11 @@ typedef struct layer_factors {
      * xa (A_{l+1} + gamma I)^-1, psi_g = xg (G_{l+1} + gamma I)^-1 (same
      * shapes). a.inv and g.inv then hold the bases K, a.e and g.e 1 - s. */
     float *xa, *xg, *xa_stat, *xg_stat, *psi_a, *psi_g;
+    /* kept from the last batch form (kfac_factors_keep_rows): P = g G^-1
+     * (kept_b x g.n) and the whole Gram abar A^-1 abar^T (kept_b x
+     * kept_b), for abar delta^T = (1/b) K P (docs/algorithm.md §5.2) */
+    float *keep_p, *keep_k;
+    int kept_b;
 } layer_factors;
 
 struct kfac_factors {
@@ -118,6 +123,7 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
         kfac_free_floats(f->lm), kfac_free_floats(f->rm), kfac_free_floats(f->scale);
         kfac_free_floats(f->xa), kfac_free_floats(f->xg), kfac_free_floats(f->psi_a), kfac_free_floats(f->psi_g);
+        kfac_free_floats(f->keep_p), kfac_free_floats(f->keep_k);
     }
     free(pc->tri_D), free(pc->tri_W), kfac_free_floats(pc->tri_T);
     kfac_free_floats(pc->scale_stage);
@@ -1221,6 +1227,12 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         if (f->a.lowrank && f->a.k > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, f->a.k, 1.0f, pc->Tas, f->a.k, pc->Ta, f->a.k,
                         1.0f, pc->M2, b);
+        if (f->keep_p) { /* for kfac_factors_rows_product */
+            memcpy(f->keep_p, pc->P, sizeof(float) * (size_t)b * m);
+            memcpy(f->keep_k, pc->M2, sizeof(float) * bb);
+            mirror_upper(f->keep_k, b);
+            f->kept_b = b;
+        }
         /* both symmetric: the upper triangles, off-diagonal terms twice */
         double acc = 0.0;
         for (int i = 0; i < b; i++) {
@@ -1234,6 +1246,42 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         *dot = acc / ((double)b * b);
     }
     return KFAC_OK;
+}
+
+kfac_status kfac_factors_keep_rows(kfac_factors *pc)
+{
+    if (pc->gram_rows > KFAC_KEEP_ROWS_MAX)
+        return KFAC_OK; /* the batch form is not taken at such batches */
+    size_t bb = (size_t)pc->gram_rows * pc->gram_rows;
+    for (int l = 0; l < pc->n_layers; l++) {
+        layer_factors *f = &pc->L[l];
+        if (f->pos != 1 || f->keep_p)
+            continue;
+        if (!(f->keep_p = kfac_alloc_floats((size_t)pc->gram_rows * f->g.n)) ||
+            !(f->keep_k = kfac_alloc_floats(bb)))
+            return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
+    }
+    return KFAC_OK;
+}
+
+int kfac_factors_rows_product(const kfac_factors *pc, int l, int rows, float *out)
+{
+    if (!pc || !out || l < 0 || l >= pc->n_layers)
+        return -1;
+    const layer_factors *f = &pc->L[l];
+    int b = f->kept_b;
+    if (!f->keep_p || b < 1 || rows < 0 || rows > b)
+        return 0;
+    if (rows > 0) /* out (rows x m) <- (1/b) K[:rows] (rows x b) P (b x m) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, f->g.n, b, 1.0f / b, f->keep_k, b, f->keep_p,
+                    f->g.n, 0.0f, out, f->g.n);
+    return 1;
+}
+
+void kfac_factors_forget_rows(kfac_factors *pc, int l)
+{
+    if (pc && l >= 0 && l < pc->n_layers)
+        pc->L[l].kept_b = 0;
 }
 
 int kfac_factors_rank(const kfac_factors *pc, int l, int is_g)

@@ -103,6 +103,18 @@ kfac_status kfac_factors_apply_all(kfac_factors *pc, const float *const *grad, f
  * clip) from two B x B Grams. Not in EIGEN mode. */
 kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                      int batch, float *delta, double *dot);
+/* For the quadratic rule's forward-mode products (docs/algorithm.md §5.2):
+ * keep_rows makes every later apply_batch of a layer with one position
+ * keep g G^-1 and the Gram abar A^-1 abar^T (memory for batches up to
+ * KFAC_KEEP_ROWS_MAX; past that nothing is kept); rows_product then
+ * writes out (rows x d_out) <- abar[:rows] delta^T = (1/B) K[:rows] P, for
+ * the rows of that batch, in 2 rows B d_out flops instead of 2 rows d_in
+ * d_out: 1 if written, 0 if nothing is kept for layer l (forget_rows: a
+ * layer whose delta came another way since), -1 for bad arguments. */
+#define KFAC_KEEP_ROWS_MAX 1024
+kfac_status kfac_factors_keep_rows(kfac_factors *pc);
+int kfac_factors_rows_product(const kfac_factors *pc, int l, int rows, float *out);
+void kfac_factors_forget_rows(kfac_factors *pc, int l);
 /* The batch form in a process group, whose ranks hold slices of the
  * batch: this slice's part delta = scale (g G^-1)^T (abar A^-1), summed
  * over the group by the caller (scale = 1 / rows of the whole batch); and

@@ -90,14 +90,23 @@ kfac_status kfac_fisher_vec(kfac_fisher *f, const kfac_net *net, const float *v,
  * layer's input, or z); R(z) ends in f->ra[L]. With gout (B x outputs,
  * the loss's gradient at the last pre-activation s_L), *slope <- the sum
  * over the rows of gout^T R(s_L): each example's derivative of its loss
- * along v (docs/algorithm.md §5.2). */
-static void rop_forward(kfac_fisher *f, kfac_net *net, int B, const float *v, const float *gout, double *slope)
+ * along v (docs/algorithm.md §5.2). pre[l], where set, is layer l's part
+ * along v (B x out_size), so only R(x)'s part is computed there. */
+static void rop_forward(kfac_fisher *f, kfac_net *net, int B, const float *v, const float *const *pre,
+                        const float *gout, double *slope)
 {
     const int L = net->n_layers;
     for (int l = 0; l < L; l++) {
         kfac_layer *ly = &net->layers[l];
         float *ry = f->ra[l + 1];
-        ly->type->rop(ly, net->theta + ly->offset, v + ly->offset, l > 0 ? f->ra[l] : NULL, B, ry, net->scratch);
+        const float *rx = l > 0 ? f->ra[l] : NULL;
+        if (pre && pre[l] && ly->type->rop_input) { /* the part along v given */
+            memcpy(ry, pre[l], sizeof(float) * (size_t)B * (size_t)ly->out_size);
+            if (rx)
+                ly->type->rop_input(ly, net->theta + ly->offset, rx, B, ry);
+        } else {
+            ly->type->rop(ly, net->theta + ly->offset, v + ly->offset, rx, B, ry, net->scratch);
+        }
         if (l == L - 1 && gout)
             *slope = kfac_dot_floats(gout, ry, (size_t)B * (size_t)ly->out_size);
         const float *a = l == L - 1 ? net->z : net->layers[l + 1].x;
@@ -124,13 +133,13 @@ kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net_in, int rows, 
                               double s[3])
 {
     double m[5];
-    kfac_status st = kfac_fisher_model(f, net_in, rows, NULL, v1, v2, m);
+    kfac_status st = kfac_fisher_model(f, net_in, rows, NULL, v1, NULL, v2, m);
     memcpy(s, m, sizeof(double) * 3);
     return st;
 }
 
 kfac_status kfac_fisher_model(kfac_fisher *f, const kfac_net *net_in, int rows, const float *gout, const float *v1,
-                              const float *v2, double s[5])
+                              const float *const *pre1, const float *v2, double s[5])
 {
     if (!f || !net_in || !v1 || !s)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_fisher_forms: NULL argument");
@@ -145,7 +154,7 @@ kfac_status kfac_fisher_model(kfac_fisher *f, const kfac_net *net_in, int rows, 
     const size_t n = (size_t)rows * dL;
     const kfac_loss_type *lt = &kfac_loss_types[net->spec.loss];
     /* u = J v1, kept; H u */
-    rop_forward(f, net, rows, v1, gout, &s[3]);
+    rop_forward(f, net, rows, v1, pre1, gout, &s[3]);
     memcpy(f->u, f->ra[L], sizeof(float) * n);
     lt->hess_vec(net->z, f->u, f->hu, rows, dL);
     double uu = 0.0, uw = 0.0, ww = 0.0;
@@ -154,7 +163,7 @@ kfac_status kfac_fisher_model(kfac_fisher *f, const kfac_net *net_in, int rows, 
     for (size_t i = 0; i < n; i++)
         uu += (double)u[i] * hu[i];
     if (v2) { /* w = J v2: u^T H w = (H u)^T w, H symmetric */
-        rop_forward(f, net, rows, v2, gout, &s[4]);
+        rop_forward(f, net, rows, v2, NULL, gout, &s[4]);
         lt->hess_vec(net->z, w, f->hu, rows, dL);
 #pragma omp parallel for simd schedule(static) reduction(+ : uw, ww) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
@@ -182,7 +191,7 @@ kfac_status kfac_fisher_vec_rows(kfac_fisher *f, const kfac_net *net_in, int row
     kfac_net *net = (kfac_net *)net_in;
     const int B = rows, L = net->n_layers;
 
-    rop_forward(f, net, B, v, NULL, NULL);
+    rop_forward(f, net, B, v, NULL, NULL, NULL);
 
     /* u = H_out(z_n) R(z_n) per example: the output gradient of the backward
      * pass, so F v = (1/B) sum_n J_n^T H_n J_n v */

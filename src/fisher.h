@@ -33,9 +33,13 @@ kfac_status kfac_fisher_forms(kfac_fisher *f, const kfac_net *net, int rows, con
  * layer's pre-activation of the same rows, rows x outputs: the backward
  * pass's g of that layer), the slopes: the sums over the rows of
  * gout^T J v1 and gout^T J v2 (the derivative of each example's loss along
- * v1, v2) into s[3], s[4], at the cost of a dot each (without gout, 0). */
+ * v1, v2) into s[3], s[4], at the cost of a dot each (without gout, 0).
+ * pre1 (NULL, or one pointer per layer of the net, NULL where not given):
+ * layer l's product along v1, abar_l v1_l^T (rows x out_size), computed
+ * by the caller more cheaply (kfac_precond_direction_rows); a layer kind
+ * without rop_input ignores it. */
 kfac_status kfac_fisher_model(kfac_fisher *f, const kfac_net *net, int rows, const float *gout, const float *v1,
-                              const float *v2, double s[5]);
+                              const float *const *pre1, const float *v2, double s[5]);
 
 /* The explicit F (n_params x n_params doubles, row-major) over the rows of
  * the last forward pass, from per-example Jacobians J_n got by

@@ -29,6 +29,8 @@ typedef struct kfac_state {
                             sampled-target pass writes its g, so the true g
                             stays where the backward pass left it */
     float *ysample;      /* max_batch x outputs: targets drawn from the model */
+    float *jv;           /* QUADRATIC: max_batch x d_out per block, for the
+                            batch form's abar delta^T (docs/algorithm.md §5.2) */
 } kfac_state;
 
 /* v1^T F v2 and the like by forward mode alone, on the same rows: all the
@@ -37,10 +39,21 @@ typedef struct kfac_state {
 static kfac_status net_fisher_model(void *user, const float *v1, const float *v2, double s[5])
 {
     kfac_state *st = user;
+    kfac_net *net = st->net;
     /* the last layer's g is the labels' (the sampled-target pass writes
      * elsewhere): the slopes are the training loss's */
-    const float *gout = st->net->layers[st->net->n_layers - 1].g;
-    return kfac_fisher_model(st->fisher, st->net, st->fvp_rows, gout, v1, v2, s);
+    const float *gout = net->layers[net->n_layers - 1].g;
+    /* where a layer took the batch form, its product along the direction
+     * comes cheaper from the form's factors */
+    const float *pre[KFAC_MAX_LAYERS] = {0};
+    float *jv = st->jv;
+    for (int k = 0; k < net->n_blocks; k++) {
+        int l = net->block_layer[k];
+        if (kfac_precond_direction_rows(st->pc, k, st->fvp_rows, jv) == 1)
+            pre[l] = jv;
+        jv += (size_t)net->max_batch * (size_t)net->layers[l].d_out;
+    }
+    return kfac_fisher_model(st->fisher, net, st->fvp_rows, gout, v1, pre, v2, s);
 }
 
 /* the batch loss at the updated weights: one more forward pass */
@@ -58,7 +71,7 @@ static void kfac_free(void *state)
         return;
     kfac_precond_free(s->pc);
     kfac_fisher_free(s->fisher);
-    kfac_free_floats(s->gspare), kfac_free_floats(s->ysample);
+    kfac_free_floats(s->gspare), kfac_free_floats(s->ysample), kfac_free_floats(s->jv);
     free(s);
 }
 
@@ -85,6 +98,13 @@ static kfac_status kfac_alloc(const kfac_net *net, const kfac_train_params *tp, 
         goto fail;
     if (!(s->gspare = kfac_alloc_floats(g_total)) ||
         !(s->ysample = kfac_alloc_floats((size_t)net->max_batch * (size_t)net->outputs))) {
+        st = kfac_fail(KFAC_ERR_NOMEM, "K-FAC buffers: out of memory");
+        goto fail;
+    }
+    size_t jv_total = 0;
+    for (int k = 0; k < L; k++)
+        jv_total += (size_t)net->max_batch * (size_t)d_out[k];
+    if (kp->rule == KFAC_RULE_QUADRATIC && !(s->jv = kfac_alloc_floats(jv_total))) {
         st = kfac_fail(KFAC_ERR_NOMEM, "K-FAC buffers: out of memory");
         goto fail;
     }

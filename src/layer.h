@@ -42,6 +42,10 @@ typedef struct kfac_layer_type {
      * batch x in_size, NULL for the network's input, whose R is 0). */
     void (*rop)(kfac_layer *ly, const float *w, const float *v, const float *rx, int batch, float *ry,
                 float *scratch);
+    /* ry += the part of R(s) that comes from R(x) alone (rx non-NULL), for
+     * a caller that has the part along v already: the quadratic rule's
+     * batch form (docs/algorithm.md §5.2). NULL: the kind does not offer it. */
+    void (*rop_input)(kfac_layer *ly, const float *w, const float *rx, int batch, float *ry);
     /* Floats of scratch per example that backward and rop need. */
     size_t (*scratch)(const kfac_layer *ly);
 } kfac_layer_type;

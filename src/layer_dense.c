@@ -39,6 +39,13 @@ static void dense_backward(kfac_layer *ly, const float *w, const float *g, int b
 }
 
 /* R(s) = abar V^T + R(x) W[:, :in-1]^T: R(abar)'s ones column is 0 */
+/* ry += R(x) W^T, the bias column left out (its input is the constant 1) */
+static void dense_rop_input(kfac_layer *ly, const float *w, const float *rx, int batch, float *ry)
+{
+    int in = ly->d_in, d = ly->d_out;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, d, in - 1, 1.0f, rx, in - 1, w, in, 1.0f, ry, d);
+}
+
 static void dense_rop(kfac_layer *ly, const float *w, const float *v, const float *rx, int batch, float *ry,
                       float *scratch)
 {
@@ -46,7 +53,7 @@ static void dense_rop(kfac_layer *ly, const float *w, const float *v, const floa
     int in = ly->d_in, d = ly->d_out;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, d, in, 1.0f, ly->abar, in, v, in, 0.0f, ry, d);
     if (rx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, d, in - 1, 1.0f, rx, in - 1, w, in, 1.0f, ry, d);
+        dense_rop_input(ly, w, rx, batch, ry);
 }
 
 static size_t dense_scratch(const kfac_layer *ly)
@@ -63,5 +70,6 @@ const kfac_layer_type kfac_layer_dense = {
     .forward = dense_forward,
     .backward = dense_backward,
     .rop = dense_rop,
+    .rop_input = dense_rop_input,
     .scratch = dense_scratch,
 };

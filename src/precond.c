@@ -125,7 +125,10 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     }
     memset(pc->v, 0, sizeof(float) * n);
     memset(pc->delta, 0, sizeof(float) * n);
-    if ((st = kfac_blas_room()) != KFAC_OK) {
+    /* the quadratic rule's J delta over the batch form (docs/algorithm.md
+     * §5.2); in a group it takes the weight form */
+    if ((quad && !kfac_dist_grouped(group) && (st = kfac_factors_keep_rows(pc->fc)) != KFAC_OK) ||
+        (st = kfac_blas_room()) != KFAC_OK) {
         kfac_precond_free(pc);
         return st;
     }
@@ -163,6 +166,13 @@ kfac_status kfac_precond_set_fisher_model(kfac_precond *pc, kfac_fisher_model_fn
     pc->model = model;
     pc->model_user = user;
     return KFAC_OK;
+}
+
+int kfac_precond_direction_rows(const kfac_precond *pc, int l, int rows, float *out)
+{
+    if (!pc || l < 0 || l >= pc->n_layers || !out || rows < 0)
+        return -1;
+    return pc->kp.rule == KFAC_RULE_QUADRATIC ? kfac_factors_rows_product(pc->fc, l, rows, out) : 0;
 }
 
 int kfac_precond_stats_due(const kfac_precond *pc) { return pc ? pc->t % pc->kp.cov_every == 0 : 0; }
@@ -295,6 +305,8 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
         float *d = pc->delta + off, *gl = pc->grad + off;
         kfac_status st;
         lr[l] = batch_form(pc, in, l);
+        if (!lr[l] || kfac_dist_grouped(pc->dist)) /* what a batch form kept is stale */
+            kfac_factors_forget_rows(pc->fc, l);
         /* the kl_clip rule needs only <delta, grad> before the update, so
          * a weight-form layer whose factors are low-rank never writes
          * delta (docs/algorithm.md §8.1); the quadratic rule needs delta */

@@ -513,6 +513,8 @@ typedef struct fisher_ctx {
     kfac_net *net;
     const float *y;
     const float *gout; /* the labels' g at the last layer, for the slopes */
+    kfac_precond *pc;  /* for its cheaper products along the direction */
+    float *jv;         /* rows x d_out per layer */
 } fisher_ctx;
 
 static kfac_status ctx_fisher_vec(void *user, const float *v, float *fv)
@@ -530,7 +532,17 @@ static kfac_status ctx_fisher_forms(void *user, const float *v1, const float *v2
 static kfac_status ctx_fisher_model(void *user, const float *v1, const float *v2, double s[5])
 {
     fisher_ctx *c = user;
-    return kfac_fisher_model(c->f, c->net, c->net->batch, c->gout, v1, v2, s);
+    const float *pre[2] = {NULL, NULL};
+    int B = c->net->batch;
+    float *jv = c->jv;
+    for (int l = 0; l < 2 && c->pc; l++) {
+        int dout;
+        kfac_net_layer_weights(c->net, l, &dout, NULL);
+        if (kfac_precond_direction_rows(c->pc, l, B, jv) == 1)
+            pre[l] = jv;
+        jv += (size_t)B * dout;
+    }
+    return kfac_fisher_model(c->f, c->net, B, c->gout, v1, pre, v2, s);
 }
 
 static kfac_status ctx_loss(void *user, double *loss)
@@ -596,7 +608,8 @@ START_TEST(test_precond_is_the_builtin)
     int din[2] = {IN + 1, H + 1}, dout[2] = {H, 3};
     kfac_precond *pc;
     ck_assert_int_eq(kfac_precond_new(2, din, dout, B, &tp.optim, &tp.kfac, &pc), KFAC_OK);
-    fisher_ctx fc = {NULL, nb, NULL, NULL}, fc3 = {NULL, nc, NULL, NULL};
+    float *jv = malloc(sizeof(float) * B * (H + 3)), *want = malloc(sizeof(float) * B * H);
+    fisher_ctx fc = {NULL, nb, NULL, NULL, pc, jv}, fc3 = {NULL, nc, NULL, NULL, NULL, NULL};
     kfac_precond *pc3 = NULL; /* loop 3: the forms alone */
     if (quad) {
         ck_assert_int_eq(kfac_fisher_new(nb, &fc.f), KFAC_OK);
@@ -651,6 +664,19 @@ START_TEST(test_precond_is_the_builtin)
 
         ck_assert_msg(memcmp(kfac_net_params(na), kfac_net_params(nb), P * sizeof(float)) == 0,
                       "step %d: the public preconditioner and the built-in optimizer differ", step + 1);
+        kfac_kfac_stats ks0;
+        ck_assert_int_eq(kfac_precond_get_stats(pc, &ks0), KFAC_OK);
+        int kept = kfac_precond_direction_rows(pc, 0, B, jv);
+        ck_assert_int_eq(kept, _i == 3 && ks0.batch_form[0]); /* the quadratic rule's batch form only */
+        if (kept) { /* abar delta^T from the form's factors: as from delta itself */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, IN + 1, 1.0f, ab[0], IN + 1,
+                        kfac_precond_direction(pc, 0), IN + 1, 0.0f, want, H);
+            double dmax = 0.0, wmax = 0.0;
+            for (int i = 0; i < B * H; i++)
+                dmax = fmax(dmax, fabs((double)jv[i] - want[i])), wmax = fmax(wmax, fabs((double)want[i]));
+            ck_assert_msg(wmax > 0.0 && dmax <= 1e-5 * wmax, "step %d: abar delta^T %g off (max %g)", step + 1, dmax,
+                          wmax);
+        }
         if (pc3) { /* the same step through the gradient: the same numbers, to rounding */
             ck_assert_int_eq(kfac_net_forward(nc, x, B), KFAC_OK);
             ck_assert_int_eq(kfac_net_loss(nc, y, &loss, NULL), KFAC_OK);
@@ -685,6 +711,8 @@ START_TEST(test_precond_is_the_builtin)
     ck_assert_int_eq(kfac_precond_steps(pc), STEPS);
     free(grad);
     free(gt);
+    free(jv);
+    free(want);
     kfac_fisher_free(fc.f);
     kfac_fisher_free(fc3.f);
     kfac_precond_free(pc);

@@ -2,6 +2,7 @@
  * Fisher and against central differences of the KL's gradient; the
  * explicit Fisher's symmetry, semi-definiteness and rank; KL ~ 1/2 d^T F d;
  * the loss table's KL; and that the products leave the net untouched. */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -571,7 +572,7 @@ START_TEST(test_fisher_slopes)
     kfac_fisher *f = NULL;
     ck_assert_int_eq(kfac_fisher_new(net, &f), KFAC_OK);
     double s[5], forms[3], none[5];
-    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, kfac_net_layer_pregrad(net, L - 1), v1, v2, s), KFAC_OK);
+    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, kfac_net_layer_pregrad(net, L - 1), v1, NULL, v2, s), KFAC_OK);
     const float *dirs[2] = {v1, v2};
     for (int k = 0; k < 2; k++) {
         double want = 0.0, scale = 0.0;
@@ -585,8 +586,31 @@ START_TEST(test_fisher_slopes)
     }
     ck_assert_int_eq(kfac_fisher_forms(f, net, BATCH, v1, v2, forms), KFAC_OK);
     ck_assert(memcmp(forms, s, sizeof forms) == 0);
-    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, NULL, v1, v2, none), KFAC_OK);
+    ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, NULL, v1, NULL, v2, none), KFAC_OK);
     ck_assert(none[3] == 0.0 && none[4] == 0.0 && memcmp(none, s, sizeof forms) == 0);
+    /* every layer's part along v1 given as abar_l v^T: with v = v1 the same
+     * forms; with v = v2 the first form is then v2's (the parts are used) */
+    float *pre_buf = malloc(sizeof(float) * BATCH * (size_t)(c->units[0] + c->units[1] + c->units[2]));
+    for (int which = 0; which < 2; which++) {
+        const float *pre[3] = {NULL, NULL, NULL};
+        float *at = pre_buf;
+        for (int l = 0; l < L; l++) {
+            int dout, din;
+            const float *w = kfac_net_layer_weights(net, l, &dout, &din);
+            const float *v = (which ? v2 : v1) + (w - kfac_net_params(net));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, BATCH, dout, din, 1.0f,
+                        kfac_net_layer_input(net, l), din, v, din, 0.0f, at, dout);
+            pre[l] = at;
+            at += (size_t)BATCH * dout;
+        }
+        double sp[5];
+        ck_assert_int_eq(kfac_fisher_model(f, net, BATCH, NULL, v1, pre, v2, sp), KFAC_OK);
+        double want0 = which ? s[2] : s[0];
+        ck_assert_msg(fabs(sp[0] - want0) <= 1e-5 * fabs(want0), "case %s: given parts (v%d): %.9g against %.9g",
+                      case_name(c), which + 1, sp[0], want0);
+        ck_assert(sp[2] == s[2]); /* v2's pass takes no parts */
+    }
+    free(pre_buf);
     kfac_fisher_free(f);
     free(v1), free(v2), free(grad);
     kfac_net_free(net);
