@@ -69,9 +69,11 @@ typedef struct layer_factors {
      * shapes). a.inv and g.inv then hold the bases K, a.e and g.e 1 - s. */
     float *xa, *xg, *xa_stat, *xg_stat, *psi_a, *psi_g;
     /* kept from the last batch form (kfac_factors_keep_rows): P = g G^-1
-     * (kept_b x g.n) and the whole Gram abar A^-1 abar^T (kept_b x
-     * kept_b), for abar delta^T = (1/b) K P (docs/algorithm.md §5.2) */
-    float *keep_p, *keep_k;
+     * (kept_b x g.n) and Q = abar A^-1 (kept_b x a.n), for delta = (1/b)
+     * P^T Q added straight into the momentum (docs/algorithm.md §8), and
+     * for the quadratic rule the whole Gram abar A^-1 abar^T (kept_b x
+     * kept_b), for abar delta^T = (1/b) K P (§5.2) */
+    float *keep_p, *keep_q, *keep_k;
     int kept_b;
 } layer_factors;
 
@@ -123,7 +125,7 @@ void kfac_factors_free(kfac_factors *pc)
         kfac_free_floats(f->a.e), kfac_free_floats(f->g.e);
         kfac_free_floats(f->lm), kfac_free_floats(f->rm), kfac_free_floats(f->scale);
         kfac_free_floats(f->xa), kfac_free_floats(f->xg), kfac_free_floats(f->psi_a), kfac_free_floats(f->psi_g);
-        kfac_free_floats(f->keep_p), kfac_free_floats(f->keep_k);
+        kfac_free_floats(f->keep_p), kfac_free_floats(f->keep_q), kfac_free_floats(f->keep_k);
     }
     free(pc->tri_D), free(pc->tri_W), kfac_free_floats(pc->tri_T);
     kfac_free_floats(pc->scale_stage);
@@ -1142,14 +1144,17 @@ int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
  * with g U_G^T and abar U_A^T of low-rank factors in pc->Tg and pc->Ta,
  * and scaled by e in pc->Tgs and pc->Tas), then delta (m x n) <- scale P^T Q = G^-1
  * [scale g^T abar] A^-1. */
-static void batch_delta(kfac_factors *pc, const layer_factors *f, const float *abar, int lda, const float *g,
-                        int b, float scale, float *delta)
+static void batch_delta(kfac_factors *pc, layer_factors *f, const float *abar, int lda, const float *g, int b,
+                        float scale, float *delta)
 {
     int m = f->g.n, n = f->a.n;
-    apply_rows(&f->g, g, m, b, pc->P, pc->Tg, pc->Tgs);
-    apply_rows(&f->a, abar, lda, b, pc->Q, pc->Ta, pc->Tas);
+    float *P = f->keep_p ? f->keep_p : pc->P, *Q = f->keep_q ? f->keep_q : pc->Q;
+    apply_rows(&f->g, g, m, b, P, pc->Tg, pc->Tgs);
+    apply_rows(&f->a, abar, lda, b, Q, pc->Ta, pc->Tas);
+    f->kept_b = f->keep_p ? b : 0;
     /* delta (m x n) <- scale P^T (m x b) Q (b x n) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, scale, pc->P, m, pc->Q, n, 0.0f, delta, n);
+    if (delta)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, scale, P, m, Q, n, 0.0f, delta, n);
 }
 
 void kfac_factors_batch_part(kfac_factors *pc, int l, const float *abar, int lda, const float *g, int batch,
@@ -1188,7 +1193,7 @@ static void partial_gram(const factor *F, const float *x, int ldx, const float *
 kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                      int batch, float *delta, double *dot)
 {
-    if (!pc || !abar || !g || !delta || l < 0 || l >= pc->n_layers)
+    if (!pc || !abar || !g || l < 0 || l >= pc->n_layers || (!delta && !pc->L[l].keep_p))
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_factors_apply_batch: bad argument");
     if (!pc->inverted)
         return kfac_fail(KFAC_ERR_STATE, "K-FAC: apply before the first inversion");
@@ -1200,6 +1205,7 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
     layer_factors *f = &pc->L[l];
     int m = f->g.n, b = batch;
     batch_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
+    const float *P = f->keep_p ? f->keep_p : pc->P, *Q = f->keep_q ? f->keep_q : pc->Q;
     if (dot) {
         /* <delta, grad> = (1/b^2) sum_{r,s} (g G^-1 g^T)_{rs} (abar A^-1 abar^T)_{rs}.
          * The Grams' inner dimensions are split over the threads, one
@@ -1212,8 +1218,8 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
             int t = omp_get_thread_num(), T = omp_get_num_threads();
             if (t == 0)
                 used = T;
-            partial_gram(&f->g, g, m, pc->P, b, m * t / T, m * (t + 1) / T, pc->M1 + t * bb);
-            partial_gram(&f->a, abar, lda, pc->Q, b, f->a.n * t / T, f->a.n * (t + 1) / T, pc->M2 + t * bb);
+            partial_gram(&f->g, g, m, P, b, m * t / T, m * (t + 1) / T, pc->M1 + t * bb);
+            partial_gram(&f->a, abar, lda, Q, b, f->a.n * t / T, f->a.n * (t + 1) / T, pc->M2 + t * bb);
         }
         for (int t = 1; t < used; t++)
             for (size_t i = 0; i < bb; i++) {
@@ -1227,11 +1233,9 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
         if (f->a.lowrank && f->a.k > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, b, f->a.k, 1.0f, pc->Tas, f->a.k, pc->Ta, f->a.k,
                         1.0f, pc->M2, b);
-        if (f->keep_p) { /* for kfac_factors_rows_product */
-            memcpy(f->keep_p, pc->P, sizeof(float) * (size_t)b * m);
+        if (f->keep_k) { /* for kfac_factors_rows_product */
             memcpy(f->keep_k, pc->M2, sizeof(float) * bb);
             mirror_upper(f->keep_k, b);
-            f->kept_b = b;
         }
         /* both symmetric: the upper triangles, off-diagonal terms twice */
         double acc = 0.0;
@@ -1248,7 +1252,7 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
     return KFAC_OK;
 }
 
-kfac_status kfac_factors_keep_rows(kfac_factors *pc)
+kfac_status kfac_factors_keep_rows(kfac_factors *pc, int with_gram)
 {
     if (pc->gram_rows > KFAC_KEEP_ROWS_MAX)
         return KFAC_OK; /* the batch form is not taken at such batches */
@@ -1258,10 +1262,21 @@ kfac_status kfac_factors_keep_rows(kfac_factors *pc)
         if (f->pos != 1 || f->keep_p)
             continue;
         if (!(f->keep_p = kfac_alloc_floats((size_t)pc->gram_rows * f->g.n)) ||
-            !(f->keep_k = kfac_alloc_floats(bb)))
+            !(f->keep_q = kfac_alloc_floats((size_t)pc->gram_rows * f->a.n)) ||
+            (with_gram && !(f->keep_k = kfac_alloc_floats(bb))))
             return kfac_fail(KFAC_ERR_NOMEM, "K-FAC: out of memory");
     }
     return KFAC_OK;
+}
+
+int kfac_factors_keeps(const kfac_factors *pc, int l) { return pc->L[l].keep_p != NULL; }
+
+void kfac_factors_batch_add(kfac_factors *pc, int l, float nu, float mu, float *v)
+{
+    const layer_factors *f = &pc->L[l];
+    int m = f->g.n, n = f->a.n, b = f->kept_b;
+    /* v (m x n) <- mu v + (nu / b) P^T Q: the step's delta never written */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, b, nu / b, f->keep_p, m, f->keep_q, n, mu, v, n);
 }
 
 int kfac_factors_rows_product(const kfac_factors *pc, int l, int rows, float *out)
@@ -1270,7 +1285,7 @@ int kfac_factors_rows_product(const kfac_factors *pc, int l, int rows, float *ou
         return -1;
     const layer_factors *f = &pc->L[l];
     int b = f->kept_b;
-    if (!f->keep_p || b < 1 || rows < 0 || rows > b)
+    if (!f->keep_k || b < 1 || rows < 0 || rows > b)
         return 0;
     if (rows > 0) /* out (rows x m) <- (1/b) K[:rows] (rows x b) P (b x m) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, f->g.n, b, 1.0f / b, f->keep_k, b, f->keep_p,

@@ -103,16 +103,22 @@ kfac_status kfac_factors_apply_all(kfac_factors *pc, const float *const *grad, f
  * clip) from two B x B Grams. Not in EIGEN mode. */
 kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar, int lda, const float *g,
                                      int batch, float *delta, double *dot);
-/* For the quadratic rule's forward-mode products (docs/algorithm.md §5.2):
- * keep_rows makes every later apply_batch of a layer with one position
- * keep g G^-1 and the Gram abar A^-1 abar^T (memory for batches up to
- * KFAC_KEEP_ROWS_MAX; past that nothing is kept); rows_product then
- * writes out (rows x d_out) <- abar[:rows] delta^T = (1/B) K[:rows] P, for
- * the rows of that batch, in 2 rows B d_out flops instead of 2 rows d_in
- * d_out: 1 if written, 0 if nothing is kept for layer l (forget_rows: a
- * layer whose delta came another way since), -1 for bad arguments. */
+/* keep_rows makes every later apply_batch of a layer with one position
+ * keep P = g G^-1 and Q = abar A^-1 (and, with_gram, the Gram abar A^-1
+ * abar^T), with memory for batches up to KFAC_KEEP_ROWS_MAX (past that
+ * nothing is kept; keeps says whether layer l keeps). apply_batch may then
+ * leave delta unwritten (NULL), and batch_add sets v <- mu v + nu delta
+ * from P and Q (mu 0: v unread), until the layer's next apply_batch
+ * (docs/algorithm.md §8). For the quadratic rule's forward-mode products
+ * (§5.2), rows_product writes out (rows x d_out) <- abar[:rows] delta^T =
+ * (1/B) K[:rows] P, for the rows of that batch, in 2 rows B d_out flops
+ * instead of 2 rows d_in d_out: 1 if written, 0 if the Gram is not kept
+ * for layer l (forget_rows: a layer whose delta came another way since),
+ * -1 for bad arguments. */
 #define KFAC_KEEP_ROWS_MAX 1024
-kfac_status kfac_factors_keep_rows(kfac_factors *pc);
+kfac_status kfac_factors_keep_rows(kfac_factors *pc, int with_gram);
+int kfac_factors_keeps(const kfac_factors *pc, int l);
+void kfac_factors_batch_add(kfac_factors *pc, int l, float nu, float mu, float *v);
 int kfac_factors_rows_product(const kfac_factors *pc, int l, int rows, float *out);
 void kfac_factors_forget_rows(kfac_factors *pc, int l);
 /* The batch form in a process group, whose ranks hold slices of the

@@ -31,6 +31,9 @@ struct kfac_precond {
     int fused[KFAC_MAX_LAYERS]; /* the last step left layer l's delta in
                                    factored form (docs/algorithm.md §8.1):
                                    never written, added into v */
+    int deferred[KFAC_MAX_LAYERS]; /* the same for a batch-form layer: delta
+                                      = (1/B) P^T Q added into v by one
+                                      product (§8) */
     double lambda;   /* current damping */
     long t;          /* steps taken */
     kfac_kfac_stats st;
@@ -125,9 +128,10 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     }
     memset(pc->v, 0, sizeof(float) * n);
     memset(pc->delta, 0, sizeof(float) * n);
-    /* the quadratic rule's J delta over the batch form (docs/algorithm.md
-     * §5.2); in a group it takes the weight form */
-    if ((quad && !kfac_dist_grouped(group) && (st = kfac_factors_keep_rows(pc->fc)) != KFAC_OK) ||
+    /* the batch form's factors, for delta added straight into v (§8) and
+     * the quadratic rule's J delta (docs/algorithm.md §5.2); in a group
+     * each rank holds a slice and the deltas are summed */
+    if ((!kfac_dist_grouped(group) && (st = kfac_factors_keep_rows(pc->fc, quad)) != KFAC_OK) ||
         (st = kfac_blas_room()) != KFAC_OK) {
         kfac_precond_free(pc);
         return st;
@@ -198,6 +202,8 @@ const float *kfac_precond_direction(const kfac_precond *pc, int l)
     float *d = pc->delta + pc->off[l];
     if (pc->fused[l]) /* formed now, from the factored form the step kept */
         kfac_factors_weight_add(pc->fc, l, pc->grad + pc->off[l], 1.0f, 0.0f, d);
+    else if (pc->deferred[l])
+        kfac_factors_batch_add(pc->fc, l, 1.0f, 0.0f, d);
     return d;
 }
 kfac_kfac_stats *kfac_precond_stats_ref(kfac_precond *pc) { return &pc->st; }
@@ -311,6 +317,8 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
          * a weight-form layer whose factors are low-rank never writes
          * delta (docs/algorithm.md §8.1); the quadratic rule needs delta */
         pc->fused[l] = !lr[l] && pc->kp.rule == KFAC_RULE_KL_CLIP && kfac_factors_weight_fusable(pc->fc, l);
+        pc->deferred[l] = lr[l] && pc->kp.rule == KFAC_RULE_KL_CLIP && !kfac_dist_grouped(pc->dist) &&
+                          kfac_factors_keeps(pc->fc, l);
         /* the form and why (the flops the cost model counted), for the
          * report: of full batches, not an epoch's short last one */
         if (in->rows == pc->max_rows || pc->t == 0) {
@@ -325,8 +333,8 @@ static kfac_status direction(kfac_precond *pc, const kfac_precond_input *in, dou
             any_lr = 1;
         } else if (lr[l]) {
             double dot;
-            if ((st = kfac_factors_apply_batch(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows, d, &dot)) !=
-                KFAC_OK)
+            if ((st = kfac_factors_apply_batch(pc->fc, l, in->abar[l], din, in->gtrue[l], in->rows,
+                                               pc->deferred[l] ? NULL : d, &dot)) != KFAC_OK)
                 return st;
             total += dot;
         } else if (pc->fused[l]) {
@@ -371,9 +379,12 @@ static void kl_clip_update(kfac_precond *pc, float *const *w, double vg)
         size_t n = pc->off[l + 1] - pc->off[l];
         float *v = pc->v + pc->off[l], *theta = w[l];
         const float *delta = pc->delta + pc->off[l];
-        if (pc->fused[l]) {
+        if (pc->fused[l] || pc->deferred[l]) {
             /* v <- mu v + nu delta from delta's factors, then W -= lr v */
-            kfac_factors_weight_add(pc->fc, l, pc->grad + pc->off[l], fnu, mu, v);
+            if (pc->fused[l])
+                kfac_factors_weight_add(pc->fc, l, pc->grad + pc->off[l], fnu, mu, v);
+            else
+                kfac_factors_batch_add(pc->fc, l, fnu, mu, v);
 #pragma omp parallel for simd schedule(static) if (n > KFAC_PAR_STREAM)
             for (size_t i = 0; i < n; i++)
                 theta[i] -= flr * v[i];

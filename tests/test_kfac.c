@@ -401,36 +401,41 @@ START_TEST(test_fused_weight_form)
 END_TEST
 
 /* Through the public preconditioner: a kl_clip step on a layer with two
- * low-rank factors takes the fused form, and kfac_precond_direction forms
- * the delta that the update added: W0 - W1 = lr nu delta on the first
- * step (v was 0). */
+ * low-rank factors takes the fused form (loop 0: gradients given), or at
+ * 16 rows given as abar and g the batch form, whose delta is added into
+ * v by one product and never written (loop 1); either way
+ * kfac_precond_direction forms the delta that the update added: W0 - W1 =
+ * lr nu delta on the first step (v was 0). The batch form's delta is the
+ * weight form's of the same rows, to rounding. */
 START_TEST(test_precond_fused_direction)
 {
-    enum { DIN = 60, DOUT = 48, B = 200, N = DIN * DOUT };
+    enum { DIN = 60, DOUT = 48, BMAX = 200, N = DIN * DOUT };
+    const int rows = _i ? 16 : BMAX;
     int din = DIN, dout = DOUT;
     const double sa[] = {10, 6, 4, 3, 2}, sg[] = {3, 2, 1.5, 1};
-    static float abar[B * DIN], g[B * DOUT], V[N], w[N], w0[N];
+    static float abar[BMAX * DIN], g[BMAX * DOUT], V[N], w[N], w0[N], w2[N];
     kfac_rng r;
     kfac_rng_seed(&r, 53);
-    low_rank_rows(abar, B, DIN, 5, sa, 0.3, 1, &r);
-    low_rank_rows(g, B, DOUT, 4, sg, 0.1, 0, &r);
-    mean_gradient(g, abar, B, DOUT, DIN, V);
+    low_rank_rows(abar, BMAX, DIN, 5, sa, 0.3, 1, &r);
+    low_rank_rows(g, BMAX, DOUT, 4, sg, 0.1, 0, &r);
+    mean_gradient(g, abar, rows, DOUT, DIN, V);
     fill(w, N, -0.1f, 0.1f, &r);
     memcpy(w0, w, sizeof w);
+    memcpy(w2, w, sizeof w);
     kfac_kfac_params kp;
     kfac_kfac_params_init(&kp);
     kp.rank_max = 8;
     kp.damping = 1e-2;
     kp.lr = 0.05f;
-    kfac_precond *pc;
-    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, NULL, &kp, &pc), KFAC_OK);
-    float *wl[1] = {w};
+    kfac_precond *pc, *pw;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, rows, NULL, &kp, &pc), KFAC_OK);
+    float *wl[1] = {w}, *wl2[1] = {w2};
     const float *grads[1] = {V}, *ab[1] = {abar}, *gs[1] = {g};
-    kfac_precond_batch b = {B, wl, grads, ab, gs, 0.0, NULL};
+    kfac_precond_batch b = {rows, wl, _i ? NULL : grads, ab, gs, 0.0, _i ? gs : NULL};
     ck_assert_msg(kfac_precond_step(pc, &b) == KFAC_OK, "%s", kfac_last_error());
     kfac_kfac_stats st;
     ck_assert_int_eq(kfac_precond_get_stats(pc, &st), KFAC_OK);
-    ck_assert_int_eq(st.batch_form[0], 0); /* grads given: the weight form */
+    ck_assert_int_eq(st.batch_form[0], _i); /* grads given: the weight form */
     ck_assert(st.rank_a[0] < DIN && st.rank_g[0] < DOUT); /* both low-rank */
     const float *delta = kfac_precond_direction(pc, 0);
     ck_assert_ptr_nonnull(delta);
@@ -442,6 +447,18 @@ START_TEST(test_precond_fused_direction)
     }
     ck_assert(norm > 1e-12);
     ck_assert_msg(sqrt(err / norm) < 1e-4, "step against lr nu delta: relative error %g", sqrt(err / norm));
+    if (_i) { /* the same rows as a gradient: the weight form */
+        ck_assert_int_eq(kfac_precond_new(1, &din, &dout, rows, NULL, &kp, &pw), KFAC_OK);
+        kfac_precond_batch bw = {rows, wl2, grads, ab, gs, 0.0, NULL};
+        ck_assert_msg(kfac_precond_step(pw, &bw) == KFAC_OK, "%s", kfac_last_error());
+        const float *dw = kfac_precond_direction(pw, 0);
+        double e2 = 0, n2 = 0;
+        for (int i = 0; i < N; i++)
+            e2 += ((double)delta[i] - dw[i]) * ((double)delta[i] - dw[i]), n2 += (double)dw[i] * dw[i];
+        ck_assert(n2 > 1e-12);
+        ck_assert_msg(sqrt(e2 / n2) < 1e-4, "batch form against weight form: relative error %g", sqrt(e2 / n2));
+        kfac_precond_free(pw);
+    }
     kfac_precond_free(pc);
 }
 END_TEST
@@ -1157,7 +1174,7 @@ Suite *kfac_suite(void)
     tcase_add_test(tc, test_ekfac_definition);
     tcase_add_test(tc, test_ekfac_positions);
     tcase_add_test(tc, test_fused_weight_form);
-    tcase_add_test(tc, test_precond_fused_direction);
+    tcase_add_loop_test(tc, test_precond_fused_direction, 0, 2);
     tcase_add_test(tc, test_form_report_full_batches);
     tcase_add_test(tc, test_cost_model);
     tcase_add_test(tc, test_quadratic_rule_solves_2x2);

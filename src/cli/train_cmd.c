@@ -344,7 +344,7 @@ static void describe(const char *netfile, const kfac_net_spec *s, const kfac_tra
 }
 
 /* K-FAC's account of the run: where its time went and what it needed. */
-static void describe_kfac(const kfac_trainer *tr)
+static void describe_kfac(const kfac_trainer *tr, kfac_step_rule rule)
 {
     kfac_kfac_stats k;
     if (kfac_trainer_kfac_stats(tr, &k) != KFAC_OK)
@@ -356,7 +356,13 @@ static void describe_kfac(const kfac_trainer *tr)
                k.fallbacks & KFAC_FALLBACK_DAMPING ? " more damping" : "",
                k.fallbacks & KFAC_FALLBACK_EIGEN_CLIP ? " eigenvalue clipping" : "");
     if (k.damping_retries)
-        printf(", %ld direction%s redone with more damping", k.damping_retries, KFAC_S(k.damping_retries));
+        /* the quadratic rule also raises it when the model promises more
+         * than the loss (docs/algorithm.md §5.2), reusing the direction */
+        printf(", %ld %s with more damping", k.damping_retries,
+               rule == KFAC_RULE_QUADRATIC
+                   ? (k.damping_retries == 1 ? "quadratic model (or direction) solved again"
+                                             : "quadratic models (or directions) solved again")
+                   : (k.damping_retries == 1 ? "direction redone" : "directions redone"));
     printf("; seconds: statistics %.2f, inversions %.2f, preconditioning %.2f, F-vector products %.2f; "
            "damping %g\n",
            k.seconds_stats, k.seconds_invert, k.seconds_precond, k.seconds_fvp, k.damping);
@@ -742,7 +748,7 @@ static int run(const train_opts *o, const kfac_train_params *p, const char *log_
         code = stop_on_signal(tr, sig, trained, save_path);
         goto done;
     }
-    describe_kfac(tr);
+    describe_kfac(tr, p->kfac.rule);
     if (save_path)
         code = save(tr, save_path);
     code = cli_mpi_agree(code);
