@@ -552,6 +552,26 @@ static kfac_status ctx_loss(void *user, double *loss)
     return st != KFAC_OK ? st : kfac_net_loss(c->net, c->y, loss, NULL);
 }
 
+/* What a caller of the public preconditioner does before its step, on a
+ * net with H hidden units and 3 outputs: forward, loss, backward (the
+ * gradient into grad unless NULL), the labels' g kept in gt before the
+ * sampled-target pass, when due, overwrites the net's; returns the loss. */
+static double hand_passes(kfac_net *net, const kfac_precond *pc, kfac_loss loss_kind, const float *x, const float *y,
+                          float *ys, int B, int H, float *grad, float *gt, kfac_rng *r)
+{
+    double loss;
+    ck_assert_int_eq(kfac_net_forward(net, x, B), KFAC_OK);
+    ck_assert_int_eq(kfac_net_loss(net, y, &loss, NULL), KFAC_OK);
+    ck_assert_int_eq(kfac_net_backward(net, y, grad), KFAC_OK);
+    memcpy(gt, kfac_net_layer_pregrad(net, 0), sizeof(float) * B * H);
+    memcpy(gt + B * H, kfac_net_layer_pregrad(net, 1), sizeof(float) * B * 3);
+    if (kfac_precond_stats_due(pc)) {
+        ck_assert_int_eq(kfac_sample_targets(loss_kind, kfac_net_output(net), ys, B, 3, r), KFAC_OK);
+        ck_assert_int_eq(kfac_net_backward(net, ys, NULL), KFAC_OK);
+    }
+    return loss;
+}
+
 /* The public preconditioner, fed by hand from a kfac_net's recorded abar,
  * gradients and sampled-target g, takes exactly the built-in optimizer's
  * steps: both are one engine. Loops 0 and 1: rows (64) above the layer
@@ -641,17 +661,7 @@ START_TEST(test_precond_is_the_builtin)
                       kfac_last_error());
 
         /* by hand */
-        double loss;
-        ck_assert_int_eq(kfac_net_forward(nb, x, B), KFAC_OK);
-        ck_assert_int_eq(kfac_net_loss(nb, y, &loss, NULL), KFAC_OK);
-        ck_assert_int_eq(kfac_net_backward(nb, y, grad), KFAC_OK);
-        /* the labels' g, kept before the sampled-target pass overwrites it */
-        memcpy(gt, kfac_net_layer_pregrad(nb, 0), sizeof(float) * B * H);
-        memcpy(gt + B * H, kfac_net_layer_pregrad(nb, 1), sizeof(float) * B * 3);
-        if (kfac_precond_stats_due(pc)) {
-            ck_assert_int_eq(kfac_sample_targets(s.loss, kfac_net_output(nb), ys, B, 3, &rb), KFAC_OK);
-            ck_assert_int_eq(kfac_net_backward(nb, ys, NULL), KFAC_OK);
-        }
+        double loss = hand_passes(nb, pc, s.loss, x, y, ys, B, H, grad, gt, &rb);
         float *w[2] = {kfac_net_layer_weights(nb, 0, NULL, NULL), kfac_net_layer_weights(nb, 1, NULL, NULL)};
         const float *g[2] = {grad, grad + kfac_net_layer_offset(nb, 1)};
         const float *ab[2] = {kfac_net_layer_input(nb, 0), kfac_net_layer_input(nb, 1)};
@@ -678,15 +688,7 @@ START_TEST(test_precond_is_the_builtin)
                           wmax);
         }
         if (pc3) { /* the same step through the gradient: the same numbers, to rounding */
-            ck_assert_int_eq(kfac_net_forward(nc, x, B), KFAC_OK);
-            ck_assert_int_eq(kfac_net_loss(nc, y, &loss, NULL), KFAC_OK);
-            ck_assert_int_eq(kfac_net_backward(nc, y, NULL), KFAC_OK);
-            memcpy(gt, kfac_net_layer_pregrad(nc, 0), sizeof(float) * B * H);
-            memcpy(gt + B * H, kfac_net_layer_pregrad(nc, 1), sizeof(float) * B * 3);
-            if (kfac_precond_stats_due(pc3)) {
-                ck_assert_int_eq(kfac_sample_targets(s.loss, kfac_net_output(nc), ys, B, 3, &rc), KFAC_OK);
-                ck_assert_int_eq(kfac_net_backward(nc, ys, NULL), KFAC_OK);
-            }
+            loss = hand_passes(nc, pc3, s.loss, x, y, ys, B, H, NULL, gt, &rc);
             float *w3[2] = {kfac_net_layer_weights(nc, 0, NULL, NULL), kfac_net_layer_weights(nc, 1, NULL, NULL)};
             const float *ab3[2] = {kfac_net_layer_input(nc, 0), kfac_net_layer_input(nc, 1)};
             const float *gs3[2] = {kfac_net_layer_pregrad(nc, 0), kfac_net_layer_pregrad(nc, 1)};
