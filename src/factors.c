@@ -1144,11 +1144,15 @@ int kfac_factors_batch_pays(const kfac_factors *pc, int l, int batch)
  * with g U_G^T and abar U_A^T of low-rank factors in pc->Tg and pc->Ta,
  * and scaled by e in pc->Tgs and pc->Tas), then delta (m x n) <- scale P^T Q = G^-1
  * [scale g^T abar] A^-1. */
+/* where the batch form's P and Q go: the layer's own, if it keeps them */
+static float *rows_p(kfac_factors *pc, const layer_factors *f) { return f->keep_p ? f->keep_p : pc->P; }
+static float *rows_q(kfac_factors *pc, const layer_factors *f) { return f->keep_q ? f->keep_q : pc->Q; }
+
 static void batch_delta(kfac_factors *pc, layer_factors *f, const float *abar, int lda, const float *g, int b,
                         float scale, float *delta)
 {
     int m = f->g.n, n = f->a.n;
-    float *P = f->keep_p ? f->keep_p : pc->P, *Q = f->keep_q ? f->keep_q : pc->Q;
+    float *P = rows_p(pc, f), *Q = rows_q(pc, f);
     apply_rows(&f->g, g, m, b, P, pc->Tg, pc->Tgs);
     apply_rows(&f->a, abar, lda, b, Q, pc->Ta, pc->Tas);
     f->kept_b = f->keep_p ? b : 0;
@@ -1205,7 +1209,7 @@ kfac_status kfac_factors_apply_batch(kfac_factors *pc, int l, const float *abar,
     layer_factors *f = &pc->L[l];
     int m = f->g.n, b = batch;
     batch_delta(pc, f, abar, lda, g, b, 1.0f / b, delta);
-    const float *P = f->keep_p ? f->keep_p : pc->P, *Q = f->keep_q ? f->keep_q : pc->Q;
+    const float *P = rows_p(pc, f), *Q = rows_q(pc, f);
     if (dot) {
         /* <delta, grad> = (1/b^2) sum_{r,s} (g G^-1 g^T)_{rs} (abar A^-1 abar^T)_{rs}.
          * The Grams' inner dimensions are split over the threads, one

@@ -129,8 +129,9 @@ kfac_status kfac_precond_new_in_group(int n_layers, const int *d_in, const int *
     memset(pc->v, 0, sizeof(float) * n);
     memset(pc->delta, 0, sizeof(float) * n);
     /* the batch form's factors, for delta added straight into v (§8) and
-     * the quadratic rule's J delta (docs/algorithm.md §5.2); in a group
-     * each rank holds a slice and the deltas are summed */
+     * the quadratic rule's J delta (docs/algorithm.md §5.2); a group may
+     * still be forming here, so direction() checks again at each step (in
+     * a group each rank holds a slice and the deltas are summed) */
     if ((!kfac_dist_grouped(group) && (st = kfac_factors_keep_rows(pc->fc, quad)) != KFAC_OK) ||
         (st = kfac_blas_room()) != KFAC_OK) {
         kfac_precond_free(pc);
