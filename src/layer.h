@@ -46,8 +46,9 @@ typedef struct kfac_layer_type {
      * a caller that has the part along v already: the quadratic rule's
      * batch form (docs/algorithm.md §5.2). NULL: the kind does not offer it. */
     void (*rop_input)(kfac_layer *ly, const float *w, const float *rx, int batch, float *ry);
-    /* Floats of scratch per example that backward and rop need. */
-    size_t (*scratch)(const kfac_layer *ly);
+    /* Floats of scratch that backward and rop need for batches of up to
+     * max_batch rows. */
+    size_t (*scratch)(const kfac_layer *ly, int max_batch);
 } kfac_layer_type;
 
 struct kfac_layer {
@@ -63,6 +64,9 @@ struct kfac_layer {
     float *abar;                /* batch x positions rows of d_in, last column 1
                                    (dense: x itself, ldx = d_in) */
     float *g;                   /* batch x out_size: dl_n/ds */
+    int keep_abar;              /* conv: the forward pass leaves every row of
+                                   abar (K-FAC reads them); 0: it leaves them
+                                   unspecified and backward rebuilds its own */
     int32_t *argmax;            /* max pooling: batch x out_size */
     kfac_conv_geom conv;        /* conv */
     kfac_pool_geom pool;        /* pooling */

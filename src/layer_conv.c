@@ -12,6 +12,10 @@
 #include "common.h"
 #include "layer.h"
 
+/* backward_rebuilt's chunks of examples: enough to keep 16 threads busy,
+ * few enough that their dW add up to little */
+#define KFAC_CONV_CHUNKS 16
+
 static kfac_status conv_infer(kfac_layer *ly)
 {
     const kfac_layer_spec *s = &ly->spec;
@@ -45,22 +49,70 @@ static void conv_forward(kfac_layer *ly, const float *w, int batch, float *y, si
 {
     int in = ly->d_in, d = ly->d_out, P = ly->positions, threads = KFAC_MIN(omp_get_max_threads(), batch);
     /* an example at a time on a thread of its own: its patches are
-     * written to abar (K-FAC and the weight gradient read them later) and
-     * multiplied while still in the cache; its output rows land at its
-     * place in y, whatever y's stride (a dense layer next has its ones
-     * column between examples) */
+     * written to abar (K-FAC and the weight gradient read them later;
+     * without keep_abar, to the thread's own slot there, as backward
+     * rebuilds them) and multiplied while still in the cache; its output
+     * rows land at its place in y, whatever y's stride (a dense layer next
+     * has its ones column between examples) */
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int b = 0; b < batch; b++) {
-        float *ab = ly->abar + (size_t)b * P * in;
+        float *ab = ly->abar + (size_t)(ly->keep_abar ? b : omp_get_thread_num()) * P * in;
         kfac_im2col(&ly->conv, ly->x + (size_t)b * ly->ldx, ly->ldx, 1, ab, in);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, d, in, 1.0f, ab, in, w, in, 0.0f,
                     y + (size_t)b * ldy, d);
     }
 }
 
+/* The backward pass without kept patches (first-order training): each
+ * example's patches are rebuilt from its input, a slot of abar's, and used
+ * for its share of dW and dx while still in the cache. The batch's patches
+ * are the layer's largest stream (fmnist-cnn's second convolution: 80 MB a
+ * step at batch 128, written by the forward pass and read here), and they
+ * never reach memory. dW is summed over a fixed number of chunks of
+ * examples, each on one thread, and then the chunks in order, so the sum
+ * does not depend on the thread count. */
+static void backward_rebuilt(kfac_layer *ly, const float *w, const float *g, int batch, float *grad, float scale,
+                             float *dx, size_t lddx, float *scratch)
+{
+    int in = ly->d_in, d = ly->d_out, P = ly->positions, chunks = KFAC_MIN(batch, KFAC_CONV_CHUNKS);
+    int threads = KFAC_MIN(omp_get_max_threads(), chunks);
+    size_t wsize = (size_t)d * in;
+    float *partial = scratch + (size_t)chunks * P * in; /* chunk c's dW at c wsize */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int c = 0; c < chunks; c++) {
+        int b0 = (int)((long)batch * c / chunks), b1 = (int)((long)batch * (c + 1) / chunks);
+        float *patches = ly->abar + (size_t)c * P * in, *dpatches = scratch + (size_t)c * P * in;
+        for (int b = b0; b < b1; b++) {
+            const float *gb = g + (size_t)b * P * d;
+            kfac_im2col(&ly->conv, ly->x + (size_t)b * ly->ldx, ly->ldx, 1, patches, in);
+            if (grad)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, P, scale, gb, d, patches, in,
+                            b > b0 ? 1.0f : 0.0f, partial + (size_t)c * wsize, in);
+            if (dx) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, in - 1, d, 1.0f, gb, d, w, in, 0.0f,
+                            dpatches, in);
+                kfac_col2im(&ly->conv, dpatches, in, 1, dx + (size_t)b * lddx, lddx);
+            }
+        }
+    }
+    if (grad) {
+#pragma omp parallel for schedule(static) if (wsize > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < wsize; i++) {
+            float sum = partial[i];
+            for (int c = 1; c < chunks; c++)
+                sum += partial[(size_t)c * wsize + i];
+            grad[i] = sum;
+        }
+    }
+}
+
 static void conv_backward(kfac_layer *ly, const float *w, const float *g, int batch, float *grad, float scale,
                           float *dx, size_t lddx, float *scratch)
 {
+    if (!ly->keep_abar) {
+        backward_rebuilt(ly, w, g, batch, grad, scale, dx, lddx, scratch);
+        return;
+    }
     int in = ly->d_in, d = ly->d_out, rows = batch * ly->positions;
     if (grad) /* dW (d x in) <- scale g^T abar over every example's positions */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, in, rows, scale, g, d, ly->abar, in, 0.0f, grad, in);
@@ -82,7 +134,7 @@ static void conv_backward(kfac_layer *ly, const float *w, const float *g, int ba
     }
 }
 
-/* R(s) = abar V^T + im2col(R(x)) W[:, :in-1]^T */
+/* R(s) = abar V^T + im2col(R(x)) W[:, :in-1]^T (abar kept: keep_abar) */
 static void conv_rop(kfac_layer *ly, const float *w, const float *v, const float *rx, int batch, float *ry,
                      float *scratch)
 {
@@ -94,7 +146,13 @@ static void conv_rop(kfac_layer *ly, const float *w, const float *v, const float
     }
 }
 
-static size_t conv_scratch(const kfac_layer *ly) { return (size_t)ly->positions * (size_t)ly->d_in; }
+/* rop's patches of R(x) and backward's patch gradients, a batch's worth;
+ * or, rebuilding, each chunk's patch gradients and dW */
+static size_t conv_scratch(const kfac_layer *ly, int max_batch)
+{
+    size_t P = (size_t)ly->positions, in = (size_t)ly->d_in, chunks = (size_t)KFAC_MIN(max_batch, KFAC_CONV_CHUNKS);
+    return KFAC_MAX((size_t)max_batch * P * in, chunks * (P + (size_t)ly->d_out) * in);
+}
 
 const kfac_layer_type kfac_layer_conv = {
     .name = "conv",

@@ -56,9 +56,9 @@ static void dense_rop(kfac_layer *ly, const float *w, const float *v, const floa
         dense_rop_input(ly, w, rx, batch, ry);
 }
 
-static size_t dense_scratch(const kfac_layer *ly)
+static size_t dense_scratch(const kfac_layer *ly, int max_batch)
 {
-    (void)ly;
+    (void)ly, (void)max_batch;
     return 0;
 }
 

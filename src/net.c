@@ -281,10 +281,11 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
         ok = ok && (ly->g = kfac_alloc_floats(mb * (size_t)ly->out_size)) != NULL;
         if (ok && ly->type == &kfac_layer_maxpool)
             ok = (ly->argmax = malloc(sizeof(int32_t) * mb * (size_t)ly->out_size)) != NULL;
-        scratch = KFAC_MAX(scratch, ly->type->scratch(ly));
+        scratch = KFAC_MAX(scratch, ly->type->scratch(ly, max_batch));
+        ly->keep_abar = 1;
     }
     ok = ok && (net->z = kfac_alloc_floats(mb * (size_t)net->outputs)) != NULL;
-    ok = ok && (scratch == 0 || (net->scratch = kfac_alloc_floats(mb * scratch)) != NULL);
+    ok = ok && (scratch == 0 || (net->scratch = kfac_alloc_floats(scratch)) != NULL);
     if (!ok) {
         size_t n_params = net->n_params;
         kfac_net_free(net);
@@ -294,6 +295,12 @@ kfac_status kfac_net_new(const kfac_net_spec *spec, int max_batch, kfac_net **ou
     memset(net->theta, 0, sizeof(float) * net->n_params);
     *out = net;
     return KFAC_OK;
+}
+
+void kfac_net_keep_inputs(kfac_net *net, int keep)
+{
+    for (int l = 0; l < net->n_layers; l++)
+        net->layers[l].keep_abar = keep != 0;
 }
 
 float *kfac_net_input_rows(kfac_net *net, size_t *ld)

@@ -50,6 +50,12 @@ kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, floa
  * is not NULL, grad <- scale * sum over the rows of dl/dtheta. */
 void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale);
 
+/* Whether forward passes leave abar whole for every layer (1, what
+ * kfac_net_new sets), or may leave a convolution's unspecified (0) and
+ * rebuild its patches in the backward pass, for a first-order trainer
+ * that reads nothing but the gradient (layer_conv.c says what it saves). */
+void kfac_net_keep_inputs(kfac_net *net, int keep);
+
 /* K-FAC's view of block k (a weighted layer): W's d_out x d_in and the
  * positions (rows per example) of its abar and g. */
 void kfac_net_blocks(const kfac_net *net, int *d_in, int *d_out, int *positions);

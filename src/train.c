@@ -184,6 +184,9 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         (st = kfac_dist_new_alone(&t->dist)) != KFAC_OK ||
         (st = kfac_optimizer_new_for_net(p, t->net, t->dist, &t->opt)) != KFAC_OK)
         goto fail;
+    /* a first-order optimizer reads the gradient alone: the convolutions
+     * need not keep their patches */
+    kfac_net_keep_inputs(t->net, !kfac_optimizer_flat_gradient(t->opt));
     t->order = malloc(sizeof *t->order * (size_t)train->n);
     t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->outputs);
     t->grad = kfac_alloc_floats(t->net->n_params);

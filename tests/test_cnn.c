@@ -4,8 +4,9 @@
  * non-square images and kernels, two convolutions in a row); the
  * convolution against a direct one written here; KFC's factors against
  * explicit sums over examples and positions; the R-op's F v against the
- * explicit Fisher; `kfac check` on the tiny CNN on real data; and
- * checkpoints of a CNN. */
+ * explicit Fisher; the backward pass that rebuilds its patches against
+ * the one that keeps them; `kfac check` on the tiny CNN on real data; and
+ * checkpoints of a CNN, under K-FAC and a first-order optimizer. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,48 @@ START_TEST(test_cnn_check_tiny)
 }
 END_TEST
 
+/* The backward pass that rebuilds its patches (a first-order trainer's,
+ * kfac_net_keep_inputs 0) against the one that reads the kept patches:
+ * the gradient agrees to rounding (dW is summed in another order), and is
+ * the same bit for bit on 1 thread and on 2, as its chunks promise. 37
+ * examples: chunks of 2 and 3 examples, so each chunk sums several. */
+START_TEST(test_cnn_rebuilt_patches)
+{
+    const cnn_case *c = &cases[_i];
+    kfac_net_spec s;
+    cnn_spec(c, KFAC_LAYER_MAXPOOL, KFAC_ACT_TANH, KFAC_LOSS_SOFTMAX_XENT, &s);
+    const int batch = 37;
+    kfac_net *net = cnn_net(&s, batch, 40 + (uint64_t)_i);
+    kfac_rng r;
+    kfac_rng_seed(&r, 6);
+    size_t n = kfac_net_n_params(net);
+    float *x = malloc(sizeof *x * (size_t)batch * s.inputs), *y = malloc(sizeof *y * (size_t)batch * c->outputs);
+    float *kept = malloc(sizeof *kept * n), *rebuilt = malloc(sizeof *rebuilt * n), *one = malloc(sizeof *one * n);
+    test_fill_uniform(x, (size_t)batch * s.inputs, -1.0f, 1.0f, &r);
+    fill_onehot(y, batch, c->outputs, &r);
+    kfac_set_threads(2);
+    ck_assert_int_eq(kfac_net_forward(net, x, batch), KFAC_OK);
+    ck_assert_int_eq(kfac_net_backward(net, y, kept), KFAC_OK);
+    kfac_net_keep_inputs(net, 0);
+    ck_assert_int_eq(kfac_net_forward(net, x, batch), KFAC_OK);
+    ck_assert_int_eq(kfac_net_backward(net, y, rebuilt), KFAC_OK);
+    kfac_set_threads(1);
+    ck_assert_int_eq(kfac_net_forward(net, x, batch), KFAC_OK);
+    ck_assert_int_eq(kfac_net_backward(net, y, one), KFAC_OK);
+    double err = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        err = fmax(err, fabs((double)rebuilt[i] - kept[i]));
+        norm = fmax(norm, fabs((double)kept[i]));
+    }
+    ck_assert_msg(norm > 1e-3, "case %d: gradient is (nearly) zero: %g", _i, norm);
+    ck_assert_msg(err <= 1e-5 * norm, "case %d: the rebuilt patches' gradient differs by %g (largest %g)", _i, err,
+                  norm);
+    ck_assert_msg(memcmp(rebuilt, one, sizeof *one * n) == 0, "case %d: 1 thread and 2 differ", _i);
+    free(x), free(y), free(kept), free(rebuilt), free(one);
+    kfac_net_free(net);
+}
+END_TEST
+
 /* a CNN's trainer saved mid-run and resumed continues bit for bit; a
  * dense network refuses its checkpoint, naming both */
 START_TEST(test_cnn_checkpoint_resume)
@@ -343,7 +386,7 @@ START_TEST(test_cnn_checkpoint_resume)
     s.layers[s.n_layers - 1].units = 3;
     kfac_train_params p;
     kfac_train_params_init(&p);
-    p.optimizer = KFAC_OPT_KFAC;
+    p.optimizer = _i ? KFAC_OPT_NESTEROV : KFAC_OPT_KFAC;
     p.batch = 16;
     p.kfac.cov_every = 2;
     p.kfac.inv_every = 3;
@@ -360,6 +403,8 @@ START_TEST(test_cnn_checkpoint_resume)
         d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
     kfac_trainer *a = NULL, *b = NULL;
     ck_assert_msg(kfac_trainer_new(&s, &p, &d, &a) == KFAC_OK, "%s", kfac_last_error());
+    /* K-FAC reads the patches; Nesterov's backward pass rebuilds them */
+    ck_assert_int_eq(kfac_trainer_net(a)->layers[0].keep_abar, !_i);
     kfac_epoch_stats ea, eb;
     ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, &ea), KFAC_OK);
     char ck[700];
@@ -418,7 +463,8 @@ Suite *cnn_suite(void)
     tcase_add_loop_test(tc, test_conv_matches_direct, 0, N_CASES);
     tcase_add_loop_test(tc, test_kfc_factors_explicit, 0, N_CASES);
     tcase_add_loop_test(tc, test_cnn_fisher_vec_explicit, 0, 2 * N_CASES);
-    tcase_add_test(tc, test_cnn_checkpoint_resume);
+    tcase_add_loop_test(tc, test_cnn_rebuilt_patches, 0, N_CASES);
+    tcase_add_loop_test(tc, test_cnn_checkpoint_resume, 0, 2);
     tcase_add_test(tc, test_cnn_rows_fit_an_int);
     suite_add_tcase(s, tc);
     TCase *real = tcase_create("real data");
