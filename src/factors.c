@@ -859,7 +859,7 @@ static void apply_rows(const factor *F, const float *x, int ldx, int r, float *o
         return;
     }
     const float c = F->c;
-#pragma omp parallel for schedule(static) if ((long)r * n > KFAC_PAR_COPY)
+#pragma omp parallel for schedule(static) if ((long)r * n > KFAC_PAR_COPY && !omp_in_parallel())
     for (int i = 0; i < r; i++)
         for (int j = 0; j < n; j++)
             out[(size_t)i * n + j] = c * x[(size_t)i * ldx + j];
@@ -1151,10 +1151,21 @@ static float *rows_q(kfac_factors *pc, const layer_factors *f) { return f->keep_
 static void batch_delta(kfac_factors *pc, layer_factors *f, const float *abar, int lda, const float *g, int b,
                         float scale, float *delta)
 {
-    int m = f->g.n, n = f->a.n;
+    int m = f->g.n, n = f->a.n, kg = f->g.k, ka = f->a.k;
     float *P = rows_p(pc, f), *Q = rows_q(pc, f);
-    apply_rows(&f->g, g, m, b, P, pc->Tg, pc->Tgs);
-    apply_rows(&f->a, abar, lda, b, Q, pc->Ta, pc->Tas);
+    /* Each thread applies both inverses to its own block of rows with
+     * single-threaded BLAS: the products are too skinny (b x n x k) for
+     * threaded BLAS to pay for its hand-offs, and one team does both. */
+#pragma omp parallel num_threads(pc->n_ws)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t i0 = (size_t)b * t / T, i1 = (size_t)b * (t + 1) / T;
+        if (i1 > i0) {
+            apply_rows(&f->g, g + i0 * m, m, (int)(i1 - i0), P + i0 * m, pc->Tg + i0 * kg, pc->Tgs + i0 * kg);
+            apply_rows(&f->a, abar + i0 * lda, lda, (int)(i1 - i0), Q + i0 * n, pc->Ta + i0 * ka,
+                       pc->Tas + i0 * ka);
+        }
+    }
     f->kept_b = f->keep_p ? b : 0;
     /* delta (m x n) <- scale P^T (m x b) Q (b x n) */
     if (delta)

@@ -543,21 +543,29 @@ solve:;
     return KFAC_OK;
 }
 
-/* index of the first non-finite of x[0..n), or n. Runs on every step's
- * inputs, so the common case is one vectorized pass: 0 * x is NaN exactly
- * for NaN and Inf, and so is then the sum. */
-static size_t first_nonfinite(const float *x, size_t n)
+/* bad[j] <- whether x[j][0..n[j]) holds a NaN or Inf, for k arrays in one
+ * team (these run on every step's inputs, so one fork, and one vectorized
+ * pass each: 0 * x is NaN exactly for NaN and Inf, and so is then the sum). */
+static void nonfinite_flags(const float *const *x, const size_t *n, int k, int *bad)
 {
-    float acc = 0.0f;
-#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n > KFAC_PAR_STREAM)
-    for (size_t i = 0; i < n; i++)
-        acc += 0.0f * x[i];
-    if (acc == acc)
-        return n;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return i;
-    return n;
+    size_t total = 0;
+    for (int j = 0; j < k; j++)
+        total += n[j], bad[j] = 0;
+#pragma omp parallel if (total > KFAC_PAR_STREAM)
+    {
+        size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+        for (int j = 0; j < k; j++) {
+            float acc = 0.0f;
+            const float *xj = x[j];
+#pragma omp simd reduction(+ : acc)
+            for (size_t i = n[j] * t / T; i < n[j] * (t + 1) / T; i++)
+                acc += 0.0f * xj[i];
+            if (acc != acc) {
+#pragma omp atomic write
+                bad[j] = 1;
+            }
+        }
+    }
 }
 
 /* NaN or Inf in what the step reads would spread into the running
@@ -566,25 +574,36 @@ static size_t first_nonfinite(const float *x, size_t n)
  * against the O(B d^2) of the statistics. */
 static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond_input *in, int stats_now)
 {
+    enum { CHECKS = 5 };
+    const float *x[KFAC_MAX_LAYERS * CHECKS];
+    size_t n[KFAC_MAX_LAYERS * CHECKS];
+    const char *what[KFAC_MAX_LAYERS * CHECKS];
+    int layer[KFAC_MAX_LAYERS * CHECKS], bad[KFAC_MAX_LAYERS * CHECKS], k = 0;
+#define CHECK(arr, len, text) (x[k] = (arr), n[k] = (len), what[k] = (text), layer[k++] = l)
     for (int l = 0; l < pc->n_layers; l++) {
         /* per example: a layer's positions rows of each */
-        size_t din = (size_t)pc->d_in[l] * pc->pos[l], dout = (size_t)pc->d_out[l] * pc->pos[l], i;
-        size_t nw = (size_t)pc->d_in[l] * pc->d_out[l];
-        const char *what = NULL;
-        if (stats_now && (i = first_nonfinite(in->abar[l], (size_t)in->stat_rows * din)) < (size_t)in->stat_rows * din)
-            what = "input abar (statistics for A)";
-        else if (stats_now &&
-                 (i = first_nonfinite(in->gstat[l], (size_t)in->stat_rows * dout)) < (size_t)in->stat_rows * dout)
-            what = "pre-activation gradient g (statistics for G)";
-        else if (in->grad && (i = first_nonfinite(in->grad[l], nw)) < nw)
-            what = "gradient";
-        else if (!in->grad && (i = first_nonfinite(in->abar[l], (size_t)in->rows * din)) < (size_t)in->rows * din)
-            what = "input abar";
-        else if (!in->grad && (i = first_nonfinite(in->gtrue[l], (size_t)in->rows * dout)) < (size_t)in->rows * dout)
-            what = "pre-activation gradient g";
-        if (what)
-            return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: layer %d's %s is not finite (entry %zu); step %ld rejected, "
-                             "nothing changed", l + 1, what, i, pc->t + 1);
+        size_t din = (size_t)pc->d_in[l] * pc->pos[l], dout = (size_t)pc->d_out[l] * pc->pos[l];
+        if (stats_now) {
+            CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
+            CHECK(in->gstat[l], (size_t)in->stat_rows * dout, "pre-activation gradient g (statistics for G)");
+        }
+        if (in->grad) {
+            CHECK(in->grad[l], (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
+        } else {
+            CHECK(in->abar[l], (size_t)in->rows * din, "input abar");
+            CHECK(in->gtrue[l], (size_t)in->rows * dout, "pre-activation gradient g");
+        }
+    }
+#undef CHECK
+    nonfinite_flags(x, n, k, bad);
+    for (int j = 0; j < k; j++) {
+        if (!bad[j])
+            continue;
+        size_t i = 0;
+        while (i < n[j] && isfinite(x[j][i]))
+            i++;
+        return kfac_fail(KFAC_ERR_NUMERIC, "K-FAC: layer %d's %s is not finite (entry %zu); step %ld rejected, "
+                         "nothing changed", layer[j] + 1, what[j], i, pc->t + 1);
     }
     return KFAC_OK;
 }

@@ -1161,6 +1161,62 @@ START_TEST(test_precond_rejects_nonfinite)
 }
 END_TEST
 
+/* The same on 2 threads with inputs large enough for the check to split
+ * each array between them: a bad entry in the second thread's half of
+ * abar, g or the statistics' g is found, named, and located exactly. */
+START_TEST(test_precond_rejects_nonfinite_threaded)
+{
+    enum { B = 160, DIN = 257, DOUT = 129 };
+    int threads = kfac_get_threads();
+    kfac_set_threads(2);
+    int din = DIN, dout = DOUT;
+    kfac_kfac_params kp;
+    kfac_kfac_params_init(&kp);
+    kp.cov_every = 2; /* statistics on the odd steps only */
+    kp.inv_every = 2;
+    kfac_precond *pc;
+    ck_assert_int_eq(kfac_precond_new(1, &din, &dout, B, NULL, &kp, &pc), KFAC_OK);
+    float *w = malloc(sizeof(float) * DOUT * DIN), *ab = malloc(sizeof(float) * B * DIN),
+          *g = malloc(sizeof(float) * B * DOUT), *gs = malloc(sizeof(float) * B * DOUT);
+    ck_assert(w && ab && g && gs);
+    kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    fill(w, DOUT * DIN, -0.1f, 0.1f, &r);
+    float *wl[1] = {w};
+    const float *abl[1] = {ab}, *gl[1] = {g}, *gsl[1] = {gs};
+    kfac_precond_batch batch = {B, wl, NULL, abl, gsl, 1.0, gl};
+    /* case: which array, the entry, the message, on a statistics step? */
+    struct { float *x; size_t at; const char *what; int stats; } bad[3] = {
+        {ab, (size_t)B * DIN - 7, "input abar", 0},
+        {g, (size_t)B * DOUT * 3 / 4, "pre-activation gradient g", 0},
+        {gs, (size_t)B * DOUT - 1, "(statistics for G)", 1}};
+    for (int k = 0; k < 3; k++) {
+        fill(ab, B * DIN, 0, 1, &r);
+        fill(g, B * DOUT, -1, 1, &r);
+        fill(gs, B * DOUT, -1, 1, &r);
+        /* step 1 (statistics and the first inversion), then up to the
+         * kind of step the case wants */
+        while (kfac_precond_steps(pc) < 1 || kfac_precond_stats_due(pc) != bad[k].stats)
+            ck_assert_msg(kfac_precond_step(pc, &batch) == KFAC_OK, "%s", kfac_last_error());
+        long steps = kfac_precond_steps(pc);
+        float keep = bad[k].x[bad[k].at];
+        bad[k].x[bad[k].at] = k == 1 ? -INFINITY : NAN;
+        kfac_status st = kfac_precond_step(pc, &batch);
+        char want[64];
+        snprintf(want, sizeof want, "(entry %zu)", bad[k].at);
+        ck_assert_msg(st == KFAC_ERR_NUMERIC, "case %d: status %s (%s)", k, kfac_strerror(st), kfac_last_error());
+        ck_assert_msg(strstr(kfac_last_error(), bad[k].what) && strstr(kfac_last_error(), want), "case %d: %s", k,
+                      kfac_last_error());
+        ck_assert_int_eq(kfac_precond_steps(pc), steps);
+        bad[k].x[bad[k].at] = keep;
+        ck_assert_msg(kfac_precond_step(pc, &batch) == KFAC_OK, "case %d: %s", k, kfac_last_error());
+    }
+    kfac_precond_free(pc);
+    free(w), free(ab), free(g), free(gs);
+    kfac_set_threads(threads);
+}
+END_TEST
+
 Suite *kfac_suite(void)
 {
     Suite *s = suite_create("kfac");
@@ -1184,6 +1240,7 @@ Suite *kfac_suite(void)
     tcase_add_loop_test(tc, test_quadratic_rule_tiny_damping, 0, KFAC_INV_COUNT);
     tcase_add_loop_test(tc, test_all_zero_inputs, 0, KFAC_INV_COUNT);
     tcase_add_test(tc, test_precond_rejects_nonfinite);
+    tcase_add_test(tc, test_precond_rejects_nonfinite_threaded);
     suite_add_tcase(s, tc);
     return s;
 }
