@@ -13,8 +13,13 @@
 #include "kfac.h"
 #include "plural.h"
 
-static double median(double *v, int n)
+enum { MAX_RUNS = 4, MAX_EPOCHS = 16 };
+
+/* the median of v[0..n), v untouched */
+static double median(const double *in, int n)
 {
+    double v[MAX_EPOCHS];
+    memcpy(v, in, sizeof(double) * (size_t)n);
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
             double t = v[j];
@@ -27,7 +32,6 @@ static double median(double *v, int n)
 /* Epoch times of several configurations, interleaved epoch by epoch so
  * that the machine's drift (this VM's speed moves by 20% over minutes)
  * falls on all of them alike. */
-enum { MAX_RUNS = 4, MAX_EPOCHS = 16 };
 
 static int run_interleaved(const kfac_net_spec *s, const kfac_train_params *p, int runs, const kfac_dataset *d,
                            const int *epochs, double times[][MAX_EPOCHS], double losses[][MAX_EPOCHS],
@@ -90,18 +94,28 @@ static int bench_batch(const kfac_net_spec *spec, const kfac_train_params *base,
         snprintf(share, sizeof share, "%g of the", (double)p[LOWRANK].kfac.stat_fraction);
     printf("\n## batch %d: median of %d interleaved epoch%s each; K-FAC statistics on %s batch\n", batch, epochs,
            KFAC_S(epochs), share);
-    printf("%-36s %9s %7s   %-22s %s\n", "run", "s/epoch", "x SGD", "(epochs: s each)", "training loss per epoch");
+    /* "x SGD" is the ratio of the medians; "paired" the median of each
+     * round's ratio to the SGD epoch run just before it, which cancels
+     * drift slower than a round (this VM's speed can move 30% within a
+     * minute) */
+    printf("%-36s %9s %7s %7s   %-30s %s\n", "run", "s/epoch", "x SGD", "paired", "(epochs in run order: s each)",
+           "training loss per epoch");
     const char *names[4] = {"sgd (lr 0.05)", "kfac, lowrank inverses (default)", "kfac, dense cholesky inverses",
                             "kfac, quadratic rule (F products)"};
-    double med[4];
-    for (int r = 0; r < runs; r++)
+    double med[4], paired[4];
+    for (int r = 0; r < runs; r++) {
+        double ratio[MAX_EPOCHS];
+        for (int e = 0; e < ep[r]; e++)
+            ratio[e] = times[r][e] / times[SGD][e];
         med[r] = median(times[r], ep[r]);
+        paired[r] = median(ratio, ep[r]);
+    }
     for (int r = 0; r < runs; r++) {
         char each[128] = "(";
         for (int e = 0; e < ep[r]; e++)
             snprintf(each + strlen(each), sizeof each - strlen(each), "%s%.2f", e ? " " : "", times[r][e]);
         strcat(each, ")");
-        printf("%-36s %9.3f %7.2f   %-22s", names[r], med[r], med[r] / med[SGD], each);
+        printf("%-36s %9.3f %7.2f %7.2f   %-30s", names[r], med[r], med[r] / med[SGD], paired[r], each);
         for (int e = 0; e < ep[r]; e++)
             printf(" %.4f", losses[r][e]);
         printf("\n");

@@ -422,12 +422,26 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     size_t n = pc->off[pc->n_layers];
     float *d0 = pc->v; /* the previous update */
     double t0 = kfac_seconds();
-    double d0norm = dot(d0, d0, n);
-    int has_prev = t > 1 && d0norm > 0.0;
     /* with D = -delta: the F parts and the plain parts of D^T C D, D^T C d0,
      * d0^T C d0, and grad^T D, grad^T d0 */
-    double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0;
+    double dFd = 0.0, dd = 0.0, b1 = -vg, dFd0 = 0.0, dd0 = 0.0, d0Fd0 = 0.0, b2 = 0.0, d0norm = 0.0;
     const float *dv = pc->delta, *fv = pc->fv, *fv0 = pc->fv0, *gr = pc->grad;
+    /* the plain parts in one pass over delta and d0 (all zero before the
+     * first step and after a rejected one), and grad^T d0 where the
+     * gradient was formed (with slopes it comes from the model callback) */
+    if (slopes)
+#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0, d0norm) if (n > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < n; i++) {
+            double x = dv[i], y = d0[i];
+            dd += x * x, dd0 += x * y, d0norm += y * y;
+        }
+    else
+#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0, d0norm, b2) if (n > KFAC_PAR_STREAM)
+        for (size_t i = 0; i < n; i++) {
+            double x = dv[i], y = d0[i];
+            dd += x * x, dd0 += x * y, d0norm += y * y, b2 += (double)gr[i] * y;
+        }
+    int has_prev = t > 1 && d0norm > 0.0;
     kfac_status st;
     if (pc->model || pc->forms) {
         /* the forms alone: sums over the callbacks' rows, summed over the
@@ -442,22 +456,8 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
             return st;
         double per = 1.0 / KFAC_MAX(1, in->total_fvp_rows);
         dFd = s[0] * per, dFd0 = s[1] * per, d0Fd0 = s[2] * per;
-        if (has_prev && slopes) { /* grad is not formed where the batch form was taken */
+        if (has_prev && slopes) /* grad is not formed where the batch form was taken */
             b2 = s[4] / in->total_rows;
-#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0) if (n > KFAC_PAR_STREAM)
-            for (size_t i = 0; i < n; i++) {
-                double x = dv[i], y = d0[i];
-                dd += x * x, dd0 += x * y;
-            }
-        } else if (has_prev) {
-#pragma omp parallel for simd schedule(static) reduction(+ : dd, dd0, b2) if (n > KFAC_PAR_STREAM)
-            for (size_t i = 0; i < n; i++) {
-                double x = dv[i], y = d0[i];
-                dd += x * x, dd0 += x * y, b2 += (double)gr[i] * y;
-            }
-        } else {
-            dd = dot(dv, dv, n);
-        }
         goto solve;
     }
     /* the callbacks see this process's rows: F v is their mean */
@@ -469,15 +469,14 @@ static kfac_status quadratic_update(kfac_precond *pc, const kfac_precond_input *
     pc->st.seconds_fvp += kfac_seconds() - t0;
     if (st != KFAC_OK)
         return st;
-    if (has_prev) /* one pass over the five vectors, not six over pairs */
-#pragma omp parallel for simd schedule(static) reduction(+ : dFd, dd, dFd0, dd0, d0Fd0, b2) if (n > KFAC_PAR_STREAM)
+    if (has_prev) /* one pass over the four vectors, not three over pairs */
+#pragma omp parallel for simd schedule(static) reduction(+ : dFd, dFd0, d0Fd0) if (n > KFAC_PAR_STREAM)
         for (size_t i = 0; i < n; i++) {
             double x = dv[i], y = d0[i];
-            dFd += x * fv[i], dd += x * x, dFd0 += x * fv0[i];
-            dd0 += x * y, d0Fd0 += y * fv0[i], b2 += (double)gr[i] * y;
+            dFd += x * fv[i], dFd0 += x * fv0[i], d0Fd0 += y * fv0[i];
         }
     else
-        dFd = dot(dv, fv, n), dd = dot(dv, dv, n);
+        dFd = dot(dv, fv, n);
 solve:;
     double alpha = 0.0, mu = 0.0, model = 0.0;
     for (int tries = 0;; tries++) {
