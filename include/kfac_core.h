@@ -319,9 +319,10 @@ KFAC_API kfac_status kfac_sample_targets(kfac_loss loss, const float *z, float *
  *       ones: a dense layer's input, a convolution's patches (the window
  *       of output pixel p of example b in row b P + p, NHWC order).
  * g:    batch x P rows of rows, per-example dl_n/ds.
- * A trainer with a first-order optimizer does not keep a convolution's
- * patches (its backward pass rebuilds them), so on its network a conv
- * layer's abar is not the last pass's. */
+ * A trainer keeps a convolution's patches only for a step that reads
+ * them (K-FAC's statistics rounds, the quadratic rule; never a
+ * first-order method: its backward pass rebuilds them), so on its network
+ * a conv layer's abar is in general not the last pass's. */
 KFAC_API const float *kfac_net_layer_input(const kfac_net *net, int l);
 KFAC_API const float *kfac_net_layer_pregrad(const kfac_net *net, int l);
 /* Layer l's positions: rows of abar and g per example (a dense layer 1,

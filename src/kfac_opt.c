@@ -162,6 +162,16 @@ static kfac_status sample_pass(kfac_state *s, kfac_net *net, int m, int row0, kf
     return st;
 }
 
+/* Every layer's abar is read by a statistics round (and by the quadratic
+ * rule's forward passes, every step); between rounds the weight form
+ * needs only a convolution's gradient, which its backward pass forms
+ * without keeping the patches (docs/algorithm.md §2.1). */
+static int kfac_keeps_inputs(const void *state)
+{
+    const kfac_state *s = state;
+    return s->quad || kfac_precond_stats_due(s->pc);
+}
+
 static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_step_ctx *ctx)
 {
     /* the gradient is formed from abar and g where needed; the engine
@@ -174,13 +184,21 @@ static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_st
     int total = ctx->total_rows > 0 ? ctx->total_rows : B;
     kfac_precond_input in = {.rows = B, .grad = NULL, .total_rows = total};
     float *w[KFAC_MAX_LAYERS];
-    const float *abar[KFAC_MAX_LAYERS], *gtrue[KFAC_MAX_LAYERS], *gstat[KFAC_MAX_LAYERS];
+    const float *abar[KFAC_MAX_LAYERS], *gtrue[KFAC_MAX_LAYERS], *gstat[KFAC_MAX_LAYERS], *lgrad[KFAC_MAX_LAYERS];
+    int dropped = 0;
     for (int k = 0; k < K; k++) {
         kfac_layer *ly = &net->layers[net->block_layer[k]];
         w[k] = net->theta + ly->offset;
         abar[k] = ly->abar;
         gtrue[k] = gstat[k] = ly->g;
+        /* a layer without its abar comes with the backward pass's gradient */
+        lgrad[k] = kfac_layer_kept(ly) ? NULL : ctx->grad_dropped ? ctx->grad_dropped + ly->offset : NULL;
+        if (!kfac_layer_kept(ly) && (!lgrad[k] || kfac_keeps_inputs(s)))
+            return kfac_fail(KFAC_ERR_STATE, "K-FAC step: layer %d's inputs were not kept, and the step reads "
+                                             "them", net->block_layer[k] + 1);
+        dropped |= lgrad[k] != NULL;
     }
+    in.layer_grad = dropped ? lgrad : NULL;
     kfac_status st;
     if (s->quad && (st = kfac_net_loss(net, ctx->y, &in.loss0, NULL)) != KFAC_OK)
         return st;
@@ -216,4 +234,5 @@ const kfac_optimizer_type kfac_kfac_type = {
     .step = kfac_step,
     .io = kfac_io,
     .report = kfac_report,
+    .keeps_inputs = kfac_keeps_inputs,
 };

@@ -25,6 +25,9 @@ typedef struct kfac_layer_type {
     const char *name;  /* the kind's name, kfac_layer_kind_name's */
     int has_weights;   /* a K-FAC block of d_out x d_in weights */
     int spatial_input; /* reads its input as an image */
+    int drops_inputs;  /* with keep_abar 0 the forward pass keeps no abar
+                          and backward rebuilds it: only backward can then
+                          form the weight gradient */
     /* From the spec and the input shape: the output shape, the block's
      * sizes and positions, the geometry. INVALID_ARG naming the problem
      * (the caller adds the layer's number). */

@@ -158,6 +158,7 @@ const kfac_layer_type kfac_layer_conv = {
     .name = "conv",
     .has_weights = 1,
     .spatial_input = 1,
+    .drops_inputs = 1,
     .infer = conv_infer,
     .forward = conv_forward,
     .backward = conv_backward,

@@ -426,19 +426,27 @@ kfac_status kfac_net_predict(kfac_net *net, const float *x, int batch, float *ou
     return st;
 }
 
-void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale)
+/* kfac_net_backprop, the weight gradient of every layer or (dropped_only)
+ * of the layers that kept no abar */
+static void backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale, int dropped_only)
 {
     for (int l = net->n_layers - 1; l >= 0; l--) {
         kfac_layer *ly = &net->layers[l];
         kfac_layer *prev = l > 0 ? &net->layers[l - 1] : NULL;
         float *dx = prev ? g[l - 1] : NULL;
-        ly->type->backward(ly, net->theta + ly->offset, g[l], rows, grad ? grad + ly->offset : NULL, scale, dx,
-                           prev ? (size_t)prev->out_size : 0, net->scratch);
+        float *gw = grad && (!dropped_only || !kfac_layer_kept(ly)) ? grad + ly->offset : NULL;
+        ly->type->backward(ly, net->theta + ly->offset, g[l], rows, gw, scale, dx, prev ? (size_t)prev->out_size : 0,
+                           net->scratch);
         /* g_{l-1} = dl/dx_l * phi'(s_{l-1}), phi' from the recorded output x_l */
         if (prev)
             kfac_activation_types[prev->spec.activation].backward(dx, prev->out_size, ly->x, (int)ly->ldx, rows,
                                                                   prev->out_size);
     }
+}
+
+void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, float scale)
+{
+    backprop(net, rows, g, grad, scale, 0);
 }
 
 /* g[L-1] <- dl_n/ds of the last layer for y's rows */
@@ -474,5 +482,22 @@ kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
     /* dW = (1/B) g^T abar: the one place the batch mean is taken
      * (docs/algorithm.md §2) */
     kfac_net_backprop(net, net->batch, g, grad, 1.0f / net->batch);
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_backward_dropped(kfac_net *net, const float *y, float *grad, float scale, int *any)
+{
+    if (!net || !y || !grad || !any)
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward_dropped: NULL argument");
+    if (net->batch < 1)
+        return kfac_fail(KFAC_ERR_STATE, "kfac_net_backward_dropped before any forward pass");
+    float *g[KFAC_MAX_LAYERS];
+    *any = 0;
+    for (int l = 0; l < net->n_layers; l++) {
+        g[l] = net->layers[l].g;
+        *any |= net->layers[l].type->has_weights && !kfac_layer_kept(&net->layers[l]);
+    }
+    output_grad(net, y, net->batch, g[net->n_layers - 1]);
+    backprop(net, net->batch, g, grad, scale, 1);
     return KFAC_OK;
 }

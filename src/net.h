@@ -52,9 +52,19 @@ void kfac_net_backprop(kfac_net *net, int rows, float *const *g, float *grad, fl
 
 /* Whether forward passes leave abar whole for every layer (1, what
  * kfac_net_new sets), or may leave a convolution's unspecified (0) and
- * rebuild its patches in the backward pass, for a first-order trainer
- * that reads nothing but the gradient (layer_conv.c says what it saves). */
+ * rebuild its patches in the backward pass, for a step that reads nothing
+ * of it but the gradient: a first-order trainer's, and K-FAC's between
+ * statistics rounds (layer_conv.c says what it saves). */
 void kfac_net_keep_inputs(kfac_net *net, int keep);
+
+/* Whether the last forward pass left layer ly's abar whole. */
+static inline int kfac_layer_kept(const kfac_layer *ly) { return ly->keep_abar || !ly->type->drops_inputs; }
+
+/* kfac_net_backward with the weight gradient (scale times the sum over
+ * the rows) only for the layers whose abar the forward pass did not keep,
+ * at their offsets in grad: what K-FAC cannot form from abar and g.
+ * *any <- whether there was such a layer. */
+kfac_status kfac_net_backward_dropped(kfac_net *net, const float *y, float *grad, float scale, int *any);
 
 /* K-FAC's view of block k (a weighted layer): W's d_out x d_in and the
  * positions (rows per example) of its abar and g. */

@@ -269,6 +269,11 @@ void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor) { opt->lr_f
 
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt) { return opt->type->flat_gradient; }
 
+int kfac_optimizer_keeps_inputs(const kfac_optimizer *opt)
+{
+    return opt->type->keeps_inputs ? opt->type->keeps_inputs(opt->own) : !opt->type->flat_gradient;
+}
+
 kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *out)
 {
     if (!opt->type->report)

@@ -32,6 +32,8 @@ void kfac_optimizer_set_lr_factor(kfac_optimizer *opt, float factor);
 /* Whether the step reads the flat mean gradient (else the trainer skips
  * forming it). */
 int kfac_optimizer_flat_gradient(const kfac_optimizer *opt);
+/* Whether the next step reads every layer's abar (optim_type.h). */
+int kfac_optimizer_keeps_inputs(const kfac_optimizer *opt);
 /* The curvature counters and timings; KFAC_ERR_STATE for a type without
  * them. */
 kfac_status kfac_optimizer_report(const kfac_optimizer *opt, kfac_kfac_stats *out);

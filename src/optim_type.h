@@ -24,6 +24,11 @@ typedef struct kfac_step_ctx {
     /* In a process group: this process's rows are rows [row0, row0 +
      * batch) of a batch of total_rows over the group. 0 and 0 alone. */
     int row0, total_rows;
+    /* The weight gradients, (1/total_rows) times the sum over this
+     * process's rows, of the layers whose abar the forward pass did not
+     * keep (keeps_inputs below), at their offsets in theta; NULL when
+     * every layer kept it. */
+    const float *grad_dropped;
 } kfac_step_ctx;
 
 /* One step's operands, from the optimizer object. */
@@ -61,6 +66,11 @@ typedef struct kfac_optimizer_type {
      * checkpoint. report: counters and timings of a curvature method. */
     void (*io)(void *state, struct kfac_ckio *io);
     void (*report)(const void *state, kfac_kfac_stats *out);
+    /* Whether the next step reads every layer's abar (else the trainer's
+     * forward pass may drop a convolution's patches and its backward pass
+     * forms that layer's gradient instead: ctx->grad_dropped). NULL: when
+     * the type reads no flat gradient. */
+    int (*keeps_inputs)(const void *state);
 } kfac_optimizer_type;
 
 #endif

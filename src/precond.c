@@ -244,6 +244,12 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
+/* layer l's gradient as the caller formed it (abar not kept), or NULL */
+static const float *layer_grad(const kfac_precond_input *in, int l)
+{
+    return in->grad ? NULL : in->layer_grad ? in->layer_grad[l] : NULL;
+}
+
 /* Whether layer l takes the batch form (docs/algorithm.md §8):
  * it works from g and abar, so not with weight decay. In a process group
  * each rank preconditions its own slice and the slices' deltas are summed
@@ -254,7 +260,7 @@ static kfac_status invert(kfac_precond *pc, double damping)
 static int batch_form(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
     int grouped = kfac_dist_grouped(pc->dist);
-    if (in->grad || pc->wd != 0.0f || (grouped && pc->kp.rule == KFAC_RULE_QUADRATIC))
+    if (in->grad || layer_grad(in, l) || pc->wd != 0.0f || (grouped && pc->kp.rule == KFAC_RULE_QUADRATIC))
         return 0;
     /* every rank must choose alike: by the largest slice, not its own */
     int rows = kfac_dist_largest_slice(pc->dist, in->total_rows);
@@ -277,6 +283,8 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
             continue;
         if (in->grad) /* the caller's: copied, decay must not touch it */
             memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
+        else if (layer_grad(in, l)) /* formed by the backward pass, already over total_rows */
+            memcpy(gl, layer_grad(in, l), sizeof(float) * (size_t)din * dout);
         else /* grad_l (dout x din) <- (1/total) g^T (dout x B pos) abar (B pos x din) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B * pc->pos[l], 1.0f / in->total_rows, in->gtrue[l],
                         dout, in->abar[l], din, 0.0f, gl, din);
@@ -586,8 +594,8 @@ static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond
             CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
             CHECK(in->gstat[l], (size_t)in->stat_rows * dout, "pre-activation gradient g (statistics for G)");
         }
-        if (in->grad) {
-            CHECK(in->grad[l], (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
+        if (in->grad || layer_grad(in, l)) {
+            CHECK(in->grad ? in->grad[l] : layer_grad(in, l), (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
         } else {
             CHECK(in->abar[l], (size_t)in->rows * din, "input abar");
             CHECK(in->gtrue[l], (size_t)in->rows * dout, "pre-activation gradient g");

@@ -16,6 +16,12 @@ typedef struct kfac_precond_input {
                                      abar and gtrue (or the low-rank form) */
     const float *const *abar;     /* rows x d_in (statistics; grad NULL) */
     const float *const *gtrue;    /* rows x d_out of the labels (grad NULL) */
+    const float *const *layer_grad; /* with grad NULL: NULL, or per layer NULL
+                                     or its gradient, (1/total_rows) times
+                                     the sum over this process's rows, where
+                                     abar was not kept (a convolution's
+                                     between statistics rounds): read in
+                                     place of abar and gtrue */
     const float *const *gstat;    /* stat_rows x d_out (statistics due) */
     int stat_rows;                /* may be 0 in a process group */
     int total_rows;               /* rows of the whole group's batch: the

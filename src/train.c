@@ -184,9 +184,6 @@ kfac_status kfac_trainer_new(const kfac_net_spec *spec, const kfac_train_params 
         (st = kfac_dist_new_alone(&t->dist)) != KFAC_OK ||
         (st = kfac_optimizer_new_for_net(p, t->net, t->dist, &t->opt)) != KFAC_OK)
         goto fail;
-    /* a first-order optimizer reads the gradient alone: the convolutions
-     * need not keep their patches */
-    kfac_net_keep_inputs(t->net, !kfac_optimizer_flat_gradient(t->opt));
     t->order = malloc(sizeof *t->order * (size_t)train->n);
     t->by = kfac_alloc_floats((size_t)p->batch * (size_t)t->net->outputs);
     t->grad = kfac_alloc_floats(t->net->n_params);
@@ -405,6 +402,8 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
         /* this process's slice of the batch: rows [lo, hi) */
         int lo = (int)((long)rows * rank / size), hi = (int)((long)rows * (rank + 1) / size), mine = hi - lo;
         double loss;
+        /* a convolution keeps its patches only for a step that reads them */
+        kfac_net_keep_inputs(t->net, kfac_optimizer_keeps_inputs(t->opt));
         if ((st = gather(t->net, t->train, t->order, first + lo, mine, t->by)) != KFAC_OK ||
             (st = kfac_net_forward_in_place(t->net, mine)) != KFAC_OK ||
             (st = kfac_net_loss(t->net, t->by, &loss, NULL)) != KFAC_OK)
@@ -426,11 +425,16 @@ static kfac_status epoch(kfac_trainer *t, kfac_progress_fn progress, void *user,
                            t->epoch + 1, s + 1);
             break;
         }
-        kfac_step_ctx ctx = {t->net, t->by, mine, &t->rng, lo, rows};
-        /* K-FAC forms what it needs of the gradient from abar and g */
+        kfac_step_ctx ctx = {t->net, t->by, mine, &t->rng, lo, rows, NULL};
+        /* K-FAC forms what it needs of the gradient from abar and g, but
+         * for the layers whose abar was dropped: the batch's mean over the
+         * group, this process's share */
         float *grad = kfac_optimizer_flat_gradient(t->opt) ? t->grad : NULL;
-        if ((st = kfac_net_backward(t->net, t->by, grad)) != KFAC_OK)
+        int dropped = 0;
+        if ((st = grad ? kfac_net_backward(t->net, t->by, grad)
+                       : kfac_net_backward_dropped(t->net, t->by, t->grad, 1.0f / rows, &dropped)) != KFAC_OK)
             break;
+        ctx.grad_dropped = dropped ? t->grad : NULL;
         if (grad && kfac_dist_grouped(t->dist)) {
             /* the batch's mean gradient: each slice's mean weighted by its rows */
             float w = (float)mine / (float)rows;

@@ -656,7 +656,7 @@ START_TEST(test_precond_is_the_builtin)
         /* built-in */
         ck_assert_int_eq(kfac_net_forward(na, x, B), KFAC_OK);
         ck_assert_int_eq(kfac_net_backward(na, y, NULL), KFAC_OK);
-        kfac_step_ctx ctx = {na, y, B, &ra, 0, B};
+        kfac_step_ctx ctx = {na, y, B, &ra, 0, B, NULL};
         ck_assert_msg(kfac_optimizer_step_ctx(opt, kfac_net_params(na), NULL, &ctx) == KFAC_OK, "%s",
                       kfac_last_error());
 

@@ -15,6 +15,7 @@
 #include "fisher.h"
 #include "kfac.h"
 #include "net.h"
+#include "optim.h"
 #include "tests.h"
 
 /* One geometry: the input image, then a convolution, an optional second
@@ -379,6 +380,135 @@ START_TEST(test_cnn_rebuilt_patches)
 }
 END_TEST
 
+/* Whether the first layer's forward pass kept its patches, step by step
+ * (the progress callback runs after each step). */
+typedef struct kept_log {
+    kfac_trainer *t;
+    int n, kept[64];
+} kept_log;
+
+static int log_kept(void *user, long step, long steps)
+{
+    (void)step, (void)steps;
+    kept_log *k = user;
+    if (k->n < 64)
+        k->kept[k->n++] = kfac_trainer_net(k->t)->layers[0].keep_abar;
+    return 0;
+}
+
+/* The trainer keeps a convolution's patches exactly for the steps that
+ * read them: K-FAC's statistics rounds (every cov_every-th step from the
+ * first), every step of the quadratic rule, no step of a first-order
+ * method. */
+START_TEST(test_cnn_patches_kept_when_read)
+{
+    kfac_net_spec s;
+    cnn_spec(&cases[2], KFAC_LAYER_MAXPOOL, KFAC_ACT_RELU, KFAC_LOSS_SOFTMAX_XENT, &s);
+    s.layers[s.n_layers - 1].units = 3;
+    kfac_train_params p;
+    kfac_train_params_init(&p);
+    p.optimizer = _i == 2 ? KFAC_OPT_MOMENTUM : KFAC_OPT_KFAC;
+    if (_i == 1) {
+        p.kfac.rule = KFAC_RULE_QUADRATIC;
+        p.kfac.damping = 1.0f;
+    }
+    p.batch = 10;
+    p.kfac.cov_every = 3;
+    p.kfac.inv_every = 3;
+    kfac_dataset d = {0};
+    d.n = 100, d.rows = 5, d.cols = 10, d.features = 50, d.classes = 3;
+    d.x = malloc(sizeof *d.x * 100 * 50);
+    d.labels = malloc(sizeof *d.labels * 100);
+    kfac_rng r;
+    kfac_rng_seed(&r, 8);
+    test_fill_uniform(d.x, 100 * 50, 0.0f, 1.0f, &r);
+    for (int i = 0; i < 100; i++)
+        d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
+    kept_log k = {0};
+    ck_assert_msg(kfac_trainer_new(&s, &p, &d, &k.t) == KFAC_OK, "%s", kfac_last_error());
+    kfac_epoch_stats es;
+    for (int e = 0; e < 2; e++)
+        ck_assert_msg(kfac_trainer_epoch(k.t, log_kept, &k, &es) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_int_eq(k.n, 20);
+    for (int i = 0; i < k.n; i++) {
+        int want = _i == 0 ? i % 3 == 0 : _i == 1;
+        ck_assert_msg(k.kept[i] == want, "case %d, step %d: patches kept %d, want %d", _i, i + 1, k.kept[i], want);
+    }
+    kfac_trainer_free(k.t);
+    kfac_dataset_free(&d);
+}
+END_TEST
+
+/* K-FAC between statistics rounds reads a convolution's gradient from the
+ * backward pass that rebuilt its patches instead of forming it from the
+ * kept ones: the steps agree with the all-kept steps to rounding (dW is
+ * summed in another order), every third one dropping, on 2 threads; a
+ * step due to read the patches refuses a pass that dropped them. */
+START_TEST(test_kfac_dropped_patches_steps)
+{
+    const cnn_case *c = &cases[_i];
+    kfac_net_spec s;
+    cnn_spec(c, KFAC_LAYER_AVGPOOL, KFAC_ACT_TANH, KFAC_LOSS_SOFTMAX_XENT, &s);
+    enum { B = 24, STEPS = 5 };
+    kfac_net *na = cnn_net(&s, B, 70), *nb = cnn_net(&s, B, 70);
+    size_t n = kfac_net_n_params(na);
+    kfac_train_params tp;
+    kfac_train_params_init(&tp);
+    tp.optimizer = KFAC_OPT_KFAC;
+    tp.batch = B;
+    tp.kfac.cov_every = 3;
+    tp.kfac.inv_every = 3;
+    kfac_optimizer *oa, *ob;
+    ck_assert_msg(kfac_optimizer_new_for_net(&tp, na, NULL, &oa) == KFAC_OK, "%s", kfac_last_error());
+    ck_assert_msg(kfac_optimizer_new_for_net(&tp, nb, NULL, &ob) == KFAC_OK, "%s", kfac_last_error());
+    float *x = malloc(sizeof *x * (size_t)B * s.inputs), *y = malloc(sizeof *y * (size_t)B * c->outputs);
+    float *ga = malloc(sizeof *ga * n), *t0 = malloc(sizeof *t0 * n);
+    kfac_rng r, ra, rb;
+    kfac_rng_seed(&r, 9), kfac_rng_seed(&ra, 10), kfac_rng_seed(&rb, 10);
+    int threads = kfac_get_threads();
+    kfac_set_threads(2);
+    for (int step = 0; step < STEPS; step++) {
+        test_fill_uniform(x, (size_t)B * s.inputs, -1.0f, 1.0f, &r);
+        fill_onehot(y, B, c->outputs, &r);
+        memcpy(t0, kfac_net_params(nb), sizeof *t0 * n);
+        /* a: as the trainer steps */
+        int keep = kfac_optimizer_keeps_inputs(oa), dropped = -1;
+        ck_assert_int_eq(keep, step % 3 == 0);
+        kfac_net_keep_inputs(na, keep);
+        ck_assert_int_eq(kfac_net_forward(na, x, B), KFAC_OK);
+        ck_assert_int_eq(kfac_net_backward_dropped(na, y, ga, 1.0f / B, &dropped), KFAC_OK);
+        ck_assert_int_eq(dropped, !keep);
+        kfac_step_ctx ca = {na, y, B, &ra, 0, B, dropped ? ga : NULL};
+        if (dropped) { /* without the gradient the step would need the patches */
+            kfac_step_ctx bare = ca;
+            bare.grad_dropped = NULL;
+            ck_assert_int_eq(kfac_optimizer_step_ctx(oa, kfac_net_params(na), NULL, &bare), KFAC_ERR_STATE);
+        }
+        ck_assert_msg(kfac_optimizer_step_ctx(oa, kfac_net_params(na), NULL, &ca) == KFAC_OK, "%s",
+                      kfac_last_error());
+        /* b: every patch kept */
+        ck_assert_int_eq(kfac_net_forward(nb, x, B), KFAC_OK);
+        ck_assert_int_eq(kfac_net_backward(nb, y, NULL), KFAC_OK);
+        kfac_step_ctx cb = {nb, y, B, &rb, 0, B, NULL};
+        ck_assert_msg(kfac_optimizer_step_ctx(ob, kfac_net_params(nb), NULL, &cb) == KFAC_OK, "%s",
+                      kfac_last_error());
+        const float *pa = kfac_net_params(na), *pb = kfac_net_params(nb);
+        double err = 0.0, moved = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            err = fmax(err, fabs((double)pa[i] - pb[i]));
+            moved = fmax(moved, fabs((double)pb[i] - t0[i]));
+        }
+        ck_assert_msg(moved > 1e-6, "case %d, step %d: the step moved nothing (%g)", _i, step + 1, moved);
+        ck_assert_msg(err <= 1e-4 * moved, "case %d, step %d: weights differ by %g, the step is %g", _i, step + 1,
+                      err, moved);
+    }
+    kfac_set_threads(threads);
+    kfac_optimizer_free(oa), kfac_optimizer_free(ob);
+    kfac_net_free(na), kfac_net_free(nb);
+    free(x), free(y), free(ga), free(t0);
+}
+END_TEST
+
 /* a CNN's trainer saved mid-run and resumed continues bit for bit; a
  * dense network refuses its checkpoint, naming both */
 START_TEST(test_cnn_checkpoint_resume)
@@ -405,8 +535,6 @@ START_TEST(test_cnn_checkpoint_resume)
         d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
     kfac_trainer *a = NULL, *b = NULL;
     ck_assert_msg(kfac_trainer_new(&s, &p, &d, &a) == KFAC_OK, "%s", kfac_last_error());
-    /* K-FAC reads the patches; Nesterov's backward pass rebuilds them */
-    ck_assert_int_eq(kfac_trainer_net(a)->layers[0].keep_abar, !_i);
     kfac_epoch_stats ea, eb;
     ck_assert_int_eq(kfac_trainer_epoch(a, NULL, NULL, &ea), KFAC_OK);
     char ck[700];
@@ -466,6 +594,8 @@ Suite *cnn_suite(void)
     tcase_add_loop_test(tc, test_kfc_factors_explicit, 0, N_CASES);
     tcase_add_loop_test(tc, test_cnn_fisher_vec_explicit, 0, 2 * N_CASES);
     tcase_add_loop_test(tc, test_cnn_rebuilt_patches, 0, N_CASES);
+    tcase_add_loop_test(tc, test_cnn_patches_kept_when_read, 0, 3);
+    tcase_add_loop_test(tc, test_kfac_dropped_patches_steps, 0, N_CASES);
     tcase_add_loop_test(tc, test_cnn_checkpoint_resume, 0, 2);
     tcase_add_test(tc, test_cnn_rows_fit_an_int);
     suite_add_tcase(s, tc);
