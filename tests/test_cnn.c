@@ -380,6 +380,22 @@ START_TEST(test_cnn_rebuilt_patches)
 }
 END_TEST
 
+/* n random 5x5x2 images (as MNIST's rows x cols: 5 x 10) of 3 classes */
+static kfac_dataset random_images(int n, uint64_t seed)
+{
+    kfac_dataset d = {0};
+    d.n = n, d.rows = 5, d.cols = 10, d.features = 50, d.classes = 3;
+    d.x = malloc(sizeof *d.x * (size_t)n * 50);
+    d.labels = malloc(sizeof *d.labels * (size_t)n);
+    ck_assert(d.x && d.labels);
+    kfac_rng r;
+    kfac_rng_seed(&r, seed);
+    test_fill_uniform(d.x, (size_t)n * 50, 0.0f, 1.0f, &r);
+    for (int i = 0; i < n; i++)
+        d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
+    return d;
+}
+
 /* Whether the first layer's forward pass kept its patches, step by step
  * (the progress callback runs after each step). */
 typedef struct kept_log {
@@ -415,15 +431,7 @@ START_TEST(test_cnn_patches_kept_when_read)
     p.batch = 10;
     p.kfac.cov_every = 3;
     p.kfac.inv_every = 3;
-    kfac_dataset d = {0};
-    d.n = 100, d.rows = 5, d.cols = 10, d.features = 50, d.classes = 3;
-    d.x = malloc(sizeof *d.x * 100 * 50);
-    d.labels = malloc(sizeof *d.labels * 100);
-    kfac_rng r;
-    kfac_rng_seed(&r, 8);
-    test_fill_uniform(d.x, 100 * 50, 0.0f, 1.0f, &r);
-    for (int i = 0; i < 100; i++)
-        d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
+    kfac_dataset d = random_images(100, 8);
     kept_log k = {0};
     ck_assert_msg(kfac_trainer_new(&s, &p, &d, &k.t) == KFAC_OK, "%s", kfac_last_error());
     kfac_epoch_stats es;
@@ -523,16 +531,7 @@ START_TEST(test_cnn_checkpoint_resume)
     p.kfac.cov_every = 2;
     p.kfac.inv_every = 3;
     p.seed = 5;
-    /* 200 random 5x5x2 images of 3 classes */
-    kfac_dataset d = {0};
-    d.n = 200, d.rows = 5, d.cols = 10, d.features = 50, d.classes = 3;
-    d.x = malloc(sizeof *d.x * 200 * 50);
-    d.labels = malloc(sizeof *d.labels * 200);
-    kfac_rng r;
-    kfac_rng_seed(&r, 2);
-    test_fill_uniform(d.x, 200 * 50, 0.0f, 1.0f, &r);
-    for (int i = 0; i < 200; i++)
-        d.labels[i] = (uint8_t)kfac_rng_below(&r, 3);
+    kfac_dataset d = random_images(200, 2);
     kfac_trainer *a = NULL, *b = NULL;
     ck_assert_msg(kfac_trainer_new(&s, &p, &d, &a) == KFAC_OK, "%s", kfac_last_error());
     kfac_epoch_stats ea, eb;
