@@ -782,8 +782,14 @@ END_TEST
  * package loads the installed library; uninstall removes. */
 START_TEST(test_embedding_examples)
 {
+    /* the build directory is the test program's (not the working
+     * directory, which may be anywhere: make would build into it) */
     char cwd[1024], out[1200], cmd[4096];
-    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ssize_t len = readlink("/proc/self/exe", cwd, sizeof cwd - 1);
+    if (len > 0 && (cwd[len] = '\0', strrchr(cwd, '/')))
+        *strrchr(cwd, '/') = '\0';
+    else
+        ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     snprintf(out, sizeof out, "%s/embed.out", test_tmpdir());
     /* a clean environment for the inner make (no jobserver of an outer one) */
     snprintf(cmd, sizeof cmd,
