@@ -192,11 +192,14 @@ static kfac_status kfac_step(void *state, const kfac_step_args *a, const kfac_st
         abar[k] = ly->abar;
         gtrue[k] = gstat[k] = ly->g;
         /* a layer without its abar comes with the backward pass's gradient */
-        lgrad[k] = kfac_layer_kept(ly) ? NULL : ctx->grad_dropped ? ctx->grad_dropped + ly->offset : NULL;
-        if (!kfac_layer_kept(ly) && (!lgrad[k] || kfac_keeps_inputs(s)))
-            return kfac_fail(KFAC_ERR_STATE, "K-FAC step: layer %d's inputs were not kept, and the step reads "
-                                             "them", net->block_layer[k] + 1);
-        dropped |= lgrad[k] != NULL;
+        lgrad[k] = NULL;
+        if (!kfac_layer_kept(ly)) {
+            if (!ctx->grad_dropped || kfac_keeps_inputs(s))
+                return kfac_fail(KFAC_ERR_STATE, "K-FAC step: layer %d's inputs were not kept, and the step reads "
+                                                 "them", net->block_layer[k] + 1);
+            lgrad[k] = ctx->grad_dropped + ly->offset;
+            dropped = 1;
+        }
     }
     in.layer_grad = dropped ? lgrad : NULL;
     kfac_status st;

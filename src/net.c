@@ -469,35 +469,36 @@ kfac_status kfac_net_backward_into(kfac_net *net, const float *y, int rows, floa
     return KFAC_OK;
 }
 
-kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
+/* The training pass's backward into the network's g, with the weight
+ * gradient as backprop's; `who` names the caller in errors. */
+static kfac_status backward(kfac_net *net, const float *y, float *grad, float scale, int dropped_only,
+                            const char *who)
 {
     if (!net || !y)
-        return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward: NULL argument");
+        return kfac_fail(KFAC_ERR_INVALID_ARG, "%s: NULL argument", who);
     if (net->batch < 1)
-        return kfac_fail(KFAC_ERR_STATE, "kfac_net_backward before any forward pass");
+        return kfac_fail(KFAC_ERR_STATE, "%s before any forward pass", who);
     float *g[KFAC_MAX_LAYERS];
     for (int l = 0; l < net->n_layers; l++)
         g[l] = net->layers[l].g;
     output_grad(net, y, net->batch, g[net->n_layers - 1]);
+    backprop(net, net->batch, g, grad, scale, dropped_only);
+    return KFAC_OK;
+}
+
+kfac_status kfac_net_backward(kfac_net *net, const float *y, float *grad)
+{
     /* dW = (1/B) g^T abar: the one place the batch mean is taken
      * (docs/algorithm.md §2) */
-    kfac_net_backprop(net, net->batch, g, grad, 1.0f / net->batch);
-    return KFAC_OK;
+    return backward(net, y, grad, net ? 1.0f / KFAC_MAX(1, net->batch) : 0.0f, 0, "kfac_net_backward");
 }
 
 kfac_status kfac_net_backward_dropped(kfac_net *net, const float *y, float *grad, float scale, int *any)
 {
-    if (!net || !y || !grad || !any)
+    if (!grad || !any)
         return kfac_fail(KFAC_ERR_INVALID_ARG, "kfac_net_backward_dropped: NULL argument");
-    if (net->batch < 1)
-        return kfac_fail(KFAC_ERR_STATE, "kfac_net_backward_dropped before any forward pass");
-    float *g[KFAC_MAX_LAYERS];
     *any = 0;
-    for (int l = 0; l < net->n_layers; l++) {
-        g[l] = net->layers[l].g;
+    for (int l = 0; net && l < net->n_layers; l++)
         *any |= net->layers[l].type->has_weights && !kfac_layer_kept(&net->layers[l]);
-    }
-    output_grad(net, y, net->batch, g[net->n_layers - 1]);
-    backprop(net, net->batch, g, grad, scale, 1);
-    return KFAC_OK;
+    return backward(net, y, grad, scale, 1, "kfac_net_backward_dropped");
 }

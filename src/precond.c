@@ -244,10 +244,11 @@ static kfac_status invert(kfac_precond *pc, double damping)
     return st;
 }
 
-/* layer l's gradient as the caller formed it (abar not kept), or NULL */
-static const float *layer_grad(const kfac_precond_input *in, int l)
+/* layer l's gradient as the caller formed it (every layer's, or this
+ * one's because its abar was not kept), or NULL: formed here */
+static const float *given_grad(const kfac_precond_input *in, int l)
 {
-    return in->grad ? NULL : in->layer_grad ? in->layer_grad[l] : NULL;
+    return in->grad ? in->grad[l] : in->layer_grad ? in->layer_grad[l] : NULL;
 }
 
 /* Whether layer l takes the batch form (docs/algorithm.md §8):
@@ -260,7 +261,7 @@ static const float *layer_grad(const kfac_precond_input *in, int l)
 static int batch_form(const kfac_precond *pc, const kfac_precond_input *in, int l)
 {
     int grouped = kfac_dist_grouped(pc->dist);
-    if (in->grad || layer_grad(in, l) || pc->wd != 0.0f || (grouped && pc->kp.rule == KFAC_RULE_QUADRATIC))
+    if (given_grad(in, l) || pc->wd != 0.0f || (grouped && pc->kp.rule == KFAC_RULE_QUADRATIC))
         return 0;
     /* every rank must choose alike: by the largest slice, not its own */
     int rows = kfac_dist_largest_slice(pc->dist, in->total_rows);
@@ -281,10 +282,8 @@ static kfac_status gradient(kfac_precond *pc, const kfac_precond_input *in, int 
         float *gl = pc->grad + pc->off[l];
         if (!(formed[l] = need_grad || !batch_form(pc, in, l)))
             continue;
-        if (in->grad) /* the caller's: copied, decay must not touch it */
-            memcpy(gl, in->grad[l], sizeof(float) * (size_t)din * dout);
-        else if (layer_grad(in, l)) /* formed by the backward pass, already over total_rows */
-            memcpy(gl, layer_grad(in, l), sizeof(float) * (size_t)din * dout);
+        if (given_grad(in, l)) /* the caller's, already over total_rows: copied, decay must not touch it */
+            memcpy(gl, given_grad(in, l), sizeof(float) * (size_t)din * dout);
         else /* grad_l (dout x din) <- (1/total) g^T (dout x B pos) abar (B pos x din) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B * pc->pos[l], 1.0f / in->total_rows, in->gtrue[l],
                         dout, in->abar[l], din, 0.0f, gl, din);
@@ -581,7 +580,7 @@ static void nonfinite_flags(const float *const *x, const size_t *n, int k, int *
  * against the O(B d^2) of the statistics. */
 static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond_input *in, int stats_now)
 {
-    enum { CHECKS = 5 };
+    enum { CHECKS = 4 }; /* at most, per layer */
     const float *x[KFAC_MAX_LAYERS * CHECKS];
     size_t n[KFAC_MAX_LAYERS * CHECKS];
     const char *what[KFAC_MAX_LAYERS * CHECKS];
@@ -594,8 +593,8 @@ static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond
             CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
             CHECK(in->gstat[l], (size_t)in->stat_rows * dout, "pre-activation gradient g (statistics for G)");
         }
-        if (in->grad || layer_grad(in, l)) {
-            CHECK(in->grad ? in->grad[l] : layer_grad(in, l), (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
+        if (given_grad(in, l)) {
+            CHECK(given_grad(in, l), (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
         } else {
             CHECK(in->abar[l], (size_t)in->rows * din, "input abar");
             CHECK(in->gtrue[l], (size_t)in->rows * dout, "pre-activation gradient g");
