@@ -589,12 +589,16 @@ static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond
     for (int l = 0; l < pc->n_layers; l++) {
         /* per example: a layer's positions rows of each */
         size_t din = (size_t)pc->d_in[l] * pc->pos[l], dout = (size_t)pc->d_out[l] * pc->pos[l];
+        const float *grad = given_grad(in, l);
         if (stats_now) {
-            CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
+            /* the statistics rows are the batch's first: scanned below
+             * with the rest where the gradient comes from the rows */
+            if (grad || in->stat_rows > in->rows)
+                CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
             CHECK(in->gstat[l], (size_t)in->stat_rows * dout, "pre-activation gradient g (statistics for G)");
         }
-        if (given_grad(in, l)) {
-            CHECK(given_grad(in, l), (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
+        if (grad) {
+            CHECK(grad, (size_t)pc->d_in[l] * pc->d_out[l], "gradient");
         } else {
             CHECK(in->abar[l], (size_t)in->rows * din, "input abar");
             CHECK(in->gtrue[l], (size_t)in->rows * dout, "pre-activation gradient g");

@@ -1163,7 +1163,8 @@ END_TEST
 
 /* The same on 2 threads with inputs large enough for the check to split
  * each array between them: a bad entry in the second thread's half of
- * abar, g or the statistics' g is found, named, and located exactly. */
+ * abar (on a step with statistics or without), g or the statistics' g
+ * is found, named, and located exactly. */
 START_TEST(test_precond_rejects_nonfinite_threaded)
 {
     enum { B = 160, DIN = 257, DOUT = 129 };
@@ -1186,11 +1187,13 @@ START_TEST(test_precond_rejects_nonfinite_threaded)
     const float *abl[1] = {ab}, *gl[1] = {g}, *gsl[1] = {gs};
     kfac_precond_batch batch = {B, wl, NULL, abl, gsl, 1.0, gl};
     /* case: which array, the entry, the message, on a statistics step? */
-    struct { float *x; size_t at; const char *what; int stats; } bad[3] = {
+    struct { float *x; size_t at; const char *what; int stats; } bad[4] = {
         {ab, (size_t)B * DIN - 7, "input abar", 0},
         {g, (size_t)B * DOUT * 3 / 4, "pre-activation gradient g", 0},
-        {gs, (size_t)B * DOUT - 1, "(statistics for G)", 1}};
-    for (int k = 0; k < 3; k++) {
+        {gs, (size_t)B * DOUT - 1, "(statistics for G)", 1},
+        /* the statistics rows of abar, scanned once with the batch's */
+        {ab, (size_t)B * DIN * 2 / 3, "input abar", 1}};
+    for (int k = 0; k < 4; k++) {
         fill(ab, B * DIN, 0, 1, &r);
         fill(g, B * DOUT, -1, 1, &r);
         fill(gs, B * DOUT, -1, 1, &r);
