@@ -591,9 +591,10 @@ static kfac_status check_finite_input(const kfac_precond *pc, const kfac_precond
         size_t din = (size_t)pc->d_in[l] * pc->pos[l], dout = (size_t)pc->d_out[l] * pc->pos[l];
         const float *grad = given_grad(in, l);
         if (stats_now) {
-            /* the statistics rows are the batch's first: scanned below
-             * with the rest where the gradient comes from the rows */
-            if (grad || in->stat_rows > in->rows)
+            /* the statistics rows are the batch's first (stat_rows <=
+             * rows): scanned below with the rest where the gradient
+             * comes from the rows */
+            if (grad)
                 CHECK(in->abar[l], (size_t)in->stat_rows * din, "input abar (statistics for A)");
             CHECK(in->gstat[l], (size_t)in->stat_rows * dout, "pre-activation gradient g (statistics for G)");
         }
